@@ -1,0 +1,32 @@
+# `make run` / `make test` set everything up on a machine with only Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?= model=gmm guide=autodelta
+
+.PHONY: run test ui setup bench clean
+
+setup: $(STAMP)
+
+# Rebuilt only when pyproject.toml changes; otherwise skipped at once.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m runner $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+bench: $(STAMP)
+	$(PY) benchmarks/gmm_tutorial.py
+
+clean:
+	rm -rf $(VENV) outputs multirun mlflow.db mlruns

@@ -1,0 +1,54 @@
+"""A generic multimodal guide: a `MixtureGeneral` of K full-covariance Gaussians over all of a
+model's continuous latent sites, jointly, in unconstrained space.
+
+It is an `AutoContinuous` guide, so NumPyro handles packing the sites into one vector, the
+constraining transforms and their Jacobians. The component weights are fixed and equal: the
+mixture's sample is reparameterised through the chosen component, which gives unbiased pathwise
+gradients for the locations and scales, but none for the weights (Trace_ELBO has no
+score-function term), so learning the weights would be biased.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+from numpyro.infer.autoguide import AutoContinuous
+
+from guides.auto import continuous_part, init_loc_fn
+
+
+class AutoMixtureMVN(AutoContinuous):
+    scale_tril_constraint = constraints.scaled_unit_lower_cholesky
+
+    def __init__(self, model, *, K=2, init_scale=0.1, init_spread=2.0, prefix="auto", init_loc_fn=None):
+        self.K, self._init_scale, self._init_spread = int(K), float(init_scale), float(init_spread)
+        super().__init__(model, prefix=prefix, init_loc_fn=init_loc_fn)
+
+    def _get_posterior(self):
+        K, D = self.K, self.latent_dim
+        center = self._init_latent
+
+        def init_locs(key):  # spread the components so that they can find different modes
+            jitter = jax.random.uniform(key, (K, D), minval=-self._init_spread, maxval=self._init_spread)
+            return center + jitter.at[0].set(0.0)
+
+        locs = numpyro.param(f"{self.prefix}_locs", init_locs)
+        scale_tril = numpyro.param(
+            f"{self.prefix}_scale_tril",
+            jnp.broadcast_to(jnp.identity(D) * self._init_scale, (K, D, D)),
+            constraint=self.scale_tril_constraint,
+        )
+        return dist.MixtureGeneral(
+            dist.Categorical(probs=jnp.ones(K) / K),
+            [dist.MultivariateNormal(locs[k], scale_tril=scale_tril[k]) for k in range(K)],
+        )
+
+    def get_base_dist(self):
+        raise NotImplementedError("a mixture guide has no single affine base distribution")
+
+
+def automixture(model, init_values=None, K: int = 2, init_scale: float = 0.1, init_spread: float = 2.0):
+    return AutoMixtureMVN(continuous_part(model), K=K, init_scale=init_scale,
+                          init_spread=init_spread, init_loc_fn=init_loc_fn(init_values))

@@ -1,0 +1,36 @@
+"""What every model family provides to the runner.
+
+A model is a small object built by Hydra from `conf/model/<name>.yaml`. The runner calls it as a
+NumPyro model with the data (or nothing), asks it for per-restart initial values, and asks it
+for a picture once the fit is done. Nothing here knows about MLflow or Hydra.
+"""
+from __future__ import annotations
+
+from runner.errors import ConfigError
+
+
+class Model:
+    name: str = "model"
+    #: True if the model takes data (`data=` group); False for fixed-density models.
+    needs_data: bool = True
+    #: True if the model has discrete sites marked for parallel enumeration (needs TraceEnum_ELBO).
+    enumerated: bool = False
+    #: name -> dotted path of a hand-written guide builder (see guides/); first one is the default.
+    manual_guides: dict[str, str] = {}
+
+    def __call__(self, data=None):  # the NumPyro model
+        raise NotImplementedError
+
+    def check_data(self, data) -> None:
+        """Raise ConfigError with one line if `data` cannot be used by this model."""
+        if self.needs_data and data is None:
+            raise ConfigError(f"model '{self.name}' needs data: choose one with data=...")
+        if not self.needs_data and data is not None:
+            raise ConfigError(f"model '{self.name}' takes no data: use data=none")
+
+    def init_values(self, key, data) -> dict | None:
+        """Initial values for the guide's latent sites, drawn per restart from `key` (or None)."""
+        return None
+
+    def figure(self, fig, samples: dict, data) -> None:
+        """Draw a picture a person would want of the fit, from guide samples of the latent sites."""

@@ -1,0 +1,53 @@
+"""Bernoulli mixture model (seed 003) for binary vectors, e.g. binarised digit images."""
+from __future__ import annotations
+
+import numpy as np
+
+from models.base import Model
+from models.plots import image_grid
+from runner.errors import ConfigError
+
+
+class BMM(Model):
+    name = "bmm"
+    enumerated = True
+
+    def __init__(self, K: int = 10):
+        self.K = int(K)
+
+    def __call__(self, data=None):
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+
+        D = data.shape[-1]
+        weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(self.K)))
+        with numpyro.plate("components", self.K):
+            probs = numpyro.sample("probs", dist.Beta(1.0, 1.0).expand([D]).to_event(1))
+        with numpyro.plate("data", data.shape[0]):
+            assignment = numpyro.sample(
+                "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
+            )
+            numpyro.sample("obs", dist.Bernoulli(probs[assignment]).to_event(1), obs=data)
+
+    def check_data(self, data) -> None:
+        super().check_data(data)
+        if data.ndim != 2 or data.shape[0] == 0:
+            raise ConfigError(f"model 'bmm' needs data of shape (N, D), got {data.shape}")
+        if not np.isin(np.asarray(data), (0, 1)).all():
+            raise ConfigError("model 'bmm' needs binary data: set data.binarize=<threshold>")
+        if self.K > data.shape[0]:
+            raise ConfigError(f"model.K={self.K} is larger than the number of data points ({data.shape[0]})")
+
+    def init_values(self, key, data):
+        """Equal weights; component probabilities at random data points, pulled toward 0.5."""
+        import jax
+        import jax.numpy as jnp
+
+        n = data.shape[0]
+        idx = jax.random.categorical(key, jnp.ones(n) / n, shape=(self.K,))
+        return {"weights": jnp.ones(self.K) / self.K, "probs": 0.25 + 0.5 * data[idx]}
+
+    def figure(self, fig, samples, data):
+        image_grid(fig, np.median(samples["probs"], axis=0), np.median(samples["weights"], axis=0),
+                   data.shape[-1])

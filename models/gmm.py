@@ -1,0 +1,88 @@
+"""Gaussian mixture model of NumPyro's GMM tutorial (seed 000), for 1-D or D-dimensional data."""
+from __future__ import annotations
+
+import numpy as np
+
+from models.base import Model
+from models.plots import image_grid, normal_pdf
+from runner.errors import ConfigError
+
+
+class GMM(Model):
+    name = "gmm"
+    enumerated = True
+    manual_guides = {"full": "guides.gmm.full_guide"}
+
+    def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5):
+        self.K = int(K)
+        self.prior_loc_scale = float(prior_loc_scale)
+        self.weight_concentration = float(weight_concentration)
+
+    def __call__(self, data=None):
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+
+        K = self.K
+        weights = numpyro.sample("weights", dist.Dirichlet(self.weight_concentration * jnp.ones(K)))
+        one_d = data.ndim == 1
+        if one_d:  # exactly the tutorial's model
+            scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0))
+            with numpyro.plate("components", K):
+                locs = numpyro.sample("locs", dist.Normal(0.0, self.prior_loc_scale))
+        else:  # diagonal covariance shared by the components, as in seed 003's GMM
+            D = data.shape[-1]
+            scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0).expand([D]).to_event(1))
+            with numpyro.plate("components", K):
+                locs = numpyro.sample(
+                    "locs", dist.Normal(0.0, self.prior_loc_scale).expand([D]).to_event(1)
+                )
+        with numpyro.plate("data", data.shape[0]):
+            assignment = numpyro.sample(
+                "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
+            )
+            obs = dist.Normal(locs[assignment], scale)
+            numpyro.sample("obs", obs if one_d else obs.to_event(1), obs=data)
+
+    def check_data(self, data) -> None:
+        super().check_data(data)
+        if data.ndim not in (1, 2) or data.shape[0] == 0:
+            raise ConfigError(f"model 'gmm' needs data of shape (N,) or (N, D), got {data.shape}")
+        if self.K > data.shape[0]:
+            raise ConfigError(f"model.K={self.K} is larger than the number of data points ({data.shape[0]})")
+
+    def init_values(self, key, data):
+        """The tutorial's initialisation: equal weights, scale sqrt(var/2), locs at random data points."""
+        import jax
+        import jax.numpy as jnp
+
+        n = data.shape[0]
+        idx = jax.random.categorical(key, jnp.ones(n) / n, shape=(self.K,))
+        scale = jnp.sqrt(data.var(axis=0) / 2)
+        return {
+            "weights": jnp.ones(self.K) / self.K,
+            "scale": jnp.maximum(scale, 1e-2) if data.ndim > 1 else scale,
+            "locs": data[idx],
+        }
+
+    def figure(self, fig, samples, data):
+        weights = np.median(samples["weights"], axis=0)
+        locs = np.median(samples["locs"], axis=0)
+        scale = np.median(samples["scale"], axis=0)
+        if data.ndim > 1:
+            image_grid(fig, locs, weights, data.shape[-1])
+            return
+        ax = fig.subplots()
+        lo, hi = float(data.min()), float(data.max())
+        pad = 0.3 * (hi - lo) + 3 * float(scale)
+        X = np.linspace(lo - pad, hi + pad, 400)
+        total = np.zeros_like(X)
+        for k in range(self.K):
+            Y = weights[k] * normal_pdf(X, locs[k], scale)
+            total += Y
+            ax.plot(X, Y, label=f"component {k}: w={weights[k]:.3f}, loc={locs[k]:.2f}")
+        ax.plot(X, total, "k--", label="mixture")
+        ax.plot(data, np.zeros(len(data)), "k*", markersize=10, label="data")
+        ax.set_title(f"Fitted mixture density (scale={float(scale):.3f})")
+        ax.set_ylabel("probability density")
+        ax.legend(fontsize=8)

@@ -1,0 +1,32 @@
+"""Python entry points for tests, benchmarks and notebooks: compose a config the way the CLI does
+(same defaults, same overrides) and fit it, without Hydra's run directory or MLflow."""
+from __future__ import annotations
+
+from pathlib import Path
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def compose(overrides: list[str] | tuple = ()):
+    """(cfg, choices) for `python -m runner <overrides>`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.set_readonly(cfg, False)
+    return cfg, choices
+
+
+def fit_config(overrides: list[str] | tuple = ()):
+    """(experiment, FitResult) for the composed config."""
+    from runner.build import build
+    from runner.fit import fit
+
+    cfg, _ = compose(overrides)
+    exp = build(cfg)
+    return exp, fit(exp)

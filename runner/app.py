@@ -1,0 +1,123 @@
+"""One run: build the parts, fit them in one compiled program, write the results into Hydra's
+run directory, then log them to MLflow."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from runner.errors import ConfigError
+
+CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data")
+
+
+def fail(message: str, code: int = 2):
+    print(f"runner: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def configure_jax(cfg: DictConfig) -> None:
+    import jax
+
+    cache = cfg.get("jax", {}).get("cache_dir")
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def to_lists(tree):
+    return {k: np.asarray(v).tolist() for k, v in tree.items()}
+
+
+def write_outputs(run_dir: Path, cfg: DictConfig, exp, result) -> list[str]:
+    """Everything the run produced, on disk first, so a tracking failure loses no fit."""
+    from runner import plots
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "params.json").write_text(json.dumps(to_lists(result.params), indent=1))
+    row = result.best_row
+    metrics = {"scalars": scalar_metrics(result),
+               "curves": {"loss": result.losses[row].tolist(),
+                          **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    plots.loss_plot(result, run_dir / "plots" / "loss.png")
+    model_png = f"plots/{exp.model.name}.png"
+    plots.model_plot(exp.model, result, exp.data, run_dir / model_png)
+    return ["config.yaml", "params.json", "metrics.json", "plots/loss.png", model_png]
+
+
+def scalar_metrics(result) -> dict:
+    finals = result.final_losses
+    inits = result.initial_losses
+    return {
+        "final_loss": result.final_loss,
+        "initial_loss": result.initial_loss,
+        "best_restart": result.best,
+        "restarts_trained": len(result.trained),
+        "final_loss_min": float(np.nanmin(finals)),
+        "final_loss_median": float(np.nanmedian(finals)),
+        "final_loss_max": float(np.nanmax(finals)),
+        "initial_loss_min": float(np.nanmin(inits)),
+        "initial_loss_median": float(np.nanmedian(inits)),
+        "initial_loss_max": float(np.nanmax(inits)),
+    }
+
+
+def run(cfg: DictConfig):
+    """The Hydra task: choices and run directory from Hydra, then execute."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    choices = {g: hc.runtime.choices.get(g) for g in CHOICE_GROUPS}
+    outcome = execute(cfg, choices, Path(hc.runtime.output_dir))
+    return outcome.final_loss
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    result: object  # runner.fit.FitResult
+    run_dir: Path
+
+    @property
+    def final_loss(self) -> float:
+        return self.result.final_loss
+
+
+def execute(cfg: DictConfig, choices: dict, run_dir: Path) -> Outcome:
+    from runner.build import build, flatten
+
+    try:
+        exp = build(cfg)
+    except ConfigError as e:
+        fail(str(e))
+
+    import jax
+
+    from runner.fit import KEY_DERIVATION, fit
+    from runner.tracking import Tracker
+
+    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
+    configure_jax(cfg)
+    result = fit(exp)
+    artifacts = write_outputs(run_dir, cfg, exp, result)
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    params = flatten(cfg)
+    params.update({"jax_version": jax.__version__, "key_derivation": KEY_DERIVATION})
+    tags = {**{g: c for g, c in choices.items() if c is not None}, "run_dir": str(run_dir)}
+    try:
+        run_id = tracker.log_run(tags=tags, params=params, scalars=metrics["scalars"],
+                                 curves=metrics["curves"], artifact_dir=run_dir, artifacts=artifacts,
+                                 max_points=cfg.tracking.get("max_points_per_curve"))
+    except Exception as e:
+        fail(f"tracking to {cfg.tracking.uri} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+             f"the fit is saved in {run_dir}", code=1)
+    print(f"runner: {choices.get('model')}/{choices.get('guide')} final_loss={result.final_loss:.6g} "
+          f"best_restart={result.best}/{exp.restarts} run_id={run_id}")
+    return Outcome(run_id=run_id, result=result, run_dir=run_dir)

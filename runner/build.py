@@ -1,0 +1,163 @@
+"""cfg -> parts: instantiate the model, data, guide builder, loss and optimizer, and refuse any
+combination that cannot work before a fit starts (one ConfigError line each)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from runner.errors import ConfigError
+
+#: `_target_`s may only name code of the project or of the libraries it wraps.
+ALLOWED_TARGETS = ("models.", "guides.", "runner.data.", "runner.optim.", "numpyro.infer.", "optax.")
+SELECT = ("initial", "final")
+
+
+@dataclass
+class Experiment:
+    model: Any
+    data: Any  # numpy array or None
+    guide_builder: Callable  # (model, init_values) -> guide
+    loss: Any  # numpyro ELBO
+    optimizer: Any  # runner.optim.OptaxOptimizer | runner.optim.LBFGS
+    steps: int
+    restarts: int
+    seed: int
+    select: str
+    deterministic: bool = False
+
+
+def check_targets(node, path: str = "") -> None:
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            child_path = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                target = str(node[key])
+                if not target.startswith(ALLOWED_TARGETS):
+                    raise ConfigError(f"{child_path}={target} is not allowed: targets must be in "
+                                      f"{', '.join(p.rstrip('.') for p in ALLOWED_TARGETS)}")
+            else:
+                check_targets(node._get_node(key), child_path)
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node._iter_ex(resolve=False)):
+            check_targets(item, f"{path}[{i}]")
+
+
+def _positive_int(cfg, key: str) -> int:
+    value = cfg[key]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _instantiate(node, what: str):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        first = str(cause or e).strip().splitlines()[0]
+        raise ConfigError(f"cannot build {what}: {first}") from None
+
+
+def build(cfg: DictConfig) -> Experiment:
+    check_targets(cfg)
+    steps, restarts = _positive_int(cfg, "steps"), _positive_int(cfg, "restarts")
+    if cfg.select not in SELECT:
+        raise ConfigError(f"select must be one of {SELECT}, got {cfg.select!r}")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+
+    model = _instantiate(cfg.model, "model")
+    data = _instantiate(cfg.data, "data") if cfg.get("data") else None
+    model.check_data(data)
+    guide_builder = _instantiate(cfg.guide, "guide")
+    loss = _instantiate(cfg.loss, "loss")
+    if getattr(loss, "num_particles", 1) < 1:
+        raise ConfigError("loss.num_particles must be >= 1")
+    optimizer = _instantiate(cfg.optim, "optim")
+
+    from numpyro.infer import TraceEnum_ELBO
+
+    if model.enumerated and not isinstance(loss, TraceEnum_ELBO):
+        raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
+    exp = Experiment(model=model, data=data, guide_builder=guide_builder, loss=loss,
+                     optimizer=optimizer, steps=steps, restarts=restarts, seed=cfg.seed,
+                     select=cfg.select)
+    exp.deterministic = check_guide(exp)
+    if optimizer.needs_deterministic and not exp.deterministic:
+        raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
+                          "this guide samples, so use a stochastic optimizer such as optim=adam")
+    return exp
+
+
+def _base(fn):
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def check_guide(exp: Experiment) -> bool:
+    """Trace the guide and the model once: the guide's sample sites must be the model's latent
+    sites (NumPyro only warns), and the objective is deterministic when every guide site is a
+    Delta and every other latent site is enumerated."""
+    import jax
+    import numpyro.distributions as dist
+    from numpyro import handlers
+
+    from guides.auto import is_enumerated
+
+    traces = {}
+
+    def probe(data):  # traced abstractly by eval_shape: nothing is compiled or computed
+        args = () if data is None else (data,)
+        init_values = exp.model.init_values(jax.random.PRNGKey(0), data) if args else None
+        try:
+            guide = exp.guide_builder(exp.model, init_values)
+        except TypeError as e:
+            raise ConfigError(f"cannot build guide: {e}") from None
+        with handlers.block():
+            traces["guide"] = handlers.trace(handlers.seed(guide, 0)).get_trace(*args)
+            replayed = handlers.replay(handlers.seed(exp.model, 1), trace=traces["guide"])
+            traces["model"] = handlers.trace(replayed).get_trace(*args)
+        return 0
+
+    jax.eval_shape(probe, exp.data)
+    guide_tr, model_tr = traces["guide"], traces["model"]
+
+    def latent(tr):
+        return {n: s for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]
+                and not (s.get("infer") or {}).get("is_auxiliary")}
+
+    model_latent, guide_latent = latent(model_tr), latent(guide_tr)
+    extra = sorted(set(guide_latent) - set(model_latent))
+    if extra:
+        raise ConfigError(f"guide samples sites the model does not have: {extra}")
+    missing = sorted(n for n, s in model_latent.items() if n not in guide_latent and not is_enumerated(s))
+    if missing:
+        raise ConfigError(f"guide does not cover the model's latent sites {missing}")
+    for site in guide_tr.values():
+        if site["type"] == "sample" and not site["is_observed"] and not is_enumerated(site):
+            if not isinstance(_base(site["fn"]), dist.Delta):
+                return False
+    return True
+
+
+def flatten(cfg: DictConfig) -> dict[str, str]:
+    """Every leaf of the resolved config by dotted path (lists are leaves)."""
+    out: dict[str, str] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
