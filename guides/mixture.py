@@ -16,7 +16,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer.autoguide import AutoContinuous
 
-from guides.auto import continuous_part, init_loc_fn
+from guides.auto import continuous_part
 
 
 class AutoMixtureMVN(AutoContinuous):
@@ -30,9 +30,11 @@ class AutoMixtureMVN(AutoContinuous):
         K, D = self.K, self.latent_dim
         center = self._init_latent
 
-        def init_locs(key):  # spread the components so that they can find different modes
+        def init_locs(key):
+            # Components spread around the centre, balanced (for K=2: centre +- v), so that they
+            # start on different sides of it and can settle in different modes.
             jitter = jax.random.uniform(key, (K, D), minval=-self._init_spread, maxval=self._init_spread)
-            return center + jitter.at[0].set(0.0)
+            return center + jitter - jitter.mean(axis=0)
 
         locs = numpyro.param(f"{self.prefix}_locs", init_locs)
         scale_tril = numpyro.param(
@@ -50,5 +52,10 @@ class AutoMixtureMVN(AutoContinuous):
 
 
 def automixture(model, init_values=None, K: int = 2, init_scale: float = 0.1, init_spread: float = 2.0):
+    """Centre: the model's own init values where it has them, else the prior median (so restarts
+    differ only in how the components are spread around it)."""
+    from numpyro.infer import init_to_median, init_to_value
+
+    center = init_to_value(values=init_values) if init_values else init_to_median
     return AutoMixtureMVN(continuous_part(model), K=K, init_scale=init_scale,
-                          init_spread=init_spread, init_loc_fn=init_loc_fn(init_values))
+                          init_spread=init_spread, init_loc_fn=center)

@@ -109,6 +109,7 @@ def check_guide(exp: Experiment) -> bool:
     import jax
     import numpyro.distributions as dist
     from numpyro import handlers
+    from numpyro.infer.autoguide import AutoContinuous
 
     from guides.auto import is_enumerated
 
@@ -121,6 +122,11 @@ def check_guide(exp: Experiment) -> bool:
             guide = exp.guide_builder(exp.model, init_values)
         except TypeError as e:
             raise ConfigError(f"cannot build guide: {e}") from None
+        if exp.model.enumerated and isinstance(guide, AutoContinuous):
+            raise ConfigError(
+                f"this guide cannot be used with model '{exp.model.name}': NumPyro's joint "
+                "(AutoContinuous) guides fail under TraceEnum_ELBO in plated models; "
+                "use guide=autodelta, autonormal or manual")
         with handlers.block():
             traces["guide"] = handlers.trace(handlers.seed(guide, 0)).get_trace(*args)
             replayed = handlers.replay(handlers.seed(exp.model, 1), trace=traces["guide"])
