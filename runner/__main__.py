@@ -4,8 +4,10 @@ Shell completion (bash): eval "$(runner -sc install=bash)"
 """
 import hydra
 
+from runner import CONF_DIR
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg):
     from runner.app import run
 

@@ -2,9 +2,8 @@
 (same defaults, same overrides) and fit it, without Hydra's run directory or MLflow."""
 from __future__ import annotations
 
-from pathlib import Path
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from runner import CONF_DIR
 
 
 def compose(overrides: list[str] | tuple = ()):

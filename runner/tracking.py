@@ -37,8 +37,12 @@ class Tracker:
 
     def _prepare(self) -> None:
         try:
+            import logging
+
             import mlflow
             from mlflow.tracking import MlflowClient
+
+            logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter
 
             mlflow.set_tracking_uri(self.uri)
             client = MlflowClient(self.uri)
