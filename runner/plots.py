@@ -15,14 +15,22 @@ def _plt():
     return plt
 
 
+MAX_CURVES = 300
+
+
 def loss_plot(result, path: Path) -> None:
     """All trained restarts' loss curves, the selected one highlighted; initial losses beside."""
     plt = _plt()
     fig, (ax, ax0) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    from matplotlib.collections import LineCollection
+
     steps = np.arange(result.losses.shape[1])
-    for row, curve in enumerate(result.losses):
-        if row != result.best_row:
-            ax.plot(steps, curve, color="0.7", lw=0.5, alpha=0.5)
+    others = [row for row in range(len(result.losses)) if row != result.best_row][:MAX_CURVES]
+    if others:  # one collection, at most MAX_CURVES of them: 10,000 separate lines take seconds
+        segments = np.stack([np.broadcast_to(steps, (len(others), len(steps))),
+                             result.losses[others]], axis=-1)
+        ax.add_collection(LineCollection(segments, colors="0.7", linewidths=0.5, alpha=0.5,
+                                         label=f"other restarts ({len(others)} shown)"))
     ax.plot(steps, result.losses[result.best_row], color="C3", lw=1.5,
             label=f"selected restart {result.best} (final {result.final_loss:.4g})")
     finite = result.losses[np.isfinite(result.losses)]
