@@ -52,9 +52,34 @@ def test_gmm_select_final_is_no_worse():
     assert r.best == int(np.nanargmin(r.final_losses))
 
 
+def test_gmm_lbfgs_reaches_the_tutorial_optimum():
+    exp, r = fit_config(["model=gmm", "guide=autodelta", "optim=lbfgs", "steps=50"])
+    assert exp.deterministic
+    weights, locs = sorted_by_loc(r.params)
+    np.testing.assert_allclose(locs, GMM_LOCS, atol=5e-3)
+    assert r.final_loss == pytest.approx(GMM_LOSS, abs=2e-3)
+
+
+def test_gmm_full_guide_learns_assignment_probs():
+    # seed 000's full guide: globals as the MAP fit, assignments [0 0 1 1 1] up to label order
+    _, auto = fit_config(["model=gmm", "guide=autodelta"])
+    _, r = fit_config(["model=gmm", "guide=manual"])
+    np.testing.assert_allclose(r.initial_losses, auto.initial_losses, rtol=1e-5)  # E-step init
+    probs = r.params["assignment_probs"]
+    assert probs.shape == (5, 2)
+    labels = probs.argmax(-1)
+    assert labels[0] == labels[1] != labels[2] == labels[3] == labels[4]
+    assert probs.max(-1).min() > 0.99
+    _, locs = sorted_by_loc(r.params)
+    np.testing.assert_allclose(locs, GMM_LOCS, atol=0.05)
+    assert r.final_loss == pytest.approx(GMM_LOSS, abs=0.1)
+
+
 def test_coin_beta_guide_matches_analytic_posterior():
     # seed 004: alpha 12.18.. (prints 12.3 / 8.6 at 10000 steps); analytic Beta(13, 9)
-    _, r = fit_config(["model=coin", "guide=manual"])
+    exp, r = fit_config(["model=coin", "guide=manual"])
+    assert not exp.deterministic  # the Beta guide samples: final loss = mean of the last 10%
+    assert r.final_loss == pytest.approx(float(np.mean(r.losses[0, -1000:])), rel=1e-6)
     a, b = float(r.params["alpha_q"]), float(r.params["beta_q"])
     assert a / (a + b) == pytest.approx(13 / 22, abs=0.02)
     assert a == pytest.approx(12.3, abs=1.5) and b == pytest.approx(8.6, abs=1.0)
