@@ -72,10 +72,18 @@ def run(cfg: DictConfig):
     """The Hydra task: choices and run directory from Hydra, then execute."""
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.types import RunMode
+
+    from runner.sweep import read_sweep
+
     hc = HydraConfig.get()
     choices = {g: hc.runtime.choices.get(g) for g in CHOICE_GROUPS}
-    outcome = execute(cfg, choices, Path(hc.runtime.output_dir))
-    return outcome.final_loss
+    sweep = None
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = read_sweep(hc.sweep.dir)
+        sweep = {**(sweep or {}), "overrides": list(hc.overrides.task)}
+    outcome = execute(cfg, choices, Path(hc.runtime.output_dir), sweep=sweep)
+    return None if outcome is None else outcome.final_loss
 
 
 @dataclass
@@ -89,20 +97,42 @@ class Outcome:
         return self.result.final_loss
 
 
-def execute(cfg: DictConfig, choices: dict, run_dir: Path) -> Outcome:
-    from runner.build import build, flatten
+def write_status(run_dir: Path, status: str, **extra) -> None:
+    from runner.sweep import STATUS_FILE
 
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / STATUS_FILE).write_text(json.dumps({"status": status, **extra}))
+
+
+def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = None) -> Outcome | None:
+    """One run. In a sweep (`sweep` from runner.sweep): a child of the sweep's parent run, skipped
+    when its config already has a FINISHED run (unless rerun=true)."""
+    from runner.build import build, flatten
+    from runner.sweep import config_hash, group_label
+
+    from runner.tracking import Tracker
+
+    chash = config_hash(cfg)
+    tracker = None
+    if sweep is not None:  # the sweep made the store: check for a finished twin before any work
+        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
+        done = None if cfg.get("rerun", False) else tracker.find_finished(chash)
+        if done:
+            write_status(run_dir, "skipped", run_id=done)
+            print(f"runner: skipped {' '.join(sweep['overrides'])}: already FINISHED as run {done}")
+            return None
     try:
         exp = build(cfg)
     except ConfigError as e:
+        if sweep is not None:
+            write_status(run_dir, "failed", error=str(e))
         fail(str(e))
 
     import jax
 
     from runner.fit import KEY_DERIVATION, fit
-    from runner.tracking import Tracker
 
-    tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
+    tracker = tracker or Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
     configure_jax(cfg)
     result = fit(exp)
     artifacts = write_outputs(run_dir, cfg, exp, result)
@@ -110,14 +140,23 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path) -> Outcome:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     params = flatten(cfg)
     params.update({"jax_version": jax.__version__, "key_derivation": KEY_DERIVATION})
-    tags = {**{g: c for g, c in choices.items() if c is not None}, "run_dir": str(run_dir)}
+    tags = {**{g: c for g, c in choices.items() if c is not None}, "run_dir": str(run_dir),
+            "config_hash": chash}
+    if sweep is not None:
+        tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
+        if sweep.get("parent_run_id"):
+            tags["mlflow.parentRunId"] = sweep["parent_run_id"]
     try:
         run_id = tracker.log_run(tags=tags, params=params, scalars=metrics["scalars"],
                                  curves=metrics["curves"], artifact_dir=run_dir, artifacts=artifacts,
                                  max_points=cfg.tracking.get("max_points_per_curve"))
     except Exception as e:
+        if sweep is not None:
+            write_status(run_dir, "failed", error=str(e).splitlines()[0])
         fail(f"tracking to {cfg.tracking.uri} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
              f"the fit is saved in {run_dir}", code=1)
+    if sweep is not None:
+        write_status(run_dir, "run", run_id=run_id)
     print(f"runner: {choices.get('model')}/{choices.get('guide')} final_loss={result.final_loss:.6g} "
           f"best_restart={result.best}/{exp.restarts} run_id={run_id}")
     return Outcome(run_id=run_id, result=result, run_dir=run_dir)

@@ -5,12 +5,27 @@ overlaps the JAX compile and fit; everything is then logged with a few `log_batc
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits
 MAX_PARAM_LEN = 6000
+
+
+def store_lock(uri: str):
+    """A file lock beside a sqlite store: creating a fresh store (schema migration) or the same
+    experiment from several processes at once fails; one at a time, each finds what the first made."""
+    import contextlib
+
+    from filelock import FileLock
+
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path) + ".lock", timeout=300)
 
 
 def curve_steps(n: int, max_points: int | None) -> list[int]:
@@ -46,8 +61,9 @@ class Tracker:
 
             mlflow.set_tracking_uri(self.uri)
             client = MlflowClient(self.uri)
-            exp = client.get_experiment_by_name(self.experiment)
-            self.experiment_id = exp.experiment_id if exp else client.create_experiment(self.experiment)
+            with store_lock(self.uri):
+                exp = client.get_experiment_by_name(self.experiment)
+                self.experiment_id = exp.experiment_id if exp else client.create_experiment(self.experiment)
             self.client = client
         except BaseException as e:  # re-raised in the main thread by wait()
             self._error = e
@@ -58,6 +74,72 @@ class Tracker:
         self._thread.join()
         if self._error is not None:
             raise self._error
+
+    def find_finished(self, config_hash: str) -> str | None:
+        """The id of a FINISHED run of this experiment with this config hash, if any."""
+        self.wait()
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and "
+            "attributes.status = 'FINISHED'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def open_parent(self, *, name: str, sweep_hash: str, tags: dict, reuse: bool) -> tuple[str, bool]:
+        """The sweep's parent run: the one from an earlier run of the same sweep when `reuse`."""
+        self.wait()
+        if reuse:
+            runs = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.sweep_hash = '{sweep_hash}'",
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if runs:
+                self.client.update_run(runs[0].info.run_id, status="RUNNING")
+                return runs[0].info.run_id, True
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep"})
+        return run.info.run_id, False
+
+    def finish_sweep(self, parent_id: str, sweep_dir: Path, counts: dict) -> dict:
+        """Per configuration (children grouped across seeds): mean/std/min of final_loss on the
+        parent, a table and a comparison plot; then the parent is FINISHED."""
+        import numpy as np
+
+        from mlflow.entities import Metric
+
+        from runner import plots
+        from runner.sweep import metric_safe
+
+        self.wait()
+        client = self.client
+        children = client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            max_results=10000)
+        finished = [r for r in children if r.info.status == "FINISHED" and "final_loss" in r.data.metrics]
+        groups: dict[str, list] = {}
+        for r in finished:
+            groups.setdefault(r.data.tags.get("config_group", "(defaults)"), []).append(r)
+        now = int(time.time() * 1000)
+        metrics, table = [], []
+        for label, runs in sorted(groups.items()):
+            losses = np.array([r.data.metrics["final_loss"] for r in runs])
+            stats = {"mean": float(losses.mean()), "std": float(losses.std()),
+                     "min": float(losses.min()), "n": len(losses)}
+            table.append({"config": label, **stats, "run_ids": [r.info.run_id for r in runs]})
+            key = metric_safe(label)
+            metrics += [Metric(f"final_loss_{s}/{key}", v, now, 0) for s, v in stats.items()]
+        metrics += [Metric(f"jobs_{k}", float(v), now, 0) for k, v in counts.items()]
+        metrics.append(Metric("children_finished", float(len(finished)), now, 0))
+        for i in range(0, len(metrics), MAX_METRICS):
+            client.log_batch(parent_id, metrics=metrics[i:i + MAX_METRICS])
+        out = Path(sweep_dir) / "sweep"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(table, indent=1))
+        curves = {r.info.run_id: [m.value for m in sorted(client.get_metric_history(r.info.run_id, "loss"),
+                                                          key=lambda m: m.step)]
+                  for r in finished[:50]}
+        plots.sweep_plot(table, curves, out / "final_losses.png")
+        client.log_artifact(parent_id, str(out / "summary.json"))
+        client.log_artifact(parent_id, str(out / "final_losses.png"), "plots")
+        client.set_terminated(parent_id, "FINISHED")
+        return {"children": len(finished), "groups": table}
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None) -> str:

@@ -1,0 +1,91 @@
+"""Hydra multirun -> one MLflow parent run per sweep, one child run per job.
+
+`MlflowSweep` is a Hydra callback (conf/config.yaml: hydra.callbacks). Before any job starts it
+creates the store, the experiment and the parent run (under a file lock: several processes
+creating a fresh sqlite store at once crash in MLflow's schema migration) and writes the
+parent's id into the sweep directory, where every job finds it whatever launcher runs it
+(basic, joblib, ray). When the sweep ends it aggregates the children's final losses per
+configuration (across seeds) onto the parent.
+
+Resume: each job's run carries a hash of its resolved config (tag `config_hash`); a job whose
+hash already has a FINISHED run in the experiment is skipped, unless `rerun=true`. Running the
+same sweep command again reuses its parent run (tag `sweep_hash`), so it ends with exactly one
+FINISHED child per job.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+SWEEP_FILE = "mlflow_sweep.json"
+STATUS_FILE = "runner_status.json"
+#: config keys that do not change a fit's result, left out of its hash
+NOT_HASHED = ("tracking", "jax", "rerun", "hydra")
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    return _digest({k: v for k, v in data.items() if k not in NOT_HASHED})
+
+
+def result_overrides(overrides) -> list[str]:
+    """Overrides that can change a result (not where it is logged or cached)."""
+    return [o for o in overrides if not re.match(r"^[+~]*(tracking\.|jax\.|rerun=|hydra)", o)]
+
+
+def group_label(overrides) -> str:
+    """A job's overrides without its seed: the configuration that seeds are replicates of."""
+    kept = [o for o in result_overrides(overrides) if not re.match(r"^[+~]*seed=", o)]
+    return " ".join(sorted(kept)) or "(defaults)"
+
+
+def metric_safe(label: str) -> str:
+    return re.sub(r"[^\w.\- :/]", "-", label)
+
+
+def read_sweep(sweep_dir) -> dict | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class MlflowSweep(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from runner.tracking import Tracker
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        overrides = result_overrides(config.hydra.overrides.task)
+        tracker = Tracker(config.tracking.uri, config.tracking.experiment)
+        sweep_hash = _digest({"overrides": sorted(overrides), "experiment": config.tracking.experiment})
+        parent_id, reused = tracker.open_parent(
+            name=f"sweep {' '.join(overrides)}"[:250], sweep_hash=sweep_hash,
+            tags={"sweep_overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)},
+            reuse=not config.get("rerun", False))
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(
+            {"parent_run_id": parent_id, "uri": config.tracking.uri,
+             "experiment": config.tracking.experiment, "reused": reused}))
+        print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from runner.tracking import Tracker
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        info = read_sweep(sweep_dir)
+        if info is None:
+            return
+        statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
+        counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
+        tracker = Tracker(info["uri"], info["experiment"])
+        summary = tracker.finish_sweep(info["parent_run_id"], sweep_dir, counts)
+        print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, "
+              f"{counts['skipped']} skipped, {counts['failed']} failed; "
+              f"{summary['children']} finished child runs under parent {info['parent_run_id']}")
