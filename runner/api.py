@@ -22,10 +22,12 @@ def compose(overrides: list[str] | tuple = ()):
 
 
 def fit_config(overrides: list[str] | tuple = ()):
-    """(experiment, FitResult) for the composed config."""
+    """(experiment, FitResult) for the composed config; (experiment, [FitResult, ...]) when
+    replicates > 1."""
     from runner.build import build
     from runner.fit import fit
 
     cfg, _ = compose(overrides)
     exp = build(cfg)
-    return exp, fit(exp)
+    results = fit(exp)
+    return exp, results[0] if exp.replicates == 1 else results

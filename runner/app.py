@@ -33,7 +33,7 @@ def to_lists(tree):
     return {k: np.asarray(v).tolist() for k, v in tree.items()}
 
 
-def write_outputs(run_dir: Path, cfg: DictConfig, exp, result) -> list[str]:
+def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = True) -> list[str]:
     """Everything the run produced, on disk first, so a tracking failure loses no fit."""
     from runner import plots
 
@@ -45,6 +45,8 @@ def write_outputs(run_dir: Path, cfg: DictConfig, exp, result) -> list[str]:
                "curves": {"loss": result.losses[row].tolist(),
                           **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if not figures:
+        return ["config.yaml", "params.json", "metrics.json"]
     plots.loss_plot(result, run_dir / "plots" / "loss.png")
     model_png = f"plots/{exp.model.name}.png"
     plots.model_plot(exp.model, result, exp.data, run_dir / model_png)
@@ -91,6 +93,7 @@ class Outcome:
     run_id: str
     result: object  # runner.fit.FitResult
     run_dir: Path
+    results: list = None  # one per replicate
 
     @property
     def final_loss(self) -> float:
@@ -134,7 +137,9 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
 
     tracker = tracker or Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
     configure_jax(cfg)
-    result = fit(exp)
+    results = fit(exp)
+    best = int(np.nanargmin([r.final_loss for r in results]))
+    result = results[best]
     artifacts = write_outputs(run_dir, cfg, exp, result)
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -146,10 +151,18 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
         if sweep.get("parent_run_id"):
             tags["mlflow.parentRunId"] = sweep["parent_run_id"]
+    scalars, curves = metrics["scalars"], metrics["curves"]
+    if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
+        finals = np.array([r.final_loss for r in results])
+        scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
+                   "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
+                   "best_replicate": best, "replicates": len(results)}
+    max_points = cfg.tracking.get("max_points_per_curve")
     try:
-        run_id = tracker.log_run(tags=tags, params=params, scalars=metrics["scalars"],
-                                 curves=metrics["curves"], artifact_dir=run_dir, artifacts=artifacts,
-                                 max_points=cfg.tracking.get("max_points_per_curve"))
+        run_id = tracker.log_run(tags=tags, params=params, scalars=scalars, curves=curves,
+                                 artifact_dir=run_dir, artifacts=artifacts, max_points=max_points)
+        if len(results) > 1:
+            log_replicates(tracker, cfg, exp, results, run_dir, run_id, params, tags, max_points)
     except Exception as e:
         if sweep is not None:
             write_status(run_dir, "failed", error=str(e).splitlines()[0])
@@ -157,6 +170,23 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
              f"the fit is saved in {run_dir}", code=1)
     if sweep is not None:
         write_status(run_dir, "run", run_id=run_id)
-    print(f"runner: {choices.get('model')}/{choices.get('guide')} final_loss={result.final_loss:.6g} "
-          f"best_restart={result.best}/{exp.restarts} run_id={run_id}")
-    return Outcome(run_id=run_id, result=result, run_dir=run_dir)
+    final = scalars["final_loss"]
+    where = (f"best_restart={result.best}/{exp.restarts}" if len(results) == 1 else
+             f"replicates={len(results)} std={scalars['final_loss_std']:.4g} best_replicate={best}")
+    print(f"runner: {choices.get('model')}/{choices.get('guide')} final_loss={final:.6g} {where} "
+          f"run_id={run_id}")
+    return Outcome(run_id=run_id, result=result, run_dir=run_dir, results=results)
+
+
+def log_replicates(tracker, cfg, exp, results, run_dir, parent_id, params, tags, max_points) -> None:
+    """One child run per replicate, with its own seed, params, curves and params.json."""
+    base = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
+    for i, r in enumerate(results):
+        sub = run_dir / f"replicate_{i}"
+        files = write_outputs(sub, cfg, exp, r, figures=False)
+        m = json.loads((sub / "metrics.json").read_text())
+        tracker.log_run(tags={**base, "mlflow.parentRunId": parent_id, "replicate": i,
+                              "mlflow.runName": f"replicate {i} (seed {exp.seed + i})"},
+                        params={**params, "seed": exp.seed + i, "replicate": i},
+                        scalars=m["scalars"], curves=m["curves"], artifact_dir=sub,
+                        artifacts=files[1:], max_points=max_points)

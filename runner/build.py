@@ -25,6 +25,7 @@ class Experiment:
     restarts: int
     seed: int
     select: str
+    replicates: int = 1
     deterministic: bool = False
 
 
@@ -68,6 +69,7 @@ def _instantiate(node, what: str):
 def build(cfg: DictConfig) -> Experiment:
     check_targets(cfg)
     steps, restarts = _positive_int(cfg, "steps"), _positive_int(cfg, "restarts")
+    replicates = _positive_int(cfg, "replicates")
     if cfg.select not in SELECT:
         raise ConfigError(f"select must be one of {SELECT}, got {cfg.select!r}")
     if not isinstance(cfg.seed, int):
@@ -88,7 +90,7 @@ def build(cfg: DictConfig) -> Experiment:
         raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
     exp = Experiment(model=model, data=data, guide_builder=guide_builder, loss=loss,
                      optimizer=optimizer, steps=steps, restarts=restarts, seed=cfg.seed,
-                     select=cfg.select)
+                     select=cfg.select, replicates=replicates)
     exp.deterministic = check_guide(exp)
     if optimizer.needs_deterministic and not exp.deterministic:
         raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "

@@ -97,8 +97,8 @@ def make_program(exp):
 
     def program(root, data):
         k_init, k_train = jax.random.split(root)
-        keys = jax.random.split(k_init, R)
-        train_keys = jax.vmap(jax.random.fold_in, (None, 0))(k_train, jnp.arange(R))
+        keys = shard_restarts(jax.random.split(k_init, R))
+        train_keys = shard_restarts(jax.vmap(jax.random.fold_in, (None, 0))(k_train, jnp.arange(R)))
         # Per-restart initial params need a fresh guide each (vmapped); the loss, the training and
         # the samples use one template guide: a guide's params do not depend on its init values.
         init_params = jax.vmap(lambda k: setup(k, data)[2])(keys)
@@ -126,17 +126,43 @@ def make_program(exp):
         return dict(initial_losses=init_losses, trained=trained, losses=losses, grad_norms=norms,
                     final_losses=finals, best=best, params=best_params, samples=samples)
 
-    return jax.jit(program)
+    if exp.replicates == 1:
+        return jax.jit(program)
+    # independent replicate experiments (seed, seed+1, ...) in the same compiled program
+    return jax.jit(jax.vmap(program, (0, None)))
 
 
-def fit(exp) -> FitResult:
+def shard_restarts(x):
+    """Spread the restart axis over every visible device (GPUs, or host devices forced with
+    XLA_FLAGS=--xla_force_host_platform_device_count=N); a no-op on one device or when the
+    restarts do not divide evenly."""
     import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    if len(devices) == 1 or x.shape[0] % len(devices):
+        return x
+    mesh = Mesh(np.array(devices), ("restarts",))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("restarts")))
+
+
+def fit(exp) -> list[FitResult]:
+    """One FitResult per replicate (seed, seed+1, ..., seed+replicates-1); one compiled program."""
+    import jax
+    import jax.numpy as jnp
 
     program = make_program(exp)
-    out = jax.device_get(program(jax.random.PRNGKey(exp.seed), exp.data))
-    out = jax.tree.map(np.asarray, out)
-    return FitResult(
-        initial_losses=out["initial_losses"], trained=out["trained"], losses=out["losses"],
-        grad_norms=out["grad_norms"], final_losses=out["final_losses"], best=int(out["best"]),
-        params=out["params"], samples=out["samples"], deterministic=exp.deterministic,
-    )
+    if exp.replicates == 1:
+        outs = [program(jax.random.PRNGKey(exp.seed), exp.data)]
+    else:
+        roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
+        batched = jax.tree.map(np.asarray, jax.device_get(program(roots, exp.data)))
+        outs = [jax.tree.map(lambda x: x[i], batched) for i in range(exp.replicates)]
+    results = []
+    for out in outs:
+        out = jax.tree.map(np.asarray, jax.device_get(out))
+        results.append(FitResult(
+            initial_losses=out["initial_losses"], trained=out["trained"], losses=out["losses"],
+            grad_norms=out["grad_norms"], final_losses=out["final_losses"], best=int(out["best"]),
+            params=out["params"], samples=out["samples"], deterministic=exp.deterministic))
+    return results
