@@ -169,3 +169,21 @@ class Tracker:
             raise
         client.set_terminated(run_id, "FINISHED")
         return run_id
+
+
+def list_runs(uri: str, experiment: str, parent: str | None = None) -> list[dict]:
+    """Runs of an experiment (or the children of one sweep) as plain dicts, for runner.compare."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"no experiment '{experiment}' in {uri}")
+    query = f"tags.`mlflow.parentRunId` = '{parent}'" if parent else ""
+    runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
+    return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
+             "tags": dict(r.data.tags), "params": dict(r.data.params),
+             "final_loss": r.data.metrics.get("final_loss")} for r in runs]

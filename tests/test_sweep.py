@@ -62,6 +62,17 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
     assert "4 jobs, 4 run, 0 skipped" in proc.stdout
+    # runner.compare: one sweep's children, best final loss first
+    parent_id = parents[0].info.run_id
+    out = subprocess.run([sys.executable, "-m", "runner.compare", "--uri", f"sqlite:///{tmp_path}/mlflow.db",
+                          "--experiment", "sweep", "--sweep", parent_id], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].split() == ["guide", "guide.init_scale", "seed", "final_loss", "status", "run_id"]
+    rows = [line.split() for line in lines[1:]]
+    by_loss = sorted(children, key=lambda c: c.data.metrics["final_loss"])
+    assert [r[-1] for r in rows] == [c.info.run_id for c in by_loss]
+    assert all(r[-2] == "FINISHED" for r in rows)
     # the same command again: every job is skipped, the parent is reused, nothing is duplicated
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
