@@ -28,6 +28,7 @@ ui: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/gmm_tutorial.py
+	$(PY) benchmarks/sweeps.py
 
 clean:
 	rm -rf $(VENV) outputs multirun mlflow.db mlruns
