@@ -1,0 +1,40 @@
+"""Restarts per second of the compiled fit (no MLflow, no plots): the GMM tutorial model with
+select=final, so every restart is trained, at 10^2 .. 10^5 restarts. Run it where the GPU is:
+
+    python benchmarks/restart_scaling.py 100 10000 100000
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(sizes):
+    import jax
+
+    from runner.api import compose
+    from runner.build import build
+    from runner.fit import make_program
+
+    print(f"devices: {jax.devices()}")
+    for R in sizes:
+        cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", f"restarts={R}", "jax.cache_dir=null"])
+        exp = build(cfg)
+        program = make_program(exp)
+        t0 = time.perf_counter()
+        compiled = program.lower(jax.random.PRNGKey(0), exp.data).compile()
+        t1 = time.perf_counter()
+        out = jax.block_until_ready(compiled(jax.random.PRNGKey(0), exp.data))
+        t2 = time.perf_counter()
+        out = jax.block_until_ready(compiled(jax.random.PRNGKey(1), exp.data))
+        t3 = time.perf_counter()
+        print(f"restarts={R:>7}: compile {t1 - t0:6.2f} s, first call {t2 - t1:6.3f} s, "
+              f"second call {t3 - t2:6.3f} s = {R / (t3 - t2):,.0f} restarts/s "
+              f"({R * exp.steps / (t3 - t2):,.0f} restart-steps/s), best final loss {float(out['final_losses'].min()):.4f}")
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [100, 10000, 100000])
