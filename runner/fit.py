@@ -95,41 +95,55 @@ def make_program(exp):
         (params, _), (losses, norms) = jax.lax.scan(body, carry, jax.random.split(train_key, steps))
         return params, losses, norms
 
-    def program(root, data):
-        k_init, k_train = jax.random.split(root)
-        keys = shard_restarts(jax.random.split(k_init, R))
-        train_keys = shard_restarts(jax.vmap(jax.random.fold_in, (None, 0))(k_train, jnp.arange(R)))
+    def program(roots, data):
+        """roots: (N, key) for N replicate experiments. Their restarts are flattened into one
+        (N*R) axis, so N replicates compile to the same program shape as one run."""
+        N = roots.shape[0]
+        k_init, k_train = jax.vmap(jax.random.split)(roots).transpose(1, 0, 2)
+        keys = jax.vmap(lambda k: jax.random.split(k, R))(k_init).reshape(N * R, -1)
+        train_keys = jax.vmap(lambda k: jax.vmap(jax.random.fold_in, (None, 0))(k, jnp.arange(R)))(k_train)
+        keys, train_keys = shard_restarts(keys), shard_restarts(train_keys.reshape(N * R, -1))
         # Per-restart initial params need a fresh guide each (vmapped); the loss, the training and
         # the samples use one template guide: a guide's params do not depend on its init values.
         init_params = jax.vmap(lambda k: setup(k, data)[2])(keys)
         guide, constrain, _, loss_fn = setup(keys[0], data)
         first_keys = jax.vmap(lambda k: jax.random.split(k, steps)[0])(train_keys)
-        init_losses = jax.vmap(loss_fn)(init_params, first_keys)
+        init_losses = jax.vmap(loss_fn)(init_params, first_keys).reshape(N, R)
+        rows = jnp.arange(N)
+
+        def per_replicate(x):
+            return x.reshape(N, R, *x.shape[1:])
+
         if select == "initial":
-            best = jnp.argmin(jnp.where(jnp.isnan(init_losses), jnp.inf, init_losses))
-            trained = best[None]
-            start = jax.tree.map(lambda x: x[best], init_params)
+            best = nan_argmin(init_losses)  # (N,)
+            trained = best[:, None]
+            start = jax.tree.map(lambda x: per_replicate(x)[rows, best], init_params)
+            tkeys = per_replicate(train_keys)[rows, best]
             params, losses, norms = jax.tree.map(
-                lambda x: x[None], train(start, loss_fn, train_keys[best]))
-            row = 0
+                lambda x: x[:, None], jax.vmap(train, (0, None, 0))(start, loss_fn, tkeys))
+            col = jnp.zeros(N, dtype=int)
         else:
-            trained = jnp.arange(R)
-            params, losses, norms = jax.vmap(train, (0, None, 0))(init_params, loss_fn, train_keys)
-        finals = final_loss(losses, det)
+            trained = jnp.broadcast_to(jnp.arange(R), (N, R))
+            flat = jax.vmap(train, (0, None, 0))(init_params, loss_fn, train_keys)
+            params, losses, norms = jax.tree.map(per_replicate, flat)
+        finals = final_loss(losses, det)  # (N, T)
         if select == "final":
-            row = jnp.argmin(jnp.where(jnp.isnan(finals), jnp.inf, finals))
-            best = row
-        best_params = constrain(jax.tree.map(lambda x: x[row], params))
+            col = best = nan_argmin(finals)
+        best_params = jax.vmap(constrain)(jax.tree.map(lambda x: x[rows, col], params))
         args = () if data is None else (data,)
-        samples = Predictive(guide, params=best_params, num_samples=FIGURE_SAMPLES)(
-            jax.random.fold_in(root, 1), *args)
+        samples = jax.vmap(lambda p, k: Predictive(guide, params=p, num_samples=FIGURE_SAMPLES)(k, *args))(
+            best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 1))
         return dict(initial_losses=init_losses, trained=trained, losses=losses, grad_norms=norms,
                     final_losses=finals, best=best, params=best_params, samples=samples)
 
-    if exp.replicates == 1:
-        return jax.jit(program)
-    # independent replicate experiments (seed, seed+1, ...) in the same compiled program
-    return jax.jit(jax.vmap(program, (0, None)))
+    return jax.jit(program)
+
+
+def nan_argmin(x):
+    """argmin over the last axis, NaN counted as +inf."""
+    import jax.numpy as jnp
+
+    return jnp.argmin(jnp.where(jnp.isnan(x), jnp.inf, x), axis=-1)
 
 
 def shard_restarts(x):
@@ -152,12 +166,9 @@ def fit(exp) -> list[FitResult]:
     import jax.numpy as jnp
 
     program = make_program(exp)
-    if exp.replicates == 1:
-        outs = [program(jax.random.PRNGKey(exp.seed), exp.data)]
-    else:
-        roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
-        batched = jax.tree.map(np.asarray, jax.device_get(program(roots, exp.data)))
-        outs = [jax.tree.map(lambda x: x[i], batched) for i in range(exp.replicates)]
+    roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
+    batched = jax.tree.map(np.asarray, jax.device_get(program(roots, exp.data)))
+    outs = [jax.tree.map(lambda x: x[i], batched) for i in range(exp.replicates)]
     results = []
     for out in outs:
         out = jax.tree.map(np.asarray, jax.device_get(out))
