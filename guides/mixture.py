@@ -47,9 +47,6 @@ class AutoMixtureMVN(AutoContinuous):
             [dist.MultivariateNormal(locs[k], scale_tril=scale_tril[k]) for k in range(K)],
         )
 
-    def get_base_dist(self):
-        raise NotImplementedError("a mixture guide has no single affine base distribution")
-
 
 def automixture(model, init_values=None, K: int = 2, init_scale: float = 0.1, init_spread: float = 2.0):
     """Centre: the model's own init values where it has them, else the prior median (so restarts

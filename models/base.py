@@ -6,10 +6,12 @@ for a picture once the fit is done. Nothing here knows about MLflow or Hydra.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from runner.errors import ConfigError
 
 
-class Model:
+class Model(ABC):
     name: str = "model"
     #: True if the model takes data (`data=` group); False for fixed-density models.
     needs_data: bool = True
@@ -18,8 +20,9 @@ class Model:
     #: name -> dotted path of a hand-written guide builder (see guides/); first one is the default.
     manual_guides: dict[str, str] = {}
 
-    def __call__(self, data=None):  # the NumPyro model
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, data=None):
+        """The NumPyro model."""
 
     def check_data(self, data) -> None:
         """Raise ConfigError with one line if `data` cannot be used by this model."""
