@@ -33,8 +33,9 @@ def to_lists(tree):
     return {k: np.asarray(v).tolist() for k, v in tree.items()}
 
 
-def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = True) -> list[str]:
-    """Everything the run produced, on disk first, so a tracking failure loses no fit."""
+def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = True) -> tuple[list[str], dict]:
+    """Everything the run produced, on disk first, so a tracking failure loses no fit.
+    Returns the artifact paths (relative to run_dir) and the metrics written to metrics.json."""
     from runner import plots
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -46,11 +47,11 @@ def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = T
                           **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     if not figures:
-        return ["config.yaml", "params.json", "metrics.json"]
+        return ["config.yaml", "params.json", "metrics.json"], metrics
     plots.loss_plot(result, run_dir / "plots" / "loss.png")
     model_png = f"plots/{exp.model.name}.png"
     plots.model_plot(exp.model, result, exp.data, run_dir / model_png)
-    return ["config.yaml", "params.json", "metrics.json", "plots/loss.png", model_png]
+    return ["config.yaml", "params.json", "metrics.json", "plots/loss.png", model_png], metrics
 
 
 def scalar_metrics(result) -> dict:
@@ -140,9 +141,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     results = fit(exp)
     best = int(np.nanargmin([r.final_loss for r in results]))
     result = results[best]
-    artifacts = write_outputs(run_dir, cfg, exp, result)
-
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    artifacts, metrics = write_outputs(run_dir, cfg, exp, result)
     params = flatten(cfg)
     params.update({"jax_version": jax.__version__, "key_derivation": KEY_DERIVATION})
     tags = {**{g: c for g, c in choices.items() if c is not None}, "run_dir": str(run_dir),
@@ -183,8 +182,7 @@ def log_replicates(tracker, cfg, exp, results, run_dir, parent_id, params, tags,
     base = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
     for i, r in enumerate(results):
         sub = run_dir / f"replicate_{i}"
-        files = write_outputs(sub, cfg, exp, r, figures=False)
-        m = json.loads((sub / "metrics.json").read_text())
+        files, m = write_outputs(sub, cfg, exp, r, figures=False)
         tracker.log_run(tags={**base, "mlflow.parentRunId": parent_id, "replicate": i,
                               "mlflow.runName": f"replicate {i} (seed {exp.seed + i})"},
                         params={**params, "seed": exp.seed + i, "replicate": i},
