@@ -168,10 +168,9 @@ def fit(exp) -> list[FitResult]:
     program = make_program(exp)
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
     batched = jax.tree.map(np.asarray, jax.device_get(program(roots, exp.data)))
-    outs = [jax.tree.map(lambda x: x[i], batched) for i in range(exp.replicates)]
     results = []
-    for out in outs:
-        out = jax.tree.map(np.asarray, jax.device_get(out))
+    for i in range(exp.replicates):
+        out = jax.tree.map(lambda x: x[i], batched)
         results.append(FitResult(
             initial_losses=out["initial_losses"], trained=out["trained"], losses=out["losses"],
             grad_norms=out["grad_norms"], final_losses=out["final_losses"], best=int(out["best"]),

@@ -28,6 +28,14 @@ def store_lock(uri: str):
     return FileLock(str(path) + ".lock", timeout=300)
 
 
+def log_batches(client, run_id: str, params=(), metrics=()) -> None:
+    """`log_batch` in chunks within MLflow's per-request limits."""
+    for i in range(0, len(params), MAX_PARAMS):
+        client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
+    for i in range(0, len(metrics), MAX_METRICS):
+        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
+
+
 def curve_steps(n: int, max_points: int | None) -> list[int]:
     """Every step when n <= max_points (or no cap); otherwise an even stride plus the last step.
     The sqlite store takes about 0.2 ms per metric point, so 50000 steps x 3 curves would add
@@ -127,8 +135,7 @@ class Tracker:
             metrics += [Metric(f"final_loss_{s}/{key}", v, now, 0) for s, v in stats.items()]
         metrics += [Metric(f"jobs_{k}", float(v), now, 0) for k, v in counts.items()]
         metrics.append(Metric("children_finished", float(len(finished)), now, 0))
-        for i in range(0, len(metrics), MAX_METRICS):
-            client.log_batch(parent_id, metrics=metrics[i:i + MAX_METRICS])
+        log_batches(client, parent_id, metrics=metrics)
         out = Path(sweep_dir) / "sweep"
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(table, indent=1))
@@ -157,10 +164,7 @@ class Tracker:
                 metrics += [Metric(key, float(values[step]), now, step)
                             for step in curve_steps(len(values), max_points)]
             plist = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
-            for i in range(0, len(plist), MAX_PARAMS):
-                client.log_batch(run_id, params=plist[i:i + MAX_PARAMS])
-            for i in range(0, len(metrics), MAX_METRICS):
-                client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
+            log_batches(client, run_id, params=plist, metrics=metrics)
             for rel in artifacts:
                 parent = str(Path(rel).parent)
                 client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
