@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -84,27 +83,28 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
 
 
 def test_interrupted_sweep_resumes_to_one_finished_child_per_job(tmp_path):
-    from mlflow.tracking import MlflowClient
+    import os
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = [sys.executable, "-m", "runner", "-m", *SWEEP, f"tracking.uri={uri}",
             "tracking.experiment=sweep", f"hydra.sweep.dir={tmp_path}/multirun"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    finished = 0
-    while time.time() < deadline and proc.poll() is None:  # interrupt after the first child
-        time.sleep(0.5)
-        try:
-            exp = MlflowClient(uri).get_experiment_by_name("sweep")
-            runs = MlflowClient(uri).search_runs([exp.experiment_id]) if exp else []
-        except Exception:
-            continue
-        finished = sum(1 for r in runs if r.info.status == "FINISHED" and r.data.tags.get("mlflow.parentRunId"))
-        if finished >= 1:
+    # interrupt right after the first job prints its summary line (printed once its run is FINISHED);
+    # driven by the sweep's own output, not by polling the store (a poller would race the store's creation)
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "final_loss=" in line:
             proc.send_signal(signal.SIGINT)
             break
+    lines += proc.stdout.readlines()
     proc.wait(timeout=120)
-    assert 1 <= finished < 4
+    out = "".join(lines)
+    assert proc.returncode != 0, out[-3000:]
+    _, runs = read_runs(uri, "sweep")
+    finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("mlflow.parentRunId")]
+    assert 1 <= len(finished) < 4, out[-3000:]
     _, client, parents, children = sweep(tmp_path)
     done = [c for c in children if c.info.status == "FINISHED"]
     assert len(done) == 4 and len({c.data.tags["config_hash"] for c in done}) == 4
