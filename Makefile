@@ -29,6 +29,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/gmm_tutorial.py
 	$(PY) benchmarks/sweeps.py
+	$(PY) benchmarks/em_digits.py
 
 clean:
 	rm -rf $(VENV) outputs multirun mlflow.db mlruns

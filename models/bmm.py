@@ -11,6 +11,8 @@ from runner.errors import ConfigError
 class BMM(Model):
     name = "bmm"
     enumerated = True
+    has_em = True
+    EPS = 1e-6  # EM keeps pixel probabilities in [EPS, 1 - EPS]
 
     def __init__(self, K: int = 10):
         self.K = int(K)
@@ -47,6 +49,32 @@ class BMM(Model):
         n = data.shape[0]
         idx = jax.random.categorical(key, jnp.ones(n) / n, shape=(self.K,))
         return {"weights": jnp.ones(self.K) / self.K, "probs": 0.25 + 0.5 * data[idx]}
+
+    def em_init(self, key, data, reg):
+        import jax
+        import jax.numpy as jnp
+
+        idx = jax.random.choice(key, data.shape[0], (self.K,), replace=False)
+        return {"weights": jnp.ones(self.K) / self.K, "probs": 0.25 + 0.5 * data[idx]}
+
+    def em_log_joint(self, params, data):
+        import jax.numpy as jnp
+
+        p = params["probs"]
+        return jnp.log(params["weights"]) + data @ jnp.log(p).T + (1 - data) @ jnp.log1p(-p).T
+
+    def em_m_step(self, resp, data, reg):
+        import jax.numpy as jnp
+
+        nk = resp.sum(0) + 10 * jnp.finfo(data.dtype).eps
+        probs = jnp.clip(resp.T @ data / nk[:, None], self.EPS, 1 - self.EPS)
+        return {"weights": nk / data.shape[0], "probs": probs}
+
+    def em_params(self, latents):
+        import jax.numpy as jnp
+
+        return {"weights": jnp.asarray(latents["weights"]),
+                "probs": jnp.clip(jnp.asarray(latents["probs"]), self.EPS, 1 - self.EPS)}
 
     def figure(self, fig, samples, data):
         image_grid(fig, np.median(samples["probs"], axis=0), np.median(samples["weights"], axis=0),

@@ -11,6 +11,7 @@ from runner.errors import ConfigError
 class GMM(Model):
     name = "gmm"
     enumerated = True
+    has_em = True
     manual_guides = {"full": "guides.gmm.full_guide"}
 
     def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5):
@@ -64,6 +65,41 @@ class GMM(Model):
             "scale": jnp.maximum(scale, 1e-2) if data.ndim > 1 else scale,
             "locs": data[idx],
         }
+
+    # EM: scikit-learn's GaussianMixture(covariance_type="diag"): per-component diagonal variances
+    # (the SVI model shares one diagonal scale; em_params broadcasts it to every component).
+    def em_init(self, key, data, reg):
+        import jax
+        import jax.numpy as jnp
+
+        X = data.reshape(data.shape[0], -1)
+        idx = jax.random.choice(key, X.shape[0], (self.K,), replace=False)
+        return {"weights": jnp.ones(self.K) / self.K, "locs": X[idx],
+                "variances": jnp.broadcast_to(X.var(axis=0) + reg, (self.K, X.shape[1]))}
+
+    def em_log_joint(self, params, data):
+        import jax.numpy as jnp
+
+        X = data.reshape(data.shape[0], -1)
+        var = params["variances"]
+        log_pdf = -0.5 * (jnp.log(2 * jnp.pi * var)[None] + (X[:, None, :] - params["locs"][None]) ** 2 / var[None])
+        return jnp.log(params["weights"]) + log_pdf.sum(-1)
+
+    def em_m_step(self, resp, data, reg):
+        import jax.numpy as jnp
+
+        X = data.reshape(data.shape[0], -1)
+        nk = resp.sum(0) + 10 * jnp.finfo(X.dtype).eps
+        locs = resp.T @ X / nk[:, None]
+        variances = jnp.einsum("nk,nkd->kd", resp, (X[:, None, :] - locs[None]) ** 2) / nk[:, None] + reg
+        return {"weights": nk / X.shape[0], "locs": locs, "variances": variances}
+
+    def em_params(self, latents):
+        import jax.numpy as jnp
+
+        locs = jnp.asarray(latents["locs"]).reshape(self.K, -1)
+        var = jnp.broadcast_to(jnp.asarray(latents["scale"]) ** 2, locs.shape)
+        return {"weights": jnp.asarray(latents["weights"]), "locs": locs, "variances": var}
 
     def figure(self, fig, samples, data):
         weights = np.median(samples["weights"], axis=0)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.errors import ConfigError
 
-CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data")
+CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
 
 
 def fail(message: str, code: int = 2):
@@ -94,11 +94,14 @@ class Outcome:
     run_id: str
     result: object  # runner.fit.FitResult
     run_dir: Path
-    results: list = None  # one per replicate
+    results: list = None  # SVI: one per replicate
+    scalars: dict = None  # the run's scalar metrics
 
     @property
-    def final_loss(self) -> float:
-        return self.result.final_loss
+    def final_loss(self) -> float | None:
+        if hasattr(self.result, "final_loss"):  # SVI: the kept replicate's
+            return self.result.final_loss
+        return (self.scalars or {}).get("final_loss")
 
 
 def write_status(run_dir: Path, status: str, **extra) -> None:
@@ -106,6 +109,171 @@ def write_status(run_dir: Path, status: str, **extra) -> None:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STATUS_FILE).write_text(json.dumps({"status": status, **extra}))
+
+
+@dataclass
+class Report:
+    """What one inference method produced, already written into the run directory."""
+    scalars: dict
+    curves: dict
+    artifacts: list
+    line: str  # the end-of-run summary (without the run id)
+    key_derivation: str
+    results: list = None  # SVI: one FitResult per replicate
+    result: object = None  # the kept FitResult / EMResult / NUTSResult
+
+
+def write_json(path: Path, obj) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+    return path.name
+
+
+def discrete_outputs(exp, latents: dict, run_dir: Path, scalars: dict, extra: dict | None = None) -> list[str]:
+    """latents.json (the point estimate of the global latent sites), assignments.json (MAP
+    values of the enumerated sites from infer_discrete) and avg_loglik for mixture families."""
+    from runner import posterior
+
+    files = [write_json(run_dir / "latents.json", to_lists(latents))]
+    if exp.data is None:
+        return files
+    if exp.model.has_em:
+        from runner.em import average_loglik
+
+        scalars["avg_loglik"] = average_loglik(exp.model, latents, exp.data)
+    found = extra if extra is not None else posterior.assignments(exp.model, latents, exp.data)
+    if found:
+        files.append(write_json(run_dir / "assignments.json", to_lists(found)))
+    return files
+
+
+def run_svi(cfg: DictConfig, exp, run_dir: Path) -> Report:
+    import jax
+
+    from runner import posterior
+    from runner.fit import KEY_DERIVATION, fit
+
+    results = fit(exp)
+    best = int(np.nanargmin([r.final_loss for r in results]))
+    result = results[best]
+    artifacts, metrics = write_outputs(run_dir, cfg, exp, result)
+    scalars, curves = metrics["scalars"], metrics["curves"]
+    if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
+        finals = np.array([r.final_loss for r in results])
+        scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
+                   "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
+                   "best_replicate": best, "replicates": len(results)}
+    latents = posterior.point_estimate(result.samples, posterior.latent_sites(exp.model, exp.data))
+    extra = None
+    if "assignment_probs" in result.params:  # the GMM full guide: its learned q(assignment)
+        extra = {**posterior.assignments(exp.model, latents, exp.data),
+                 "assignment_probs": result.params["assignment_probs"]}
+    artifacts += discrete_outputs(exp, latents, run_dir, scalars, extra)
+    if exp.posterior_samples:
+        import jax.numpy as jnp
+
+        init = exp.model.init_values(jax.random.PRNGKey(0), jnp.asarray(exp.data)) if exp.data is not None else None
+        draws = posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
+                                           jax.random.PRNGKey(exp.seed + 2**20),
+                                           guide=exp.guide_builder(exp.model, init), params=result.params)
+        artifacts += write_posterior(exp, draws, run_dir)
+    line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
+            if len(results) == 1 else
+            f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
+            f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
+    return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
+                  key_derivation=KEY_DERIVATION, results=results, result=result)
+
+
+def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:
+    """posterior.npz (no pickle) and the posterior predictive plot."""
+    from runner import plots, posterior
+
+    np.savez_compressed(run_dir / "posterior.npz", **draws)
+    observed = posterior.observed_sites(exp.model, exp.data)
+    plots.predictive_plot(draws, observed, exp.data, run_dir / "plots" / "posterior_predictive.png")
+    return ["posterior.npz", "plots/posterior_predictive.png"]
+
+
+def run_em(cfg: DictConfig, exp, run_dir: Path) -> Report:
+    from runner import plots, posterior
+    from runner.em import KEY_DERIVATION, fit_em
+
+    res = fit_em(exp)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    curve = res.loglik[res.best]
+    curve = curve[np.isfinite(curve)]
+    finals = res.final_loglik
+    final = float(finals[res.best])
+    scalars = {"avg_loglik": final, "final_loss": -final, "best_restart": res.best,
+               "iterations": len(curve), "avg_loglik_min": float(np.nanmin(finals)),
+               "avg_loglik_median": float(np.nanmedian(finals)), "avg_loglik_max": float(np.nanmax(finals)),
+               "restarts_converged": int(np.isnan(res.loglik[:, -1]).sum())}
+    curves = {"loglik": curve.tolist()}  # per-iteration average log-likelihood (avg_loglik: the final one)
+    write_json(run_dir / "metrics.json", {"scalars": scalars, "curves": curves})
+    artifacts = ["config.yaml", "metrics.json", write_json(run_dir / "params.json", to_lists(res.params))]
+    sites = posterior.enumerated_sites(exp.model, exp.data)
+    artifacts.append(write_json(run_dir / "assignments.json", {sites[0]: res.assignments.tolist()}))
+    plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
+                      f"EM, {exp.restarts} restart(s)")
+    artifacts.append("plots/loglik.png")
+    if exp.data.ndim > 1:
+        from models.plots import image_side
+
+        if image_side(exp.data.shape[-1]):
+            one = {k: np.asarray(v)[None] for k, v in res.params.items()}
+            plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
+                                  exp.data, run_dir / "plots" / "components.png")
+            artifacts.append("plots/components.png")
+    line = f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}"
+    return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
+                  key_derivation=KEY_DERIVATION, result=res)
+
+
+def run_nuts(cfg: DictConfig, exp, run_dir: Path) -> Report:
+    import jax
+
+    from runner import plots, posterior
+    from runner.mcmc import KEY_DERIVATION, fit_nuts
+
+    res = fit_nuts(exp)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    scalars = {"divergences": res.divergences}
+    for name, stats in res.summary.items():
+        scalars[f"r_hat/{name}"] = float(np.nanmax(stats["r_hat"]))
+        scalars[f"n_eff/{name}"] = float(np.nanmin(stats["n_eff"]))
+        mean = np.atleast_1d(stats["mean"]).ravel()
+        if mean.size == 1:
+            scalars[f"posterior_mean/{name}"] = float(mean[0])
+        elif mean.size <= 16:
+            scalars.update({f"posterior_mean/{name}/{i}": float(v) for i, v in enumerate(mean)})
+    write_json(run_dir / "metrics.json", {"scalars": scalars, "curves": {}})
+    summary = {n: {k: np.asarray(v).tolist() for k, v in st.items()} for n, st in res.summary.items()}
+    artifacts = ["config.yaml", "metrics.json", write_json(run_dir / "summary.json", summary)]
+    draws = res.flat()
+    artifacts += discrete_outputs(exp, res.means(), run_dir, scalars)
+    if exp.posterior_samples:
+        draws.update(posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
+                                                jax.random.PRNGKey(exp.seed + 2**20), posterior=draws))
+        artifacts += write_posterior(exp, draws, run_dir)
+    else:
+        np.savez_compressed(run_dir / "posterior.npz", **draws)
+        artifacts.append("posterior.npz")
+    plots.trace_plot(res.samples, run_dir / "plots" / "trace.png")
+    plots.components_plot(exp.model, res.flat(), exp.data, run_dir / f"plots/{exp.model.name}.png")
+    artifacts += ["plots/trace.png", f"plots/{exp.model.name}.png"]
+    worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
+    line = (f"samples={exp.inference['samples']}x{exp.inference['chains']} max_r_hat={worst:.4g} "
+            f"divergences={res.divergences}")
+    return Report(scalars=scalars, curves={}, artifacts=artifacts, line=line,
+                  key_derivation=KEY_DERIVATION, result=res)
+
+
+METHODS = {"svi": run_svi, "em": run_em, "nuts": run_nuts}
+#: config groups that are tagged for each method (the others do not act on its result)
+METHOD_GROUPS = {"svi": CHOICE_GROUPS, "em": ("model", "data", "inference"), "nuts": ("model", "data", "inference")}
 
 
 def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = None) -> Outcome | None:
@@ -134,34 +302,24 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
 
     import jax
 
-    from runner.fit import KEY_DERIVATION, fit
-
     tracker = tracker or Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
     configure_jax(cfg)
-    results = fit(exp)
-    best = int(np.nanargmin([r.final_loss for r in results]))
-    result = results[best]
-    artifacts, metrics = write_outputs(run_dir, cfg, exp, result)
+    report = METHODS[exp.method](cfg, exp, run_dir)
     params = flatten(cfg)
-    params.update({"jax_version": jax.__version__, "key_derivation": KEY_DERIVATION})
-    tags = {**{g: c for g, c in choices.items() if c is not None}, "run_dir": str(run_dir),
-            "config_hash": chash}
+    params.update({"jax_version": jax.__version__, "key_derivation": report.key_derivation})
+    tagged = METHOD_GROUPS[exp.method]
+    tags = {**{g: c for g, c in choices.items() if c is not None and g in tagged}, "run_dir": str(run_dir),
+            "config_hash": chash, "inference": exp.method}
     if sweep is not None:
         tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
         if sweep.get("parent_run_id"):
             tags["mlflow.parentRunId"] = sweep["parent_run_id"]
-    scalars, curves = metrics["scalars"], metrics["curves"]
-    if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
-        finals = np.array([r.final_loss for r in results])
-        scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
-                   "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
-                   "best_replicate": best, "replicates": len(results)}
     max_points = cfg.tracking.get("max_points_per_curve")
     try:
-        run_id = tracker.log_run(tags=tags, params=params, scalars=scalars, curves=curves,
-                                 artifact_dir=run_dir, artifacts=artifacts, max_points=max_points)
-        if len(results) > 1:
-            log_replicates(tracker, cfg, exp, results, run_dir, run_id, params, tags, max_points)
+        run_id = tracker.log_run(tags=tags, params=params, scalars=report.scalars, curves=report.curves,
+                                 artifact_dir=run_dir, artifacts=report.artifacts, max_points=max_points)
+        if report.results and len(report.results) > 1:
+            log_replicates(tracker, cfg, exp, report.results, run_dir, run_id, params, tags, max_points)
     except Exception as e:
         if sweep is not None:
             write_status(run_dir, "failed", error=str(e).splitlines()[0])
@@ -169,12 +327,10 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
              f"the fit is saved in {run_dir}", code=1)
     if sweep is not None:
         write_status(run_dir, "run", run_id=run_id)
-    final = scalars["final_loss"]
-    where = (f"best_restart={result.best}/{exp.restarts}" if len(results) == 1 else
-             f"replicates={len(results)} std={scalars['final_loss_std']:.4g} best_replicate={best}")
-    print(f"runner: {choices.get('model')}/{choices.get('guide')} final_loss={final:.6g} {where} "
-          f"run_id={run_id}")
-    return Outcome(run_id=run_id, result=result, run_dir=run_dir, results=results)
+    what = f"{choices.get('model')}/{choices.get('guide')}" if exp.method == "svi" else f"{choices.get('model')}/{exp.method}"
+    print(f"runner: {what} {report.line} run_id={run_id}")
+    return Outcome(run_id=run_id, result=report.result, run_dir=run_dir, results=report.results,
+                   scalars=report.scalars)
 
 
 def log_replicates(tracker, cfg, exp, results, run_dir, parent_id, params, tags, max_points) -> None:

@@ -12,6 +12,7 @@ from runner.errors import ConfigError
 #: `_target_`s may only name code of the project or of the libraries it wraps.
 ALLOWED_TARGETS = ("models.", "guides.", "runner.data.", "runner.optim.", "numpyro.infer.", "optax.")
 SELECT = ("initial", "final")
+METHODS = ("svi", "em", "nuts")
 
 
 @dataclass
@@ -27,6 +28,12 @@ class Experiment:
     select: str
     replicates: int = 1
     deterministic: bool = False
+    inference: dict = None  # conf/inference/<method>.yaml as a dict; method svi | em | nuts
+    posterior_samples: int = 0
+
+    @property
+    def method(self) -> str:
+        return self.inference["method"]
 
 
 def check_targets(node, path: str = "") -> None:
@@ -75,9 +82,28 @@ def build(cfg: DictConfig) -> Experiment:
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
 
+    inference = check_inference(cfg)
+    posterior_samples = cfg.get("posterior", {}).get("samples", 0)
+    if not isinstance(posterior_samples, int) or isinstance(posterior_samples, bool) or posterior_samples < 0:
+        raise ConfigError(f"posterior.samples must be an integer >= 0, got {posterior_samples!r}")
+
     model = _instantiate(cfg.model, "model")
     data = _instantiate(cfg.data, "data") if cfg.get("data") else None
     model.check_data(data)
+    common = dict(model=model, data=data, steps=steps, restarts=restarts, seed=cfg.seed, select=cfg.select,
+                  replicates=replicates, inference=inference, posterior_samples=posterior_samples)
+    if inference["method"] != "svi":
+        if replicates > 1:
+            raise ConfigError(f"replicates applies to inference=svi; for inference={inference['method']} "
+                              "sweep seeds with -m seed=0,1,...")
+        if inference["method"] == "em":
+            if not model.has_em:
+                raise ConfigError(f"inference=em has no updates for model '{model.name}': use model=gmm or "
+                                  "model=bmm, or inference=svi")
+            if posterior_samples:
+                raise ConfigError("posterior.samples needs a posterior: use inference=svi or inference=nuts "
+                                  "(EM gives a point estimate)")
+        return Experiment(guide_builder=None, loss=None, optimizer=None, **common)
     guide_builder = _instantiate(cfg.guide, "guide")
     loss = _instantiate(cfg.loss, "loss")
     if getattr(loss, "num_particles", 1) < 1:
@@ -88,14 +114,38 @@ def build(cfg: DictConfig) -> Experiment:
 
     if model.enumerated and not isinstance(loss, TraceEnum_ELBO):
         raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
-    exp = Experiment(model=model, data=data, guide_builder=guide_builder, loss=loss,
-                     optimizer=optimizer, steps=steps, restarts=restarts, seed=cfg.seed,
-                     select=cfg.select, replicates=replicates)
+    exp = Experiment(guide_builder=guide_builder, loss=loss, optimizer=optimizer, **common)
     exp.deterministic = check_guide(exp)
     if optimizer.needs_deterministic and not exp.deterministic:
         raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
                           "this guide samples, so use a stochastic optimizer such as optim=adam")
     return exp
+
+
+def check_inference(cfg: DictConfig) -> dict:
+    node = cfg.get("inference") or {"method": "svi"}
+    inf = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    method = inf.get("method")
+    if method not in METHODS:
+        raise ConfigError(f"inference.method must be one of {METHODS}, got {method!r}")
+    if method == "em":
+        for key in ("iterations",):
+            if not isinstance(inf.get(key), int) or inf[key] < 1:
+                raise ConfigError(f"inference.{key} must be a positive integer, got {inf.get(key)!r}")
+        for key in ("tol", "reg_covar"):
+            if not isinstance(inf.get(key), (int, float)) or inf[key] < 0:
+                raise ConfigError(f"inference.{key} must be a number >= 0, got {inf.get(key)!r}")
+        if inf.get("init") not in ("kmeans", "random"):
+            raise ConfigError(f"inference.init must be kmeans or random, got {inf.get('init')!r}")
+    if method == "nuts":
+        for key in ("warmup", "samples", "chains"):
+            if not isinstance(inf.get(key), int) or inf[key] < (0 if key == "warmup" else 1):
+                raise ConfigError(f"inference.{key} must be a positive integer, got {inf.get(key)!r}")
+        if inf.get("init", "median") not in ("median", "uniform", "sample"):
+            raise ConfigError(f"inference.init must be median, uniform or sample, got {inf.get('init')!r}")
+        if not 0 < float(inf.get("target_accept", 0.8)) < 1:
+            raise ConfigError(f"inference.target_accept must be in (0, 1), got {inf.get('target_accept')!r}")
+    return inf
 
 
 def _base(fn):

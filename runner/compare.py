@@ -9,7 +9,7 @@ import argparse
 import math
 import sys
 
-CHOICES = ("model", "guide", "loss", "optim", "data")
+CHOICES = ("model", "guide", "loss", "optim", "data", "inference")
 SKIP_PARAMS = ("jax_version", "key_derivation", "tracking.", "jax.", "hydra.")
 
 

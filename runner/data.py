@@ -48,7 +48,8 @@ def file(path: str, delimiter: str = ",") -> np.ndarray:
 
 
 def digits(binarize: float | None = None, n: int | None = None) -> np.ndarray:
-    """scikit-learn's bundled 8x8 digits (1797 images, no download), scaled to [0, 1]."""
+    """scikit-learn's bundled 8x8 digits (1797 images, no download), scaled to [0, 1]; read from
+    its CSV, no pickle."""
     from sklearn.datasets import load_digits
 
     x = load_digits().data.astype(np.float32) / 16.0
@@ -61,3 +62,64 @@ def digits(binarize: float | None = None, n: int | None = None) -> np.ndarray:
 
 def none() -> None:
     return None
+
+
+IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (MNIST's format: magic 0 0 type ndim, big-endian dims, then the values),
+    gzip-compressed or plain. Plain bytes are parsed; nothing is unpickled."""
+    import gzip
+
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in IDX_TYPES:
+        raise ConfigError(f"{path} is not an IDX file (bad magic number)")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
+    dtype = np.dtype(IDX_TYPES[raw[2]])
+    count = int(np.prod(dims))
+    if len(raw) < 4 + 4 * ndim + count * dtype.itemsize:
+        raise ConfigError(f"{path} is truncated: its header promises {tuple(dims)} values")
+    return np.frombuffer(raw, dtype, count=count, offset=4 + 4 * ndim).reshape(dims)
+
+
+def mnist(path: str, n: int | None = 2000, binarize: float | None = None, split: str = "train") -> np.ndarray:
+    """MNIST images from `path`: a directory holding the standard IDX files (gzip or plain), one
+    IDX file, or an .npz with an `x_train`/`x_test` (or first) array. Flattened to 784 values in
+    [0, 1]; the first `n` images (seed 003 used 2000). Never downloads, never unpickles."""
+    p = Path(path).expanduser()
+    if split not in ("train", "t10k", "test"):
+        raise ConfigError(f"data.split must be train or test, got {split!r}")
+    prefix = "train" if split == "train" else "t10k"
+    try:
+        if p.is_dir():
+            names = [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"]
+            found = [p / (name + ext) for name in names for ext in ("", ".gz") if (p / (name + ext)).is_file()]
+            if not found:
+                raise ConfigError(f"no MNIST {prefix}-images-idx3-ubyte[.gz] file in {p}")
+            x = read_idx(found[0])
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                key = "x_train" if split == "train" else "x_test"
+                x = z[key if key in z.files else z.files[0]]
+        elif p.is_file():
+            x = read_idx(p)
+        else:
+            raise ConfigError(f"MNIST data not found: {p} (set data.path to the directory of the IDX files)")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read MNIST data {p}: {e}") from None
+    if x.ndim < 2:
+        raise ConfigError(f"MNIST data {p} has shape {x.shape}: expected images")
+    x = x.reshape(x.shape[0], -1).astype(np.float32)
+    if x.max(initial=0) > 1:
+        x = x / 255.0
+    if n is not None:
+        if int(n) < 1:
+            raise ConfigError(f"data.n must be >= 1, got {n}")
+        x = x[: int(n)]
+    if binarize is not None:
+        x = (x > float(binarize)).astype(np.float32)
+    return _finite(x, str(p))

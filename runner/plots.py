@@ -50,30 +50,83 @@ def loss_plot(result, path: Path) -> None:
 
 
 def model_plot(model, result, data, path: Path) -> None:
+    components_plot(model, result.samples, data, path)
+
+
+def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: str) -> None:
+    """One curve per restart (NaN after it stopped), the kept one highlighted."""
     plt = _plt()
-    fig = plt.figure(figsize=(8, 5))
-    model.figure(fig, result.samples, None if data is None else np.asarray(data))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for r in range(min(len(curves), MAX_CURVES)):
+        if r != best:
+            ax.plot(curves[r], color="0.7", lw=0.7)
+    ax.plot(curves[best], color="C3", lw=1.5, label=f"kept restart {best}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def sweep_plot(table: list[dict], curves: dict, path: Path) -> None:
-    """A sweep's children: final loss per configuration (each seed a dot), and their loss curves."""
+def components_plot(model, samples: dict, data, path: Path) -> None:
+    """The model's own figure from a dict of draws (one draw for a point estimate)."""
     plt = _plt()
-    fig, (ax, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
-    labels = [row["config"] for row in table]
-    for i, row in enumerate(table):
-        ax.errorbar([i], [row["mean"]], yerr=[row["std"]], fmt="o", color="C3", capsize=4)
-    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("final loss (mean +- std over seeds)")
-    ax.set_title("Sweep: final loss per configuration")
-    for run_id, curve in curves.items():
-        ax1.plot(curve, lw=0.8, alpha=0.7)
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("loss")
-    ax1.set_title(f"loss curves of {len(curves)} child run(s)")
+    fig = plt.figure(figsize=(8, 5))
+    model.figure(fig, samples, None if data is None else np.asarray(data))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+MAX_TRACE_SITES, MAX_TRACE_ELEMENTS = 6, 10
+
+
+def trace_plot(samples: dict, path: Path) -> None:
+    """MCMC traces: one panel per site (its first elements), one line per chain and element."""
+    plt = _plt()
+    names = list(samples)[:MAX_TRACE_SITES]
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 2.2 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        x = samples[name]  # (chains, samples, ...)
+        flat = x.reshape(x.shape[0], x.shape[1], -1)[..., :MAX_TRACE_ELEMENTS]
+        for c in range(flat.shape[0]):
+            for e in range(flat.shape[2]):
+                ax.plot(flat[c, :, e], lw=0.6, color=f"C{e % 10}", alpha=0.8 if c == 0 else 0.5)
+        ax.set_ylabel(name)
+    axes[-1, 0].set_xlabel("NUTS sample")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def predictive_plot(draws: dict, observed: list, data, path: Path) -> None:
+    """Posterior predictive check: the distribution of mock observations against the data's
+    (pooled values; for each draw's mean too), or the latent draws when a model has no data."""
+    plt = _plt()
+    if data is not None and observed:
+        mock = np.asarray(draws[observed[0]], dtype=float)
+        data = np.asarray(data, dtype=float)
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        bins = np.histogram_bin_edges(np.concatenate([mock.ravel()[:200000], data.ravel()]), bins=40)
+        ax.hist(mock.ravel(), bins=bins, density=True, alpha=0.5, label=f"mock observations ({len(mock)} draws)")
+        ax.hist(data.ravel(), bins=bins, density=True, histtype="step", color="k", lw=1.5, label="data")
+        ax.set_title("values")
+        ax.legend()
+        ax2.hist(mock.reshape(len(mock), -1).mean(-1), bins=40, alpha=0.6, label="mean of each mock data set")
+        ax2.axvline(data.mean(), color="k", lw=2, label=f"data mean {data.mean():.3g}")
+        ax2.set_title("posterior predictive of the mean")
+        ax2.legend()
+    else:
+        latents = [k for k in draws if k not in observed][:4]
+        fig, axes = plt.subplots(1, max(1, len(latents)), figsize=(4 * max(1, len(latents)), 3.5), squeeze=False)
+        for ax, name in zip(axes[0], latents):
+            ax.hist(np.asarray(draws[name]).reshape(len(draws[name]), -1)[:, 0], bins=50, density=True)
+            ax.set_title(f"posterior draws of {name}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

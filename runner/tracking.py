@@ -191,3 +191,27 @@ def list_runs(uri: str, experiment: str, parent: str | None = None) -> list[dict
     return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
              "tags": dict(r.data.tags), "params": dict(r.data.params),
              "final_loss": r.data.metrics.get("final_loss")} for r in runs]
+
+
+def fetch_run(uri: str, run_id: str, dst: Path, names: tuple[str, ...]) -> dict:
+    """Download the named artifacts of a run (those it has) into dst; return its tags.
+    LookupError if the run does not exist."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise LookupError(f"no run {run_id} in {uri} ({str(e).splitlines()[0]})") from None
+    have = {a.path for a in client.list_artifacts(run_id)}
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name in have:
+            client.download_artifacts(run_id, name, str(dst))
+    return dict(run.data.tags)

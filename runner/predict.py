@@ -1,0 +1,142 @@
+"""`python -m runner.predict run_id=<id> [data=...] [data.path=...]`: predictions for new data
+from a logged run, without refitting.
+
+The run's config (config.yaml) and fit (latents.json: the point estimate of the global latent
+sites; params.json for EM; posterior.npz when it has one) are read back from the store. For
+models with discrete sites (mixtures) it prints and writes each point's MAP assignment (and the
+assignment probabilities for mixture families); for the others, posterior predictive draws of
+the observations for the new data.
+
+Options (key=value, Hydra style): run_id (required), tracking.uri (default sqlite:///mlflow.db),
+data / data.* (the new data, as for `python -m runner`; default: the run's own data),
+samples (posterior predictive draws, default 100), out (default predictions.json).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from runner.errors import ConfigError
+
+ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz")
+
+
+def parse(argv: list[str]) -> dict:
+    opts = {"tracking.uri": "sqlite:///mlflow.db", "samples": "100", "out": "predictions.json"}
+    data = []
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"arguments are key=value (run_id=..., data=...), got {arg!r}")
+        key, value = arg.split("=", 1)
+        if key == "data" or key.startswith("data."):
+            data.append(arg)
+        elif key in ("run_id", "tracking.uri", "samples", "out"):
+            opts[key] = value
+        else:
+            raise ConfigError(f"unknown option {key!r}: use run_id, data=..., data.*, tracking.uri, samples, out")
+    if "run_id" not in opts:
+        raise ConfigError("run_id=<id> is required (see `python -m runner.compare` for run ids)")
+    opts["data"] = data
+    return opts
+
+
+def new_data(cfg, tags: dict, overrides: list[str]):
+    """The run's data config with the data overrides applied, composed as the CLI does."""
+    from omegaconf import OmegaConf
+
+    from runner.api import compose
+    from runner.build import _instantiate, check_targets
+
+    node = cfg.data
+    if overrides:
+        group = [o for o in overrides if o.startswith("data=")]
+        base = [] if group else [f"data={tags['data']}"] if tags.get("data") else []
+        composed, _ = compose([f"model={tags.get('model', 'gmm')}", *base, *overrides])
+        node = composed.data
+        if not group and not tags.get("data"):  # no choice recorded: apply the keys to the run's node
+            node = OmegaConf.merge(cfg.data, OmegaConf.from_dotlist([o[len("data."):] for o in overrides]))
+    check_targets(node, "data")
+    return _instantiate(node, "data") if node else None
+
+
+def predict(opts: dict) -> dict:
+    import jax
+    import jax.numpy as jnp
+    from omegaconf import OmegaConf
+
+    from runner import posterior
+    from runner.build import _instantiate, check_targets
+    from runner.tracking import fetch_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            tags = fetch_run(opts["tracking.uri"], opts["run_id"], Path(tmp), ARTIFACTS)
+        except LookupError as e:
+            raise ConfigError(str(e)) from None
+        files = {p.name: p for p in Path(tmp).iterdir()}
+        if "config.yaml" not in files:
+            raise ConfigError(f"run {opts['run_id']} has no config.yaml artifact: not a runner run")
+        cfg = OmegaConf.load(files["config.yaml"])
+        latents = json.loads(files["latents.json"].read_text()) if "latents.json" in files else None
+        params = json.loads(files["params.json"].read_text()) if "params.json" in files else None
+        draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
+    check_targets(cfg.model, "model")
+    model = _instantiate(cfg.model, "model")
+    data = new_data(cfg, tags, opts["data"])
+    model.check_data(data)
+    method = tags.get("inference", "svi")
+    out: dict = {"run_id": opts["run_id"], "inference": method, "n": 0 if data is None else int(data.shape[0])}
+    if posterior.enumerated_sites(model, data):
+        site = posterior.enumerated_sites(model, data)[0]
+        if model.has_em:
+            from runner.em import e_step
+
+            em = {k: jnp.asarray(v) for k, v in params.items()} if method == "em" else model.em_params(latents)
+            _, resp = e_step(model, em, jnp.asarray(data))
+            out[f"{site}_probs"] = np.asarray(resp).tolist()
+        if method == "em":
+            out[site] = np.asarray(resp).argmax(-1).tolist()
+        else:
+            out[site] = posterior.assignments(model, latents, jnp.asarray(data))[site].tolist()
+        return out
+    try:
+        num = int(opts["samples"])
+    except ValueError:
+        raise ConfigError(f"samples must be an integer, got {opts['samples']!r}") from None
+    latent_names = posterior.latent_sites(model, data)
+    if draws is not None and all(n in draws for n in latent_names):
+        source = {n: draws[n] for n in latent_names}
+    else:  # the point estimate, repeated
+        source = {n: np.repeat(np.asarray(latents[n])[None], num, axis=0) for n in latent_names}
+    pred = posterior.predictive_draws(model, data, num, jax.random.PRNGKey(0), posterior=source)
+    for name in posterior.observed_sites(model, data):
+        x = np.asarray(pred[name], dtype=float)
+        out[name] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "draws": len(x)}
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        opts = parse(argv)
+        out = predict(opts)
+    except ConfigError as e:
+        print(f"runner.predict: error: {e}", file=sys.stderr)
+        return 2
+    Path(opts["out"]).write_text(json.dumps(out))
+    shown = {k: v for k, v in out.items() if not k.endswith("_probs")}
+    text = json.dumps(shown)
+    print(text if len(text) < 2000 else text[:2000] + " ...")
+    print(f"runner.predict: wrote {opts['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
