@@ -53,6 +53,27 @@ def model_plot(model, result, data, path: Path) -> None:
     components_plot(model, result.samples, data, path)
 
 
+def sweep_plot(table: list[dict], curves: dict, path: Path) -> None:
+    """A sweep's children: final loss per configuration (each seed a dot), and their loss curves."""
+    plt = _plt()
+    fig, (ax, ax1) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = [row["config"] for row in table]
+    for i, row in enumerate(table):
+        ax.errorbar([i], [row["mean"]], yerr=[row["std"]], fmt="o", color="C3", capsize=4)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("final loss (mean +- std over seeds)")
+    ax.set_title("Sweep: final loss per configuration")
+    for run_id, curve in curves.items():
+        ax1.plot(curve, lw=0.8, alpha=0.7)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss")
+    ax1.set_title(f"loss curves of {len(curves)} child run(s)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: str) -> None:
     """One curve per restart (NaN after it stopped), the kept one highlighted."""
     plt = _plt()
