@@ -14,8 +14,14 @@ class GMM(Model):
     has_em = True
     manual_guides = {"full": "guides.gmm.full_guide"}
 
-    def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5):
+    def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5,
+                 scale: float | None = None):
         self.K = int(K)
+        #: None: the scale is a latent site (the tutorial). A number: a fixed known scale, as seed
+        #: 003's SGD fit (0.2 on images, where a learned scale of a constant pixel collapses to 0).
+        self.fixed_scale = None if scale is None else float(scale)
+        if self.fixed_scale is not None and self.fixed_scale <= 0:
+            raise ConfigError(f"model.scale must be positive or null, got {scale}")
         self.prior_loc_scale = float(prior_loc_scale)
         self.weight_concentration = float(weight_concentration)
 
@@ -27,13 +33,15 @@ class GMM(Model):
         K = self.K
         weights = numpyro.sample("weights", dist.Dirichlet(self.weight_concentration * jnp.ones(K)))
         one_d = data.ndim == 1
+        fixed = self.fixed_scale
         if one_d:  # exactly the tutorial's model
-            scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0))
+            scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0)) if fixed is None else fixed
             with numpyro.plate("components", K):
                 locs = numpyro.sample("locs", dist.Normal(0.0, self.prior_loc_scale))
         else:  # diagonal covariance shared by the components, as in seed 003's GMM
             D = data.shape[-1]
-            scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0).expand([D]).to_event(1))
+            scale = (numpyro.sample("scale", dist.LogNormal(0.0, 2.0).expand([D]).to_event(1))
+                     if fixed is None else fixed)
             with numpyro.plate("components", K):
                 locs = numpyro.sample(
                     "locs", dist.Normal(0.0, self.prior_loc_scale).expand([D]).to_event(1)
@@ -60,11 +68,11 @@ class GMM(Model):
         n = data.shape[0]
         idx = jax.random.categorical(key, jnp.ones(n) / n, shape=(self.K,))
         scale = jnp.sqrt(data.var(axis=0) / 2)
-        return {
-            "weights": jnp.ones(self.K) / self.K,
-            "scale": jnp.maximum(scale, 1e-2) if data.ndim > 1 else scale,
-            "locs": data[idx],
-        }
+        values = {"weights": jnp.ones(self.K) / self.K, "locs": data[idx],
+                  "scale": jnp.maximum(scale, 1e-2) if data.ndim > 1 else scale}
+        if self.fixed_scale is not None:
+            values["scale"] = jnp.full_like(values["scale"], self.fixed_scale)
+        return values
 
     # EM: scikit-learn's GaussianMixture(covariance_type="diag"): per-component diagonal variances
     # (the SVI model shares one diagonal scale; em_params broadcasts it to every component).
@@ -98,13 +106,15 @@ class GMM(Model):
         import jax.numpy as jnp
 
         locs = jnp.asarray(latents["locs"]).reshape(self.K, -1)
-        var = jnp.broadcast_to(jnp.asarray(latents["scale"]) ** 2, locs.shape)
+        # floored at EM's default reg_covar: SVI can shrink the scale of a constant pixel to 0
+        scale = jnp.asarray(latents["scale"] if self.fixed_scale is None else self.fixed_scale)
+        var = jnp.broadcast_to(jnp.maximum(scale ** 2, 1e-6), locs.shape)
         return {"weights": jnp.asarray(latents["weights"]), "locs": locs, "variances": var}
 
     def figure(self, fig, samples, data):
         weights = np.median(samples["weights"], axis=0)
         locs = np.median(samples["locs"], axis=0)
-        scale = np.median(samples["scale"], axis=0)
+        scale = np.median(samples["scale"], axis=0) if "scale" in samples else self.fixed_scale
         if data.ndim > 1:
             image_grid(fig, locs, weights, data.shape[-1])
             return
