@@ -78,7 +78,7 @@ def test_svi_on_digits_logs_the_same_loglik_scale(tmp_path):
     m = run.data.metrics
     latents = json.loads((run_dir / "latents.json").read_text())
     X = digits(n=300)
-    var = np.asarray(latents["scale"]) ** 2
+    var = np.maximum(np.asarray(latents["scale"]) ** 2, 1e-6)  # floored at reg_covar, as documented
     locs, w = np.asarray(latents["locs"]), np.asarray(latents["weights"])
     log_pdf = -0.5 * (np.log(2 * np.pi * var) + (X[:, None, :] - locs[None]) ** 2 / var).sum(-1)
     from scipy.special import logsumexp
