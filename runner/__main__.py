@@ -1,7 +1,15 @@
 """`python -m runner ...` and the `runner` console script. Thin: Hydra composes, app.run works.
 
+Hydra's own errors (unknown option or key, bad override syntax) become one line on stderr and
+exit code 2, as the runner's own config errors do; Ctrl-C exits 130 and SIGTERM 143.
+Set HYDRA_FULL_ERROR=1 to get Hydra's full report instead.
+
 Shell completion (bash): eval "$(runner -sc install=bash)"
 """
+import os
+import signal
+import sys
+
 import hydra
 
 from runner import CONF_DIR
@@ -14,8 +22,60 @@ def _hydra_main(cfg):
     return run(cfg)
 
 
+def one_line(e: BaseException) -> str:
+    """Hydra's multi-line messages as one line that names the problem and the fix."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, name = e.missing_cfg_file.rsplit("/", 1)
+        options = ", ".join(e.options or [])
+        return f"unknown {group} '{name}': choose one of {options}"
+    text = str(e).strip()
+    if "Could not override" in text or "is not in struct" in text:
+        key = text.split("'")[1] if "'" in text else text
+        return f"unknown key '{key}': check the spelling (python -m runner --cfg job lists the keys), or use +{key}=... to add a new one"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "See https"))]
+    return "; ".join(lines) or type(e).__name__
+
+
+def _interrupt(signum, frame):
+    from runner.errors import INTERRUPTED
+
+    INTERRUPTED["code"] = 143 if signum == signal.SIGTERM else 130
+    if signum == signal.SIGTERM:
+        raise SystemExit(143)
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    _hydra_main()
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; we report
+    from runner.errors import INTERRUPTED
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        _hydra_main()
+        from runner import sweep
+
+        if sweep.FAILED_JOBS:
+            print(f"runner: error: {sweep.FAILED_JOBS} job(s) of the sweep failed (see above and "
+                  "runner_status.json in their directories)", file=sys.stderr)
+            raise SystemExit(1)
+    except (HydraException, OmegaConfBaseException) as e:
+        if full:
+            raise
+        print(f"runner: error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except BaseException as e:
+        code = INTERRUPTED["code"] or (130 if isinstance(e, KeyboardInterrupt) else None)
+        if code is None:
+            raise
+        print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -55,6 +55,14 @@ def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = T
 
 
 def scalar_metrics(result) -> dict:
+    import warnings
+
+    with warnings.catch_warnings():  # all-NaN spreads are expected when restarts diverge
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _scalar_metrics(result)
+
+
+def _scalar_metrics(result) -> dict:
     finals = result.final_losses
     inits = result.initial_losses
     return {
@@ -68,7 +76,21 @@ def scalar_metrics(result) -> dict:
         "initial_loss_min": float(np.nanmin(inits)),
         "initial_loss_median": float(np.nanmedian(inits)),
         "initial_loss_max": float(np.nanmax(inits)),
+        "restarts_failed": restarts_failed(result),
     }
+
+
+def restarts_failed(result) -> int:
+    """Restarts whose loss became NaN or inf (at initialisation or in training)."""
+    bad = set(np.flatnonzero(~np.isfinite(result.initial_losses)).tolist())
+    bad |= {int(result.trained[t]) for t in np.flatnonzero(~np.isfinite(result.final_losses))}
+    return len(bad)
+
+
+def failure_step(result) -> int | None:
+    """First step at which the selected restart's loss is NaN/inf (None if it stayed finite)."""
+    bad = np.flatnonzero(~np.isfinite(result.losses[result.best_row]))
+    return int(bad[0]) if bad.size else None
 
 
 def run(cfg: DictConfig):
@@ -85,7 +107,25 @@ def run(cfg: DictConfig):
     if hc.mode == RunMode.MULTIRUN:
         sweep = read_sweep(hc.sweep.dir)
         sweep = {**(sweep or {}), "overrides": list(hc.overrides.task)}
-    outcome = execute(cfg, choices, Path(hc.runtime.output_dir), sweep=sweep)
+    run_dir = Path(hc.runtime.output_dir)
+    if sweep is None:
+        outcome = execute(cfg, choices, run_dir)
+    else:  # a failed job is recorded (runner_status.json) and the sweep goes on with the next
+        try:
+            outcome = execute(cfg, choices, run_dir, sweep=sweep)
+        except SystemExit as e:
+            if e.code in (130, 143):
+                raise
+            return None
+        except Exception as e:
+            from runner.errors import INTERRUPTED
+
+            if INTERRUPTED["code"]:
+                raise
+            write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}"[:500])
+            print(f"runner: error: job {' '.join(sweep['overrides'])} failed: {type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+            return None
     return None if outcome is None else outcome.final_loss
 
 
@@ -121,6 +161,8 @@ class Report:
     key_derivation: str
     results: list = None  # SVI: one FitResult per replicate
     result: object = None  # the kept FitResult / EMResult / NUTSResult
+    failed: str | None = None  # every restart diverged: why (the run ends FAILED)
+    tags: dict = None  # extra tags (e.g. failure_step)
 
 
 def write_json(path: Path, obj) -> str:
@@ -154,9 +196,19 @@ def run_svi(cfg: DictConfig, exp, run_dir: Path) -> Report:
     from runner.fit import KEY_DERIVATION, fit
 
     results = fit(exp)
-    best = int(np.nanargmin([r.final_loss for r in results]))
+    finals = np.array([r.final_loss for r in results])
+    best = int(np.nanargmin(finals)) if np.isfinite(finals).any() else 0
     result = results[best]
-    artifacts, metrics = write_outputs(run_dir, cfg, exp, result)
+    artifacts, metrics = write_outputs(run_dir, cfg, exp, result, figures=bool(np.isfinite(result.final_loss)))
+    if not np.isfinite(result.final_loss):  # every restart (of every replicate) diverged
+        step = failure_step(result)
+        trained, total = len(result.trained) * len(results), exp.restarts * len(results)
+        return Report(scalars={k: v for k, v in metrics["scalars"].items() if np.isfinite(v)},
+                      curves=metrics["curves"], artifacts=artifacts, line="", key_derivation=KEY_DERIVATION,
+                      result=result, tags={"failure_step": step},
+                      failed=f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf "
+                             f"from step {step}): lower optim.lr "
+                             f"(now {cfg.optim.get('lr')}) or check the data")
     scalars, curves = metrics["scalars"], metrics["curves"]
     if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
         finals = np.array([r.final_loss for r in results])
@@ -278,12 +330,24 @@ METHOD_GROUPS = {"svi": CHOICE_GROUPS, "em": ("model", "data", "inference"), "nu
 
 def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = None) -> Outcome | None:
     """One run. In a sweep (`sweep` from runner.sweep): a child of the sweep's parent run, skipped
-    when its config already has a FINISHED run (unless rerun=true)."""
+    when its config already has a FINISHED run (unless rerun=true).
+
+    The MLflow run is created (RUNNING, with pid and host tags) in the background while the fit
+    compiles; an interruption ends it KILLED, a crash FAILED, so the store tells the truth."""
     from runner.build import build, flatten
     from runner.sweep import config_hash, group_label
 
-    from runner.tracking import Tracker
+    from runner.tracking import Tracker, TrackingError, check_reachable
 
+    def failed(message: str, code: int = 2):
+        if sweep is not None:
+            write_status(run_dir, "failed", error=message)
+        fail(message, code)
+
+    try:
+        check_reachable(cfg.tracking.uri)
+    except TrackingError as e:
+        failed(str(e))
     chash = config_hash(cfg)
     tracker = None
     if sweep is not None:  # the sweep made the store: check for a finished twin before any work
@@ -296,17 +360,10 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     try:
         exp = build(cfg)
     except ConfigError as e:
-        if sweep is not None:
-            write_status(run_dir, "failed", error=str(e))
-        fail(str(e))
+        failed(str(e))
 
     import jax
 
-    tracker = tracker or Tracker(cfg.tracking.uri, cfg.tracking.experiment).start()
-    configure_jax(cfg)
-    report = METHODS[exp.method](cfg, exp, run_dir)
-    params = flatten(cfg)
-    params.update({"jax_version": jax.__version__, "key_derivation": report.key_derivation})
     tagged = METHOD_GROUPS[exp.method]
     tags = {**{g: c for g, c in choices.items() if c is not None and g in tagged}, "run_dir": str(run_dir),
             "config_hash": chash, "inference": exp.method}
@@ -314,23 +371,62 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
         if sweep.get("parent_run_id"):
             tags["mlflow.parentRunId"] = sweep["parent_run_id"]
+    params = flatten(cfg)
+    params["jax_version"] = jax.__version__
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    configure_jax(cfg)
+    if tracker is None:
+        tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    try:
+        if tracker._thread is None:
+            tracker.start(open_run=tags)
+        else:
+            tracker.open(tags)
+        report = METHODS[exp.method](cfg, exp, run_dir)
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C (130) or SIGTERM (143): KILLED
+        if sweep is not None:
+            write_status(run_dir, "failed", error="interrupted")
+        _end_quietly(tracker, "KILLED", params, run_dir)
+        raise
+    except Exception as e:  # (an interruption may arrive wrapped by JAX as another exception)
+        from runner.errors import INTERRUPTED
+
+        status = "KILLED" if INTERRUPTED["code"] else "FAILED"
+        _end_quietly(tracker, status, params, run_dir, {"error": f"{type(e).__name__}: {e}"[:500]})
+        raise
+    params["key_derivation"] = report.key_derivation
     max_points = cfg.tracking.get("max_points_per_curve")
     try:
-        run_id = tracker.log_run(tags=tags, params=params, scalars=report.scalars, curves=report.curves,
-                                 artifact_dir=run_dir, artifacts=report.artifacts, max_points=max_points)
-        if report.results and len(report.results) > 1:
+        run_id = tracker.log_run(tags={**tags, **(report.tags or {})}, params=params, scalars=report.scalars,
+                                 curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
+                                 max_points=max_points, status="FAILED" if report.failed else "FINISHED",
+                                 into_open_run=True)
+        if report.results and len(report.results) > 1 and not report.failed:
             log_replicates(tracker, cfg, exp, report.results, run_dir, run_id, params, tags, max_points)
+    except TrackingError as e:
+        failed(f"{e}; the fit is saved in {run_dir}")
     except Exception as e:
-        if sweep is not None:
-            write_status(run_dir, "failed", error=str(e).splitlines()[0])
-        fail(f"tracking to {cfg.tracking.uri} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
-             f"the fit is saved in {run_dir}", code=1)
+        failed(f"tracking to {cfg.tracking.uri} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+               f"the fit is saved in {run_dir}", code=1)
+    for stale in tracker.reaped:
+        print(f"runner: marked run {stale} FAILED: it was left RUNNING by a process that is gone")
+    if report.failed:
+        failed(f"{report.failed}; run {run_id} is FAILED, what was finite is logged", code=1)
     if sweep is not None:
         write_status(run_dir, "run", run_id=run_id)
     what = f"{choices.get('model')}/{choices.get('guide')}" if exp.method == "svi" else f"{choices.get('model')}/{exp.method}"
     print(f"runner: {what} {report.line} run_id={run_id}")
     return Outcome(run_id=run_id, result=report.result, run_dir=run_dir, results=report.results,
                    scalars=report.scalars)
+
+
+def _end_quietly(tracker, status: str, params: dict, run_dir: Path, tags: dict | None = None) -> None:
+    """End the opened run on an interruption or crash; never mask the original exception."""
+    try:
+        tracker.end(status, params=params, tags=tags, artifact_dir=run_dir, artifacts=["config.yaml", "metrics.json"])
+    except BaseException:
+        pass
 
 
 def log_replicates(tracker, cfg, exp, results, run_dir, parent_id, params, tags, max_points) -> None:

@@ -41,7 +41,11 @@ def file(path: str, delimiter: str = ",") -> np.ndarray:
             with np.load(p, allow_pickle=False) as z:
                 x = z[z.files[0]]
         else:
-            x = np.loadtxt(p, delimiter=delimiter, dtype=np.float32, ndmin=1)
+            import warnings
+
+            with warnings.catch_warnings():  # an empty file is reported below, in one line
+                warnings.simplefilter("ignore", UserWarning)
+                x = np.loadtxt(p, delimiter=delimiter, dtype=np.float32, ndmin=1)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read data file {p}: {e}") from None
     return _finite(x, str(p))

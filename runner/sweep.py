@@ -23,6 +23,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 SWEEP_FILE = "mlflow_sweep.json"
+#: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
+FAILED_JOBS = 0
 STATUS_FILE = "runner_status.json"
 #: config keys that do not change a fit's result, left out of its hash
 NOT_HASHED = ("tracking", "jax", "rerun", "hydra")
@@ -84,8 +86,22 @@ class MlflowSweep(Callback):
             return
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
         counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
+        global FAILED_JOBS
+        FAILED_JOBS = counts["failed"]
         tracker = Tracker(info["uri"], info["experiment"])
-        summary = tracker.finish_sweep(info["parent_run_id"], sweep_dir, counts)
+        try:
+            summary = tracker.finish_sweep(info["parent_run_id"], sweep_dir, counts)
+        except Exception as e:  # the parent must not stay RUNNING
+            tracker.run_id = info["parent_run_id"]
+            try:
+                tracker.end("FAILED", tags={"error": f"{type(e).__name__}: {e}"[:500]})
+            finally:
+                FAILED_JOBS = max(FAILED_JOBS, 1)
+                import sys
+
+                print(f"runner: error: summarising the sweep failed ({type(e).__name__}: {e}); "
+                      f"parent run {info['parent_run_id']} is FAILED", file=sys.stderr)
+            return
         print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, "
               f"{counts['skipped']} skipped, {counts['failed']} failed; "
               f"{summary['children']} finished child runs under parent {info['parent_run_id']}")

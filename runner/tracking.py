@@ -46,35 +46,145 @@ def curve_steps(n: int, max_points: int | None) -> list[int]:
     return sorted(set(range(0, n, stride)) | {n - 1})
 
 
+class TrackingError(Exception):
+    """The tracking store cannot be reached or written (one line, names the URI)."""
+
+
+REACH_TIMEOUT_S = 5  # an unreachable server fails in seconds, not after MLflow's minutes of retries
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast with the URI in the message: an http(s) server that does not answer /health, a
+    sqlite store whose directory cannot be created or written."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise TrackingError(f"tracking server {uri} is unreachable ({reason}): start it "
+                                f"(mlflow server ...) or set tracking.uri") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):]).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingError(f"cannot create the tracking store {uri}: {e.strerror or e}: "
+                                "set tracking.uri to a writable place") from None
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
+
+
+def process_tags() -> dict:
+    import os
+    import socket
+
+    return {"runner.pid": str(os.getpid()), "runner.host": socket.gethostname()}
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self.experiment_id: str | None = None
+        self.run_id: str | None = None
+        self.reaped: list[str] = []
 
-    def start(self) -> "Tracker":
-        self._thread = threading.Thread(target=self._prepare, name="mlflow-setup", daemon=True)
+    def start(self, open_run: dict | None = None) -> "Tracker":
+        """Set up in a background thread (overlapping the fit); with `open_run` (tags), also create
+        the run, RUNNING, so that an interrupted or killed fit leaves a record."""
+        self._thread = threading.Thread(target=self._prepare, args=(open_run,), name="mlflow-setup", daemon=True)
         self._thread.start()
         return self
 
-    def _prepare(self) -> None:
+    def _prepare(self, open_run: dict | None = None) -> None:
         try:
             import logging
+            import os
 
+            # MLflow retries an unreachable server for minutes by default
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             import mlflow
             from mlflow.tracking import MlflowClient
 
             logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter
 
-            mlflow.set_tracking_uri(self.uri)
-            client = MlflowClient(self.uri)
-            with store_lock(self.uri):
+            with store_lock(self.uri):  # creating the client may create (migrate) the store
+                mlflow.set_tracking_uri(self.uri)
+                client = MlflowClient(self.uri)
                 exp = client.get_experiment_by_name(self.experiment)
+                if exp is not None and exp.lifecycle_stage == "deleted":
+                    raise TrackingError(f"experiment '{self.experiment}' is deleted in {self.uri}: restore it "
+                                        "(mlflow experiments restore) or choose another tracking.experiment")
                 self.experiment_id = exp.experiment_id if exp else client.create_experiment(self.experiment)
             self.client = client
+            self.reap_stale()
+            if open_run is not None:
+                run = client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in open_run.items()},
+                                                                  **process_tags()})
+                self.run_id = run.info.run_id
         except BaseException as e:  # re-raised in the main thread by wait()
             self._error = e
+
+    def open(self, tags: dict) -> str:
+        """Create this command's run now (RUNNING), for a tracker started without open_run."""
+        self.wait()
+        run = self.client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in tags.items()},
+                                                               **process_tags()})
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def reap_stale(self) -> None:
+        """Runs left RUNNING by a process of this host that is gone (SIGKILL, power loss) -> FAILED."""
+        import socket
+
+        host = socket.gethostname()
+        runs = self.client.search_runs([self.experiment_id], filter_string=(
+            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'"), max_results=1000)
+        for r in runs:
+            pid = r.data.tags.get("runner.pid", "")
+            if pid.isdigit() and not _alive(int(pid)):
+                self.client.set_tag(r.info.run_id, "runner.stale",
+                                    f"process {pid} on {host} was gone; marked FAILED by a later command")
+                self.client.set_terminated(r.info.run_id, "FAILED")
+                self.reaped.append(r.info.run_id)
+
+    def end(self, status: str, params: dict | None = None, tags: dict | None = None,
+            artifact_dir: Path | None = None, artifacts=()) -> str | None:
+        """End the opened run with `status` (KILLED, FAILED), logging what is there."""
+        from mlflow.entities import Param
+
+        self.wait()
+        if self.run_id is None:
+            return None
+        client = self.client
+        for k, v in (tags or {}).items():
+            client.set_tag(self.run_id, k, str(v))
+        if params:
+            log_batches(client, self.run_id, params=[Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()])
+        for rel in artifacts:
+            if artifact_dir is not None and (artifact_dir / rel).is_file():
+                parent = str(Path(rel).parent)
+                client.log_artifact(self.run_id, str(artifact_dir / rel), None if parent == "." else parent)
+        client.set_terminated(self.run_id, status)
+        return self.run_id
 
     def wait(self) -> None:
         if self._thread is None:
@@ -100,9 +210,12 @@ class Tracker:
                 order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
                 self.client.update_run(runs[0].info.run_id, status="RUNNING")
+                for k, v in process_tags().items():
+                    self.client.set_tag(runs[0].info.run_id, k, v)
                 return runs[0].info.run_id, True
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep"})
+                                     tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep",
+                                           **process_tags()})
         return run.info.run_id, False
 
     def finish_sweep(self, parent_id: str, sweep_dir: Path, counts: dict) -> dict:
@@ -149,14 +262,20 @@ class Tracker:
         return {"children": len(finished), "groups": table}
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
-                artifacts: list[str], max_points: int | None = None) -> str:
-        """One run: tags, params, scalar metrics, per-step curves, artifacts; FINISHED or FAILED."""
+                artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
+                into_open_run: bool = False) -> str:
+        """One run: tags, params, scalar metrics, per-step curves, artifacts; then `status`
+        (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...)."""
         from mlflow.entities import Metric, Param, RunTag
 
         self.wait()
         client = self.client
-        run = client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()})
-        run_id = run.info.run_id
+        if into_open_run and self.run_id:
+            run_id = self.run_id
+            client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()][:MAX_TAGS])
+        else:
+            run = client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()})
+            run_id = run.info.run_id
         try:
             now = int(time.time() * 1000)
             metrics = [Metric(k, float(v), now, 0) for k, v in scalars.items()]
@@ -168,10 +287,13 @@ class Tracker:
             for rel in artifacts:
                 parent = str(Path(rel).parent)
                 client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
-        except BaseException:
-            client.set_terminated(run_id, "FAILED")
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == 143)
+            client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
             raise
-        client.set_terminated(run_id, "FINISHED")
+        client.set_terminated(run_id, status)
+        if into_open_run:
+            self.run_id = None  # ended: an interruption from here on has nothing left to mark
         return run_id
 
 
