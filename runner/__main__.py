@@ -74,6 +74,9 @@ def main() -> None:
         code = INTERRUPTED["code"] or (130 if isinstance(e, KeyboardInterrupt) else None)
         if code is None:
             raise
+        from runner import sweep
+
+        sweep.kill_current()
         print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
         raise SystemExit(code) from None
 

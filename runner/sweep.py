@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 SWEEP_FILE = "mlflow_sweep.json"
 #: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
 FAILED_JOBS = 0
+#: the running sweep's parent (uri, experiment, parent_run_id), for ending it KILLED on Ctrl-C
+CURRENT: dict = {}
 STATUS_FILE = "runner_status.json"
 #: config keys that do not change a fit's result, left out of its hash
 NOT_HASHED = ("tracking", "jax", "rerun", "hydra")
@@ -54,6 +56,20 @@ def metric_safe(label: str) -> str:
     return re.sub(r"[^\w.\- :/]", "-", label)
 
 
+def kill_current() -> None:
+    """Ctrl-C / SIGTERM during a sweep: its parent run ends KILLED (the jobs that finished stay)."""
+    if not CURRENT:
+        return
+    from runner.tracking import Tracker
+
+    tracker = Tracker(CURRENT["uri"], CURRENT["experiment"])
+    tracker.run_id = CURRENT.pop("parent_run_id")
+    try:
+        tracker.end("KILLED")
+    except Exception:
+        pass
+
+
 def read_sweep(sweep_dir) -> dict | None:
     path = Path(sweep_dir) / SWEEP_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -75,6 +91,7 @@ class MlflowSweep(Callback):
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(
             {"parent_run_id": parent_id, "uri": config.tracking.uri,
              "experiment": config.tracking.experiment, "reused": reused}))
+        CURRENT.update(uri=config.tracking.uri, experiment=config.tracking.experiment, parent_run_id=parent_id)
         print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -88,6 +105,7 @@ class MlflowSweep(Callback):
         counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
         global FAILED_JOBS
         FAILED_JOBS = counts["failed"]
+        CURRENT.clear()
         tracker = Tracker(info["uri"], info["experiment"])
         try:
             summary = tracker.finish_sweep(info["parent_run_id"], sweep_dir, counts)

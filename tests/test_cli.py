@@ -71,7 +71,8 @@ def test_metrics(gmm_run):
     assert set(m) == {"loss", "final_loss", "initial_loss", "best_restart", "restarts_trained",
                       "final_loss_min", "final_loss_median", "final_loss_max", "initial_loss_min",
                       "initial_loss_median", "initial_loss_max", "grad_norm/locs_auto_loc",
-                      "grad_norm/scale_auto_loc", "grad_norm/weights_auto_loc", "avg_loglik"}
+                      "grad_norm/scale_auto_loc", "grad_norm/weights_auto_loc", "avg_loglik", "restarts_failed"}
+    assert m["restarts_failed"] == 0
     # average log-likelihood of the data at the MAP (weights .375/.625, locs .499/10.985, scale .6514)
     x = np.array([0.0, 1.0, 10.0, 11.0, 12.0])[:, None]
     w, mu, sd = np.array([0.375, 0.625]), np.array([0.49897, 10.98464]), 0.651434

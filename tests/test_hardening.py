@@ -224,7 +224,7 @@ def test_same_config_and_seed_are_bit_identical(tmp_path):
     outs = []
     for k in range(2):
         d = tmp_path / f"r{k}"
-        proc = run_cli(["model=gmm", "guide=autonormal", "steps=50", "restarts=8", "select=final", "seed=3",
+        proc = run_cli(["model=coin", "guide=autonormal", "steps=200", "restarts=4", "select=final", "seed=3",
                         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={d}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         outs.append(((d / "params.json").read_text(), json.loads((d / "metrics.json").read_text())))

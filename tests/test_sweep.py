@@ -105,6 +105,10 @@ def test_interrupted_sweep_resumes_to_one_finished_child_per_job(tmp_path):
     _, runs = read_runs(uri, "sweep")
     finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("mlflow.parentRunId")]
     assert 1 <= len(finished) < 4, out[-3000:]
+    assert proc.returncode == 130 and "runner: interrupted" in out
+    # nothing is left RUNNING: the parent and the interrupted job's run end KILLED
+    assert [r.info.status for r in runs if r.data.tags.get("runner.role") == "sweep"] == ["KILLED"]
+    assert "RUNNING" not in {r.info.status for r in runs}
     _, client, parents, children = sweep(tmp_path)
     done = [c for c in children if c.info.status == "FINISHED"]
     assert len(done) == 4 and len({c.data.tags["config_hash"] for c in done}) == 4
