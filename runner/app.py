@@ -109,7 +109,7 @@ def run(cfg: DictConfig):
         sweep = {**(sweep or {}), "overrides": list(hc.overrides.task)}
     run_dir = Path(hc.runtime.output_dir)
     if sweep is None:
-        outcome = execute(cfg, choices, run_dir)
+        outcome = execute(cfg, choices, run_dir, overrides=list(hc.overrides.task))
     else:  # a failed job is recorded (runner_status.json) and the sweep goes on with the next
         try:
             outcome = execute(cfg, choices, run_dir, sweep=sweep)
@@ -328,7 +328,60 @@ METHODS = {"svi": run_svi, "em": run_em, "nuts": run_nuts}
 METHOD_GROUPS = {"svi": CHOICE_GROUPS, "em": ("model", "data", "inference"), "nuts": ("model", "data", "inference")}
 
 
-def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = None) -> Outcome | None:
+def run_name(choices: dict, method: str, overrides) -> str:
+    """A name a person can read: the choices, then the overrides that change the result, e.g.
+    `gmm-autodelta-lr0.1-seed3`."""
+    import re
+
+    from runner.sweep import result_overrides
+
+    head = [choices.get("model") or "run", choices.get("guide") if method == "svi" else method]
+    rest = []
+    for o in result_overrides(overrides or []):
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in ("model", "guide", "inference") or key.startswith("hydra"):
+            continue
+        rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{key.split('.')[-1]}{value}")
+    return re.sub(r"[^\w.\-]+", "_", "-".join(str(x) for x in [*head, *rest] if x))[:250]
+
+
+def machine_tags() -> dict:
+    """Where the run ran: JAX backend, device kind and count, the project's git commit."""
+    import subprocess
+
+    import jax
+
+    devices = jax.devices()
+    tags = {"jax.backend": jax.default_backend(), "jax.device_kind": devices[0].device_kind,
+            "jax.device_count": len(devices)}
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                 text=True, timeout=5)
+            if out.returncode == 0:
+                tags["mlflow.source.git.commit"] = out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return tags
+
+
+def dataset_info(cfg: DictConfig, choices: dict, data) -> dict | None:
+    """What mlflow.log_input records for the run's data: name, source, the array (MLflow digests it)."""
+    if data is None:
+        return None
+    node = cfg.get("data") or {}
+    source = str(node.get("path") or node.get("_target_") or choices.get("data"))
+    return {"name": choices.get("data") or "data", "source": source, "array": np.asarray(data)}
+
+
+def summary_table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = None,
+            overrides: list | None = None) -> Outcome | None:
     """One run. In a sweep (`sweep` from runner.sweep): a child of the sweep's parent run, skipped
     when its config already has a FINISHED run (unless rerun=true).
 
@@ -365,8 +418,9 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     import jax
 
     tagged = METHOD_GROUPS[exp.method]
+    name = run_name(choices, exp.method, sweep["overrides"] if sweep is not None else overrides)
     tags = {**{g: c for g, c in choices.items() if c is not None and g in tagged}, "run_dir": str(run_dir),
-            "config_hash": chash, "inference": exp.method}
+            "config_hash": chash, "inference": exp.method, "mlflow.runName": name, **machine_tags()}
     if sweep is not None:
         tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
         if sweep.get("parent_run_id"):
@@ -401,7 +455,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         run_id = tracker.log_run(tags={**tags, **(report.tags or {})}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
                                  max_points=max_points, status="FAILED" if report.failed else "FINISHED",
-                                 into_open_run=True)
+                                 into_open_run=True, dataset=dataset_info(cfg, choices, exp.data))
         if report.results and len(report.results) > 1 and not report.failed:
             log_replicates(tracker, cfg, exp, report.results, run_dir, run_id, params, tags, max_points)
     except TrackingError as e:
@@ -417,6 +471,16 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         write_status(run_dir, "run", run_id=run_id)
     what = f"{choices.get('model')}/{choices.get('guide')}" if exp.method == "svi" else f"{choices.get('model')}/{exp.method}"
     print(f"runner: {what} {report.line} run_id={run_id}")
+    if sweep is None:  # a short table for a person; sweeps keep to one line per job
+        key = "final_loss" if "final_loss" in report.scalars else None
+        rows = [("run", f"{name}  ({run_id})"), ("choices", " ".join(f"{g}={choices[g]}" for g in tagged if choices.get(g))),
+                *([(key, f"{report.scalars[key]:.6g}")] if key else []),
+                *([("avg_loglik", f"{report.scalars['avg_loglik']:.6g}")] if "avg_loglik" in report.scalars else []),
+                *([("best_restart", f"{report.scalars['best_restart']:.0f} of {exp.restarts}")]
+                  if "best_restart" in report.scalars else []),
+                ("outputs", str(run_dir)),
+                ("look", f"mlflow ui --backend-store-uri {cfg.tracking.uri}")]
+        print(summary_table(rows))
     return Outcome(run_id=run_id, result=report.result, run_dir=run_dir, results=report.results,
                    scalars=report.scalars)
 

@@ -36,6 +36,16 @@ def log_batches(client, run_id: str, params=(), metrics=()) -> None:
         client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
 
 
+def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
+    """mlflow.log_input for a client run: the UI's Dataset column (name, digest, source)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    ds = mlflow.data.from_numpy(array, source=source, name=name)
+    client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
+                                                     tags=[InputTag("mlflow.data.context", "training")])])
+
+
 def curve_steps(n: int, max_points: int | None) -> list[int]:
     """Every step when n <= max_points (or no cap); otherwise an even stride plus the last step.
     The sqlite store takes about 0.2 ms per metric point, so 50000 steps x 3 curves would add
@@ -263,7 +273,7 @@ class Tracker:
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
-                into_open_run: bool = False) -> str:
+                into_open_run: bool = False, dataset: dict | None = None) -> str:
         """One run: tags, params, scalar metrics, per-step curves, artifacts; then `status`
         (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...)."""
         from mlflow.entities import Metric, Param, RunTag
@@ -284,6 +294,8 @@ class Tracker:
                             for step in curve_steps(len(values), max_points)]
             plist = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
             log_batches(client, run_id, params=plist, metrics=metrics)
+            if dataset is not None:
+                log_dataset(client, run_id, **dataset)
             for rel in artifacts:
                 parent = str(Path(rel).parent)
                 client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)

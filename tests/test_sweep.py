@@ -38,6 +38,8 @@ def check_sweep(client, parents, children, n_jobs=4):
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert len({c.data.tags["config_hash"] for c in children}) == n_jobs
+    assert {c.info.run_name for c in children} == {f"gmm-{g}-seed{s}-steps20-restarts4"
+                                                   for g in ("autodelta", "autonormal") for s in (0, 1)}
     # aggregates per configuration across seeds equal what the children logged
     parent = client.get_run(parent.info.run_id)
     groups = {}
