@@ -41,7 +41,11 @@ def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
-    ds = mlflow.data.from_numpy(array, source=source, name=name)
+    import warnings
+
+    with warnings.catch_warnings():  # a loader name as source: MLflow warns it could be several kinds
+        warnings.simplefilter("ignore", UserWarning)
+        ds = mlflow.data.from_numpy(array, source=source, name=name)
     client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
                                                      tags=[InputTag("mlflow.data.context", "training")])])
 
