@@ -57,27 +57,23 @@ def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = T
 def scalar_metrics(result) -> dict:
     import warnings
 
-    with warnings.catch_warnings():  # all-NaN spreads are expected when restarts diverge
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return _scalar_metrics(result)
-
-
-def _scalar_metrics(result) -> dict:
     finals = result.final_losses
     inits = result.initial_losses
-    return {
-        "final_loss": result.final_loss,
-        "initial_loss": result.initial_loss,
-        "best_restart": result.best,
-        "restarts_trained": len(result.trained),
-        "final_loss_min": float(np.nanmin(finals)),
-        "final_loss_median": float(np.nanmedian(finals)),
-        "final_loss_max": float(np.nanmax(finals)),
-        "initial_loss_min": float(np.nanmin(inits)),
-        "initial_loss_median": float(np.nanmedian(inits)),
-        "initial_loss_max": float(np.nanmax(inits)),
-        "restarts_failed": restarts_failed(result),
-    }
+    with warnings.catch_warnings():  # all-NaN spreads are expected when restarts diverge
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "final_loss": result.final_loss,
+            "initial_loss": result.initial_loss,
+            "best_restart": result.best,
+            "restarts_trained": len(result.trained),
+            "final_loss_min": float(np.nanmin(finals)),
+            "final_loss_median": float(np.nanmedian(finals)),
+            "final_loss_max": float(np.nanmax(finals)),
+            "initial_loss_min": float(np.nanmin(inits)),
+            "initial_loss_median": float(np.nanmedian(inits)),
+            "initial_loss_max": float(np.nanmax(inits)),
+            "restarts_failed": restarts_failed(result),
+        }
 
 
 def restarts_failed(result) -> int:
@@ -211,7 +207,6 @@ def run_svi(cfg: DictConfig, exp, run_dir: Path) -> Report:
                              f"(now {cfg.optim.get('lr')}) or check the data")
     scalars, curves = metrics["scalars"], metrics["curves"]
     if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
-        finals = np.array([r.final_loss for r in results])
         scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
                    "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
                    "best_replicate": best, "replicates": len(results)}
@@ -252,8 +247,6 @@ def run_em(cfg: DictConfig, exp, run_dir: Path) -> Report:
     from runner.em import KEY_DERIVATION, fit_em
 
     res = fit_em(exp)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     curve = res.loglik[res.best]
     curve = curve[np.isfinite(curve)]
     finals = res.final_loglik
@@ -290,8 +283,6 @@ def run_nuts(cfg: DictConfig, exp, run_dir: Path) -> Report:
     from runner.mcmc import KEY_DERIVATION, fit_nuts
 
     res = fit_nuts(exp)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     scalars = {"divergences": res.divergences}
     for name, stats in res.summary.items():
         scalars[f"r_hat/{name}"] = float(np.nanmax(stats["r_hat"]))
@@ -304,7 +295,8 @@ def run_nuts(cfg: DictConfig, exp, run_dir: Path) -> Report:
     write_json(run_dir / "metrics.json", {"scalars": scalars, "curves": {}})
     summary = {n: {k: np.asarray(v).tolist() for k, v in st.items()} for n, st in res.summary.items()}
     artifacts = ["config.yaml", "metrics.json", write_json(run_dir / "summary.json", summary)]
-    draws = res.flat()
+    flat = res.flat()
+    draws = dict(flat)
     artifacts += discrete_outputs(exp, res.means(), run_dir, scalars)
     if exp.posterior_samples:
         draws.update(posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
@@ -314,7 +306,7 @@ def run_nuts(cfg: DictConfig, exp, run_dir: Path) -> Report:
         np.savez_compressed(run_dir / "posterior.npz", **draws)
         artifacts.append("posterior.npz")
     plots.trace_plot(res.samples, run_dir / "plots" / "trace.png")
-    plots.components_plot(exp.model, res.flat(), exp.data, run_dir / f"plots/{exp.model.name}.png")
+    plots.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png")
     artifacts += ["plots/trace.png", f"plots/{exp.model.name}.png"]
     worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
     line = (f"samples={exp.inference['samples']}x{exp.inference['chains']} max_r_hat={worst:.4g} "
@@ -433,10 +425,10 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     if tracker is None:
         tracker = Tracker(cfg.tracking.uri, cfg.tracking.experiment)
     try:
-        if tracker._thread is None:
-            tracker.start(open_run=tags)
+        if sweep is None:
+            tracker.start(open_run=tags)  # created in the background while the fit compiles
         else:
-            tracker.open(tags)
+            tracker.open(tags)  # the sweep's tracker is already started
         report = METHODS[exp.method](cfg, exp, run_dir)
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C (130) or SIGTERM (143): KILLED
         if sweep is not None:

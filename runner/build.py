@@ -129,9 +129,8 @@ def check_inference(cfg: DictConfig) -> dict:
     if method not in METHODS:
         raise ConfigError(f"inference.method must be one of {METHODS}, got {method!r}")
     if method == "em":
-        for key in ("iterations",):
-            if not isinstance(inf.get(key), int) or inf[key] < 1:
-                raise ConfigError(f"inference.{key} must be a positive integer, got {inf.get(key)!r}")
+        if not isinstance(inf.get("iterations"), int) or inf["iterations"] < 1:
+            raise ConfigError(f"inference.iterations must be a positive integer, got {inf.get('iterations')!r}")
         for key in ("tol", "reg_covar"):
             if not isinstance(inf.get(key), (int, float)) or inf[key] < 0:
                 raise ConfigError(f"inference.{key} must be a number >= 0, got {inf.get(key)!r}")

@@ -20,15 +20,14 @@ def model_sites(model, data):
     import jax
     from numpyro import handlers
 
-    args = () if data is None else (data,)
     out = {}
 
-    def probe(data):
+    def probe(data):  # traced abstractly when there is data: nothing is computed
         with handlers.block():
             out.update(handlers.trace(handlers.seed(model, 0)).get_trace(*(() if data is None else (data,))))
         return 0
 
-    jax.eval_shape(probe, *args) if args else probe(None)
+    jax.eval_shape(probe, data) if data is not None else probe(None)
     return out
 
 

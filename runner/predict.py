@@ -52,13 +52,13 @@ def new_data(cfg, tags: dict, overrides: list[str]):
     from runner.build import _instantiate, check_targets
 
     node = cfg.data
-    if overrides:
-        group = [o for o in overrides if o.startswith("data=")]
-        base = [] if group else [f"data={tags['data']}"] if tags.get("data") else []
+    group = [o for o in overrides if o.startswith("data=")]
+    if group or (overrides and tags.get("data")):  # compose from the new (or the run's) data choice
+        base = [] if group else [f"data={tags['data']}"]
         composed, _ = compose([f"model={tags.get('model', 'gmm')}", *base, *overrides])
         node = composed.data
-        if not group and not tags.get("data"):  # no choice recorded: apply the keys to the run's node
-            node = OmegaConf.merge(cfg.data, OmegaConf.from_dotlist([o[len("data."):] for o in overrides]))
+    elif overrides:  # no choice recorded: apply the keys to the run's own node
+        node = OmegaConf.merge(cfg.data, OmegaConf.from_dotlist([o[len("data."):] for o in overrides]))
     check_targets(node, "data")
     return _instantiate(node, "data") if node else None
 
@@ -90,8 +90,9 @@ def predict(opts: dict) -> dict:
     model.check_data(data)
     method = tags.get("inference", "svi")
     out: dict = {"run_id": opts["run_id"], "inference": method, "n": 0 if data is None else int(data.shape[0])}
-    if posterior.enumerated_sites(model, data):
-        site = posterior.enumerated_sites(model, data)[0]
+    enumerated = posterior.enumerated_sites(model, data)
+    if enumerated:
+        site = enumerated[0]
         if model.has_em:
             from runner.em import e_step
 
