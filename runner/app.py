@@ -102,7 +102,7 @@ def run(cfg: DictConfig):
     sweep = None
     if hc.mode == RunMode.MULTIRUN:
         sweep = read_sweep(hc.sweep.dir)
-        sweep = {**(sweep or {}), "overrides": list(hc.overrides.task)}
+        sweep = {**(sweep or {}), "overrides": list(hc.overrides.task), "job": int(hc.job.num)}
     run_dir = Path(hc.runtime.output_dir)
     if sweep is None:
         outcome = execute(cfg, choices, run_dir, overrides=list(hc.overrides.task))
@@ -185,13 +185,21 @@ def discrete_outputs(exp, latents: dict, run_dir: Path, scalars: dict, extra: di
     return files
 
 
-def run_svi(cfg: DictConfig, exp, run_dir: Path) -> Report:
+def job_label(sweep: dict | None) -> str:
+    """`job 3/8 ` inside a sweep (Hydra's job number, counted from 1), else empty."""
+    if not sweep or sweep.get("job") is None:
+        return ""
+    return f"job {sweep['job'] + 1}/{sweep['jobs']} " if sweep.get("jobs") else f"job {sweep['job'] + 1} "
+
+
+def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> Report:
     import jax
 
     from runner import posterior
     from runner.fit import KEY_DERIVATION, fit
+    from runner.progress import Progress
 
-    results = fit(exp)
+    results = fit(exp, progress=Progress(exp.steps, label=job_label(sweep)) if cfg.get("progress", True) else None)
     finals = np.array([r.final_loss for r in results])
     best = int(np.nanargmin(finals)) if np.isfinite(finals).any() else 0
     result = results[best]
@@ -242,7 +250,7 @@ def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:
     return ["posterior.npz", "plots/posterior_predictive.png"]
 
 
-def run_em(cfg: DictConfig, exp, run_dir: Path) -> Report:
+def run_em(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> Report:
     from runner import plots, posterior
     from runner.em import KEY_DERIVATION, fit_em
 
@@ -276,7 +284,7 @@ def run_em(cfg: DictConfig, exp, run_dir: Path) -> Report:
                   key_derivation=KEY_DERIVATION, result=res)
 
 
-def run_nuts(cfg: DictConfig, exp, run_dir: Path) -> Report:
+def run_nuts(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> Report:
     import jax
 
     from runner import plots, posterior
@@ -429,7 +437,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
             tracker.start(open_run=tags)  # created in the background while the fit compiles
         else:
             tracker.open(tags)  # the sweep's tracker is already started
-        report = METHODS[exp.method](cfg, exp, run_dir)
+        report = METHODS[exp.method](cfg, exp, run_dir, sweep)
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C (130) or SIGTERM (143): KILLED
         if sweep is not None:
             write_status(run_dir, "failed", error="interrupted")
@@ -462,7 +470,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     if sweep is not None:
         write_status(run_dir, "run", run_id=run_id)
     what = f"{choices.get('model')}/{choices.get('guide')}" if exp.method == "svi" else f"{choices.get('model')}/{exp.method}"
-    print(f"runner: {what} {report.line} run_id={run_id}")
+    print(f"runner: {job_label(sweep)}{what} {report.line} run_id={run_id}")
     if sweep is None:  # a short table for a person; sweeps keep to one line per job
         key = "final_loss" if "final_loss" in report.scalars else None
         rows = [("run", f"{name}  ({run_id})"), ("choices", " ".join(f"{g}={choices[g]}" for g in tagged if choices.get(g))),

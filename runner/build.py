@@ -81,6 +81,8 @@ def build(cfg: DictConfig) -> Experiment:
         raise ConfigError(f"select must be one of {SELECT}, got {cfg.select!r}")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if not isinstance(cfg.get("progress", True), bool):
+        raise ConfigError(f"progress must be true or false, got {cfg.progress!r}")
 
     inference = check_inference(cfg)
     posterior_samples = cfg.get("posterior", {}).get("samples", 0)

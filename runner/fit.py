@@ -1,10 +1,14 @@
-"""parts -> results: the whole fit is one compiled JAX program.
+"""parts -> results: the fit is compiled JAX, with nothing per step or per restart in Python.
 
-Restarts are a leading array axis (`jax.vmap`) over a `jax.lax.scan` of optimizer steps; the
-per-step loss and per-parameter gradient norms come out of the scan as arrays. With
-`select=initial` (the GMM tutorial's rule) every restart is initialised and scored, and only the
-best by initial loss is trained; with `select=final` all are trained and the best final loss wins.
-Selection, training and the guide samples for the figures all happen inside the same program.
+Restarts are a leading array axis (`jax.vmap`); steps are a `fori_loop` inside a jitted program.
+The fit is three jitted functions: `prepare` (initialise and score every restart; with
+`select=initial`, the GMM tutorial's rule, keep the best by initial loss), `advance` (run steps
+[start, stop) of every trained restart; the bounds are traced, so any chunk runs the same
+compiled program) and `finish` (final losses, the best restart, its guide samples for figures).
+Without a progress display `advance` runs all steps in one call; with one it runs chunks of about
+a quarter of a second and reports between them (runner/progress.py). Chunks change no number:
+the same compiled step runs on the same state. No host callback is compiled into the program, so
+XLA's persistent cache keeps working (JAX does not cache programs with host callbacks).
 
 Key derivation (logged as a param): root = PRNGKey(seed); k_init, k_train = split(root);
 restart r initialises from split(k_init, R)[r] (split again into init-values and guide-param keys)
@@ -13,7 +17,9 @@ and trains with step keys split(fold_in(k_train, r), steps).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -59,8 +65,35 @@ def final_loss(losses, deterministic: bool):
     return jnp.mean(losses[..., -tail:], axis=-1)
 
 
-def make_program(exp):
-    """A jitted function (root_key, data) -> dict of arrays for the experiment `exp`."""
+@dataclass
+class Programs:
+    prepare: Callable  # (roots, data) -> (carry, fixed)
+    advance: Callable  # (carry, fixed, data, start, stop) -> (carry, best loss at stop-1)
+    finish: Callable  # (carry, fixed, roots, data) -> dict of arrays, leading axis = replicate
+    steps: int
+
+    def run(self, roots, data, progress=None) -> dict:
+        """The whole fit; with `progress` (runner.progress.Progress), in chunks of about
+        `progress.chunk_s` seconds, reporting the best restart's loss after each."""
+        carry, fixed = self.prepare(roots, data)
+        if progress is None:
+            carry, _ = self.advance(carry, fixed, data, 0, self.steps)
+        else:
+            start, chunk = 0, max(1, self.steps // 100)
+            while start < self.steps:
+                stop = min(self.steps, start + chunk)
+                t = time.perf_counter()
+                carry, best = self.advance(carry, fixed, data, start, stop)
+                best = float(best)  # waits for the chunk
+                rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+                progress.update(stop, best, rate)
+                start, chunk = stop, max(1, int(rate * progress.chunk_s))
+            progress.close()
+        return self.finish(carry, fixed, roots, data)
+
+
+def make_programs(exp) -> Programs:
+    """The fit as three jitted functions for the experiment `exp` (see the module docstring)."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer import SVI, Predictive
@@ -84,20 +117,10 @@ def make_program(exp):
 
         return guide, svi.constrain_fn, params, loss_fn
 
-    def train(params, loss_fn, train_key):
-        def body(carry, k):
-            p, s = carry
-            p, s, loss, grads = opt.step(p, s, loss_fn, k)
-            norms = {n: jnp.linalg.norm(jnp.ravel(g)) for n, g in grads.items()}
-            return (p, s), (loss, norms)
-
-        carry = (params, opt.init(params, loss_fn))
-        (params, _), (losses, norms) = jax.lax.scan(body, carry, jax.random.split(train_key, steps))
-        return params, losses, norms
-
-    def program(roots, data):
+    def prepare(roots, data):
         """roots: (N, key) for N replicate experiments. Their restarts are flattened into one
-        (N*R) axis, so N replicates compile to the same program shape as one run."""
+        (N*R) axis, so N replicates compile to the same program shape as one run.
+        Returns (carry, fixed): what training updates, and what it only reads."""
         N = roots.shape[0]
         k_init, k_train = jax.vmap(jax.random.split)(roots).transpose(1, 0, 2)
         keys = jax.vmap(lambda k: jax.random.split(k, R))(k_init).reshape(N * R, -1)
@@ -106,37 +129,70 @@ def make_program(exp):
         # Per-restart initial params need a fresh guide each (vmapped); the loss, the training and
         # the samples use one template guide: a guide's params do not depend on its init values.
         init_params = jax.vmap(lambda k: setup(k, data)[2])(keys)
-        guide, constrain, _, loss_fn = setup(keys[0], data)
+        _, _, _, loss_fn = setup(keys[0], data)
         first_keys = jax.vmap(lambda k: jax.random.split(k, steps)[0])(train_keys)
         init_losses = jax.vmap(loss_fn)(init_params, first_keys).reshape(N, R)
         rows = jnp.arange(N)
+        fixed = dict(template_key=keys[0], initial_losses=init_losses)
+        if select == "initial":  # train only the best-initialised restart of each replicate
+            best = nan_argmin(init_losses)  # (N,)
+            fixed.update(trained=best[:, None], best_initial=best)
+            start = jax.tree.map(lambda x: x.reshape(N, R, *x.shape[1:])[rows, best], init_params)
+            train_keys = train_keys.reshape(N, R, -1)[rows, best]
+        else:
+            fixed["trained"] = jnp.broadcast_to(jnp.arange(R), (N, R))
+            start = init_params
+        fixed["step_keys"] = jax.vmap(lambda k: jax.random.split(k, steps))(train_keys)  # (B, steps, key)
+        B = train_keys.shape[0]
+        carry = dict(params=start, opt_state=jax.vmap(lambda p: opt.init(p, loss_fn))(start),
+                     losses=jnp.zeros((B, steps), init_losses.dtype),
+                     grad_norms={n: jnp.zeros((B, steps), init_losses.dtype) for n in start})
+        return carry, fixed
+
+    def advance(carry, fixed, data, start, stop):
+        """Steps [start, stop) for every trained restart (bounds are traced: one compile for any
+        chunk). Returns the new carry and the best loss at step stop-1."""
+        _, _, _, loss_fn = setup(fixed["template_key"], data)
+
+        def one(p, s, k):
+            p, s, loss, grads = opt.step(p, s, loss_fn, k)
+            return p, s, loss, {n: jnp.linalg.norm(jnp.ravel(g)) for n, g in grads.items()}
+
+        def body(i, c):
+            k = jax.lax.dynamic_index_in_dim(fixed["step_keys"], i, axis=1, keepdims=False)
+            p, s, loss, norms = jax.vmap(one)(c["params"], c["opt_state"], k)
+            return dict(params=p, opt_state=s, losses=c["losses"].at[:, i].set(loss),
+                        grad_norms={n: g.at[:, i].set(norms[n]) for n, g in c["grad_norms"].items()})
+
+        carry = jax.lax.fori_loop(start, stop, body, carry)
+        last = jax.lax.dynamic_index_in_dim(carry["losses"], stop - 1, axis=1, keepdims=False)
+        return carry, jnp.nanmin(last)
+
+    def finish(carry, fixed, roots, data):
+        N = roots.shape[0]
+        guide, constrain, _, _ = setup(fixed["template_key"], data)
+        rows = jnp.arange(N)
 
         def per_replicate(x):
-            return x.reshape(N, R, *x.shape[1:])
+            return x.reshape(N, -1, *x.shape[1:])
 
-        if select == "initial":
-            best = nan_argmin(init_losses)  # (N,)
-            trained = best[:, None]
-            start = jax.tree.map(lambda x: per_replicate(x)[rows, best], init_params)
-            tkeys = per_replicate(train_keys)[rows, best]
-            params, losses, norms = jax.tree.map(
-                lambda x: x[:, None], jax.vmap(train, (0, None, 0))(start, loss_fn, tkeys))
-            col = jnp.zeros(N, dtype=int)
-        else:
-            trained = jnp.broadcast_to(jnp.arange(R), (N, R))
-            flat = jax.vmap(train, (0, None, 0))(init_params, loss_fn, train_keys)
-            params, losses, norms = jax.tree.map(per_replicate, flat)
+        losses = per_replicate(carry["losses"])  # (N, T, steps)
         finals = final_loss(losses, det)  # (N, T)
         if select == "final":
             col = best = nan_argmin(finals)
+        else:
+            col, best = jnp.zeros(N, dtype=int), fixed["best_initial"]
+        params = jax.tree.map(per_replicate, carry["params"])
         best_params = jax.vmap(constrain)(jax.tree.map(lambda x: x[rows, col], params))
         args = () if data is None else (data,)
         samples = jax.vmap(lambda p, k: Predictive(guide, params=p, num_samples=FIGURE_SAMPLES)(k, *args))(
             best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 1))
-        return dict(initial_losses=init_losses, trained=trained, losses=losses, grad_norms=norms,
-                    final_losses=finals, best=best, params=best_params, samples=samples)
+        return dict(initial_losses=fixed["initial_losses"], trained=fixed["trained"], losses=losses,
+                    grad_norms=jax.tree.map(per_replicate, carry["grad_norms"]), final_losses=finals,
+                    best=best, params=best_params, samples=samples)
 
-    return jax.jit(program)
+    return Programs(prepare=jax.jit(prepare), advance=jax.jit(advance, donate_argnums=0),
+                    finish=jax.jit(finish), steps=steps)
 
 
 def nan_argmin(x):
@@ -160,14 +216,15 @@ def shard_restarts(x):
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("restarts")))
 
 
-def fit(exp) -> list[FitResult]:
-    """One FitResult per replicate (seed, seed+1, ..., seed+replicates-1); one compiled program."""
+def fit(exp, progress=None) -> list[FitResult]:
+    """One FitResult per replicate (seed, seed+1, ..., seed+replicates-1), all restarts and
+    replicates in the same compiled programs. `progress`: a runner.progress.Progress, or None."""
     import jax
     import jax.numpy as jnp
 
-    program = make_program(exp)
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
-    batched = jax.tree.map(np.asarray, jax.device_get(program(roots, exp.data)))
+    data = None if exp.data is None else jnp.asarray(exp.data)
+    batched = jax.tree.map(np.asarray, jax.device_get(make_programs(exp).run(roots, data, progress)))
     results = []
     for i in range(exp.replicates):
         out = jax.tree.map(lambda x: x[i], batched)

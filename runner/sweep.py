@@ -29,7 +29,7 @@ FAILED_JOBS = 0
 CURRENT: dict = {}
 STATUS_FILE = "runner_status.json"
 #: config keys that do not change a fit's result, left out of its hash
-NOT_HASHED = ("tracking", "jax", "rerun", "hydra")
+NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress")
 
 
 def _digest(obj) -> str:
@@ -43,7 +43,7 @@ def config_hash(cfg: DictConfig) -> str:
 
 def result_overrides(overrides) -> list[str]:
     """Overrides that can change a result (not where it is logged or cached)."""
-    return [o for o in overrides if not re.match(r"^[+~]*(tracking\.|jax\.|rerun=|hydra)", o)]
+    return [o for o in overrides if not re.match(r"^[+~]*(tracking\.|jax\.|rerun=|progress=|hydra)", o)]
 
 
 def group_label(overrides) -> str:
@@ -70,6 +70,18 @@ def kill_current() -> None:
         pass
 
 
+def count_jobs(overrides) -> int | None:
+    """How many jobs Hydra's basic sweeper makes of these overrides (None if they do not parse)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(list(overrides)), None)
+        return sum(len(b) for b in batches)
+    except Exception:
+        return None
+
+
 def read_sweep(sweep_dir) -> dict | None:
     path = Path(sweep_dir) / SWEEP_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -90,7 +102,8 @@ class MlflowSweep(Callback):
             reuse=not config.get("rerun", False))
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(
             {"parent_run_id": parent_id, "uri": config.tracking.uri,
-             "experiment": config.tracking.experiment, "reused": reused}))
+             "experiment": config.tracking.experiment, "reused": reused,
+             "jobs": count_jobs(config.hydra.overrides.task)}))
         CURRENT.update(uri=config.tracking.uri, experiment=config.tracking.experiment, parent_run_id=parent_id)
         print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 

@@ -30,3 +30,33 @@ def read_runs(uri, experiment="runner"):
     if exp is None:
         return client, []
     return client, client.search_runs([exp.experiment_id])
+
+
+def run_cli_tty(args, cwd, timeout=600):
+    """`python -m runner ARGS` with stderr on a pseudo-terminal, as in an interactive shell.
+    Returns (returncode, stdout, what the terminal received)."""
+    import pty
+    import select
+
+    env = {**os.environ}
+    env.pop("HYDRA_FULL_ERROR", None)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        chunk = b""
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                pass
+            seen += chunk
+        if not chunk and proc.poll() is not None:
+            break
+    os.close(master)
+    out = proc.stdout.read().decode()
+    proc.wait(timeout=timeout)
+    return proc.returncode, out, seen.decode(errors="replace")

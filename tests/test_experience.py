@@ -4,7 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import ROOT, read_runs, run_cli
+from conftest import ROOT, read_runs, run_cli, run_cli_tty
 
 from runner.data import coin_flips
 
@@ -36,3 +36,48 @@ def test_run_name_tags_dataset_and_summary(tmp_path):
     assert table["run"] == f"coin-manual-steps30-lr0.01-seed3  ({run.info.run_id})"
     assert float(table["final_loss"]) == pytest.approx(run.data.metrics["final_loss"], rel=1e-5)
     assert table["look"] == f"mlflow ui --backend-store-uri {uri}"
+
+
+def test_progress_chunks_change_no_number():
+    """The progress line runs the fit in chunks; every number equals the one-call fit's."""
+    import io
+
+    import jax
+
+    from runner.api import compose
+    from runner.build import build
+    from runner.fit import fit
+    from runner.progress import Progress
+
+    cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", "restarts=3", "replicates=2", "steps=60"])
+    exp = build(cfg)
+    whole = fit(exp)
+    shown = Progress(exp.steps, stream=io.StringIO(), quiet_s=0.0, every_s=0.0)
+    shown.chunk_s = 1e-6  # a chunk of a step or two: the most boundaries there can be
+    chunked = fit(exp, progress=shown)
+    assert shown.updates > 10
+    for a, b in zip(whole, chunked):
+        for x, y in zip(jax.tree.leaves(a.__dict__), jax.tree.leaves(b.__dict__)):
+            np.testing.assert_array_equal(x, y)
+    lines = shown.stream.getvalue().splitlines()
+    assert len(lines) == shown.updates - 1  # the first chunk (with the compile) is not shown
+    best = min(r.losses[:, -1].min() for r in chunked)
+    assert lines[-1].startswith("runner: step 60/60  loss ") and "steps/s" in lines[-1]
+    assert float(lines[-1].split()[4]) == pytest.approx(best, rel=1e-5)
+
+
+def test_progress_line_on_a_terminal(tmp_path):
+    """A fit of a few seconds redraws one line on a terminal; progress=false shows none."""
+    args = ["model=coin", "guide=manual", "steps=150000", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    code, out, tty = run_cli_tty(args, cwd=tmp_path)
+    assert code == 0, tty[-2000:]
+    redraws = [x for x in tty.split("\r") if x.startswith("runner: step ")]
+    assert len(redraws) >= 3, tty[-2000:]
+    assert all("steps/s" in x and "left" in x for x in redraws)
+    steps = [int(x.split()[2].split("/")[0]) for x in redraws]
+    assert steps == sorted(steps) and steps[-1] == 150000
+    assert tty.rstrip("\r\n").endswith("\x1b[K")  # the line ends with a newline after the last redraw
+    assert "final_loss=" in out
+    code, out, tty = run_cli_tty([*args, "progress=false"], cwd=tmp_path)
+    assert code == 0 and "final_loss=" in out
+    assert "steps/s" not in tty

@@ -63,6 +63,8 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
     assert "4 jobs, 4 run, 0 skipped" in proc.stdout
+    jobs = [line.split()[1:3] for line in proc.stdout.splitlines() if "final_loss=" in line]
+    assert jobs == [["job", f"{i}/4"] for i in (1, 2, 3, 4)]  # each job's line says which of the 4 it is
     # runner.compare: one sweep's children, best final loss first
     parent_id = parents[0].info.run_id
     out = subprocess.run([sys.executable, "-m", "runner.compare", "--uri", f"sqlite:///{tmp_path}/mlflow.db",
