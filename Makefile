@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?= model=gmm guide=autodelta
 
-.PHONY: run test ui setup bench clean
+.PHONY: run test ui setup bench gallery clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/gmm_tutorial.py
 	$(PY) benchmarks/sweeps.py
 	$(PY) benchmarks/em_digits.py
+	$(PY) benchmarks/progress_overhead.py
+
+# The README's figures (docs/gallery/*.png) from real runs
+gallery: $(STAMP)
+	$(PY) -m runner.gallery docs/gallery
 
 clean:
 	rm -rf $(VENV) outputs multirun mlflow.db mlruns

@@ -375,6 +375,18 @@ def dataset_info(cfg: DictConfig, choices: dict, data) -> dict | None:
     return {"name": choices.get("data") or "data", "source": source, "array": np.asarray(data)}
 
 
+def pyfunc_model(cfg: DictConfig, exp, report: Report, run_dir: Path) -> dict | None:
+    """What runner/tracking/pyfunc.py needs to log the fit as an MLflow model: runs with data and
+    a fit to predict from (latents.json, or EM's params.json), unless tracking.log_model=false."""
+    if not cfg.tracking.get("log_model", True) or report.failed or exp.data is None:
+        return None
+    files = {n: run_dir / n for n in ("config.yaml", "latents.json", "params.json", "posterior.npz")
+             if (run_dir / n).is_file()}
+    if "latents.json" not in files and not (exp.method == "em" and "params.json" in files):
+        return None
+    return {"files": files, "method": exp.method, "data": exp.data}
+
+
 def summary_table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
@@ -455,7 +467,8 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         run_id = tracker.log_run(tags={**tags, **(report.tags or {})}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
                                  max_points=max_points, status="FAILED" if report.failed else "FINISHED",
-                                 into_open_run=True, dataset=dataset_info(cfg, choices, exp.data))
+                                 into_open_run=True, dataset=dataset_info(cfg, choices, exp.data),
+                                 model=pyfunc_model(cfg, exp, report, run_dir))
         if report.results and len(report.results) > 1 and not report.failed:
             log_replicates(tracker, cfg, exp, report.results, run_dir, run_id, params, tags, max_points)
     except TrackingError as e:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +64,73 @@ def new_data(cfg, tags: dict, overrides: list[str]):
     return _instantiate(node, "data") if node else None
 
 
-def predict(opts: dict) -> dict:
-    import jax
-    import jax.numpy as jnp
+@dataclass
+class Fitted:
+    """A logged fit, read back: the model and what the fit left (any of them may be None)."""
+    model: object
+    method: str  # svi | em | nuts
+    latents: dict | None  # latents.json: the point estimate of the global latent sites
+    params: dict | None  # params.json (EM's are the updates' own parameters)
+    draws: dict | None  # posterior.npz
+    cfg: object = None
+
+
+def load_fitted(files: dict, method: str) -> Fitted:
+    """`files`: artifact name -> local path (config.yaml required)."""
     from omegaconf import OmegaConf
 
-    from runner import posterior
     from runner.build import _instantiate, check_targets
+
+    if "config.yaml" not in files:
+        raise ConfigError("no config.yaml artifact: not a runner run")
+    cfg = OmegaConf.load(files["config.yaml"])
+    check_targets(cfg.model, "model")
+
+    def read_json(name):
+        return json.loads(Path(files[name]).read_text()) if name in files else None
+
+    draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
+    return Fitted(model=_instantiate(cfg.model, "model"), method=method, latents=read_json("latents.json"),
+                  params=read_json("params.json"), draws=draws, cfg=cfg)
+
+
+def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tuple[str, dict]:
+    """Mixtures: ("assignments", {site: MAP assignment per point, site_probs: (n, K) for mixture
+    families}); other models: ("draws", {observed site: posterior predictive draws, (samples, *data.shape)})."""
+    import jax
+    import jax.numpy as jnp
+
+    from runner import posterior
+
+    model, method = fitted.model, fitted.method
+    model.check_data(data)
+    out: dict = {}
+    enumerated = posterior.enumerated_sites(model, data)
+    if enumerated:
+        site = enumerated[0]
+        if model.has_em:
+            from runner.em import e_step
+
+            em = ({k: jnp.asarray(v) for k, v in fitted.params.items()} if method == "em"
+                  else model.em_params(fitted.latents))
+            _, resp = e_step(model, em, jnp.asarray(data))
+            out[f"{site}_probs"] = np.asarray(resp)
+        if method == "em":
+            out[site] = np.asarray(resp).argmax(-1)
+        else:
+            out[site] = np.asarray(posterior.assignments(model, fitted.latents, jnp.asarray(data))[site])
+        return "assignments", out
+    latent_names = posterior.latent_sites(model, data)
+    draws = fitted.draws
+    if draws is not None and all(n in draws for n in latent_names):
+        source = {n: draws[n] for n in latent_names}
+    else:  # the point estimate, repeated
+        source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in latent_names}
+    pred = posterior.predictive_draws(model, data, samples, jax.random.PRNGKey(seed), posterior=source)
+    return "draws", {name: np.asarray(pred[name]) for name in posterior.observed_sites(model, data)}
+
+
+def predict(opts: dict) -> dict:
     from runner.tracking import fetch_run
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,46 +138,23 @@ def predict(opts: dict) -> dict:
             tags = fetch_run(opts["tracking.uri"], opts["run_id"], Path(tmp), ARTIFACTS)
         except LookupError as e:
             raise ConfigError(str(e)) from None
-        files = {p.name: p for p in Path(tmp).iterdir()}
-        if "config.yaml" not in files:
-            raise ConfigError(f"run {opts['run_id']} has no config.yaml artifact: not a runner run")
-        cfg = OmegaConf.load(files["config.yaml"])
-        latents = json.loads(files["latents.json"].read_text()) if "latents.json" in files else None
-        params = json.loads(files["params.json"].read_text()) if "params.json" in files else None
-        draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
-    check_targets(cfg.model, "model")
-    model = _instantiate(cfg.model, "model")
-    data = new_data(cfg, tags, opts["data"])
-    model.check_data(data)
-    method = tags.get("inference", "svi")
-    out: dict = {"run_id": opts["run_id"], "inference": method, "n": 0 if data is None else int(data.shape[0])}
-    enumerated = posterior.enumerated_sites(model, data)
-    if enumerated:
-        site = enumerated[0]
-        if model.has_em:
-            from runner.em import e_step
-
-            em = {k: jnp.asarray(v) for k, v in params.items()} if method == "em" else model.em_params(latents)
-            _, resp = e_step(model, em, jnp.asarray(data))
-            out[f"{site}_probs"] = np.asarray(resp).tolist()
-        if method == "em":
-            out[site] = np.asarray(resp).argmax(-1).tolist()
-        else:
-            out[site] = posterior.assignments(model, latents, jnp.asarray(data))[site].tolist()
-        return out
+        try:
+            fitted = load_fitted({p.name: p for p in Path(tmp).iterdir()}, tags.get("inference", "svi"))
+        except ConfigError as e:
+            raise ConfigError(f"run {opts['run_id']}: {e}") from None
+    data = new_data(fitted.cfg, tags, opts["data"])
+    out: dict = {"run_id": opts["run_id"], "inference": fitted.method, "n": 0 if data is None else int(data.shape[0])}
     try:
         num = int(opts["samples"])
     except ValueError:
         raise ConfigError(f"samples must be an integer, got {opts['samples']!r}") from None
-    latent_names = posterior.latent_sites(model, data)
-    if draws is not None and all(n in draws for n in latent_names):
-        source = {n: draws[n] for n in latent_names}
-    else:  # the point estimate, repeated
-        source = {n: np.repeat(np.asarray(latents[n])[None], num, axis=0) for n in latent_names}
-    pred = posterior.predictive_draws(model, data, num, jax.random.PRNGKey(0), posterior=source)
-    for name in posterior.observed_sites(model, data):
-        x = np.asarray(pred[name], dtype=float)
-        out[name] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "draws": len(x)}
+    kind, found = predict_data(fitted, data, num)
+    for name, value in found.items():
+        if kind == "assignments":  # and their probabilities
+            out[name] = value.tolist()
+        else:  # posterior predictive draws: their mean and spread per observation
+            x = value.astype(float)
+            out[name] = {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "draws": len(x)}
     return out
 
 

@@ -81,3 +81,70 @@ def test_progress_line_on_a_terminal(tmp_path):
     code, out, tty = run_cli_tty([*args, "progress=false"], cwd=tmp_path)
     assert code == 0 and "final_loss=" in out
     assert "steps/s" not in tty
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
+    """The fit logged as an MLflow pyfunc model: load_model(...).predict gives the run's own
+    assignments (GMM) and posterior predictive draws (coin); `mlflow models serve` answers."""
+    import json
+    import os
+    import sys
+    import time
+    import urllib.request
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    runs = {}
+    for model, extra in (("gmm", ["guide=autodelta", "restarts=10"]), ("coin", ["guide=manual", "steps=3000",
+                                                                              "optim.lr=0.01"])):
+        proc = run_cli([f"model={model}", *extra, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/{model}"],
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr == ""  # logging the model adds no warnings
+        runs[model] = proc.stdout.split("run_id=")[1].split()[0]
+    mlflow.set_tracking_uri(uri)
+    gmm = mlflow.pyfunc.load_model(f"runs:/{runs['gmm']}/model")
+    data = np.array([0.0, 1.0, 10.0, 11.0, 12.0], np.float32)  # the tutorial's data
+    logged = json.loads((tmp_path / "gmm" / "assignments.json").read_text())["assignment"]
+    assert gmm.predict(data).tolist() == logged
+    assert sorted(logged) == [0, 0, 1, 1, 1] or sorted(logged) == [0, 0, 0, 1, 1]
+    low, high = gmm.predict(np.array([0.3, 10.6], np.float32)).tolist()
+    assert (low, high) == (logged[0], logged[-1])
+    coin = mlflow.pyfunc.load_model(f"runs:/{runs['coin']}/model")
+    flips = coin.predict(np.ones(20, np.float32), params={"samples": 4000})
+    assert flips.shape == (4000, 20) and set(np.unique(flips)) <= {0, 1}
+    assert flips.mean() == pytest.approx(13 / 22, abs=0.03)  # the posterior predictive of Beta(13, 9)
+    # mlflow models serve, as a user runs it (the venv's bin on PATH for its uvicorn)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve",
+                               "--env-manager", "local", "-m", f"runs:/{runs['gmm']}/model", "-p", str(port),
+                               "-h", "127.0.0.1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-2000:] if server.poll() is not None else "no answer on /ping"
+                time.sleep(0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"inputs": data.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert answer == {"predictions": logged}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -52,6 +52,51 @@ def mlflow_server(tmp_path):
         proc.wait(timeout=30)
 
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]  # a closed network
+
+
+def have_playwright() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def look_at_ui(server: str, experiment_id: str, parent: str, children: dict, shots: Path) -> None:
+    """The experiment's runs page in headless Chromium: the parent, expanded, shows its children by
+    name; a child's page draws its loss chart. Screenshots go to `shots`."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{server}/#/experiments/{experiment_id}/runs")
+            page.get_by_text(parent, exact=True).first.wait_for(timeout=90_000)
+            close = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
+            if close.count():  # MLflow 3's assistant panel covers a third of the page
+                close.first.click()
+            page.locator('[role="gridcell"]').filter(has_text=parent).locator("button").first.click()  # expand
+            for name in children:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+            rows = page.locator('[role="row"]').all_inner_texts()
+            assert all(any(n in r for r in rows) for n in [parent, *children]), rows
+            page.screenshot(path=str(shots / "runs.png"))
+            run_id = next(iter(children.values()))
+            page.goto(f"{server}/#/experiments/{experiment_id}/runs/{run_id}/model-metrics")
+            page.get_by_placeholder("Search metric charts").fill("loss")
+            title = page.get_by_text("loss", exact=True).first  # the per-step loss chart's title
+            title.wait_for(timeout=60_000)
+            page.locator(".js-plotly-plot, svg.main-svg").first.wait_for(timeout=30_000)  # drawn
+            title.scroll_into_view_if_needed()
+            page.screenshot(path=str(shots / "loss_chart.png"))
+        finally:
+            browser.close()
+
+
 def test_sweep_against_a_real_mlflow_server(mlflow_server, tmp_path):
     proc = run_cli(["-m", "model=coin", "guide=manual", "seed=0,1", "steps=200",
                     f"tracking.uri={mlflow_server}", "tracking.experiment=server",
@@ -65,6 +110,13 @@ def test_sweep_against_a_real_mlflow_server(mlflow_server, tmp_path):
     run_id = children[0].info.run_id
     assert "params.json" in {a.path for a in client.list_artifacts(run_id)}  # through the server
     assert len(client.get_metric_history(run_id, "loss")) == 200
+    # the MLflow UI, looked at in a real browser (issue 7)
+    if not CHROMIUM or not have_playwright():
+        pytest.skip("the UI check needs Chromium (apt-get install chromium; .ci/run installs it) and playwright")
+    parent = parents[0]
+    look_at_ui(mlflow_server, parent.info.experiment_id, parent.info.run_name,
+               {c.info.run_name: c.info.run_id for c in sorted(children, key=lambda c: c.info.run_name)}, tmp_path)
+    assert (tmp_path / "runs.png").stat().st_size > 10_000 and (tmp_path / "loss_chart.png").stat().st_size > 10_000
 
 
 def postgres_available():

@@ -135,6 +135,7 @@ class Tracker:
             # MLflow retries an unreachable server for minutes by default
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             import mlflow
             from mlflow.tracking import MlflowClient
 
@@ -147,7 +148,9 @@ class Tracker:
                 if exp is not None and exp.lifecycle_stage == "deleted":
                     raise TrackingError(f"experiment '{self.experiment}' is deleted in {self.uri}: restore it "
                                         "(mlflow experiments restore) or choose another tracking.experiment")
-                self.experiment_id = exp.experiment_id if exp else client.create_experiment(self.experiment)
+                # the UI opens an experiment of this kind on its runs table (MLflow 3 defaults to GenAI pages)
+                self.experiment_id = exp.experiment_id if exp else client.create_experiment(
+                    self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
             self.client = client
             self.reap_stale()
             if open_run is not None:
@@ -277,9 +280,10 @@ class Tracker:
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
-                into_open_run: bool = False, dataset: dict | None = None) -> str:
+                into_open_run: bool = False, dataset: dict | None = None, model: dict | None = None) -> str:
         """One run: tags, params, scalar metrics, per-step curves, artifacts; then `status`
-        (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...)."""
+        (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...).
+        `model`: {files, method, data} for the pyfunc model (runner/tracking/pyfunc.py)."""
         from mlflow.entities import Metric, Param, RunTag
 
         self.wait()
@@ -303,6 +307,10 @@ class Tracker:
             for rel in artifacts:
                 parent = str(Path(rel).parent)
                 client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
+            if model is not None:
+                from runner.tracking.pyfunc import log_model
+
+                log_model(run_id, **model)
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == 143)
             client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")

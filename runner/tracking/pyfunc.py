@@ -1,0 +1,72 @@
+"""The fitted model as an MLflow pyfunc model, logged with each run that has data:
+
+    mlflow.pyfunc.load_model("runs:/<run id>/model").predict(x)
+
+returns each row's MAP cluster assignment for mixtures, and posterior predictive draws
+(samples, *x.shape) of the observations for the other models; `mlflow models serve
+--env-manager local -m runs:/<run id>/model` answers the same on /invocations. The model's
+artifacts are the run's own files (config.yaml, latents.json, params.json, posterior.npz) and
+model.json (inference method, data shape and dtype); the code is pyfunc_code.py (MLflow's
+models from code: nothing pickled); predictions are made by runner.predict, the code behind
+`python -m runner.predict`.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+
+DRAWS = 100  # posterior predictive draws per prediction (params={"samples": N} changes it)
+
+
+class RunnerModel(mlflow.pyfunc.PythonModel):
+    # MLflow would wrap predict for validation by type hints; the logged signature does that
+    _skip_type_hint_validation = True
+
+    def load_context(self, context):
+        from runner.predict import load_fitted
+
+        self.meta = json.loads(Path(context.artifacts["model.json"]).read_text())
+        self.fitted = load_fitted(dict(context.artifacts), self.meta["method"])
+
+    def predict(self, context, model_input, params=None):
+        from runner.predict import predict_data
+
+        x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
+        x = x.astype(self.meta["dtype"])
+        if len(self.meta["shape"]) == 0 and x.ndim == 2 and x.shape[1] == 1:  # one column of scalars
+            x = x[:, 0]
+        samples = int((params or {}).get("samples", DRAWS))
+        kind, out = predict_data(self.fitted, x, samples=samples, seed=int((params or {}).get("seed", 0)))
+        if kind == "assignments":
+            return np.asarray(next(v for k, v in out.items() if not k.endswith("_probs")), dtype=np.int64)
+        return np.asarray(next(iter(out.values())))
+
+
+def log_model(run_id: str, files: dict, method: str, data) -> None:
+    """Log RunnerModel into the (open) run `run_id` as artifact `model`."""
+    import importlib.metadata
+    import tempfile
+
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    data = np.asarray(data)
+    meta = {"method": method, "shape": list(data.shape[1:]), "dtype": str(data.dtype)}
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(data.dtype, (-1, *data.shape[1:]))]),
+        params=ParamSchema([ParamSpec("samples", "long", DRAWS), ParamSpec("seed", "long", 0)]))
+    try:
+        requires = [r for r in importlib.metadata.requires("runner") or [] if "extra ==" not in r]
+    except importlib.metadata.PackageNotFoundError:
+        requires = []
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "model.json").write_text(json.dumps(meta))
+        artifacts = {**{k: str(v) for k, v in files.items()}, "model.json": str(Path(tmp) / "model.json")}
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no input example": one would run the model to log it
+            mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_code.py")),
+                                    artifacts=artifacts, signature=signature, pip_requirements=requires)
