@@ -21,7 +21,7 @@ run: $(STAMP)
 
 # Two workers: the suite is mostly XLA compiles, one per core.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup tests $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=25 tests $(PYTEST_ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db

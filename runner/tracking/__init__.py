@@ -157,6 +157,12 @@ class Tracker:
                 run = client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in open_run.items()},
                                                                   **process_tags()})
                 self.run_id = run.info.run_id
+            try:  # what logging a model (pyfunc.log_model) spends ~1 s on, done while the fit compiles
+                from mlflow.utils.requirements_utils import _init_modules_to_packages_map
+
+                _init_modules_to_packages_map()
+            except Exception:  # an MLflow without it only loses the head start
+                pass
         except BaseException as e:  # re-raised in the main thread by wait()
             self._error = e
 
