@@ -80,15 +80,17 @@ class Programs:
             carry, _ = self.advance(carry, fixed, data, 0, self.steps)
         else:
             start, chunk = 0, max(1, self.steps // 100)
-            while start < self.steps:
-                stop = min(self.steps, start + chunk)
-                t = time.perf_counter()
-                carry, best = self.advance(carry, fixed, data, start, stop)
-                best = float(best)  # waits for the chunk
-                rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
-                progress.update(stop, best, rate)
-                start, chunk = stop, max(1, int(rate * progress.chunk_s))
-            progress.close()
+            try:
+                while start < self.steps:
+                    stop = min(self.steps, start + chunk)
+                    t = time.perf_counter()
+                    carry, best = self.advance(carry, fixed, data, start, stop)
+                    best = float(best)  # waits for the chunk
+                    rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+                    progress.update(stop, best, rate)
+                    start, chunk = stop, max(1, int(rate * progress.chunk_s))
+            finally:  # also on Ctrl-C: end the terminal line
+                progress.close()
         return self.finish(carry, fixed, roots, data)
 
 

@@ -1,8 +1,8 @@
-"""`make gallery` (python -m runner.gallery [DIR]): the README's figures, from real runs.
+"""`make gallery` (python -m runner.gallery [DIR [NAME ...]]): the README's figures, from real runs.
 
 Each entry is a `python -m runner ...` command run as a user runs it (into a temporary run
 directory and store, so the user's mlflow.db is untouched); the named plot of its run directory
-is copied to DIR (default docs/gallery/).
+is copied to DIR (default docs/gallery/). NAMEs (e.g. coin_posterior.png) make only those.
 """
 from __future__ import annotations
 
@@ -28,10 +28,16 @@ GALLERY = {
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(argv[0]) if argv else ROOT / "docs" / "gallery"
+    wanted = argv[1:] or list(GALLERY)
+    unknown = sorted(set(wanted) - set(GALLERY))
+    if unknown:
+        print(f"runner.gallery: error: unknown figure(s) {unknown}: choose from {sorted(GALLERY)}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[tuple, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (overrides, plot) in GALLERY.items():
+        for name in wanted:
+            overrides, plot = GALLERY[name]
             key = tuple(overrides)
             if key not in runs:
                 run_dir = Path(tmp) / f"run{len(runs)}"

@@ -14,6 +14,14 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path}/mlflow.db"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_cli(args, cwd, timeout=600, env=None):
     """`python -m runner ARGS` in a subprocess, as a user runs it."""
     full_env = {**os.environ, **(env or {})}

@@ -4,7 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import ROOT, read_runs, run_cli, run_cli_tty
+from conftest import ROOT, free_port, read_runs, run_cli, run_cli_tty
 
 from runner.data import coin_flips
 
@@ -66,9 +66,13 @@ def test_progress_chunks_change_no_number():
     assert float(lines[-1].split()[4]) == pytest.approx(best, rel=1e-5)
 
 
-def test_progress_line_on_a_terminal(tmp_path):
-    """A fit of a few seconds redraws one line on a terminal; progress=false shows none."""
-    args = ["model=coin", "guide=manual", "steps=150000", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+def test_progress_line_on_a_terminal_and_pyfunc_draws(tmp_path):
+    """A fit of a few seconds redraws one line on a terminal; progress=false shows none. The
+    (converged) coin fit's pyfunc model draws from the posterior predictive of Beta(13, 9)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["model=coin", "guide=manual", "steps=150000", f"tracking.uri={uri}"]
     code, out, tty = run_cli_tty(args, cwd=tmp_path)
     assert code == 0, tty[-2000:]
     redraws = [x for x in tty.split("\r") if x.startswith("runner: step ")]
@@ -78,22 +82,19 @@ def test_progress_line_on_a_terminal(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 150000
     assert tty.rstrip("\r\n").endswith("\x1b[K")  # the line ends with a newline after the last redraw
     assert "final_loss=" in out
+    mlflow.set_tracking_uri(uri)
+    coin = mlflow.pyfunc.load_model(f"runs:/{out.split('run_id=')[1].split()[0]}/model")
+    flips = coin.predict(np.ones(20, np.float32), params={"samples": 4000})
+    assert flips.shape == (4000, 20) and set(np.unique(flips)) <= {0, 1}
+    assert flips.mean() == pytest.approx(13 / 22, abs=0.03)  # P(heads) under the posterior
     code, out, tty = run_cli_tty([*args, "progress=false"], cwd=tmp_path)
     assert code == 0 and "final_loss=" in out
     assert "steps/s" not in tty
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
     """The fit logged as an MLflow pyfunc model: load_model(...).predict gives the run's own
-    assignments (GMM) and posterior predictive draws (coin); `mlflow models serve` answers."""
+    assignments; `mlflow models serve` answers the same (posterior predictive draws: below)."""
     import json
     import os
     import sys
@@ -103,14 +104,11 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
     import mlflow
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    runs = {}
-    for model, extra in (("gmm", ["guide=autodelta", "restarts=10"]), ("coin", ["guide=manual", "steps=3000",
-                                                                              "optim.lr=0.01"])):
-        proc = run_cli([f"model={model}", *extra, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/{model}"],
-                       cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stderr == ""  # logging the model adds no warnings
-        runs[model] = proc.stdout.split("run_id=")[1].split()[0]
+    proc = run_cli(["model=gmm", "guide=autodelta", "restarts=10", f"tracking.uri={uri}",
+                    f"hydra.run.dir={tmp_path}/gmm"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # logging the model adds no warnings
+    runs = {"gmm": proc.stdout.split("run_id=")[1].split()[0]}
     mlflow.set_tracking_uri(uri)
     gmm = mlflow.pyfunc.load_model(f"runs:/{runs['gmm']}/model")
     data = np.array([0.0, 1.0, 10.0, 11.0, 12.0], np.float32)  # the tutorial's data
@@ -119,10 +117,6 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
     assert sorted(logged) == [0, 0, 1, 1, 1] or sorted(logged) == [0, 0, 0, 1, 1]
     low, high = gmm.predict(np.array([0.3, 10.6], np.float32)).tolist()
     assert (low, high) == (logged[0], logged[-1])
-    coin = mlflow.pyfunc.load_model(f"runs:/{runs['coin']}/model")
-    flips = coin.predict(np.ones(20, np.float32), params={"samples": 4000})
-    assert flips.shape == (4000, 20) and set(np.unique(flips)) <= {0, 1}
-    assert flips.mean() == pytest.approx(13 / 22, abs=0.03)  # the posterior predictive of Beta(13, 9)
     # mlflow models serve, as a user runs it (the venv's bin on PATH for its uvicorn)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
@@ -148,3 +142,21 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_gallery_figure_from_a_real_run(tmp_path):
+    """`make gallery` runs the listed commands and copies their plots (one figure here)."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "runner.gallery", str(tmp_path / "g"), "coin_posterior.png"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    png = (tmp_path / "g" / "coin_posterior.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(png) < 200_000  # a real, small figure
+    committed = ROOT / "docs" / "gallery"
+    from runner.gallery import GALLERY
+
+    assert sorted(p.name for p in committed.glob("*.png")) == sorted(GALLERY)
+    bad = subprocess.run([sys.executable, "-m", "runner.gallery", str(tmp_path / "g"), "nope.png"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nope.png" in bad.stderr

@@ -1,7 +1,6 @@
 """Tracking beyond the embedded store: a real `mlflow server` on loopback, and PostgreSQL."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -10,15 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import read_runs, run_cli
+from conftest import free_port, read_runs, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc, timeout=90):

@@ -6,9 +6,14 @@ overlaps the JAX compile and fit; everything is then logged with a few `log_batc
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
+
+# MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
+# network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits
 MAX_PARAM_LEN = 6000
@@ -157,12 +162,6 @@ class Tracker:
                 run = client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in open_run.items()},
                                                                   **process_tags()})
                 self.run_id = run.info.run_id
-            try:  # what logging a model (pyfunc.log_model) spends ~1 s on, done while the fit compiles
-                from mlflow.utils.requirements_utils import _init_modules_to_packages_map
-
-                _init_modules_to_packages_map()
-            except Exception:  # an MLflow without it only loses the head start
-                pass
         except BaseException as e:  # re-raised in the main thread by wait()
             self._error = e
 

@@ -12,6 +12,7 @@ models from code: nothing pickled); predictions are made by runner.predict, the 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -66,7 +67,25 @@ def log_model(run_id: str, files: dict, method: str, data) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.json").write_text(json.dumps(meta))
         artifacts = {**{k: str(v) for k, v in files.items()}, "model.json": str(Path(tmp) / "model.json")}
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        with mlflow.start_run(run_id=run_id), warnings.catch_warnings(), no_requirement_check():
             warnings.simplefilter("ignore", UserWarning)  # "no input example": one would run the model to log it
             mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_code.py")),
                                     artifacts=artifacts, signature=signature, pip_requirements=requires)
+
+
+@contextlib.contextmanager
+def no_requirement_check():
+    """MLflow checks the requirements against the installed packages by mapping every installed
+    module to its distribution (~0.9 s per process, most of what logging the model costs). Ours
+    are read from this very installation's metadata, so the check can only agree: skip it."""
+    import mlflow.utils.environment as env
+
+    check = getattr(env, "warn_dependency_requirement_mismatches", None)
+    if check is None:  # another MLflow: let it check
+        yield
+        return
+    env.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        env.warn_dependency_requirement_mismatches = check
