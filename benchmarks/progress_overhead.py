@@ -62,7 +62,7 @@ def main(steps: int = 20000, restarts: int = 20, repeats: int = 5) -> None:
     for i in range(200):
         t = time.perf_counter()
         carry, best = programs.advance(carry, fixed, data, 1, 1)  # no steps: only the boundary
-        p.update(1, float(best), 1.0)
+        p.update(1, float(best))
         boundary.append(time.perf_counter() - t)
     cost = statistics.median(boundary)
     same = all(np.array_equal(x, y, equal_nan=True) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -450,7 +450,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         else:
             tracker.open(tags)  # the sweep's tracker is already started
         report = METHODS[exp.method](cfg, exp, run_dir, sweep)
-    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C (130) or SIGTERM (143): KILLED
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (130) or SIGTERM (143): KILLED
         if sweep is not None:
             write_status(run_dir, "failed", error="interrupted")
         _end_quietly(tracker, "KILLED", params, run_dir)

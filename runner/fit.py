@@ -87,7 +87,7 @@ class Programs:
                     carry, best = self.advance(carry, fixed, data, start, stop)
                     best = float(best)  # waits for the chunk
                     rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
-                    progress.update(stop, best, rate)
+                    progress.update(stop, best)
                     start, chunk = stop, max(1, int(rate * progress.chunk_s))
             finally:  # also on Ctrl-C: end the terminal line
                 progress.close()

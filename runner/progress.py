@@ -34,9 +34,9 @@ class Progress:
         return (f"runner: {self.label}step {step}/{self.total}  loss {loss:.6g}  "
                 f"{rate:,.0f} steps/s  left {eta}")
 
-    def update(self, step: int, loss: float, rate: float) -> None:
-        """After each chunk: `rate` is that chunk's steps/s; the line shows the mean rate since
-        the first chunk (which includes the compile)."""
+    def update(self, step: int, loss: float) -> None:
+        """After each chunk: the line shows the mean rate since the end of the first chunk (which
+        includes the compile)."""
         self.updates += 1
         now = time.perf_counter()
         if self._t0 is None:

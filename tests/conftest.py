@@ -22,6 +22,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_http(url: str, proc, timeout=90):
+    """Until `url` answers 200; fails at once if the server process `proc` exits (with its
+    stderr when that is piped)."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"server exited with {proc.returncode}: {err}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(url)
+
+
 def run_cli(args, cwd, timeout=600, env=None):
     """`python -m runner ARGS` in a subprocess, as a user runs it."""
     full_env = {**os.environ, **(env or {})}

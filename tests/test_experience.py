@@ -4,7 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import ROOT, free_port, read_runs, run_cli, run_cli_tty
+from conftest import ROOT, free_port, read_runs, run_cli, run_cli_tty, wait_http
 
 from runner.data import coin_flips
 
@@ -98,7 +98,6 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
     import json
     import os
     import sys
-    import time
     import urllib.request
 
     import mlflow
@@ -126,14 +125,7 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
                                "-h", "127.0.0.1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-2000:] if server.poll() is not None else "no answer on /ping"
-                time.sleep(0.5)
+        wait_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
                                          data=json.dumps({"inputs": data.tolist()}).encode(),
                                          headers={"Content-Type": "application/json"})

@@ -2,7 +2,6 @@
 determinism, each against real subprocesses and real sqlite stores."""
 import json
 import multiprocessing as mp
-import os
 import signal
 import subprocess
 import sys

@@ -41,6 +41,13 @@ def log_batches(client, run_id: str, params=(), metrics=()) -> None:
         client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
 
 
+def log_files(client, run_id: str, artifact_dir: Path, artifacts) -> None:
+    """Each file (a path relative to artifact_dir) under the same relative folder of the run."""
+    for rel in artifacts:
+        parent = str(Path(rel).parent)
+        client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
+
+
 def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
     """mlflow.log_input for a client run: the UI's Dataset column (name, digest, source)."""
     import mlflow.data
@@ -75,7 +82,6 @@ REACH_TIMEOUT_S = 5  # an unreachable server fails in seconds, not after MLflow'
 def check_reachable(uri: str) -> None:
     """Fail fast with the URI in the message: an http(s) server that does not answer /health, a
     sqlite store whose directory cannot be created or written."""
-    import os
     import urllib.error
     import urllib.request
 
@@ -98,15 +104,12 @@ def check_reachable(uri: str) -> None:
 
 
 def process_tags() -> dict:
-    import os
     import socket
 
     return {"runner.pid": str(os.getpid()), "runner.host": socket.gethostname()}
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -135,7 +138,6 @@ class Tracker:
     def _prepare(self, open_run: dict | None = None) -> None:
         try:
             import logging
-            import os
 
             # MLflow retries an unreachable server for minutes by default
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -159,15 +161,17 @@ class Tracker:
             self.client = client
             self.reap_stale()
             if open_run is not None:
-                run = client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in open_run.items()},
-                                                                  **process_tags()})
-                self.run_id = run.info.run_id
+                self._create_run(open_run)
         except BaseException as e:  # re-raised in the main thread by wait()
             self._error = e
 
     def open(self, tags: dict) -> str:
         """Create this command's run now (RUNNING), for a tracker started without open_run."""
         self.wait()
+        return self._create_run(tags)
+
+    def _create_run(self, tags: dict) -> str:
+        """This command's run, RUNNING, tagged with the process that owns it (see reap_stale)."""
         run = self.client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in tags.items()},
                                                                **process_tags()})
         self.run_id = run.info.run_id
@@ -201,10 +205,8 @@ class Tracker:
             client.set_tag(self.run_id, k, str(v))
         if params:
             log_batches(client, self.run_id, params=[Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()])
-        for rel in artifacts:
-            if artifact_dir is not None and (artifact_dir / rel).is_file():
-                parent = str(Path(rel).parent)
-                client.log_artifact(self.run_id, str(artifact_dir / rel), None if parent == "." else parent)
+        if artifact_dir is not None:
+            log_files(client, self.run_id, artifact_dir, [rel for rel in artifacts if (artifact_dir / rel).is_file()])
         client.set_terminated(self.run_id, status)
         return self.run_id
 
@@ -309,9 +311,7 @@ class Tracker:
             log_batches(client, run_id, params=plist, metrics=metrics)
             if dataset is not None:
                 log_dataset(client, run_id, **dataset)
-            for rel in artifacts:
-                parent = str(Path(rel).parent)
-                client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
+            log_files(client, run_id, artifact_dir, artifacts)
             if model is not None:
                 from runner.tracking.pyfunc import log_model
 
@@ -348,7 +348,6 @@ def fetch_run(uri: str, run_id: str, dst: Path, names: tuple[str, ...]) -> dict:
     """Download the named artifacts of a run (those it has) into dst; return its tags.
     LookupError if the run does not exist."""
     import logging
-    import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.exceptions import MlflowException
