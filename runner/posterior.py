@@ -15,6 +15,23 @@ class unobserve(Messenger):
             msg["value"], msg["is_observed"] = None, False
 
 
+_PROGRAMS: dict = {}
+
+
+def model_program(model, name, build):
+    """`build()` (a jitted function of `model`), made once per model family, settings and `name`:
+    the jobs of a sweep build equal models and then share one trace and one compile. Models whose
+    settings are not hashable get a fresh one each time."""
+    try:
+        key = (type(model), tuple(sorted(vars(model).items())), name)
+        hash(key)
+    except TypeError:
+        return build()
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = build()
+    return _PROGRAMS[key]
+
+
 def model_sites(model, data):
     """name -> site of one trace of the model (discrete sites sampled, not enumerated)."""
     import jax
@@ -58,11 +75,19 @@ def assignments(model, latents: dict, data, key=None) -> dict:
     sites = enumerated_sites(model, data)
     if not sites:
         return {}
-    conditioned = handlers.condition(model, data={k: jnp.asarray(v) for k, v in latents.items()})
-    inferred = infer_discrete(conditioned, temperature=0, first_available_dim=-2,
-                              rng_key=key if key is not None else jax.random.PRNGKey(0))
-    tr = handlers.trace(handlers.seed(inferred, 0)).get_trace(data)
-    return {n: np.asarray(tr[n]["value"]).astype(int) for n in sites}
+    key = key if key is not None else jax.random.PRNGKey(0)
+
+    def build():  # one compiled program: op by op, a first call compiled every small op (~4 s)
+        def infer(latents, data, key):
+            inferred = infer_discrete(handlers.condition(model, data=latents), temperature=0,
+                                      first_available_dim=-2, rng_key=key)
+            tr = handlers.trace(handlers.seed(inferred, 0)).get_trace(data)
+            return {n: tr[n]["value"] for n in sites}
+
+        return jax.jit(infer)
+
+    found = model_program(model, ("assignments", tuple(sites)), build)({k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(data), key)
+    return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 
 def predictive_draws(model, data, num: int, key, guide=None, params=None, posterior=None) -> dict:

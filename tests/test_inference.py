@@ -115,6 +115,34 @@ def test_map_assignments_and_full_guide_probs(tmp_path):
     assert (probs.argmax(1) == out["assignment"]).all()
 
 
+
+def test_compiled_assignments_and_loglik_are_per_model_settings():
+    """The post-fit programs (MAP assignments, avg_loglik) are compiled once per model family and
+    settings: an equal model reuses them, a different K or scale gets its own, and the answers are
+    the closed form: argmax_k w_k N(x | mu_k, s) and mean_n log sum_k w_k N(x_n | mu_k, s)."""
+    from scipy.stats import norm
+
+    from models.gmm import GMM
+    from runner import posterior
+    from runner.em import average_loglik
+
+    x = np.array([-1.0, 0.2, 4.0, 5.5, 9.0])
+    posterior._PROGRAMS.clear()  # (in-process tests before this one may have made some)
+    cases = [(GMM(K=2), {"weights": np.array([0.4, 0.6]), "locs": np.array([0.0, 5.0]), "scale": np.array(1.0)}),
+             (GMM(K=2), {"weights": np.array([0.5, 0.5]), "locs": np.array([0.0, 9.0]), "scale": np.array(2.0)}),
+             (GMM(K=3), {"weights": np.array([0.2, 0.3, 0.5]), "locs": np.array([0.0, 5.0, 9.0]),
+                         "scale": np.array(0.7)}),
+             (GMM(K=3, scale=3.0), {"weights": np.array([0.2, 0.3, 0.5]), "locs": np.array([0.0, 5.0, 9.0])})]
+    for model, lat in cases:
+        s = model.fixed_scale or float(lat["scale"])
+        joint = np.log(lat["weights"]) + norm.logpdf(x[:, None], lat["locs"][None], s)
+        assert (posterior.assignments(model, lat, x)["assignment"] == joint.argmax(1)).all()
+        ll = np.log(np.exp(joint).sum(1)).mean()
+        assert average_loglik(model, lat, x) == pytest.approx(ll, rel=1e-5)
+    keys = [k for k in posterior._PROGRAMS if k[0] is GMM]
+    assert len(keys) == 3 * 2  # K=2, K=3, K=3 with a fixed scale; two programs each
+    assert posterior.model_program(GMM(K=2), "average_loglik", lambda: None) is not None  # reused, not rebuilt
+
 def test_posterior_samples_from_the_coin_guide(tmp_path):
     client, run, run_dir = fit(tmp_path, "model=coin", "guide=manual", "posterior.samples=4000")
     with np.load(run_dir / "posterior.npz", allow_pickle=False) as z:
