@@ -86,7 +86,8 @@ def assignments(model, latents: dict, data, key=None) -> dict:
 
         return jax.jit(infer)
 
-    found = model_program(model, ("assignments", tuple(sites)), build)({k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(data), key)
+    infer = model_program(model, ("assignments", tuple(sites)), build)
+    found = infer({k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(data), key)
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 
