@@ -53,8 +53,7 @@ def final_losses(tmp: Path, name: str) -> dict:
     exp = client.get_experiment_by_name("runner")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     return {int(r.data.params["seed"]): r.data.metrics["final_loss"] for r in runs
-            if r.data.tags.get("runner.role") != "sweep" and "replicates" not in r.data.metrics
-            and r.data.params.get("seed") is not None}
+            if r.data.tags.get("runner.role") != "sweep" and "replicates" not in r.data.metrics}
 
 
 def agree(*per_seed: dict) -> str:

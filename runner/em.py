@@ -121,12 +121,22 @@ def fit_em(exp) -> EMResult:
 def average_loglik(model, latents: dict, data) -> float:
     """The average log-likelihood of the data at a point estimate of the model's latent sites
     (an SVI or NUTS fit), on the same scale as EM's."""
-    import jax
     import jax.numpy as jnp
+
+    ll, _ = compiled_e_step(model, from_latents=True)({k: jnp.asarray(v) for k, v in latents.items()},
+                                                     jnp.asarray(data))
+    return float(ll)
+
+
+def compiled_e_step(model, from_latents: bool = False):
+    """`e_step` as one compiled program per model family and settings, taking EM's parameters or
+    (`from_latents`) a point estimate of the latent sites. Op by op, a process's first call
+    compiled every small op (~1 s)."""
+    import jax
 
     from runner.posterior import model_program
 
-    # one compiled program (op by op, a first call compiled every small op: ~1 s)
-    ll = model_program(model, "average_loglik",
-                       lambda: jax.jit(lambda latents, data: e_step(model, model.em_params(latents), data)[0]))
-    return float(ll({k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(data)))
+    if from_latents:
+        return model_program(model, ("e_step", "latents"),
+                             lambda: jax.jit(lambda latents, data: e_step(model, model.em_params(latents), data)))
+    return model_program(model, ("e_step", "params"), lambda: jax.jit(lambda params, data: e_step(model, params, data)))

@@ -109,11 +109,11 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     if enumerated:
         site = enumerated[0]
         if model.has_em:
-            from runner.em import e_step
+            from runner.em import compiled_e_step
 
-            em = ({k: jnp.asarray(v) for k, v in fitted.params.items()} if method == "em"
-                  else model.em_params(fitted.latents))
-            _, resp = e_step(model, em, jnp.asarray(data))
+            fit = fitted.params if method == "em" else fitted.latents
+            _, resp = compiled_e_step(model, from_latents=method != "em")(
+                {k: jnp.asarray(v) for k, v in fit.items()}, jnp.asarray(data))
             out[f"{site}_probs"] = np.asarray(resp)
         if method == "em":
             out[site] = np.asarray(resp).argmax(-1)
