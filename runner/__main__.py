@@ -57,6 +57,9 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    from runner.tracking.worker import client
+
+    client()  # the tracking worker imports MLflow while this process imports JAX and composes
     try:
         _hydra_main()
         from runner import sweep

@@ -192,7 +192,9 @@ def job_label(sweep: dict | None) -> str:
     return f"job {sweep['job'] + 1}/{sweep['jobs']} " if sweep.get("jobs") else f"job {sweep['job'] + 1} "
 
 
-def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> Report:
+def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None, on_replicates=None) -> Report:
+    """`on_replicates(results)`: called with the replicates' results before the figures (their
+    child runs are logged meanwhile), unless every restart diverged."""
     import jax
 
     from runner import posterior
@@ -203,6 +205,8 @@ def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> R
     finals = np.array([r.final_loss for r in results])
     best = int(np.nanargmin(finals)) if np.isfinite(finals).any() else 0
     result = results[best]
+    if len(results) > 1 and on_replicates is not None and np.isfinite(result.final_loss):
+        on_replicates(results)
     artifacts, metrics = write_outputs(run_dir, cfg, exp, result, figures=bool(np.isfinite(result.final_loss)))
     if not np.isfinite(result.final_loss):  # every restart (of every replicate) diverged
         step = failure_step(result)
@@ -449,7 +453,19 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
             tracker.start(open_run=tags)  # created in the background while the fit compiles
         else:
             tracker.open(tags)  # the sweep's tracker is already started
-        report = METHODS[exp.method](cfg, exp, run_dir, sweep)
+        def on_replicates(results):  # their child runs are logged by the worker while the figures are drawn
+            from runner.fit import KEY_DERIVATION
+
+            try:
+                tracker.wait()  # (the parent's run id)
+            except Exception:
+                return  # the store's error is reported where the parent is logged
+            log_replicates(tracker, cfg, exp, results, run_dir, {**params, "key_derivation": KEY_DERIVATION},
+                           tags, max_points)
+
+        max_points = cfg.tracking.get("max_points_per_curve")
+        hooks = {"on_replicates": on_replicates} if exp.method == "svi" else {}
+        report = METHODS[exp.method](cfg, exp, run_dir, sweep, **hooks)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C (130) or SIGTERM (143): KILLED
         if sweep is not None:
             write_status(run_dir, "failed", error="interrupted")
@@ -462,15 +478,13 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         _end_quietly(tracker, status, params, run_dir, {"error": f"{type(e).__name__}: {e}"[:500]})
         raise
     params["key_derivation"] = report.key_derivation
-    max_points = cfg.tracking.get("max_points_per_curve")
     try:
         run_id = tracker.log_run(tags={**tags, **(report.tags or {})}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
                                  max_points=max_points, status="FAILED" if report.failed else "FINISHED",
                                  into_open_run=True, dataset=dataset_info(cfg, choices, exp.data),
                                  model=pyfunc_model(cfg, exp, report, run_dir))
-        if report.results and len(report.results) > 1 and not report.failed:
-            log_replicates(tracker, cfg, exp, report.results, run_dir, run_id, params, tags, max_points)
+        tracker.flush()  # the replicates' child runs: done, or their error raised here
     except TrackingError as e:
         failed(f"{e}; the fit is saved in {run_dir}")
     except Exception as e:
@@ -506,14 +520,15 @@ def _end_quietly(tracker, status: str, params: dict, run_dir: Path, tags: dict |
         pass
 
 
-def log_replicates(tracker, cfg, exp, results, run_dir, parent_id, params, tags, max_points) -> None:
-    """One child run per replicate, with its own seed, params, curves and params.json."""
+def log_replicates(tracker, cfg, exp, results, run_dir, params, tags, max_points) -> None:
+    """One child run per replicate, under the tracker's run, with its own seed, params, curves and
+    params.json; submitted to the tracking worker (tracker.flush() waits for them)."""
     base = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
     for i, r in enumerate(results):
         sub = run_dir / f"replicate_{i}"
         files, m = write_outputs(sub, cfg, exp, r, figures=False)
-        tracker.log_run(tags={**base, "mlflow.parentRunId": parent_id, "replicate": i,
-                              "mlflow.runName": f"replicate {i} (seed {exp.seed + i})"},
-                        params={**params, "seed": exp.seed + i, "replicate": i},
-                        scalars=m["scalars"], curves=m["curves"], artifact_dir=sub,
-                        artifacts=files[1:], max_points=max_points)
+        tracker.submit("log_run", tags={**base, "mlflow.parentRunId": tracker.run_id, "replicate": i,
+                                        "mlflow.runName": f"replicate {i} (seed {exp.seed + i})"},
+                       params={**params, "seed": exp.seed + i, "replicate": i},
+                       scalars=m["scalars"], curves=m["curves"], artifact_dir=sub,
+                       artifacts=files[1:], max_points=max_points)

@@ -2,6 +2,7 @@
 determinism, each against real subprocesses and real sqlite stores."""
 import json
 import multiprocessing as mp
+import os
 import signal
 import subprocess
 import sys
@@ -126,9 +127,10 @@ def test_all_restarts_diverged_is_a_failed_run(tmp_path):
 
 # --- interruption and stale runs -------------------------------------------------------------------
 
-def start_long_fit(tmp_path, uri):
+def start_long_fit(tmp_path, uri, new_session=False):
     proc = subprocess.Popen([sys.executable, "-m", "runner", "model=gmm", "steps=2000000", f"tracking.uri={uri}"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
     deadline = time.time() + 120
     while time.time() < deadline:  # the run is created (RUNNING) while the fit compiles
         time.sleep(0.5)
@@ -155,6 +157,32 @@ def test_interrupted_run_ends_killed(tmp_path, sig, code):
     (after,) = read_runs(uri)[1]
     assert after.info.status == "KILLED"
     assert after.data.params["steps"] == "2000000"  # what there was (the config) is logged
+
+
+def group_gone(pgid, within=30.0) -> bool:
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_to_the_whole_process_group_ends_the_run_killed(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the command, the tracking worker too: the
+    worker outlives it, ends the run KILLED for the command, then exits (nothing left behind)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc, run = start_long_fit(tmp_path, uri, new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "runner: interrupted"
+    (after,) = read_runs(uri)[1]
+    assert after.info.run_id == run.info.run_id and after.info.status == "KILLED"
+    assert after.data.params["steps"] == "2000000"
+    assert group_gone(proc.pid), "a process of the command outlived it"
 
 
 def test_run_left_running_by_sigkill_is_marked_failed_by_the_next_command(tmp_path):
@@ -217,6 +245,42 @@ def test_sixteen_writers_lose_nothing(tmp_path):
         assert r.data.metrics["final_loss"] == i
         hist = client.get_metric_history(r.info.run_id, "loss")
         assert sorted(p.value for p in hist) == [float(i + s) for s in range(N_POINTS)]
+
+
+# --- the tracking worker process -------------------------------------------------------------------
+
+def test_the_command_process_never_imports_mlflow(tmp_path):
+    """MLflow's import, store set-up and logging run in the tracking worker; the command's own
+    process (which traces and plots) does not import it, yet its run is tagged with its pid."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    script = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from runner.api import compose\nfrom runner.app import execute\n"
+              f"cfg, choices = compose(['model=coin', 'steps=20', 'restarts=2', 'progress=false', 'tracking.uri={uri}'])\n"
+              f"out = execute(cfg, choices, __import__('pathlib').Path({str(tmp_path / 'run')!r}))\n"
+              "print('RESULT', out.run_id, os.getpid(), sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_id, pid, modules = proc.stdout.split("RESULT ")[1].split(" ", 2)
+    assert modules.strip() == "[]"
+    (run,) = read_runs(uri)[1]
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert run.data.tags["runner.pid"] == pid and run.data.metrics["final_loss"] > 0
+
+
+def test_a_dead_tracking_worker_is_one_clear_error(tmp_path):
+    from runner.tracking import Tracker, TrackingError
+    from runner.tracking.worker import client
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "gone").start()
+    tracker.wait()
+    client().proc.kill()
+    with pytest.raises(TrackingError, match=r"^the tracking worker process exited \(code -9\); nothing more "
+                                            rf"could be logged to {uri}$"):
+        tracker.find_finished("x")
+    again = Tracker(uri, "gone").start()  # the next tracker starts a fresh worker
+    again.wait()
+    assert again.find_finished("x") is None and again.experiment_id == tracker.experiment_id
 
 
 def test_same_config_and_seed_are_bit_identical(tmp_path):

@@ -1,13 +1,14 @@
 """results -> MLflow. The only module that imports mlflow.
 
-The import and the store/experiment set-up (about 2-4 s cold) run in a background thread that
-overlaps the JAX compile and fit; everything is then logged with a few `log_batch` calls.
+`Tracker` is the command's handle; the MLflow work (`Store`: the import and the store/experiment
+set-up, about 2.5 s of CPU, and every run's logging, a few `log_batch` calls each) runs in the
+tracking worker process (runner/tracking/worker.py), beside the JAX compile and fit rather than
+sharing the GIL with them.
 """
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -103,10 +104,22 @@ def check_reachable(uri: str) -> None:
             raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
 
 
+OWNER_PID: int | None = None  # in the tracking worker: the pid of the command it works for
+
+
 def process_tags() -> dict:
     import socket
 
-    return {"runner.pid": str(os.getpid()), "runner.host": socket.gethostname()}
+    return {"runner.pid": str(OWNER_PID or os.getpid()), "runner.host": socket.gethostname()}
+
+
+def preimport() -> None:
+    """MLflow's modules, imported before the first request needs them (in the worker)."""
+    try:
+        import mlflow  # noqa: F401
+        from mlflow.tracking import MlflowClient  # noqa: F401
+    except BaseException:
+        pass  # the request that needs them reports the error
 
 
 def _alive(pid: int) -> bool:
@@ -120,22 +133,105 @@ def _alive(pid: int) -> bool:
 
 
 class Tracker:
+    """The command's handle on MLflow. Each call runs in the tracking worker process and returns
+    its answer (or raises its exception) here; `start` alone does not wait, so the store is set
+    up and the run created while the fit compiles. Same interface as `Store`."""
+
+    _handles = iter(range(1, 1 << 62))
+
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment
-        self._thread: threading.Thread | None = None
+        self.experiment_id: str | None = None
+        self.run_id: str | None = None
+        self.reaped: list[str] = []
+        self._handle = next(Tracker._handles)
+        self._pending: list[int] = []
+        self._worker = None  # this process's worker when first used; if it dies, so does this tracker
+
+    def _send(self, method: str, *args, wait: bool = True, **kwargs) -> int:
+        from runner.tracking.worker import WorkerGone, client
+
+        if self._worker is None:
+            self._worker = client()
+        try:
+            return self._worker.send(self._handle, (self.uri, self.experiment), method, args, kwargs,
+                                     {"run_id": self.run_id}, wait=wait)
+        except WorkerGone as e:
+            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
+
+    def _collect(self, req: int):
+        from runner.tracking.worker import WorkerGone
+
+        try:
+            value, state = self._worker.result(req)
+        except WorkerGone as e:
+            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
+        self.run_id, self.experiment_id = state["run_id"], state["experiment_id"]
+        self.reaped = state["reaped"]
+        return value
+
+    def _call(self, method: str, *args, **kwargs):
+        return self._collect(self._send(method, *args, **kwargs))
+
+    def submit(self, method: str, **kwargs) -> None:
+        """Call `method` without waiting (the worker does it while this process goes on);
+        flush() waits for every submitted call and raises the first error."""
+        self._pending.append(self._send(method, **kwargs))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        errors = []
+        for req in pending:
+            try:
+                self._collect(req)
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def start(self, open_run: dict | None = None) -> "Tracker":
+        """Set up (in the worker, without waiting); with `open_run` (tags), also create the run,
+        RUNNING, so that an interrupted or killed fit leaves a record."""
+        self._send("prepare", open_run, wait=False)
+        return self
+
+    def wait(self) -> None:
+        self._call("wait")
+
+    def open(self, tags: dict) -> str:
+        return self._call("open", tags)
+
+    def end(self, status: str, **kwargs) -> str | None:
+        return self._call("end", status, **kwargs)
+
+    def find_finished(self, config_hash: str) -> str | None:
+        return self._call("find_finished", config_hash)
+
+    def open_parent(self, **kwargs) -> tuple[str, bool]:
+        return self._call("open_parent", **kwargs)
+
+    def finish_sweep(self, parent_id: str, sweep_dir: Path, counts: dict) -> dict:
+        return self._call("finish_sweep", parent_id, sweep_dir, counts)
+
+    def log_run(self, **kwargs) -> str:
+        return self._call("log_run", **kwargs)
+
+
+class Store:
+    """The MLflow side of a `Tracker`, in the tracking worker process."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri, self.experiment = uri, experiment
+        self._prepared = False
         self._error: BaseException | None = None
         self.experiment_id: str | None = None
         self.run_id: str | None = None
         self.reaped: list[str] = []
 
-    def start(self, open_run: dict | None = None) -> "Tracker":
-        """Set up in a background thread (overlapping the fit); with `open_run` (tags), also create
-        the run, RUNNING, so that an interrupted or killed fit leaves a record."""
-        self._thread = threading.Thread(target=self._prepare, args=(open_run,), name="mlflow-setup", daemon=True)
-        self._thread.start()
-        return self
-
-    def _prepare(self, open_run: dict | None = None) -> None:
+    def prepare(self, open_run: dict | None = None) -> None:
+        """The store and experiment (created if new), stale runs reaped, and with `open_run`
+        (tags) this command's run created. An error is raised by the next call (wait)."""
+        self._prepared = True
         try:
             import logging
 
@@ -162,7 +258,7 @@ class Tracker:
             self.reap_stale()
             if open_run is not None:
                 self._create_run(open_run)
-        except BaseException as e:  # re-raised in the main thread by wait()
+        except BaseException as e:  # raised by the next call, through wait()
             self._error = e
 
     def open(self, tags: dict) -> str:
@@ -211,9 +307,8 @@ class Tracker:
         return self.run_id
 
     def wait(self) -> None:
-        if self._thread is None:
-            self.start()
-        self._thread.join()
+        if not self._prepared:
+            self.prepare()
         if self._error is not None:
             raise self._error
 
