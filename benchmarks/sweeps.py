@@ -9,7 +9,8 @@ user runs it, against one fresh sqlite store per command).
    100..107: every program compiled), then again (seeds 0..7: the persistent compile cache, on by
    default, holds the programs, as for every run after the first of a config).
 2. a 12-job sweep (3 seeds x 2 guides x 2 learning rates): basic vs joblib (2) vs ray.
-3. logging cost per run: time inside MLflow calls / total time of an in-process run.
+3. logging cost per run: time the command waits on its MLflow calls (done by the tracking worker
+   process) / total time of an in-process run.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def main():
                      "+hydra.launcher.ray.init.include_dashboard=false"])]}
         print("12-job sweep: " + " | ".join(f"{k} {v:6.1f} s" for k, v in t12.items())
               + f"   basic / joblib = {t12['basic'] / t12['joblib']:.2f}x, basic / ray = {t12['basic'] / t12['ray']:.2f}x")
-        print(f"logging cost per run (time in MLflow calls / total, gmm tutorial run): {logging_share(tmp):.1%}")
+        print(f"logging cost per run (time waiting on MLflow calls / total, gmm tutorial run): {logging_share(tmp):.1%}")
 
 
 if __name__ == "__main__":
