@@ -453,6 +453,8 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
             tracker.start(open_run=tags)  # created in the background while the fit compiles
         else:
             tracker.open(tags)  # the sweep's tracker is already started
+        max_points = cfg.tracking.get("max_points_per_curve")
+
         def on_replicates(results):  # their child runs are logged by the worker while the figures are drawn
             from runner.fit import KEY_DERIVATION
 
@@ -463,7 +465,6 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
             log_replicates(tracker, cfg, exp, results, run_dir, {**params, "key_derivation": KEY_DERIVATION},
                            tags, max_points)
 
-        max_points = cfg.tracking.get("max_points_per_curve")
         hooks = {"on_replicates": on_replicates} if exp.method == "svi" else {}
         report = METHODS[exp.method](cfg, exp, run_dir, sweep, **hooks)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C (130) or SIGTERM (143): KILLED

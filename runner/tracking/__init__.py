@@ -7,6 +7,7 @@ sharing the GIL with them.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -137,7 +138,7 @@ class Tracker:
     its answer (or raises its exception) here; `start` alone does not wait, so the store is set
     up and the run created while the fit compiles. Same interface as `Store`."""
 
-    _handles = iter(range(1, 1 << 62))
+    _handles = itertools.count(1)
 
     def __init__(self, uri: str, experiment: str):
         self.uri, self.experiment = uri, experiment

@@ -135,12 +135,17 @@ def client() -> Client:
         return _CLIENT
 
 
-def _pickled_error(e: BaseException) -> BaseException:
+def _reply(req: int, ok: bool, value, state: dict) -> bytes:
+    """The answer as bytes the command can load: a value or an exception that does not pickle
+    (or unpickle: an exception whose __init__ wants other arguments) becomes a RuntimeError with
+    its type name and message, never a message the command's receiver cannot read."""
     try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:
-        return RuntimeError(f"{type(e).__name__}: {e}")
+        payload = pickle.dumps((req, ok, value, state))
+        pickle.loads(payload)
+        return payload
+    except Exception as e:
+        bad = value if not ok else e
+        return pickle.dumps((req, False, RuntimeError(f"{type(bad).__name__}: {bad}"), state))
 
 
 def serve(req_fd: int, rep_fd: int, owner: int) -> None:
@@ -169,14 +174,10 @@ def serve(req_fd: int, rep_fd: int, owner: int) -> None:
                 os.chdir(cwd)
             value, ok = getattr(store, method)(*args, **kwargs), True
         except BaseException as e:
-            value, ok = _pickled_error(e), False
-        reply = {"run_id": store.run_id, "experiment_id": store.experiment_id, "reaped": list(store.reaped)}
+            value, ok = e, False
+        state = {"run_id": store.run_id, "experiment_id": store.experiment_id, "reaped": list(store.reaped)}
         try:
-            payload = pickle.dumps((req, ok, value, reply))
-        except Exception as e:
-            payload = pickle.dumps((req, False, RuntimeError(f"{type(e).__name__}: {e}"), reply))
-        try:
-            out.send_bytes(payload)
+            out.send_bytes(_reply(req, ok, value, state))
         except OSError:
             pass  # the command is gone; finish the remaining requests anyway
 
