@@ -2,4 +2,4 @@
 from pathlib import Path
 
 #: the Hydra config tree; configs mirror the code (model/ -> models/, guide/ -> guides/, ...)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")

@@ -276,7 +276,7 @@ def run_em(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> Re
                       f"EM, {exp.restarts} restart(s)")
     artifacts.append("plots/loglik.png")
     if exp.data.ndim > 1:
-        from models.plots import image_side
+        from runner.models.plots import image_side
 
         if image_side(exp.data.shape[-1]):
             one = {k: np.asarray(v)[None] for k, v in res.params.items()}

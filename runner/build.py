@@ -10,7 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from runner.errors import ConfigError
 
 #: `_target_`s may only name code of the project or of the libraries it wraps.
-ALLOWED_TARGETS = ("models.", "guides.", "runner.data.", "runner.optim.", "numpyro.infer.", "optax.")
+ALLOWED_TARGETS = ("runner.models.", "runner.guides.", "runner.data.", "runner.optim.", "numpyro.infer.", "optax.")
 SELECT = ("initial", "final")
 METHODS = ("svi", "em", "nuts")
 
@@ -164,7 +164,7 @@ def check_guide(exp: Experiment) -> bool:
     from numpyro import handlers
     from numpyro.infer.autoguide import AutoContinuous
 
-    from guides.auto import is_enumerated
+    from runner.guides.auto import is_enumerated
 
     traces = {}
 

@@ -122,7 +122,7 @@ def test_compiled_assignments_and_loglik_are_per_model_settings():
     the closed form: argmax_k w_k N(x | mu_k, s) and mean_n log sum_k w_k N(x_n | mu_k, s)."""
     from scipy.stats import norm
 
-    from models.gmm import GMM
+    from runner.models.gmm import GMM
     from runner import posterior
     from runner.em import average_loglik
 

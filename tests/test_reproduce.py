@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from models.gaussian2d import principal_axes
+from runner.models.gaussian2d import principal_axes
 from runner.api import fit_config
 
 pytestmark = pytest.mark.slow

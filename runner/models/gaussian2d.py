@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from models.base import Model
-from models.plots import density_with_samples
+from runner.models.base import Model
+from runner.models.plots import density_with_samples
 
 
 class Gaussian2D(Model):

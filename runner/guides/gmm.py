@@ -14,7 +14,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from guides.auto import autodelta
+from runner.guides.auto import autodelta
 
 
 def responsibilities(init_values, data):

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Model
-from models.plots import density_with_samples
+from runner.models.base import Model
+from runner.models.plots import density_with_samples
 
 
 class Multimodal(Model):
     name = "multimodal"
     needs_data = False
-    manual_guides = {"mixture": "guides.multimodal.mixture_guide"}
+    manual_guides = {"mixture": "runner.guides.multimodal.mixture_guide"}
 
     def __init__(self, sig1: float = 0.5, sig2: float = 2.0, b: float = 5.0, bound: float = 20.0):
         self.sig1, self.sig2, self.b, self.bound = float(sig1), float(sig2), float(b), float(bound)

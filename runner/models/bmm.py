@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Model
-from models.plots import image_grid
+from runner.models.base import Model
+from runner.models.plots import image_grid
 from runner.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.infer.autoguide import AutoContinuous
 
-from guides.auto import continuous_part
+from runner.guides.auto import continuous_part
 
 
 class AutoMixtureMVN(AutoContinuous):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Model
-from models.plots import image_grid, normal_pdf
+from runner.models.base import Model
+from runner.models.plots import image_grid, normal_pdf
 from runner.errors import ConfigError
 
 
@@ -12,7 +12,7 @@ class GMM(Model):
     name = "gmm"
     enumerated = True
     has_em = True
-    manual_guides = {"full": "guides.gmm.full_guide"}
+    manual_guides = {"full": "runner.guides.gmm.full_guide"}
 
     def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5,
                  scale: float | None = None):

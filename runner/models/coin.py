@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.base import Model
+from runner.models.base import Model
 from runner.errors import ConfigError
 
 
 class Coin(Model):
     name = "coin"
-    manual_guides = {"beta": "guides.coin.beta_guide", "normal": "guides.coin.normal_guide"}
+    manual_guides = {"beta": "runner.guides.coin.beta_guide", "normal": "runner.guides.coin.normal_guide"}
 
     def __call__(self, data=None):
         import numpyro
