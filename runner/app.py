@@ -222,7 +222,12 @@ def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None, on_r
         scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
                    "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
                    "best_replicate": best, "replicates": len(results)}
-    latents = posterior.point_estimate(result.samples, posterior.latent_sites(exp.model, exp.data))
+    latent_names = posterior.latent_sites(exp.model, exp.data)
+    latents = posterior.point_estimate(result.samples, latent_names)
+    draws = posterior.with_deterministic(exp.model, exp.data, result.samples)
+    summary = posterior.summarize(draws, [*latent_names, *posterior.deterministic_sites(exp.model, exp.data)])
+    artifacts.append(write_json(run_dir / "summary.json", summary))
+    scalars.update(posterior.summary_metrics(summary))
     extra = None
     if "assignment_probs" in result.params:  # the GMM full guide: its learned q(assignment)
         extra = {**posterior.assignments(exp.model, latents, exp.data),
@@ -249,8 +254,8 @@ def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:
     from runner import plots, posterior
 
     np.savez_compressed(run_dir / "posterior.npz", **draws)
-    observed = posterior.observed_sites(exp.model, exp.data)
-    plots.predictive_plot(draws, observed, exp.data, run_dir / "plots" / "posterior_predictive.png")
+    plots.predictive_plot(draws, posterior.observed_data(exp.model, exp.data),
+                          run_dir / "plots" / "posterior_predictive.png")
     return ["posterior.npz", "plots/posterior_predictive.png"]
 
 
@@ -296,16 +301,12 @@ def run_nuts(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> 
 
     res = fit_nuts(exp)
     scalars = {"divergences": res.divergences}
-    for name, stats in res.summary.items():
+    summary = posterior.summarize(res.samples, list(res.samples), by_chain=True)
+    for name, stats in summary.items():
         scalars[f"r_hat/{name}"] = float(np.nanmax(stats["r_hat"]))
         scalars[f"n_eff/{name}"] = float(np.nanmin(stats["n_eff"]))
-        mean = np.atleast_1d(stats["mean"]).ravel()
-        if mean.size == 1:
-            scalars[f"posterior_mean/{name}"] = float(mean[0])
-        elif mean.size <= 16:
-            scalars.update({f"posterior_mean/{name}/{i}": float(v) for i, v in enumerate(mean)})
+    scalars.update(posterior.summary_metrics(summary))
     write_json(run_dir / "metrics.json", {"scalars": scalars, "curves": {}})
-    summary = {n: {k: np.asarray(v).tolist() for k, v in st.items()} for n, st in res.summary.items()}
     artifacts = ["config.yaml", "metrics.json", write_json(run_dir / "summary.json", summary)]
     flat = res.flat()
     draws = dict(flat)
@@ -343,31 +344,67 @@ def run_name(choices: dict, method: str, overrides) -> str:
     rest = []
     for o in result_overrides(overrides or []):
         key, _, value = o.lstrip("+~").partition("=")
-        if key in ("model", "guide", "inference") or key.startswith("hydra"):
+        if key in ("model", "guide", "inference", "model.fn") or key.startswith("hydra"):
+            continue
+        if key.endswith(".path"):  # a file: its name, not its whole path
+            rest.append(Path(value).stem)
             continue
         rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{key.split('.')[-1]}{value}")
     return re.sub(r"[^\w.\-]+", "_", "-".join(str(x) for x in [*head, *rest] if x))[:250]
 
 
-def machine_tags() -> dict:
-    """Where the run ran: JAX backend, device kind and count, the project's git commit."""
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git repository that holds `folder`, or None (no git, not a repository)."""
     import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def runner_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("runner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def machine_tags() -> dict:
+    """Where the run ran: JAX backend, device kind and count; provenance: the git commit of the
+    user's project (the repository of the current directory) as MLflow's source commit, runner's
+    own version (and its commit when runner runs from a git checkout)."""
+    import os
 
     import jax
 
     devices = jax.devices()
     tags = {"jax.backend": jax.default_backend(), "jax.device_kind": devices[0].device_kind,
-            "jax.device_count": len(devices)}
-    root = Path(__file__).resolve().parent.parent
-    if (root / ".git").exists():
-        try:
-            out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                 text=True, timeout=5)
-            if out.returncode == 0:
-                tags["mlflow.source.git.commit"] = out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
+            "jax.device_count": len(devices), "runner.version": runner_version()}
+    project = git_commit(Path(os.getcwd()))
+    if project:
+        tags["mlflow.source.git.commit"] = project
+    own = git_commit(Path(__file__).resolve().parent) if (Path(__file__).resolve().parent.parent / ".git").exists() else None
+    if own:
+        tags["runner.git_commit"] = own
     return tags
+
+
+def source_artifacts(model, run_dir: Path) -> list[str]:
+    """The model's source file, copied into the run (provenance: the code that was fitted)."""
+    import shutil
+
+    src = model.source_file()
+    if not src or not Path(src).is_file():
+        return []
+    rel = f"model_source/{Path(src).name}"
+    (run_dir / "model_source").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, run_dir / rel)
+    return [rel]
 
 
 def dataset_info(cfg: DictConfig, choices: dict, data) -> dict | None:
@@ -376,7 +413,8 @@ def dataset_info(cfg: DictConfig, choices: dict, data) -> dict | None:
         return None
     node = cfg.get("data") or {}
     source = str(node.get("path") or node.get("_target_") or choices.get("data"))
-    return {"name": choices.get("data") or "data", "source": source, "array": np.asarray(data)}
+    array = {k: np.asarray(v) for k, v in data.items()} if isinstance(data, dict) else np.asarray(data)
+    return {"name": choices.get("data") or "data", "source": source, "array": array}
 
 
 def pyfunc_model(cfg: DictConfig, exp, report: Report, run_dir: Path) -> dict | None:
@@ -434,9 +472,14 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     import jax
 
     tagged = METHOD_GROUPS[exp.method]
-    name = run_name(choices, exp.method, sweep["overrides"] if sweep is not None else overrides)
+    # model=fn: the function's name says more than the choice's
+    label = exp.model.name if choices.get("model") in (None, "fn") else choices["model"]
+    name = run_name({**choices, "model": label}, exp.method,
+                    sweep["overrides"] if sweep is not None else overrides)
     tags = {**{g: c for g, c in choices.items() if c is not None and g in tagged}, "run_dir": str(run_dir),
             "config_hash": chash, "inference": exp.method, "mlflow.runName": name, **machine_tags()}
+    if getattr(exp.model, "fn_path", None):
+        tags["model.fn"] = exp.model.fn_path
     if sweep is not None:
         tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
         if sweep.get("parent_run_id"):
@@ -479,6 +522,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         _end_quietly(tracker, status, params, run_dir, {"error": f"{type(e).__name__}: {e}"[:500]})
         raise
     params["key_derivation"] = report.key_derivation
+    report.artifacts += source_artifacts(exp.model, run_dir)
     try:
         run_id = tracker.log_run(tags={**tags, **(report.tags or {})}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
@@ -497,7 +541,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         failed(f"{report.failed}; run {run_id} is FAILED, what was finite is logged", code=1)
     if sweep is not None:
         write_status(run_dir, "run", run_id=run_id)
-    what = f"{choices.get('model')}/{choices.get('guide')}" if exp.method == "svi" else f"{choices.get('model')}/{exp.method}"
+    what = f"{label}/{choices.get('guide')}" if exp.method == "svi" else f"{label}/{exp.method}"
     print(f"runner: {job_label(sweep)}{what} {report.line} run_id={run_id}")
     if sweep is None:  # a short table for a person; sweeps keep to one line per job
         key = "final_loss" if "final_loss" in report.scalars else None

@@ -18,7 +18,7 @@ METHODS = ("svi", "em", "nuts")
 @dataclass
 class Experiment:
     model: Any
-    data: Any  # numpy array or None
+    data: Any  # numpy array, dict of named numpy arrays (a function model's keyword arguments), or None
     guide_builder: Callable  # (model, init_values) -> guide
     loss: Any  # numpyro ELBO
     optimizer: Any  # runner.optim.OptaxOptimizer | runner.optim.LBFGS
@@ -91,7 +91,7 @@ def build(cfg: DictConfig) -> Experiment:
 
     model = _instantiate(cfg.model, "model")
     data = _instantiate(cfg.data, "data") if cfg.get("data") else None
-    model.check_data(data)
+    data = model.bind(data)
     common = dict(model=model, data=data, steps=steps, restarts=restarts, seed=cfg.seed, select=cfg.select,
                   replicates=replicates, inference=inference, posterior_samples=posterior_samples)
     if inference["method"] != "svi":

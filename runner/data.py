@@ -1,4 +1,5 @@
-"""Data loaders named by `conf/data/*.yaml`. Each returns a float32 numpy array (or None)."""
+"""Data loaders named by `conf/data/*.yaml`. Each returns a float32 numpy array, a dict of named
+arrays (json, npz, csv with a header: they reach a model function as keyword arguments), or None."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -127,3 +128,100 @@ def mnist(path: str, n: int | None = 2000, binarize: float | None = None, split:
     if binarize is not None:
         x = (x > float(binarize)).astype(np.float32)
     return _finite(x, str(p))
+
+
+def named(arrays: dict, source: str) -> dict:
+    """Named data as the model will see it: numbers become numpy arrays (float32, or int32 for
+    integers: indices and counts stay integers), Python scalars stay Python scalars (sizes such
+    as N or J, used as plate sizes). Every array must be finite."""
+    out = {}
+    for key, value in arrays.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"data {source}: {key!r} is not a valid argument name")
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            out[key] = value
+            continue
+        try:
+            x = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"data {source}: {key!r} is not an array of numbers ({e})") from None
+        if x.dtype == bool:
+            x = x.astype(np.int32)
+        if x.dtype.kind in "iu":
+            if x.size and (x.min() < np.iinfo(np.int32).min or x.max() > np.iinfo(np.int32).max):
+                raise ConfigError(f"data {source}: {key!r} has integers outside int32")
+            out[key] = int(x) if x.ndim == 0 else x.astype(np.int32)
+        elif x.dtype.kind == "f":
+            if not np.isfinite(x).all():
+                raise ConfigError(f"data {source}: {key!r} contains NaN or inf")
+            out[key] = float(x) if x.ndim == 0 else x.astype(np.float32)
+        else:
+            raise ConfigError(f"data {source}: {key!r} is not numeric (dtype {x.dtype})")
+    if not out:
+        raise ConfigError(f"data {source} has no arrays")
+    return out
+
+
+def _path(path: str) -> Path:
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"data file not found: {p}")
+    return p
+
+
+def json_file(path: str) -> dict:
+    """A JSON object of named values (posteriordb's data files work as they are)."""
+    import json
+
+    p = _path(path)
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read data file {p}: {e}") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"data file {p} must hold a JSON object of named arrays, got {type(obj).__name__}")
+    return named(obj, str(p))
+
+
+def npz_file(path: str) -> dict:
+    """Every array of an .npz, by name (no pickle)."""
+    p = _path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read data file {p}: {e}") from None
+    return named(arrays, str(p))
+
+
+def csv_file(path: str, delimiter: str = ",") -> dict:
+    """A delimited text file whose first row names the columns; one array per column."""
+    import csv
+
+    p = _path(path)
+    try:
+        with open(p, newline="") as f:
+            rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError(f"cannot read data file {p}: {e}") from None
+    if len(rows) < 2:
+        raise ConfigError(f"data file {p} needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if len(set(header)) != len(header):
+        raise ConfigError(f"data file {p}: repeated column names in the header {header}")
+    columns = {}
+    for j, name in enumerate(header):
+        cells = []
+        for i, row in enumerate(rows[1:], start=2):
+            if len(row) != len(header):
+                raise ConfigError(f"data file {p}: line {i} has {len(row)} fields, the header {len(header)}")
+            cells.append(row[j].strip())
+        try:
+            ints = [int(c) for c in cells]
+            columns[name] = np.array(ints)
+        except ValueError:
+            try:
+                columns[name] = np.array([float(c) for c in cells])
+            except ValueError:
+                raise ConfigError(f"data file {p}: column {name!r} is not numeric") from None
+    return named(columns, str(p))

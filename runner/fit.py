@@ -98,7 +98,7 @@ def make_programs(exp) -> Programs:
     """The fit as three jitted functions for the experiment `exp` (see the module docstring)."""
     import jax
     import jax.numpy as jnp
-    from numpyro.infer import SVI, Predictive
+    from numpyro.infer import SVI
     from numpyro.optim import Adam
 
     model, elbo, opt = exp.model, exp.loss, exp.optimizer
@@ -187,7 +187,7 @@ def make_programs(exp) -> Programs:
         params = jax.tree.map(per_replicate, carry["params"])
         best_params = jax.vmap(constrain)(jax.tree.map(lambda x: x[rows, col], params))
         args = () if data is None else (data,)
-        samples = jax.vmap(lambda p, k: Predictive(guide, params=p, num_samples=FIGURE_SAMPLES)(k, *args))(
+        samples = jax.vmap(lambda p, k: guide_draws(guide, p, k, args, FIGURE_SAMPLES))(
             best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 1))
         return dict(initial_losses=fixed["initial_losses"], trained=fixed["trained"], losses=losses,
                     grad_norms=jax.tree.map(per_replicate, carry["grad_norms"]), final_losses=finals,
@@ -195,6 +195,18 @@ def make_programs(exp) -> Programs:
 
     return Programs(prepare=jax.jit(prepare), advance=jax.jit(advance, donate_argnums=0),
                     finish=jax.jit(finish), steps=steps)
+
+
+def guide_draws(guide, params, key, args, num: int) -> dict:
+    """`num` draws of the latent sites from a fitted guide: NumPyro's `sample_posterior` for its
+    autoguides (for AutoLaplaceApproximation that is the Laplace posterior, not the MAP point the
+    fit optimises), the guide run by `Predictive` for a hand-written guide."""
+    from numpyro.infer import Predictive
+    from numpyro.infer.autoguide import AutoGuide
+
+    if isinstance(guide, AutoGuide):
+        return guide.sample_posterior(key, params, *args, sample_shape=(num,))
+    return Predictive(guide, params=params, num_samples=num)(key, *args)
 
 
 def nan_argmin(x):
@@ -225,7 +237,7 @@ def fit(exp, progress=None) -> list[FitResult]:
     import jax.numpy as jnp
 
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
-    data = None if exp.data is None else jnp.asarray(exp.data)
+    data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     batched = jax.tree.map(np.asarray, jax.device_get(make_programs(exp).run(roots, data, progress)))
     results = []
     for i in range(exp.replicates):

@@ -96,7 +96,11 @@ def components_plot(model, samples: dict, data, path: Path) -> None:
     """The model's own figure from a dict of draws (one draw for a point estimate)."""
     plt = _plt()
     fig = plt.figure(figsize=(8, 5))
-    model.figure(fig, samples, None if data is None else np.asarray(data))
+    if isinstance(data, dict):
+        data = {k: np.asarray(v) for k, v in data.items()}
+    elif data is not None:
+        data = np.asarray(data)
+    model.figure(fig, samples, data)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
@@ -125,25 +129,28 @@ def trace_plot(samples: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def predictive_plot(draws: dict, observed: list, data, path: Path) -> None:
-    """Posterior predictive check: the distribution of mock observations against the data's
-    (pooled values; for each draw's mean too), or the latent draws when a model has no data."""
+def predictive_plot(draws: dict, observed: dict, path: Path) -> None:
+    """Posterior predictive check, one row per observed site (at most MAX_TRACE_SITES): the
+    distribution of its mock observations against its own data (pooled values, and each mock data
+    set's mean against the data's). `observed`: site -> its data. Without observed data, the
+    latent draws."""
     plt = _plt()
-    if data is not None and observed:
-        mock = np.asarray(draws[observed[0]], dtype=float)
-        data = np.asarray(data, dtype=float)
-        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-        bins = np.histogram_bin_edges(np.concatenate([mock.ravel()[:200000], data.ravel()]), bins=40)
-        ax.hist(mock.ravel(), bins=bins, density=True, alpha=0.5, label=f"mock observations ({len(mock)} draws)")
-        ax.hist(data.ravel(), bins=bins, density=True, histtype="step", color="k", lw=1.5, label="data")
-        ax.set_title("values")
-        ax.legend()
-        ax2.hist(mock.reshape(len(mock), -1).mean(-1), bins=40, alpha=0.6, label="mean of each mock data set")
-        ax2.axvline(data.mean(), color="k", lw=2, label=f"data mean {data.mean():.3g}")
-        ax2.set_title("posterior predictive of the mean")
-        ax2.legend()
+    rows = [(n, np.asarray(v, dtype=float)) for n, v in observed.items() if n in draws][:MAX_TRACE_SITES]
+    if rows:
+        fig, axes = plt.subplots(len(rows), 2, figsize=(11, 4 * len(rows)), squeeze=False)
+        for (name, data), (ax, ax2) in zip(rows, axes):
+            mock = np.asarray(draws[name], dtype=float)
+            bins = np.histogram_bin_edges(np.concatenate([mock.ravel()[:200000], data.ravel()]), bins=40)
+            ax.hist(mock.ravel(), bins=bins, density=True, alpha=0.5, label=f"mock {name} ({len(mock)} draws)")
+            ax.hist(data.ravel(), bins=bins, density=True, histtype="step", color="k", lw=1.5, label=f"data of {name}")
+            ax.set_title(f"{name}: values")
+            ax.legend()
+            ax2.hist(mock.reshape(len(mock), -1).mean(-1), bins=40, alpha=0.6, label="mean of each mock data set")
+            ax2.axvline(data.mean(), color="k", lw=2, label=f"data mean {data.mean():.3g}")
+            ax2.set_title(f"{name}: posterior predictive of the mean")
+            ax2.legend()
     else:
-        latents = [k for k in draws if k not in observed][:4]
+        latents = [k for k in draws][:4]
         fig, axes = plt.subplots(1, max(1, len(latents)), figsize=(4 * max(1, len(latents)), 3.5), squeeze=False)
         for ax, name in zip(axes[0], latents):
             ax.hist(np.asarray(draws[name]).reshape(len(draws[name]), -1)[:, 0], bins=50, density=True)

@@ -36,12 +36,15 @@ def model_sites(model, data):
     """name -> site of one trace of the model (discrete sites sampled, not enumerated)."""
     import jax
     from numpyro import handlers
+    from numpyro.infer import init_to_uniform
 
     out = {}
 
     def probe(data):  # traced abstractly when there is data: nothing is computed
+        # continuous latent values from init_to_uniform: sites such as ImproperUniform cannot be sampled
+        seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
         with handlers.block():
-            out.update(handlers.trace(handlers.seed(model, 0)).get_trace(*(() if data is None else (data,))))
+            out.update(handlers.trace(seeded).get_trace(*(() if data is None else (data,))))
         return 0
 
     jax.eval_shape(probe, data) if data is not None else probe(None)
@@ -87,7 +90,7 @@ def assignments(model, latents: dict, data, key=None) -> dict:
         return jax.jit(infer)
 
     infer = model_program(model, ("assignments", tuple(sites)), build)
-    found = infer({k: jnp.asarray(v) for k, v in latents.items()}, jnp.asarray(data), key)
+    found = infer({k: jnp.asarray(v) for k, v in latents.items()}, jax.tree.map(jnp.asarray, data), key)
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 
@@ -99,13 +102,15 @@ def predictive_draws(model, data, num: int, key, guide=None, params=None, poster
     import jax
     import jax.numpy as jnp
 
-    args = () if data is None else (jnp.asarray(data),)
+    args = () if data is None else (jax.tree.map(jnp.asarray, data),)
     params = None if params is None else {k: jnp.asarray(v) for k, v in params.items()}
     k_guide, k_model = jax.random.split(key)
     if posterior is not None:
         posterior = {k: jnp.asarray(v)[:num] for k, v in posterior.items()}
     else:  # the guide's draws of the latents, then the model given them (both are returned)
-        posterior = Predictive(guide, params=params, num_samples=num)(k_guide, *args)
+        from runner.fit import guide_draws
+
+        posterior = guide_draws(guide, params, k_guide, args, num)
     pred = Predictive(unobserve(model), posterior_samples=posterior, batch_ndims=1)
     return {**{k: np.asarray(v) for k, v in posterior.items()},
             **{k: np.asarray(v) for k, v in pred(k_model, *args).items()}}
@@ -113,3 +118,97 @@ def predictive_draws(model, data, num: int, key, guide=None, params=None, poster
 
 def observed_sites(model, data) -> list[str]:
     return [n for n, s in model_sites(model, data).items() if s["type"] == "sample" and s["is_observed"]]
+
+
+def deterministic_sites(model, data) -> list[str]:
+    return [n for n, s in model_sites(model, data).items() if s["type"] == "deterministic"]
+
+
+MAX_DETERMINISTIC_DRAWS = 1000
+
+
+def with_deterministic(model, data, draws: dict, key=None) -> dict:
+    """`draws` of the latent sites plus the model's deterministic sites computed from them (at
+    most MAX_DETERMINISTIC_DRAWS draws, so a large data set is not repeated thousands of times)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer import Predictive
+
+    names = [n for n in deterministic_sites(model, data) if n not in draws]
+    latents = {k: jnp.asarray(v)[:MAX_DETERMINISTIC_DRAWS] for k, v in draws.items()
+               if k in latent_sites(model, data)}
+    if not names or not latents:
+        return dict(draws)
+    args = () if data is None else (jax.tree.map(jnp.asarray, data),)
+    pred = Predictive(model, posterior_samples=latents, return_sites=names, batch_ndims=1)
+    out = pred(key if key is not None else jax.random.PRNGKey(0), *args)
+    return {**draws, **{k: np.asarray(v) for k, v in out.items()}}
+
+
+SUMMARY_STATS = ("mean", "std", "median", "5.0%", "95.0%")
+MAX_METRIC_ELEMENTS = 16  # per site: vector sites log posterior/<site>.<i>/mean for the first ones
+
+
+def summarize(draws: dict, sites, by_chain: bool = False) -> dict:
+    """NumPyro's summary format per site (mean, std, median, 5.0%, 95.0%; with chains also n_eff,
+    r_hat): `draws` are (draws, ...) arrays, or (chains, draws, ...) when by_chain."""
+    from numpyro.diagnostics import summary
+
+    picked = {n: np.asarray(draws[n], dtype=float) for n in sites if n in draws}
+    if not picked:
+        return {}
+    if not by_chain:
+        picked = {n: x[None] for n, x in picked.items()}
+    stats = summary(picked, prob=0.9, group_by_chain=True)
+    keep = SUMMARY_STATS + (("n_eff", "r_hat") if by_chain else ())
+    return {n: {k: np.asarray(v).tolist() for k, v in st.items() if k in keep} for n, st in stats.items()}
+
+
+def summary_metrics(summary: dict) -> dict:
+    """posterior/<site>/mean and /std (vector sites element-wise, the first MAX_METRIC_ELEMENTS)."""
+    out = {}
+    for name, st in summary.items():
+        mean, std = np.atleast_1d(st["mean"]).ravel(), np.atleast_1d(st["std"]).ravel()
+        if np.ndim(st["mean"]) == 0:
+            out[f"posterior/{name}/mean"], out[f"posterior/{name}/std"] = float(mean[0]), float(std[0])
+            continue
+        for i in range(min(mean.size, MAX_METRIC_ELEMENTS)):
+            out[f"posterior/{name}.{i}/mean"], out[f"posterior/{name}.{i}/std"] = float(mean[i]), float(std[i])
+    return out
+
+
+def observed_data(model, data) -> dict:
+    """observed site -> the data array it observes. One unnamed array is the data of the one
+    observed site; named data is matched by identity in a trace (the function passed the
+    array itself as `obs=`), else by a unique shape; covariates match no site."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        names = observed_sites(model, data)
+        return {names[0]: data} if len(names) == 1 else {}
+    import jax
+    from numpyro import handlers
+    from numpyro.infer import init_to_uniform
+
+    found: dict = {}
+    shapes: dict = {}
+
+    def probe(arrays):
+        seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
+        with handlers.block():
+            tr = handlers.trace(seeded).get_trace(arrays)
+        for name, site in tr.items():
+            if site["type"] == "sample" and site["is_observed"]:
+                same = [k for k, v in arrays.items() if site["value"] is v]
+                if same:
+                    found[name] = same[0]
+                else:
+                    shapes[name] = tuple(jax.numpy.shape(site["value"]))
+        return 0
+
+    jax.eval_shape(probe, data)
+    for name, shape in shapes.items():
+        match = [k for k, v in data.items() if tuple(np.shape(v)) == shape and k not in found.values()]
+        if len(match) == 1:
+            found[name] = match[0]
+    return {name: data[key] for name, key in found.items()}

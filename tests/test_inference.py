@@ -95,9 +95,11 @@ def test_collapsed_nuts_on_the_tutorial_gmm(tmp_path):
     assert locs.shape == (2 * 250, 2)  # 2 vectorised chains x 250 samples (tutorial's 50 warmup)
     assert np.abs(np.sort(locs, axis=1).mean(0) - [0.5, 11.0]).max() < 1.0
     m = run.data.metrics
-    assert {"r_hat/locs", "n_eff/locs", "r_hat/scale", "n_eff/weights", "posterior_mean/scale"} <= set(m)
+    assert {"r_hat/locs", "n_eff/locs", "r_hat/scale", "n_eff/weights", "posterior/scale/mean",
+            "posterior/scale/std", "posterior/locs.1/mean"} <= set(m)
     assert 0.9 < m["r_hat/scale"] < 2 and m["n_eff/scale"] > 1
-    assert m["posterior_mean/scale"] == pytest.approx(float(np.load(run_dir / "posterior.npz")["scale"].mean()), rel=1e-4)
+    assert m["posterior/scale/mean"] == pytest.approx(float(np.load(run_dir / "posterior.npz")["scale"].mean()), rel=1e-4)
+    assert m["posterior/scale/std"] == pytest.approx(float(np.load(run_dir / "posterior.npz")["scale"].std()), rel=5e-3)
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/trace.png" in arts
     assign = json.loads((run_dir / "assignments.json").read_text())["assignment"]

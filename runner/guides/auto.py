@@ -42,3 +42,27 @@ def automvn(model, init_values=None, init_scale: float = 0.1):
 
     return AutoMultivariateNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
                                   init_scale=init_scale)
+
+
+def autolowrank(model, init_values=None, init_scale: float = 0.1, rank: int | None = None):
+    """Low-rank plus diagonal covariance in unconstrained space (AutoLowRankMultivariateNormal)."""
+    from numpyro.infer.autoguide import AutoLowRankMultivariateNormal
+
+    return AutoLowRankMultivariateNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
+                                         init_scale=init_scale, rank=rank)
+
+
+def autolaplace(model, init_values=None):
+    """MAP point, then a Gaussian from the Hessian there (AutoLaplaceApproximation): the fit is
+    deterministic like AutoDelta's; draws come from the Laplace posterior."""
+    from numpyro.infer.autoguide import AutoLaplaceApproximation
+
+    return AutoLaplaceApproximation(continuous_part(model), init_loc_fn=init_loc_fn(init_values))
+
+
+def autoiaf(model, init_values=None, num_flows: int = 3, hidden_dims: list | None = None):
+    """A normalizing flow: inverse autoregressive flows over a standard Normal (AutoIAFNormal)."""
+    from numpyro.infer.autoguide import AutoIAFNormal
+
+    return AutoIAFNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
+                         num_flows=int(num_flows), hidden_dims=None if hidden_dims is None else list(hidden_dims))

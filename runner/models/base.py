@@ -24,6 +24,11 @@ class Model(ABC):
     def __call__(self, data=None):
         """The NumPyro model."""
 
+    def bind(self, data):
+        """The data as the fit will pass it to the model (checked); a model may keep constants."""
+        self.check_data(data)
+        return data
+
     def check_data(self, data) -> None:
         """Raise ConfigError with one line if `data` cannot be used by this model."""
         if self.needs_data and data is None:
@@ -36,7 +41,20 @@ class Model(ABC):
         return None
 
     def figure(self, fig, samples: dict, data) -> None:
-        """Draw a picture a person would want of the fit, from guide samples of the latent sites."""
+        """Draw a picture a person would want of the fit, from guide samples of the latent sites.
+        By default: the marginal posteriors of the sites and a pair plot of the first few."""
+        from runner.models.plots import marginals
+
+        marginals(fig, samples)
+
+    def source_file(self) -> str | None:
+        """The file that defines the model (logged as an artifact for provenance)."""
+        import inspect
+
+        try:
+            return inspect.getsourcefile(type(self))
+        except TypeError:
+            return None
 
     # --- EM (inference=em), for mixture families with closed-form updates -------------------
     #: True if the family implements em_init / em_log_joint / em_m_step below.

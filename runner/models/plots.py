@@ -45,3 +45,51 @@ def density_with_samples(fig, log_density, samples, extent, title: str) -> None:
     ax.set_title(title)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
+
+
+MAX_MARGINALS, MAX_PAIRS = 8, 3
+
+
+def _columns(samples: dict) -> list[tuple[str, np.ndarray]]:
+    """(label, draws) per scalar element of each site, sites in order, vector sites element-wise."""
+    cols = []
+    for name, value in samples.items():
+        x = np.asarray(value, dtype=float)
+        if x.ndim == 0 or x.shape[0] < 2:
+            continue
+        flat = x.reshape(x.shape[0], -1)
+        if flat.shape[1] == 1:
+            cols.append((name, flat[:, 0]))
+        else:
+            cols.extend((f"{name}[{i}]", flat[:, i]) for i in range(flat.shape[1]))
+    return cols
+
+
+def marginals(fig, samples: dict) -> None:
+    """Marginal posterior histograms of the first sites' elements (top row) and a pair plot of
+    the first few (below); a line of text when there is nothing to draw, never a blank figure."""
+    cols = [(n, x) for n, x in _columns(samples) if np.isfinite(x).all()][:MAX_MARGINALS]
+    if not cols:
+        ax = fig.subplots()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no latent site with draws to show", ha="center", va="center")
+        return
+    pairs = cols[:MAX_PAIRS] if len(cols) > 1 else []
+    n_top = len(cols)
+    grid = fig.add_gridspec(max(1, len(pairs)), max(n_top, len(pairs)))
+    for i, (name, x) in enumerate(cols):
+        ax = fig.add_subplot(grid[0, i])
+        lo, hi = np.min(x), np.max(x)
+        ax.hist(x, bins=40 if hi > lo else 1, density=True, color="C0", alpha=0.7)
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for i, (ni, xi) in enumerate(pairs):
+        for j, (nj, xj) in enumerate(pairs):
+            if j >= i:
+                continue
+            ax = fig.add_subplot(grid[i, j])
+            ax.scatter(xj, xi, s=2, alpha=0.3)
+            ax.set_xlabel(nj, fontsize=7)
+            ax.set_ylabel(ni, fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle("posterior marginals" + (" and pairs" if pairs else ""), fontsize=10)

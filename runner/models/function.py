@@ -1,0 +1,177 @@
+"""`model=fn model.fn=mymodels.eight_schools`: a user's plain NumPyro function is a model.
+
+No subclassing: what the runner needs is read from the function's signature and its trace.
+- Data: named arrays (data=json, npz, csv) reach the function as keyword arguments by parameter
+  name; keys it does not take are left out (unless it has **kwargs); Python scalars (sizes such as
+  N or J) are bound as constants, so they can size plates; arrays are traced. Unnamed data (one
+  array, e.g. data=file) goes to the first parameter.
+- Sites: latent, observed, deterministic and discrete sites come from a trace of the function.
+  Discrete latent sites are marked for parallel enumeration (config_enumerate) when the
+  function has not marked them itself, so TraceEnum_ELBO sums them out.
+- Optional extras, as attributes of the function (runner.model_extras attaches them):
+  `init_values(key, **data) -> dict` (per-restart initial values), `figure(fig, samples, data)`,
+  and EM's `em_init`, `em_log_joint`, `em_m_step`, `em_params` (see runner/models/base.py).
+"""
+from __future__ import annotations
+
+import inspect
+
+from runner.errors import ConfigError
+from runner.models.base import Model
+
+EM_HOOKS = ("em_init", "em_log_joint", "em_m_step", "em_params")
+
+
+def load_function(path):
+    """The callable at dotted `path` (or `path` itself when it is callable). A failing import
+    names the module and keeps the original error's last line."""
+    if callable(path):
+        return path
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"model.fn must be a dotted path such as mymodels.eight_schools, got {path!r}")
+    import importlib
+
+    module_name, _, attr = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise ConfigError(f"model.fn={path}: no module named {e.name!r} (run from the folder that "
+                              "holds it, or install it)") from None
+        raise ConfigError(f"model.fn={path}: importing {module_name} failed: {_cause(e)}") from None
+    except Exception as e:
+        raise ConfigError(f"model.fn={path}: importing {module_name} failed: {_cause(e)}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise ConfigError(f"model.fn={path}: module {module_name} has no {attr!r}")
+    if not callable(fn):
+        raise ConfigError(f"model.fn={path} is not a function")
+    return fn
+
+
+def _cause(e: BaseException) -> str:
+    """The exception as one line: its type, its message's last line and where it was raised."""
+    import traceback
+
+    text = str(e).strip().splitlines()
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    at = f" ({where.filename}:{where.lineno})" if where else ""
+    return f"{type(e).__name__}: {text[-1] if text else ''}".rstrip(": ") + at
+
+
+class FunctionModel(Model):
+    """A plain NumPyro function as a runner model (see the module docstring)."""
+
+    def __init__(self, fn, name: str | None = None):
+        self.fn_path = fn if isinstance(fn, str) else f"{fn.__module__}.{fn.__qualname__}"
+        self.fn = load_function(fn)
+        self.name = name or getattr(self.fn, "__name__", "model")
+        self.constants: dict = {}  # Python scalars of the data, bound at `bind`
+        self._enumerate = self._marked = False
+        try:
+            self.signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model.fn={self.fn_path}: cannot read the function's parameters") from None
+        params = self.signature.parameters.values()
+        self.takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        self.names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        self.required = [p.name for p in params if p.default is p.empty
+                         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        self.needs_data = bool(self.required)
+        self.has_em = all(callable(getattr(self.fn, h, None)) for h in EM_HOOKS)
+
+    # --- data -----------------------------------------------------------------------------
+    def bind(self, data):
+        """The data as the fit passes it: arrays the function takes, by name; its Python scalars
+        are kept as constants of the model. Refuses data that misses a required parameter."""
+        if data is not None and not isinstance(data, dict):  # one unnamed array: the first parameter
+            if not self.names:
+                raise ConfigError(f"model '{self.name}' takes no arguments, but data was given: use data=none")
+            data = {self.names[0]: data}
+        data = dict(data or {})
+        kept = {k: v for k, v in data.items() if self.takes_any or k in self.names}
+        missing = [n for n in self.required if n not in kept]
+        if missing:
+            have = ", ".join(sorted(data)) or "none"
+            raise ConfigError(f"model '{self.name}' needs data for its parameters {missing} (the data "
+                              f"has: {have}): choose data=json|npz|csv with data.path=...")
+        self.constants = {k: v for k, v in kept.items() if not hasattr(v, "shape")}
+        arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
+        self._enumerate, self._marked = self._discrete_sites(arrays or None)
+        return arrays or None
+
+    def check_data(self, data) -> None:
+        """bind() checks the data; nothing more to check here."""
+
+    def _call(self, data):
+        return self.fn(**self.constants, **(data or {}))
+
+    def __call__(self, data=None):
+        if self._enumerate:
+            from numpyro.contrib.funsor import config_enumerate
+
+            return config_enumerate(self._call, default="parallel")(data)
+        return self._call(data)
+
+    def _discrete_sites(self, data) -> tuple[bool, bool]:
+        """(has discrete latent sites it did not mark for enumeration, has marked ones)."""
+        from runner.posterior import model_sites
+
+        try:
+            sites = model_sites(self._call, data)
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"model '{self.name}' fails on this data: {_cause(e)}") from None
+        latent = [s for s in sites.values() if s["type"] == "sample" and not s["is_observed"]]
+        marked = [s for s in latent if (s.get("infer") or {}).get("enumerate") == "parallel"]
+        unmarked = [s for s in latent if s not in marked and s["fn"].support.is_discrete]
+        return bool(unmarked), bool(marked)
+
+    @property
+    def enumerated(self) -> bool:
+        return self._enumerate or self._marked
+
+    # --- extras: attributes of the function, when it has them ---------------------------------
+    def init_values(self, key, data):
+        hook = getattr(self.fn, "init_values", None)
+        return hook(key, **self.constants, **(data or {})) if callable(hook) else None
+
+    def figure(self, fig, samples, data):
+        hook = getattr(self.fn, "figure", None)
+        if callable(hook):
+            return hook(fig, samples, data)
+        return super().figure(fig, samples, data)
+
+    def em_init(self, key, data, reg):
+        return self.fn.em_init(key, data, reg)
+
+    def em_log_joint(self, params, data):
+        return self.fn.em_log_joint(params, data)
+
+    def em_m_step(self, resp, data, reg):
+        return self.fn.em_m_step(resp, data, reg)
+
+    def em_params(self, latents):
+        return self.fn.em_params(latents)
+
+    def source_file(self) -> str | None:
+        try:
+            return inspect.getsourcefile(self.fn)
+        except TypeError:
+            return None
+
+
+def model_extras(**extras):
+    """Decorator attaching optional extras to a model function, e.g.
+    `@model_extras(init_values=my_init, figure=my_figure)`."""
+    unknown = sorted(set(extras) - {"init_values", "figure", *EM_HOOKS})
+    if unknown:
+        raise TypeError(f"unknown model extras {unknown}")
+
+    def attach(fn):
+        for k, v in extras.items():
+            setattr(fn, k, v)
+        return fn
+
+    return attach
