@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, describe
 
 CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
 
@@ -119,8 +119,7 @@ def run(cfg: DictConfig):
             if INTERRUPTED["code"]:
                 raise
             write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}"[:500])
-            print(f"runner: error: job {' '.join(sweep['overrides'])} failed: {type(e).__name__}: "
-                  f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+            print(f"runner: error: job {' '.join(sweep['overrides'])} failed: {describe(e)}", file=sys.stderr)
             return None
     return None if outcome is None else outcome.final_loss
 
@@ -426,7 +425,8 @@ def pyfunc_model(cfg: DictConfig, exp, report: Report, run_dir: Path) -> dict | 
              if (run_dir / n).is_file()}
     if "latents.json" not in files and not (exp.method == "em" and "params.json" in files):
         return None
-    return {"files": files, "method": exp.method, "data": exp.data}
+    return {"files": files, "method": exp.method, "data": exp.data,
+            "constants": dict(getattr(exp.model, "constants", None) or {})}
 
 
 def summary_table(rows: list[tuple[str, str]]) -> str:
@@ -533,7 +533,7 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
     except TrackingError as e:
         failed(f"{e}; the fit is saved in {run_dir}")
     except Exception as e:
-        failed(f"tracking to {cfg.tracking.uri} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+        failed(f"tracking to {cfg.tracking.uri} failed ({describe(e)}); "
                f"the fit is saved in {run_dir}", code=1)
     for stale in tracker.reaped:
         print(f"runner: marked run {stale} FAILED: it was left RUNNING by a process that is gone")

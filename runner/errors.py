@@ -8,3 +8,18 @@ class ConfigError(Exception):
 #: set by runner.__main__'s SIGINT / SIGTERM handlers: the exit code (130 / 143) once a signal came.
 #: An interruption can surface as any exception (JAX may wrap it); this says what it really was.
 INTERRUPTED: dict = {"code": None}
+
+
+def describe(e: BaseException) -> str:
+    """An exception as one line that keeps its cause: the type, the message's first non-empty
+    line (an empty message is fine), and for an error raised inside a user's file, where."""
+    import traceback
+
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
+    user = [f for f in frames if "site-packages" not in f.filename and "/runner/" not in f.filename
+            and not f.filename.startswith("<")]
+    if user:
+        text += f" (at {user[-1].filename}:{user[-1].lineno})"
+    return text

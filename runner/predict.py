@@ -96,14 +96,15 @@ def load_fitted(files: dict, method: str) -> Fitted:
 
 def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tuple[str, dict]:
     """Mixtures: ("assignments", {site: MAP assignment per point, site_probs: (n, K) for mixture
-    families}); other models: ("draws", {observed site: posterior predictive draws, (samples, *data.shape)})."""
+    families}); other models: ("draws", {observed site: posterior predictive draws, (samples, ...)}).
+    Named data (a function model) may leave the observed arrays out: the model draws them."""
     import jax
     import jax.numpy as jnp
 
     from runner import posterior
 
     model, method = fitted.model, fitted.method
-    model.check_data(data)
+    data = model.bind(data)
     out: dict = {}
     enumerated = posterior.enumerated_sites(model, data)
     if enumerated:
@@ -113,21 +114,33 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
 
             fit = fitted.params if method == "em" else fitted.latents
             _, resp = compiled_e_step(model, from_latents=method != "em")(
-                {k: jnp.asarray(v) for k, v in fit.items()}, jnp.asarray(data))
+                {k: jnp.asarray(v) for k, v in fit.items()}, jax.tree.map(jnp.asarray, data))
             out[f"{site}_probs"] = np.asarray(resp)
         if method == "em":
             out[site] = np.asarray(resp).argmax(-1)
         else:
-            out[site] = np.asarray(posterior.assignments(model, fitted.latents, jnp.asarray(data))[site])
+            out[site] = np.asarray(posterior.assignments(model, fitted.latents, data)[site])
         return "assignments", out
-    latent_names = posterior.latent_sites(model, data)
+    fit_latents = list(fitted.latents or {})  # the fit's global latent sites
     draws = fitted.draws
-    if draws is not None and all(n in draws for n in latent_names):
-        source = {n: draws[n] for n in latent_names}
+    if draws is not None and fit_latents and all(n in draws for n in fit_latents):
+        source = {n: draws[n] for n in fit_latents}
     else:  # the point estimate, repeated
-        source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in latent_names}
+        source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in fit_latents}
     pred = posterior.predictive_draws(model, data, samples, jax.random.PRNGKey(seed), posterior=source)
-    return "draws", {name: np.asarray(pred[name]) for name in posterior.observed_sites(model, data)}
+    sites = posterior.model_sites(model, data)
+    observed = [n for n, s in sites.items() if s["type"] == "sample" and n not in source
+                and (s["is_observed"] or not (s.get("infer") or {}).get("enumerate"))]
+    return "draws", {name: np.asarray(pred[name]) for name in observed if name in pred}
+
+
+def data_size(data) -> int:
+    if data is None:
+        return 0
+    if isinstance(data, dict):
+        arrays = [v for v in data.values() if np.ndim(v) > 0]
+        return int(np.shape(arrays[0])[0]) if arrays else 0
+    return int(np.shape(data)[0])
 
 
 def predict(opts: dict) -> dict:
@@ -143,7 +156,7 @@ def predict(opts: dict) -> dict:
         except ConfigError as e:
             raise ConfigError(f"run {opts['run_id']}: {e}") from None
     data = new_data(fitted.cfg, tags, opts["data"])
-    out: dict = {"run_id": opts["run_id"], "inference": fitted.method, "n": 0 if data is None else int(data.shape[0])}
+    out: dict = {"run_id": opts["run_id"], "inference": fitted.method, "n": data_size(data)}
     try:
         num = int(opts["samples"])
     except ValueError:

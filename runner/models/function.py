@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, describe
 from runner.models.base import Model
 
 EM_HOOKS = ("em_init", "em_log_joint", "em_m_step", "em_params")
@@ -50,13 +50,7 @@ def load_function(path):
 
 
 def _cause(e: BaseException) -> str:
-    """The exception as one line: its type, its message's last line and where it was raised."""
-    import traceback
-
-    text = str(e).strip().splitlines()
-    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    at = f" ({where.filename}:{where.lineno})" if where else ""
-    return f"{type(e).__name__}: {text[-1] if text else ''}".rstrip(": ") + at
+    return describe(e)
 
 
 class FunctionModel(Model):

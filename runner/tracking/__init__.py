@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from runner.errors import describe
+
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
 # network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -454,7 +456,7 @@ def fetch_run(uri: str, run_id: str, dst: Path, names: tuple[str, ...]) -> dict:
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
-        raise LookupError(f"no run {run_id} in {uri} ({str(e).splitlines()[0]})") from None
+        raise LookupError(f"no run {run_id} in {uri} ({describe(e)})") from None
     have = {a.path for a in client.list_artifacts(run_id)}
     dst.mkdir(parents=True, exist_ok=True)
     for name in names:

@@ -36,30 +36,60 @@ class RunnerModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from runner.predict import predict_data
 
-        x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
-        x = x.astype(self.meta["dtype"])
-        if len(self.meta["shape"]) == 0 and x.ndim == 2 and x.shape[1] == 1:  # one column of scalars
-            x = x[:, 0]
+        x = self._inputs(model_input)
         samples = int((params or {}).get("samples", DRAWS))
         kind, out = predict_data(self.fitted, x, samples=samples, seed=int((params or {}).get("seed", 0)))
         if kind == "assignments":
             return np.asarray(next(v for k, v in out.items() if not k.endswith("_probs")), dtype=np.int64)
         return np.asarray(next(iter(out.values())))
 
+    def _inputs(self, model_input):
+        """The model's data from the input: named data (a function model) from a DataFrame's
+        columns or a dict, with the fit's constants (sizes such as N) where the input has none;
+        one array otherwise."""
+        names = self.meta.get("names")
+        if names is not None:
+            if hasattr(model_input, "columns"):
+                cols = {str(c): model_input[c].to_numpy() for c in model_input.columns}
+            elif isinstance(model_input, dict):
+                cols = {str(k): np.asarray(v) for k, v in model_input.items()}
+            else:
+                raise ValueError("this model takes named inputs: a pandas DataFrame (one column per "
+                                 f"argument: {', '.join(names)}) or a dict of arrays")
+            data = dict(self.meta.get("constants") or {})
+            for k, v in cols.items():
+                data[k] = v.astype(names[k]["dtype"]) if k in names else v
+            return data
+        x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
+        x = x.astype(self.meta["dtype"])
+        if len(self.meta["shape"]) == 0 and x.ndim == 2 and x.shape[1] == 1:  # one column of scalars
+            x = x[:, 0]
+        return x
 
-def log_model(run_id: str, files: dict, method: str, data) -> None:
-    """Log RunnerModel into the (open) run `run_id` as artifact `model`."""
+
+def log_model(run_id: str, files: dict, method: str, data, constants: dict | None = None) -> None:
+    """Log RunnerModel into the (open) run `run_id` as artifact `model`. Named data (a function
+    model's keyword arguments) becomes named, optional columns; `constants` (the data's Python
+    scalars, e.g. sizes) are kept for inputs that do not carry them."""
     import importlib.metadata
     import tempfile
 
     from mlflow.models import ModelSignature
-    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    data = np.asarray(data)
-    meta = {"method": method, "shape": list(data.shape[1:]), "dtype": str(data.dtype)}
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(data.dtype, (-1, *data.shape[1:]))]),
-        params=ParamSchema([ParamSpec("samples", "long", DRAWS), ParamSpec("seed", "long", 0)]))
+    params = ParamSchema([ParamSpec("samples", "long", DRAWS), ParamSpec("seed", "long", 0)])
+    if isinstance(data, dict):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        meta = {"method": method, "names": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
+                                            for k, v in arrays.items()},
+                "constants": dict(constants or {})}
+        columns = [ColSpec("long" if v.dtype.kind in "iu" else "double", k, required=False)
+                   for k, v in arrays.items() if v.ndim == 1]
+        signature = ModelSignature(inputs=Schema(columns), params=params) if columns else None
+    else:
+        data = np.asarray(data)
+        meta = {"method": method, "shape": list(data.shape[1:]), "dtype": str(data.dtype)}
+        signature = ModelSignature(inputs=Schema([TensorSpec(data.dtype, (-1, *data.shape[1:]))]), params=params)
     try:
         requires = [r for r in importlib.metadata.requires("runner") or [] if "extra ==" not in r]
     except importlib.metadata.PackageNotFoundError:

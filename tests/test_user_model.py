@@ -1,0 +1,249 @@
+"""A user's own model: plain NumPyro functions in a project folder (examples/my_project) with
+their own conf/, fitted through the CLI as a new user runs it, checked against long NUTS runs of
+the same functions made here and against least squares."""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, read_runs, run_cli
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = ROOT / "examples" / "my_project"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the example project: the user's folder, their store in it."""
+    tmp = tmp_path_factory.mktemp("user") / "my_project"
+    shutil.copytree(EXAMPLE, tmp)
+    return tmp
+
+
+def cli(project, *args, run="run"):
+    uri = f"sqlite:///{project}/mlflow.db"
+    proc = run_cli([*args, f"tracking.uri={uri}", f"hydra.run.dir={project}/{run}"], cwd=project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = read_runs(uri)
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.info.status == "FINISHED"
+    return proc, client, latest, project / run
+
+
+def long_nuts(fn, data, samples=2000, chains=4, seed=1):
+    """The reference: a long NUTS run of the same function, made here."""
+    import jax
+    from numpyro.infer import MCMC, NUTS
+
+    mcmc = MCMC(NUTS(fn), num_warmup=1000, num_samples=samples, num_chains=chains,
+                chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.PRNGKey(seed), **data)
+    return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
+
+
+def user_module():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import mymodels
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    return mymodels
+
+
+def eight_schools_data():
+    d = json.loads((EXAMPLE / "eight_schools.json").read_text())
+    return {"J": d["J"], "y": np.array(d["y"], np.float32), "sigma": np.array(d["sigma"], np.float32)}
+
+
+def regression_data():
+    xy = np.loadtxt(EXAMPLE / "regression.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    return xy[:, 0], xy[:, 1]
+
+
+@pytest.fixture(scope="module")
+def eight_schools_reference():
+    return long_nuts(user_module().eight_schools, eight_schools_data())
+
+
+@pytest.fixture(scope="module")
+def regression_reference():
+    x, y = regression_data()
+    return long_nuts(user_module().regression, {"x": x, "y": y})
+
+
+def test_readme_spelling_fits_a_plain_function(project):
+    """`model=fn model.fn=mymodels.eight_schools data=json ...`: the README's spelling, with
+    everything a run logs for any model."""
+    proc, client, run, run_dir = cli(project, "model=fn", "model.fn=mymodels.eight_schools", "data=json",
+                                     "data.path=eight_schools.json", "guide=autonormal", "steps=3000",
+                                     "optim.lr=0.01")
+    assert "eight_schools/autonormal" in proc.stdout
+    tags, m = run.data.tags, run.data.metrics
+    assert tags["model"] == "fn" and tags["model.fn"] == "mymodels.eight_schools"
+    assert tags["runner.version"] and tags["mlflow.runName"].startswith("eight_schools-autonormal")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # latent and deterministic sites, NumPyro's summary format
+    assert set(summary) == {"mu", "tau", "theta_tilde", "theta"}
+    assert set(summary["mu"]) == {"mean", "std", "median", "5.0%", "95.0%"}
+    assert len(summary["theta"]["mean"]) == 8
+    assert m["posterior/mu/mean"] == pytest.approx(summary["mu"]["mean"])
+    assert m["posterior/theta.7/std"] == pytest.approx(summary["theta"]["std"][7])
+    # theta = mu + tau * theta_tilde, draw by draw, so the means agree to sampling precision
+    assert 0 < summary["tau"]["mean"] < 10 and abs(summary["mu"]["mean"] - 4.4) < 1.5
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"summary.json", "model_source", "plots"} <= arts
+    src = {a.path for a in client.list_artifacts(run.info.run_id, "model_source")}
+    assert src == {"model_source/mymodels.py"}
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/eight_schools.png" in plots  # the default figure: marginals, never blank
+    from PIL import Image
+
+    img = np.asarray(Image.open(run_dir / "plots" / "eight_schools.png").convert("L"), dtype=float)
+    assert img.std() > 10  # something is drawn
+
+
+def test_eight_schools_nuts_matches_a_long_nuts_run(project, eight_schools_reference):
+    """The config folder's model (--config-dir conf model=eight_schools) by NUTS: mu and tau
+    as the long reference run here (and the well-known mu ~ 4.4, tau ~ 3.6)."""
+    _, _, run, run_dir = cli(project, "--config-dir", "conf", "model=eight_schools", "inference=nuts",
+                             "inference.chains=2", "inference.warmup=500", "inference.samples=1000",
+                             run="nuts")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ref = eight_schools_reference
+    for site in ("mu", "tau"):
+        sd = ref[site].std()
+        # Monte Carlo error of 2 x 1000 draws: ~0.05 sd for mu, more for tau's long tail
+        assert abs(summary[site]["mean"] - ref[site].mean()) < 0.2 * sd, (site, summary[site], ref[site].mean())
+        assert summary[site]["r_hat"] < 1.05
+    assert abs(ref["mu"].mean() - 4.4) < 0.3 and abs(ref["tau"].mean() - 3.6) < 0.4
+    assert run.data.metrics["divergences"] < 20
+
+
+def test_regression_automvn_matches_least_squares_and_nuts(project, regression_reference):
+    """AutoMultivariateNormal on the CSV regression: slope and intercept at least squares', every
+    posterior mean within a fraction of NUTS's posterior sd."""
+    _, _, run, run_dir = cli(project, "--config-dir", "conf", "model=regression", "guide=automvn", run="mvn")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    x, y = regression_data()
+    slope, intercept = np.polyfit(x, y, 1)
+    ref = regression_reference
+    assert abs(summary["beta"]["mean"] - slope) < 0.25 * ref["beta"].std()
+    assert abs(summary["alpha"]["mean"] - intercept) < 0.25 * ref["alpha"].std()
+    for site in ("alpha", "beta", "sigma"):
+        assert abs(summary[site]["mean"] - ref[site].mean()) < 0.25 * ref[site].std(), site
+        assert summary[site]["std"] == pytest.approx(ref[site].std(), rel=0.3), site
+
+
+def test_predict_and_pyfunc_take_named_inputs(project):
+    """runner.predict with a CSV of covariates only, and the pyfunc model with a DataFrame: the
+    observed site is drawn at the new x, around alpha + beta x."""
+    import pandas as pd
+
+    _, client, run, run_dir = cli(project, "--config-dir", "conf", "model=regression", "guide=autonormal",
+                                  "posterior.samples=200", run="pred")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    a, b = summary["alpha"]["mean"], summary["beta"]["mean"]
+    (project / "new.csv").write_text("x\n0.0\n5.0\n10.0\n")
+    from runner.predict import main
+
+    out_file = project / "pred.json"
+    code = main([f"run_id={run.info.run_id}", f"tracking.uri=sqlite:///{project}/mlflow.db",
+                 f"data.path={project / 'new.csv'}", "samples=2000", f"out={out_file}"])
+    assert code == 0
+    out = json.loads(out_file.read_text())
+    assert out["n"] == 3 and set(out) == {"run_id", "inference", "n", "y"}
+    expected = a + b * np.array([0.0, 5.0, 10.0])
+    assert np.allclose(out["y"]["mean"], expected, atol=0.15), (out["y"]["mean"], expected)
+    sigma = summary["sigma"]["mean"]
+    assert np.allclose(out["y"]["std"], sigma, rtol=0.2)
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    draws = model.predict(pd.DataFrame({"x": [0.0, 5.0, 10.0]}), params={"samples": 2000})
+    assert draws.shape == (2000, 3)
+    assert np.allclose(draws.mean(0), expected, atol=0.15)
+    # the posterior predictive plot compares y with y, never with the covariate x
+    assert (run_dir / "plots" / "posterior_predictive.png").is_file()
+
+
+def test_sweep_over_seeds_of_a_user_model(project):
+    uri = f"sqlite:///{project}/sweep.db"
+    proc = run_cli(["-m", "--config-dir", "conf", "model=regression", "guide=autonormal", "steps=500",
+                    "seed=0,1", f"tracking.uri={uri}", f"hydra.sweep.dir={project}/multirun"], cwd=project)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = read_runs(uri)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 3 and len(children) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.params["seed"] for r in children} == {"0", "1"}
+
+
+GUIDES = ["autodelta", "autonormal", "automvn", "autolowrank", "autolaplace", "autoiaf", "mixture"]
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_every_guide_fits_a_user_model(guide):
+    """In process: every guide on the regression, with restarts; the slope lands near least
+    squares' (loose: few steps; autodelta/autolaplace at the MAP)."""
+    from runner.api import fit_config
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        exp, r = fit_config(["model=regression", f"guide={guide}", "steps=1500",
+                             "restarts=2", "optim.lr=0.05", f"data.path={EXAMPLE / 'regression.csv'}"],
+                            config_dir=EXAMPLE / "conf")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    x, y = regression_data()
+    slope, _ = np.polyfit(x, y, 1)
+    assert np.isfinite(r.losses).all()
+    beta = np.asarray(r.samples["beta"])
+    assert beta.shape[0] == 2000
+    assert abs(np.median(beta) - slope) < 0.1, (guide, np.median(beta), slope)
+    if guide == "autolaplace":  # draws from the Laplace Gaussian, not the MAP point
+        assert beta.std() > 0.01
+
+
+def test_replicates_of_a_user_model():
+    from runner.api import fit_config
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        exp, results = fit_config(["model=regression", "guide=autonormal", "steps=300", "restarts=2",
+                                   "replicates=3", f"data.path={EXAMPLE / 'regression.csv'}"],
+                                  config_dir=EXAMPLE / "conf")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    assert len(results) == 3
+    assert len({float(r.final_loss) for r in results}) == 3  # different seeds, different runs
+
+
+def test_discrete_sites_are_enumerated_without_marking(tmp_path):
+    """A user mixture whose assignment site is not marked for enumeration: runner marks it,
+    requires TraceEnum, and fits the seed-000 data to the tutorial's answer."""
+    (tmp_path / "mix.py").write_text(
+        "import jax.numpy as jnp\nimport numpyro\nimport numpyro.distributions as dist\n\n"
+        "def mixture(data):\n"
+        "    w = numpyro.sample('weights', dist.Dirichlet(0.5 * jnp.ones(2)))\n"
+        "    s = numpyro.sample('scale', dist.LogNormal(0.0, 2.0))\n"
+        "    with numpyro.plate('components', 2):\n"
+        "        locs = numpyro.sample('locs', dist.Normal(0.0, 10.0))\n"
+        "    with numpyro.plate('data', data.shape[0]):\n"
+        "        z = numpyro.sample('z', dist.Categorical(w))\n"
+        "        numpyro.sample('obs', dist.Normal(locs[z], s), obs=data)\n")
+    (tmp_path / "d.json").write_text(json.dumps({"data": [0.0, 1.0, 10.0, 11.0, 12.0]}))
+    args = ["model=fn", "model.fn=mix.mixture", "data=json", "data.path=d.json", "guide=autodelta",
+            f"tracking.uri=sqlite:///{tmp_path}/m.db", f"hydra.run.dir={tmp_path}/run"]
+    refused = run_cli([*args, "loss=trace"], cwd=tmp_path)
+    assert refused.returncode == 2 and "use loss=traceenum" in refused.stderr
+    proc = run_cli([*args, "loss=traceenum", "steps=300", "optim.lr=0.1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assign = json.loads((tmp_path / "run" / "assignments.json").read_text())["z"]
+    assert assign[0] == assign[1] != assign[2] == assign[3] == assign[4]
+    locs = sorted(json.loads((tmp_path / "run" / "latents.json").read_text())["locs"])
+    assert locs == pytest.approx([0.5, 11.0], abs=0.2)
