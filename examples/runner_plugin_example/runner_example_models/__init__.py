@@ -1,0 +1,1 @@
+"""Example models for runner, found by name through a Hydra SearchPathPlugin."""
