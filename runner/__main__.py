@@ -47,6 +47,24 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _completion_config_dir() -> None:
+    """Hydra's bash completion queries `runner -sc query=bash` with the command line in COMP_LINE
+    but without its flags, so `runner --config-dir myconf model=<TAB>` would not offer myconf's
+    options: pass the line's --config-dir (-cd) on to the query."""
+    line = os.environ.get("COMP_LINE")
+    argv = sys.argv[1:]
+    if not line or not any(a.startswith("query=") for a in argv) or any(
+            a in ("-cd", "--config-dir") or a.startswith("--config-dir=") for a in argv):
+        return
+    words = line.split()
+    for i, word in enumerate(words):
+        value = words[i + 1] if word in ("-cd", "--config-dir") and i + 1 < len(words) else (
+            word.split("=", 1)[1] if word.startswith("--config-dir=") else None)
+        if value and os.path.isdir(os.path.expanduser(value)):
+            sys.argv[1:1] = ["--config-dir", os.path.expanduser(value)]
+            return
+
+
 def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -57,6 +75,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
+    _completion_config_dir()
     from runner.tracking.worker import client
 
     client()  # the tracking worker imports MLflow while this process imports JAX and composes

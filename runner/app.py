@@ -30,7 +30,10 @@ def configure_jax(cfg: DictConfig) -> None:
 
 
 def to_lists(tree):
-    return {k: np.asarray(v).tolist() for k, v in tree.items()}
+    """JSON-ready: arrays as nested lists (a param may itself be a pytree: a flow's weights)."""
+    import jax
+
+    return {k: jax.tree.map(lambda x: np.asarray(x).tolist(), v) for k, v in tree.items()}
 
 
 def write_outputs(run_dir: Path, cfg: DictConfig, exp, result, figures: bool = True) -> tuple[list[str], dict]:
@@ -235,7 +238,8 @@ def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None, on_r
     if exp.posterior_samples:
         import jax.numpy as jnp
 
-        init = exp.model.init_values(jax.random.PRNGKey(0), jnp.asarray(exp.data)) if exp.data is not None else None
+        data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
+        init = exp.model.init_values(jax.random.PRNGKey(0), data) if data is not None else None
         draws = posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
                                            jax.random.PRNGKey(exp.seed + 2**20),
                                            guide=exp.guide_builder(exp.model, init), params=result.params)

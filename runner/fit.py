@@ -158,7 +158,9 @@ def make_programs(exp) -> Programs:
 
         def one(p, s, k):
             p, s, loss, grads = opt.step(p, s, loss_fn, k)
-            return p, s, loss, {n: jnp.linalg.norm(jnp.ravel(g)) for n, g in grads.items()}
+            # a param may be a pytree (a flow guide's network weights): the norm over all its leaves
+            return p, s, loss, {n: jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))
+                                for n, g in grads.items()}
 
         def body(i, c):
             k = jax.lax.dynamic_index_in_dim(fixed["step_keys"], i, axis=1, keepdims=False)
@@ -205,6 +207,11 @@ def guide_draws(guide, params, key, args, num: int) -> dict:
     from numpyro.infer.autoguide import AutoGuide
 
     if isinstance(guide, AutoGuide):
+        if guide.prototype_trace is None:  # a fresh guide: trace the model once (its prototype)
+            from numpyro import handlers
+
+            with handlers.block(), handlers.seed(rng_seed=0):
+                guide(*args)
         return guide.sample_posterior(key, params, *args, sample_shape=(num,))
     return Predictive(guide, params=params, num_samples=num)(key, *args)
 

@@ -219,9 +219,9 @@ def test_config_dir_models_in_tab_completion(project):
 
 
 @needs_bash
-@pytest.mark.xfail(strict=True, reason="Hydra's bash function runs `runner -sc query=bash` without the "
-                   "line's --config-dir; runner/__main__.py must pass it on to the query (pending)")
 def test_config_dir_on_the_line_in_tab_completion(project):
+    """Hydra's bash function runs `runner -sc query=bash` without the line's --config-dir;
+    runner/__main__.py passes it on to the query."""
     offered = _bash_complete("runner --config-dir myconf model=", project, PROJECT_BIN)
     assert "model=mycoin" in offered and "model=coin" in offered
 

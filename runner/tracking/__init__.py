@@ -76,6 +76,14 @@ def curve_steps(n: int, max_points: int | None) -> list[int]:
     return sorted(set(range(0, n, stride)) | {n - 1})
 
 
+def metric_name(name: str) -> str:
+    """A name MLflow accepts (alphanumerics, _ - . space : /, at most 250 characters): numpyro's
+    param names may hold others (a flow's `auto_arn__0$params`)."""
+    import re
+
+    return re.sub(r"[^\w.\- :/]", "_", name)[:250]
+
+
 class TrackingError(Exception):
     """The tracking store cannot be reached or written (one line, names the URI)."""
 
@@ -401,9 +409,9 @@ class Store:
             run_id = run.info.run_id
         try:
             now = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), now, 0) for k, v in scalars.items()]
+            metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in scalars.items()]
             for key, values in curves.items():
-                metrics += [Metric(key, float(values[step]), now, step)
+                metrics += [Metric(metric_name(key), float(values[step]), now, step)
                             for step in curve_steps(len(values), max_points)]
             plist = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
             log_batches(client, run_id, params=plist, metrics=metrics)
