@@ -32,7 +32,7 @@ class OptaxOptimizer:
 
 def optax_transform(name: str, lr=None, schedule=None, **kwargs) -> OptaxOptimizer:
     """Any optax transform by name, e.g. name=adam lr=0.1 b1=0.8. `schedule` is a partial optax
-    schedule (e.g. optax.cosine_decay_schedule) that gets `init_value=lr`."""
+    schedule (e.g. cosine_schedule below) that gets `init_value=lr`."""
     import optax
 
     fn = getattr(optax, name, None)
@@ -47,6 +47,14 @@ def optax_transform(name: str, lr=None, schedule=None, **kwargs) -> OptaxOptimiz
     except TypeError as e:
         raise ConfigError(f"optim '{name}': {e}") from None
     return OptaxOptimizer(tx)
+
+
+def cosine_schedule(init_value: float, decay_steps: int, alpha: float = 0.0, **kwargs):
+    """optax.cosine_decay_schedule (conf/optim/adam_cosine.yaml's `schedule`, partial: optax_transform
+    gives it `init_value=lr`); named here so that a stored config names runner code only."""
+    import optax
+
+    return optax.cosine_decay_schedule(init_value=init_value, decay_steps=decay_steps, alpha=alpha, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,13 @@ the observations for the new data.
 
 Options (key=value, Hydra style): run_id (required), tracking.uri (default sqlite:///mlflow.db),
 data / data.* (the new data, as for `python -m runner`; default: the run's own data),
-samples (posterior predictive draws, default 100), out (default predictions.json).
+samples (posterior predictive draws, default 100), out (default predictions.json),
+trust (packages, comma-separated, whose code a stored config may name, e.g. trust=mymodels).
+
+A stored config is data, not code: whoever can write the store's artifacts wrote it. Its
+`_target_`s and `model.fn` are used only if they resolve to runner's own components, a package
+registered through a Hydra SearchPathPlugin, or a package named by trust= or by the environment
+variable RUNNER_TRUST (comma-separated); otherwise one line, exit 2, nothing executed.
 """
 from __future__ import annotations
 
@@ -35,32 +41,34 @@ def parse(argv: list[str]) -> dict:
         key, value = arg.split("=", 1)
         if key == "data" or key.startswith("data."):
             data.append(arg)
-        elif key in ("run_id", "tracking.uri", "samples", "out"):
+        elif key in ("run_id", "tracking.uri", "samples", "out", "trust"):
             opts[key] = value
         else:
-            raise ConfigError(f"unknown option {key!r}: use run_id, data=..., data.*, tracking.uri, samples, out")
+            raise ConfigError(f"unknown option {key!r}: use run_id, data=..., data.*, tracking.uri, samples, out, "
+                              "trust")
     if "run_id" not in opts:
         raise ConfigError("run_id=<id> is required (see `python -m runner.compare` for run ids)")
     opts["data"] = data
     return opts
 
 
-def new_data(cfg, tags: dict, overrides: list[str]):
-    """The run's data config with the data overrides applied, composed as the CLI does."""
+def new_data(cfg, tags: dict, overrides: list[str], roots=None):
+    """The run's data config with the data overrides applied, composed as the CLI does; held to
+    runner.trust's rule for stored configs (`roots`: trusted packages, default trusted_roots())."""
     from omegaconf import OmegaConf
 
     from runner.api import compose
-    from runner.build import _instantiate, check_targets
+    from runner.build import _instantiate
+    from runner.trust import check_stored_config, trusted_roots
 
     node = cfg.data
     group = [o for o in overrides if o.startswith("data=")]
-    if group or (overrides and tags.get("data")):  # compose from the new (or the run's) data choice
-        base = [] if group else [f"data={tags['data']}"]
-        composed, _ = compose([f"model={tags.get('model', 'gmm')}", *base, *overrides])
+    if group:  # another data choice: composed as the CLI does (the model's own config is not needed)
+        composed, _ = compose(overrides)
         node = composed.data
-    elif overrides:  # no choice recorded: apply the keys to the run's own node
+    elif overrides:  # the run's own data settings (binarize, n, ...), with the keys given changed
         node = OmegaConf.merge(cfg.data, OmegaConf.from_dotlist([o[len("data."):] for o in overrides]))
-    check_targets(node, "data")
+    check_stored_config(node, trusted_roots() if roots is None else roots, "data")
     return _instantiate(node, "data") if node else None
 
 
@@ -75,16 +83,23 @@ class Fitted:
     cfg: object = None
 
 
-def load_fitted(files: dict, method: str) -> Fitted:
-    """`files`: artifact name -> local path (config.yaml required)."""
+def load_fitted(files: dict, method: str, roots=None) -> Fitted:
+    """`files`: artifact name -> local path (config.yaml required). The stored config is checked
+    whole (runner.trust) before anything in it is instantiated; `roots`: the trusted packages,
+    default trusted_roots() (runner, Hydra plugin packages, $RUNNER_TRUST)."""
     from omegaconf import OmegaConf
 
-    from runner.build import _instantiate, check_targets
+    from runner.build import _instantiate
+    from runner.trust import check_stored_config, trusted_roots
 
     if "config.yaml" not in files:
         raise ConfigError("no config.yaml artifact: not a runner run")
-    cfg = OmegaConf.load(files["config.yaml"])
-    check_targets(cfg.model, "model")
+    try:
+        cfg = OmegaConf.load(files["config.yaml"])
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"config.yaml cannot be read: {first}") from None
+    check_stored_config(cfg, trusted_roots() if roots is None else roots)
 
     def read_json(name):
         return json.loads(Path(files[name]).read_text()) if name in files else None
@@ -124,7 +139,8 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     fit_latents = list(fitted.latents or {})  # the fit's global latent sites
     draws = fitted.draws
     if draws is not None and fit_latents and all(n in draws for n in fit_latents):
-        source = {n: draws[n] for n in fit_latents}
+        take = np.arange(samples) % len(draws[fit_latents[0]])  # cycled when fewer were stored
+        source = {n: np.asarray(draws[n])[take] for n in fit_latents}
     else:  # the point estimate, repeated
         source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in fit_latents}
     pred = posterior.predictive_draws(model, data, samples, jax.random.PRNGKey(seed), posterior=source)
@@ -145,17 +161,19 @@ def data_size(data) -> int:
 
 def predict(opts: dict) -> dict:
     from runner.tracking import fetch_run
+    from runner.trust import trusted_roots
 
+    roots = trusted_roots(opts.get("trust", ""))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             tags = fetch_run(opts["tracking.uri"], opts["run_id"], Path(tmp), ARTIFACTS)
         except LookupError as e:
             raise ConfigError(str(e)) from None
         try:
-            fitted = load_fitted({p.name: p for p in Path(tmp).iterdir()}, tags.get("inference", "svi"))
+            fitted = load_fitted({p.name: p for p in Path(tmp).iterdir()}, tags.get("inference", "svi"), roots)
         except ConfigError as e:
             raise ConfigError(f"run {opts['run_id']}: {e}") from None
-    data = new_data(fitted.cfg, tags, opts["data"])
+    data = new_data(fitted.cfg, tags, opts["data"], roots)
     out: dict = {"run_id": opts["run_id"], "inference": fitted.method, "n": data_size(data)}
     try:
         num = int(opts["samples"])

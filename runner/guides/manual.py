@@ -12,6 +12,10 @@ def manual(model, init_values=None, variant: str | None = None):
 
 def resolve(model, variant: str | None = None):
     """The builder for `model`'s manual guide `variant`; ConfigError if there is none."""
+    from runner.models.base import Model
+
+    if not isinstance(model, Model):  # its guides' dotted paths are imported: only a model's own
+        raise ConfigError(f"guide=manual needs a runner model, got {type(model).__name__}")
     guides = model.manual_guides
     if not guides:
         raise ConfigError(f"model '{model.name}' has no manual guide: choose another guide= "

@@ -9,6 +9,11 @@ artifacts are the run's own files (config.yaml, latents.json, params.json, poste
 model.json (inference method, data shape and dtype); the code is pyfunc_code.py (MLflow's
 models from code: nothing pickled); predictions are made by runner.predict, the code behind
 `python -m runner.predict`.
+
+Loading any MLflow pyfunc model runs its code (here pyfunc_code.py, read from the store): load
+only models from stores you trust. The model's config.yaml is, in addition, held to the rule of
+runner.trust (its `_target_`s and `model.fn` resolve to runner's components, a Hydra plugin
+package or a package named in $RUNNER_TRUST; otherwise load_model raises ConfigError).
 """
 from __future__ import annotations
 
@@ -29,9 +34,12 @@ class RunnerModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         from runner.predict import load_fitted
+        from runner.trust import trusted_roots
 
         self.meta = json.loads(Path(context.artifacts["model.json"]).read_text())
-        self.fitted = load_fitted(dict(context.artifacts), self.meta["method"])
+        # the stored config.yaml is data: held to runner.trust's rule (runner, Hydra plugin
+        # packages, $RUNNER_TRUST) before anything in it is instantiated
+        self.fitted = load_fitted(dict(context.artifacts), self.meta["method"], trusted_roots())
 
     def predict(self, context, model_input, params=None):
         from runner.predict import predict_data
