@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, describe
 
 SELECT = ("initial", "final")
 METHODS = ("svi", "em", "nuts")
@@ -69,8 +69,7 @@ def _instantiate(node, what: str):
         cause = e.__cause__
         if isinstance(cause, ConfigError):
             raise cause from None
-        first = str(cause or e).strip().splitlines()[0]
-        raise ConfigError(f"cannot build {what}: {first}") from None
+        raise ConfigError(f"cannot build {what}: {describe(cause or e)}") from None
 
 
 def build(cfg: DictConfig) -> Experiment:

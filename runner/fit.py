@@ -158,9 +158,7 @@ def make_programs(exp) -> Programs:
 
         def one(p, s, k):
             p, s, loss, grads = opt.step(p, s, loss_fn, k)
-            # a param may be a pytree (a flow guide's network weights): the norm over all its leaves
-            return p, s, loss, {n: jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))
-                                for n, g in grads.items()}
+            return p, s, loss, {n: grad_norm(g) for n, g in grads.items()}
 
         def body(i, c):
             k = jax.lax.dynamic_index_in_dim(fixed["step_keys"], i, axis=1, keepdims=False)
@@ -197,6 +195,17 @@ def make_programs(exp) -> Programs:
 
     return Programs(prepare=jax.jit(prepare), advance=jax.jit(advance, donate_argnums=0),
                     finish=jax.jit(finish), steps=steps)
+
+
+def grad_norm(g):
+    """L2 norm of one param's gradient; a param may be a pytree (a flow guide's network weights)."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves = jax.tree.leaves(g)
+    if len(leaves) == 1:
+        return jnp.linalg.norm(jnp.ravel(leaves[0]))
+    return jnp.sqrt(sum(jnp.sum(x ** 2) for x in leaves))
 
 
 def guide_draws(guide, params, key, args, num: int) -> dict:

@@ -1,0 +1,134 @@
+"""Every console command in the README runs, as a new user types it, with the result the README
+shows. The harness reads the README's fenced blocks: a line `$ CMD  # comment` is a command,
+the lines after it (up to the next command) are what it prints. Each block runs in one fresh
+folder holding a copy of examples/, its commands one after another (so `<id>` can name the run a
+command before it made), with the project venv's `python` and `runner` first on PATH.
+
+- exit code: 0, or 2 where the comment says "exit code 2";
+- a shown output line must appear in the output; `...` in it matches anything, every other
+  character (the numbers included) must be exactly as shown;
+- placeholders: `<id>` the newest run of ./mlflow.db, `<parent run id>` its newest sweep parent,
+  `~/mnist` a folder of small MNIST-format IDX files made here.
+Blocks that install packages (`pip install`) are run by tests/test_install.py in a throwaway
+venv; NOT_HERE names the test that runs each of their commands, and the harness checks it exists.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+README = ROOT / "README.md"
+
+#: commands run elsewhere (they change the environment): command prefix -> "file::test"
+NOT_HERE = {
+    "pip install .": "tests/test_install.py::test_installed_runner_fits_from_an_empty_folder",
+    'cd "$(mktemp -d)" && runner model=coin': "tests/test_install.py::test_installed_runner_fits_from_an_empty_folder",
+    "pip install examples/runner_plugin_example": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
+    "echo '{\"y\"": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
+    "runner model=normal_mean": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
+}
+
+
+def blocks() -> list[tuple[int, list[dict]]]:
+    """(line number of the block, [{cmd, comment, shown: [lines]}]) for each fenced block with commands."""
+    out, inside, current = [], False, None
+    for n, line in enumerate(README.read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            if inside and current and current[1]:
+                out.append(current)
+            inside, current = not inside, (n, [])
+            continue
+        if not inside:
+            continue
+        if line.startswith("$ "):
+            cmd, _, comment = line[2:].partition("  #")
+            current[1].append({"cmd": cmd.strip(), "comment": comment.strip(), "shown": []})
+        elif current[1] and line.strip():
+            current[1][-1]["shown"].append(line.strip())
+    return out
+
+
+def elsewhere(cmd: str) -> str | None:
+    return next((test for prefix, test in NOT_HERE.items() if cmd.startswith(prefix)), None)
+
+
+BLOCKS = blocks()
+HERE = [b for b in BLOCKS if not any(elsewhere(c["cmd"]) for c in b[1])]
+THERE = [b for b in BLOCKS if any(elsewhere(c["cmd"]) for c in b[1])]
+
+
+def test_the_readme_has_commands_and_each_is_run_somewhere():
+    assert len(HERE) >= 4 and sum(len(c) for _, c in HERE) >= 25
+    for _, cmds in THERE:
+        for c in cmds:
+            test = elsewhere(c["cmd"])
+            assert test, f"README command in a pip-install block is run by no test: {c['cmd']}"
+            path, name = test.split("::")
+            assert f"def {name}(" in (ROOT / path).read_text(), test
+
+
+def pattern(shown: str) -> re.Pattern:
+    return re.compile(".*".join(re.escape(part) for part in shown.split("...")))
+
+
+def write_mnist(folder: Path) -> None:
+    """300 MNIST-format images (28x28 uint8, IDX gzip): two kinds of blobs, so K components find structure."""
+    import gzip
+    import struct
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((300, 28, 28), np.uint8)
+    images[::2, 4:14, 4:14] = 255
+    images[1::2, 14:24, 14:24] = 255
+    images = np.where(rng.random(images.shape) < 0.05, 255 - images, images).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 0x08, 3) + struct.pack(">III", *images.shape)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
+
+
+def newest(store: Path, parent: bool) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(exps, order_by=["attributes.start_time DESC"])
+    for r in runs:
+        if not parent or "sweep_hash" in r.data.tags:
+            return r.info.run_id
+    raise AssertionError(f"no {'sweep parent' if parent else 'run'} in {store} for the placeholder")
+
+
+@pytest.mark.parametrize("block", HERE, ids=[f"README.md:{n}" for n, _ in HERE])
+def test_readme_block(block, tmp_path):
+    _, cmds = block
+    shutil.copytree(ROOT / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("__pycache__", "mlruns", "outputs", "*.db"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    for c in cmds:
+        cmd = c["cmd"]
+        if "~/mnist" in cmd:
+            write_mnist(tmp_path / "mnist")
+            cmd = cmd.replace("~/mnist", str(tmp_path / "mnist"))
+        if "<parent run id>" in cmd:
+            cmd = cmd.replace("<parent run id>", newest(tmp_path / "mlflow.db", parent=True))
+        if "<id>" in cmd:
+            cmd = cmd.replace("<id>", newest(tmp_path / "mlflow.db", parent=False))
+        proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600, stdin=subprocess.DEVNULL)
+        output = proc.stdout + proc.stderr
+        expected = 2 if "exit code 2" in c["comment"] else 0
+        assert proc.returncode == expected, f"$ {cmd}\n-> exit {proc.returncode}\n{output[-3000:]}"
+        lines = output.splitlines()
+        for shown in c["shown"]:
+            pat = pattern(shown)
+            assert any(pat.fullmatch(line.strip()) for line in lines), \
+                f"$ {cmd}\nshould print: {shown}\nprinted:\n{output[-3000:]}"
