@@ -118,10 +118,11 @@ def test_readme_block(block, tmp_path):
         if "~/mnist" in cmd:
             write_mnist(tmp_path / "mnist")
             cmd = cmd.replace("~/mnist", str(tmp_path / "mnist"))
+        here = tmp_path / (re.match(r"cd (\S+) &&", cmd) or [None, "."])[1]  # the store of the folder it runs in
         if "<parent run id>" in cmd:
-            cmd = cmd.replace("<parent run id>", newest(tmp_path / "mlflow.db", parent=True))
+            cmd = cmd.replace("<parent run id>", newest(here / "mlflow.db", parent=True))
         if "<id>" in cmd:
-            cmd = cmd.replace("<id>", newest(tmp_path / "mlflow.db", parent=False))
+            cmd = cmd.replace("<id>", newest(here / "mlflow.db", parent=False))
         proc = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600, stdin=subprocess.DEVNULL)
         output = proc.stdout + proc.stderr
