@@ -283,13 +283,14 @@ def run_em(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None) -> Re
     plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
                       f"EM, {exp.restarts} restart(s)")
     artifacts.append("plots/loglik.png")
-    if exp.data.ndim > 1:
+    X = np.asarray(exp.model.em_data(exp.data))
+    if X.ndim > 1:
         from runner.models.plots import image_side
 
-        if image_side(exp.data.shape[-1]):
+        if image_side(X.shape[-1]):
             one = {k: np.asarray(v)[None] for k, v in res.params.items()}
             plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
-                                  exp.data, run_dir / "plots" / "components.png")
+                                  X, run_dir / "plots" / "components.png")
             artifacts.append("plots/components.png")
     line = f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}"
     return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,

@@ -100,7 +100,12 @@ def build(cfg: DictConfig) -> Experiment:
         if inference["method"] == "em":
             if not model.has_em:
                 raise ConfigError(f"inference=em has no updates for model '{model.name}': use model=gmm or "
-                                  "model=bmm, or inference=svi")
+                                  "model=bmm, attach EM extras (runner.model_extras), or use inference=svi")
+            K = getattr(model, "K", None)
+            if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+                raise ConfigError(f"inference=em needs the number of components K of model '{model.name}' "
+                                  f"(a K in the data, or the function's K attribute), got {K!r}")
+            model.em_data(data)
             if posterior_samples:
                 raise ConfigError("posterior.samples needs a posterior: use inference=svi or inference=nuts "
                                   "(EM gives a point estimate)")

@@ -29,6 +29,7 @@ def e_step(model, params, data):
     import jax
     import jax.numpy as jnp
 
+    data = model.em_data(data)
     log_joint = model.em_log_joint(params, data)
     ll = jax.scipy.special.logsumexp(log_joint, axis=-1)
     return ll.mean(), jnp.exp(log_joint - ll[:, None])
@@ -97,6 +98,7 @@ def make_program(model, restarts: int, iterations: int, reg: float, tol: float, 
         return params, curve, final
 
     def program(root, data):
+        data = model.em_data(data)
         keys = shard_restarts(jax.random.split(root, restarts))
         params, curves, finals = jax.vmap(one_restart, (0, None))(keys, data)
         best = nan_argmin(-finals)
@@ -113,7 +115,7 @@ def fit_em(exp) -> EMResult:
 
     inf = exp.inference
     program = make_program(exp.model, exp.restarts, inf["iterations"], inf["reg_covar"], inf["tol"], inf["init"])
-    out = jax.tree.map(np.asarray, program(jax.random.PRNGKey(exp.seed), jnp.asarray(exp.data)))
+    out = jax.tree.map(np.asarray, program(jax.random.PRNGKey(exp.seed), jax.tree.map(jnp.asarray, exp.data)))
     return EMResult(loglik=out["loglik"], final_loglik=out["final_loglik"], best=int(out["best"]),
                     params=out["params"], responsibilities=out["resp"])
 
@@ -121,10 +123,11 @@ def fit_em(exp) -> EMResult:
 def average_loglik(model, latents: dict, data) -> float:
     """The average log-likelihood of the data at a point estimate of the model's latent sites
     (an SVI or NUTS fit), on the same scale as EM's."""
+    import jax
     import jax.numpy as jnp
 
     ll, _ = compiled_e_step(model, from_latents=True)({k: jnp.asarray(v) for k, v in latents.items()},
-                                                     jnp.asarray(data))
+                                                     jax.tree.map(jnp.asarray, data))
     return float(ll)
 
 

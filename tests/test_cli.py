@@ -71,8 +71,13 @@ def test_metrics(gmm_run):
     assert set(m) == {"loss", "final_loss", "initial_loss", "best_restart", "restarts_trained",
                       "final_loss_min", "final_loss_median", "final_loss_max", "initial_loss_min",
                       "initial_loss_median", "initial_loss_max", "grad_norm/locs_auto_loc",
-                      "grad_norm/scale_auto_loc", "grad_norm/weights_auto_loc", "avg_loglik", "restarts_failed"}
+                      "grad_norm/scale_auto_loc", "grad_norm/weights_auto_loc", "avg_loglik", "restarts_failed",
+                      *(f"posterior/{site}/{stat}" for site in ("weights.0", "weights.1", "locs.0", "locs.1", "scale")
+                        for stat in ("mean", "std"))}
     assert m["restarts_failed"] == 0
+    # AutoDelta: the posterior summary is the MAP point itself, spread 0
+    assert m["posterior/scale/mean"] == pytest.approx(0.6514, abs=1e-3) and m["posterior/scale/std"] == 0
+    assert sorted([m["posterior/locs.0/mean"], m["posterior/locs.1/mean"]]) == pytest.approx([0.499, 10.985], abs=2e-3)
     # average log-likelihood of the data at the MAP (weights .375/.625, locs .499/10.985, scale .6514)
     x = np.array([0.0, 1.0, 10.0, 11.0, 12.0])[:, None]
     w, mu, sd = np.array([0.375, 0.625]), np.array([0.49897, 10.98464]), 0.651434

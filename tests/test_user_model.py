@@ -260,3 +260,40 @@ def test_discrete_sites_are_enumerated_without_marking(tmp_path):
     assert assign[0] == assign[1] != assign[2] == assign[3] == assign[4]
     locs = sorted(json.loads((tmp_path / "run" / "latents.json").read_text())["locs"])
     assert locs == pytest.approx([0.5, 11.0], abs=0.2)
+
+
+def test_em_extras_on_a_user_function(tmp_path):
+    """EM updates attached to a plain function (runner.model_extras): the same numbers as the
+    built-in GMM's EM on the same data, since the updates here are the built-in's own formulas."""
+    from sklearn.datasets import load_digits
+
+    X = (load_digits().data / 16.0).astype(np.float32)
+    np.savez(tmp_path / "digits.npz", data=X, K=np.array(10))
+    (tmp_path / "mine.py").write_text(
+        "import jax.numpy as jnp\nimport numpyro\nimport numpyro.distributions as dist\nimport runner\n"
+        "from runner.models.gmm import GMM\n\n"
+        "def gmm_diag(data, K):\n"
+        "    w = numpyro.sample('weights', dist.Dirichlet(jnp.ones(K)))\n"
+        "    with numpyro.plate('components', K):\n"
+        "        locs = numpyro.sample('locs', dist.Normal(0.0, 10.0).expand([data.shape[1]]).to_event(1))\n"
+        "        scale = numpyro.sample('scale', dist.LogNormal(0.0, 2.0).expand([data.shape[1]]).to_event(1))\n"
+        "    with numpyro.plate('data', data.shape[0]):\n"
+        "        z = numpyro.sample('z', dist.Categorical(w), infer={'enumerate': 'parallel'})\n"
+        "        numpyro.sample('obs', dist.Normal(locs[z], scale[z]).to_event(1), obs=data)\n\n"
+        "_diag = GMM(K=10)  # the diagonal-GMM updates (a user would write their own)\n"
+        "runner.model_extras(em_init=_diag.em_init, em_log_joint=_diag.em_log_joint, em_m_step=_diag.em_m_step,\n"
+        "                    em_params=lambda l: {'weights': l['weights'], 'locs': l['locs'],\n"
+        "                                         'variances': l['scale'] ** 2})(gmm_diag)\n")
+    store = f"sqlite:///{tmp_path}/m.db"
+    mine = run_cli(["model=fn", "model.fn=mine.gmm_diag", "data=npz", "data.path=digits.npz", "inference=em",
+                    "restarts=2", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/mine"], cwd=tmp_path)
+    assert mine.returncode == 0, mine.stderr[-2000:]
+    builtin = run_cli(["model=gmm", "data=digits", "model.K=10", "inference=em", "restarts=2",
+                       f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/builtin"], cwd=tmp_path)
+    assert builtin.returncode == 0, builtin.stderr[-2000:]
+    a = json.loads((tmp_path / "mine" / "metrics.json").read_text())["scalars"]
+    b = json.loads((tmp_path / "builtin" / "metrics.json").read_text())["scalars"]
+    assert a["avg_loglik"] == pytest.approx(b["avg_loglik"], rel=1e-6) and a["iterations"] == b["iterations"]
+    za = json.loads((tmp_path / "mine" / "assignments.json").read_text())
+    zb = json.loads((tmp_path / "builtin" / "assignments.json").read_text())
+    assert za["z"] == zb["assignment"]

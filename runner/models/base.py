@@ -60,6 +60,10 @@ class Model(ABC):
     #: True if the family implements em_init / em_log_joint / em_m_step below.
     has_em: bool = False
 
+    def em_data(self, data):
+        """The (N, D) or (N,) array EM works on (a function model's data is a dict of arrays)."""
+        return data
+
     def em_init(self, key, data, reg: float) -> dict:
         """Initial EM parameters for one restart."""
         raise NotImplementedError

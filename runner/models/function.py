@@ -137,14 +137,27 @@ class FunctionModel(Model):
             return hook(fig, samples, data)
         return super().figure(fig, samples, data)
 
+    @property
+    def K(self):
+        """EM's number of components: a `K` in the data (a constant), else the function's `K`."""
+        return self.constants.get("K", getattr(self.fn, "K", None))
+
+    def em_data(self, data):
+        """EM works on one array: the data's only array."""
+        if not isinstance(data, dict):
+            return data
+        if len(data) != 1:
+            raise ConfigError(f"inference=em needs data with one array for model '{self.name}', got {sorted(data)}")
+        return next(iter(data.values()))
+
     def em_init(self, key, data, reg):
-        return self.fn.em_init(key, data, reg)
+        return self.fn.em_init(key, self.em_data(data), reg)
 
     def em_log_joint(self, params, data):
-        return self.fn.em_log_joint(params, data)
+        return self.fn.em_log_joint(params, self.em_data(data))
 
     def em_m_step(self, resp, data, reg):
-        return self.fn.em_m_step(resp, data, reg)
+        return self.fn.em_m_step(resp, self.em_data(data), reg)
 
     def em_params(self, latents):
         return self.fn.em_params(latents)
