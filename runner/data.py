@@ -200,7 +200,7 @@ def csv_file(path: str, delimiter: str = ",") -> dict:
 
     p = _path(path)
     try:
-        with open(p, newline="") as f:
+        with open(p, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's byte-order mark
             rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ConfigError(f"cannot read data file {p}: {e}") from None

@@ -159,7 +159,11 @@ def summarize(draws: dict, sites, by_chain: bool = False) -> dict:
         return {}
     if not by_chain:
         picked = {n: x[None] for n, x in picked.items()}
-    stats = summary(picked, prob=0.9, group_by_chain=True)
+    import warnings
+
+    with warnings.catch_warnings():  # n_eff of draws without spread (a point estimate) divides by 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = summary(picked, prob=0.9, group_by_chain=True)
     keep = SUMMARY_STATS + (("n_eff", "r_hat") if by_chain else ())
     return {n: {k: np.asarray(v).tolist() for k, v in st.items() if k in keep} for n, st in stats.items()}
 

@@ -64,7 +64,7 @@ def plugin_roots() -> set[str]:
             path = element.path or ""
             if path.startswith("pkg://"):
                 top = re.split(r"[./]", path[len("pkg://"):], maxsplit=1)[0]
-                if top and top != "hydra":
+                if top and top not in ("hydra", "hydra_plugins"):  # not every installed plugin's code
                     roots.add(top)
     return roots
 

@@ -279,3 +279,24 @@ def test_plugin_package_model_fits_its_conjugate_posterior(plugin_venv, tmp_path
     params = json.loads((tmp_path / "run" / "params.json").read_text())
     assert abs(params["mu_auto_loc"] - mean) < 0.25 * sd, (params, mean, sd)
     assert params["mu_auto_scale"] == pytest.approx(sd, rel=0.25), (params, sd)
+
+
+def test_readme_plugin_commands(plugin_venv, tmp_path):
+    """The README's own lines, as typed after installing the example package: write y.json, run
+    `runner model=normal_mean data.path=y.json` from an empty folder; mu's posterior is analytic."""
+    env = _env()
+    env["PATH"] = f"{plugin_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    readme = (ROOT / "README.md").read_text()
+    lines = ["echo '{\"y\": [2.8, 3.3, 1.2, 3.4, 2.9]}' > y.json", "runner model=normal_mean data.path=y.json"]
+    for line in lines:
+        assert f"$ {line}" in readme, line
+        proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    _, runs = read_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    y = np.array([2.8, 3.3, 1.2, 3.4, 2.9])
+    precision = len(y) + 1 / 10.0**2
+    mean, sd = y.sum() / precision, precision**-0.5
+    m = runs[0].data.metrics
+    assert abs(m["posterior/mu/mean"] - mean) < 0.25 * sd and m["posterior/mu/std"] == pytest.approx(sd, rel=0.25)

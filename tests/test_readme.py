@@ -32,8 +32,8 @@ NOT_HERE = {
     "pip install .": "tests/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     'cd "$(mktemp -d)" && runner model=coin': "tests/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     "pip install examples/runner_plugin_example": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
-    "echo '{\"y\"": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
-    "runner model=normal_mean": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
+    "echo '{\"y\"": "tests/test_install.py::test_readme_plugin_commands",
+    "runner model=normal_mean": "tests/test_install.py::test_readme_plugin_commands",
 }
 
 
@@ -67,6 +67,8 @@ THERE = [b for b in BLOCKS if any(elsewhere(c["cmd"]) for c in b[1])]
 
 def test_the_readme_has_commands_and_each_is_run_somewhere():
     assert len(HERE) >= 4 and sum(len(c) for _, c in HERE) >= 25
+    # every `$ ` line of the README is a parsed command (none outside a fenced block)
+    assert sum(len(c) for _, c in BLOCKS) == sum(1 for ln in README.read_text().splitlines() if ln.startswith("$ "))
     for _, cmds in THERE:
         for c in cmds:
             test = elsewhere(c["cmd"])

@@ -19,7 +19,12 @@ EXAMPLE = ROOT / "examples" / "my_project"
 def project(tmp_path_factory):
     """A copy of the example project: the user's folder, their store in it."""
     tmp = tmp_path_factory.mktemp("user") / "my_project"
-    shutil.copytree(EXAMPLE, tmp)
+    shutil.copytree(EXAMPLE, tmp, ignore=shutil.ignore_patterns("__pycache__", "mlruns", "outputs", "*.db"))
+    import subprocess  # the user's project is a git repository: its commit is the run's source commit
+
+    git = ["git", "-c", "user.email=user@example.com", "-c", "user.name=user"]
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "my models"]):
+        subprocess.run([*git, *cmd], cwd=tmp, check=True, capture_output=True)
     return tmp
 
 
@@ -84,6 +89,10 @@ def test_readme_spelling_fits_a_plain_function(project):
     tags, m = run.data.tags, run.data.metrics
     assert tags["model"] == "fn" and tags["model.fn"] == "mymodels.eight_schools"
     assert tags["runner.version"] and tags["mlflow.runName"].startswith("eight_schools-autonormal")
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == head  # the user's project, not runner's
     summary = json.loads((run_dir / "summary.json").read_text())
     # latent and deterministic sites, NumPyro's summary format
     assert set(summary) == {"mu", "tau", "theta_tilde", "theta"}
@@ -297,3 +306,49 @@ def test_em_extras_on_a_user_function(tmp_path):
     za = json.loads((tmp_path / "mine" / "assignments.json").read_text())
     zb = json.loads((tmp_path / "builtin" / "assignments.json").read_text())
     assert za["z"] == zb["assignment"]
+
+
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
+    """What a user gets wrong in their own module or data: one line that keeps the cause (the
+    module, the original error and where it was raised), exit 2, before any fit, no run left."""
+    (tmp_path / "broken.py").write_text("import numpyro\n\nraise RuntimeError('half-written module')\n")
+    (tmp_path / "silent.py").write_text("def model(x, y=None):\n    raise ValueError()\n")
+    (tmp_path / "d.json").write_text('{"x": [1.0, 2.0, 3.0]}')
+    (tmp_path / "dy.json").write_text('{"x": [1.0, 2.0, 3.0], "Y": [1.0, 2.0, 3.0]}')
+    (tmp_path / "two.csv").write_text("a,b\n1,2\n3,4\n")
+    store = f"sqlite:///{tmp_path}/m.db"
+    base = ["data=json", "data.path=d.json", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/run"]
+    cases = {
+        ("model=fn", "model.fn=broken.model", *base):
+            "model.fn=broken.model: importing broken failed: RuntimeError: half-written module (at ",
+        ("model=fn", "model.fn=silent.model", *base): "fails on this data: ValueError (at ",
+        ("model=fn", "model.fn=nosuch.model", *base): "no module named 'nosuch'",
+        ("model=fn", "model.fn=silent.nothing", *base): "module silent has no 'nothing'",
+        ("model=fn", "model.fn=mymodels.eight_schools", *base): "needs data for its parameters ['J', 'sigma']",
+        ("model=gmm", "data=csv", "data.path=two.csv", f"tracking.uri={store}"): "takes one unnamed array",
+    }
+    (tmp_path / "mymodels.py").write_text((EXAMPLE / "mymodels.py").read_text())
+    for args, message in cases.items():
+        proc = run_cli(list(args), cwd=tmp_path)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stdout + proc.stderr
+    _, runs = read_runs(store)
+    assert runs == []  # refused before a run was opened
+    # a misspelt observation key: the function's y gets no data; said in one note, the fit goes on
+    proc = run_cli(["model=fn", "model.fn=silent.model", "data=json", "data.path=dy.json",
+                    f"tracking.uri={store}"], cwd=tmp_path)
+    assert "does not take data ['Y']" in proc.stderr and "['y'] get none" in proc.stderr
+
+
+def test_observed_site_is_matched_to_its_own_data():
+    """The posterior predictive plot compares y with y: the observed site maps to the array the
+    function passed as obs=, never to the covariate x."""
+    from runner.data import csv_file
+    from runner.models.function import FunctionModel
+    from runner.posterior import observed_data
+
+    model = FunctionModel(user_module().regression)
+    data = model.bind(csv_file(str(EXAMPLE / "regression.csv")))
+    found = observed_data(model, data)
+    assert list(found) == ["y"] and found["y"] is data["y"]

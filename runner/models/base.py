@@ -25,7 +25,18 @@ class Model(ABC):
         """The NumPyro model."""
 
     def bind(self, data):
-        """The data as the fit will pass it to the model (checked); a model may keep constants."""
+        """The data as the fit will pass it to the model (checked); a model may keep constants.
+        A built-in model takes one unnamed array: named data (json/csv/npz) must hold just one."""
+        if isinstance(data, dict):
+            import numpy as np
+
+            arrays = {k: v for k, v in data.items() if np.ndim(v) > 0}
+            if len(arrays) != 1:
+                raise ConfigError(f"model '{self.name}' takes one unnamed array, the data has {sorted(data)}: "
+                                  "use data=file, or a file with one column/array")
+            data = next(iter(arrays.values()))
+        elif data is not None and not hasattr(data, "shape"):
+            raise ConfigError(f"the data loader gave {type(data).__name__}, not an array: check data._target_")
         self.check_data(data)
         return data
 

@@ -35,7 +35,7 @@ def load_function(path):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise ConfigError(f"model.fn={path}: no module named {e.name!r} (run from the folder that "
                               "holds it, or install it)") from None
         raise ConfigError(f"model.fn={path}: importing {module_name} failed: {_cause(e)}") from None
@@ -89,6 +89,13 @@ class FunctionModel(Model):
             have = ", ".join(sorted(data)) or "none"
             raise ConfigError(f"model '{self.name}' needs data for its parameters {missing} (the data "
                               f"has: {have}): choose data=json|npz|csv with data.path=...")
+        dropped = sorted(set(data) - set(kept))
+        unfilled = [n for n in self.names if n not in kept and n not in self.required]
+        if dropped and unfilled:
+            import sys
+
+            print(f"runner: note: model '{self.name}' does not take data {dropped}, and its parameters "
+                  f"{unfilled} get none (their defaults): check the names if that is not meant", file=sys.stderr)
         self.constants = {k: v for k, v in kept.items() if not hasattr(v, "shape")}
         arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
         self._enumerate, self._marked = self._discrete_sites(arrays or None)
