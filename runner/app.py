@@ -528,6 +528,8 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         raise
     params["key_derivation"] = report.key_derivation
     report.artifacts += source_artifacts(exp.model, run_dir)
+    if getattr(exp.model, "constants", None):  # a function model's scalar data (sizes): predict reuses them
+        report.artifacts.append(write_json(run_dir / "constants.json", exp.model.constants))
     try:
         run_id = tracker.log_run(tags={**tags, **(report.tags or {})}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,

@@ -29,7 +29,7 @@ import numpy as np
 
 from runner.errors import ConfigError
 
-ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz")
+ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz", "constants.json")
 
 
 def parse(argv: list[str]) -> dict:
@@ -81,6 +81,7 @@ class Fitted:
     params: dict | None  # params.json (EM's are the updates' own parameters)
     draws: dict | None  # posterior.npz
     cfg: object = None
+    constants: dict | None = None  # constants.json: a function model's scalar data (sizes such as J)
 
 
 #: targets of configs stored by earlier runner versions -> the names they have now (exact strings)
@@ -139,7 +140,7 @@ def load_fitted(files: dict, method: str, roots=None) -> Fitted:
 
     draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
     return Fitted(model=_instantiate(cfg.model, "model"), method=method, latents=read_json("latents.json"),
-                  params=read_json("params.json"), draws=draws, cfg=cfg)
+                  params=read_json("params.json"), draws=draws, cfg=cfg, constants=read_json("constants.json"))
 
 
 def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tuple[str, dict]:
@@ -152,6 +153,8 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     from runner import posterior
 
     model, method = fitted.model, fitted.method
+    if fitted.constants and (data is None or isinstance(data, dict)):  # sizes the new data does not give
+        data = {**fitted.constants, **(data or {})}
     data = model.bind(data)
     out: dict = {}
     enumerated = posterior.enumerated_sites(model, data)

@@ -37,8 +37,39 @@ def _digest(obj) -> str:
 
 
 def config_hash(cfg: DictConfig) -> str:
+    """The resolved config (less where it is logged), and the contents of the files it names: the
+    data file and a function model's source, so an edited model or data set is not 'already run'."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    return _digest({k: v for k, v in data.items() if k not in NOT_HASHED})
+    kept = {k: v for k, v in data.items() if k not in NOT_HASHED}
+    files = {key: file_digest(path) for key, path in named_files(data).items()}
+    return _digest({**kept, "_files": files} if files else kept)
+
+
+def named_files(data: dict) -> dict:
+    """data.path and model.fn's source file, where they are files."""
+    out = {}
+    path = (data.get("data") or {}).get("path")
+    if isinstance(path, str) and Path(path).expanduser().is_file():
+        out["data.path"] = Path(path).expanduser()
+    fn = (data.get("model") or {}).get("fn")
+    if isinstance(fn, str) and "." in fn:
+        import importlib.util
+
+        try:  # finds the module's file; a top-level module is not run (a package's __init__ is)
+            spec = importlib.util.find_spec(fn.rpartition(".")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and Path(spec.origin).is_file():
+            out["model.fn"] = Path(spec.origin)
+    return out
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def result_overrides(overrides) -> list[str]:

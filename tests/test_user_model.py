@@ -129,6 +129,25 @@ def test_eight_schools_nuts_matches_a_long_nuts_run(project, eight_schools_refer
         assert summary[site]["r_hat"] < 1.05
     assert abs(ref["mu"].mean() - 4.4) < 0.3 and abs(ref["tau"].mean() - 3.6) < 0.4
     assert run.data.metrics["divergences"] < 20
+    # predict from the chains for new standard errors: J (a size) comes from the fit's constants
+    (project / "sigma.csv").write_text("sigma\n" + "\n".join(["1.0"] * 8) + "\n")
+    from runner.predict import main
+
+    out_file = project / "es_pred.json"
+    import os
+
+    os.environ["RUNNER_TRUST"] = "mymodels"
+    sys.path.insert(0, str(project))
+    try:
+        code = main([f"run_id={run.info.run_id}", f"tracking.uri=sqlite:///{project}/mlflow.db", "data=csv",
+                     f"data.path={project / 'sigma.csv'}", "samples=1000", f"out={out_file}"])
+    finally:
+        sys.path.remove(str(project))
+        del os.environ["RUNNER_TRUST"]
+    assert code == 0
+    pred = json.loads(out_file.read_text())["obs"]
+    # with sigma = 1 the draws of obs follow theta: their means are theta's posterior means
+    assert np.allclose(pred["mean"], summary["theta"]["mean"], atol=0.6)
 
 
 def test_regression_automvn_matches_least_squares_and_nuts(project, regression_reference):
@@ -196,6 +215,15 @@ def test_sweep_over_seeds_of_a_user_model(project):
     assert len(runs) == 3 and len(children) == 2
     assert all(r.info.status == "FINISHED" for r in runs)
     assert {r.data.params["seed"] for r in children} == {"0", "1"}
+    # the same sweep again after the model file changed: its jobs are not 'already FINISHED'
+    src = project / "mymodels.py"
+    src.write_text(src.read_text() + "\n# edited\n")
+    again = run_cli(["-m", "--config-dir", "conf", "model=regression", "guide=autonormal", "steps=500",
+                     "seed=0,1", f"tracking.uri={uri}", f"hydra.sweep.dir={project}/multirun2"], cwd=project)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "runner: skipped" not in again.stdout and "2 run, 0 skipped" in again.stdout
+    _, runs = read_runs(uri)
+    assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == 4
 
 
 GUIDES = ["autodelta", "autonormal", "automvn", "autolowrank", "autolaplace", "autoiaf", "mixture"]
