@@ -244,12 +244,33 @@ def run_svi(cfg: DictConfig, exp, run_dir: Path, sweep: dict | None = None, on_r
                                            jax.random.PRNGKey(exp.seed + 2**20),
                                            guide=exp.guide_builder(exp.model, init), params=result.params)
         artifacts += write_posterior(exp, draws, run_dir)
+    else:
+        artifacts += write_guide_draws(result.samples, latent_names, run_dir)
     line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
             if len(results) == 1 else
             f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
             f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
     return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
                   key_derivation=KEY_DERIVATION, results=results, result=result)
+
+
+MAX_DRAW_BYTES = 16 * 2**20  # posterior.npz of the guide's draws: thinned to stay below this
+MIN_DRAWS = 100
+
+
+def write_guide_draws(samples: dict, sites, run_dir: Path) -> list[str]:
+    """posterior.npz: the fitted guide's draws of the latent sites, so that predictions are
+    posterior predictive (runner.predict, the pyfunc model). Skipped for a point estimate (every
+    draw the same) and where even MIN_DRAWS would not fit MAX_DRAW_BYTES (images x components)."""
+    draws = {n: np.asarray(samples[n]) for n in sites if n in samples}
+    if not draws or all(np.ptp(v, axis=0).max(initial=0) == 0 for v in draws.values()):
+        return []
+    per_draw = sum(v[0].nbytes for v in draws.values())
+    keep = min(len(next(iter(draws.values()))), MAX_DRAW_BYTES // max(per_draw, 1))
+    if keep < MIN_DRAWS:
+        return []
+    np.savez_compressed(run_dir / "posterior.npz", **{n: v[:keep] for n, v in draws.items()})
+    return ["posterior.npz"]
 
 
 def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:

@@ -103,7 +103,10 @@ def test_readme_spelling_fits_a_plain_function(project):
     # theta = mu + tau * theta_tilde, draw by draw, so the means agree to sampling precision
     assert 0 < summary["tau"]["mean"] < 10 and abs(summary["mu"]["mean"] - 4.4) < 1.5
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"summary.json", "model_source", "plots"} <= arts
+    assert {"summary.json", "model_source", "plots", "posterior.npz"} <= arts
+    with np.load(run_dir / "posterior.npz", allow_pickle=False) as z:  # the guide's draws, for predictions
+        assert set(z.files) == {"mu", "tau", "theta_tilde"} and z["theta_tilde"].shape == (2000, 8)
+        assert z["mu"].mean() == pytest.approx(summary["mu"]["mean"], rel=1e-5)
     src = {a.path for a in client.list_artifacts(run.info.run_id, "model_source")}
     assert src == {"model_source/mymodels.py"}
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
