@@ -33,6 +33,9 @@ def one_line(e: BaseException) -> str:
     text = str(e).strip()
     if "Could not override" in text or "is not in struct" in text:
         key = text.split("'")[1] if "'" in text else text
+        if key.startswith("data."):
+            return (f"unknown key '{key}' for this data choice: name the data format first, "
+                    f"data=json|csv|npz|file {key}=... (the model's default data takes no {key.split('.', 1)[1]})")
         return f"unknown key '{key}': check the spelling (python -m runner --cfg job lists the keys), or use +{key}=... to add a new one"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "See https"))]
     return "; ".join(lines) or type(e).__name__
@@ -65,7 +68,15 @@ def _completion_config_dir() -> None:
             return
 
 
+def current_folder_importable() -> None:
+    """`runner` and `runner-predict` (console scripts) import a user's `model.fn` from the current
+    folder, as `python -m runner` does (it puts the folder first on sys.path)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def main() -> None:
+    current_folder_importable()
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 

@@ -447,7 +447,8 @@ def pyfunc_model(cfg: DictConfig, exp, report: Report, run_dir: Path) -> dict | 
     a fit to predict from (latents.json, or EM's params.json), unless tracking.log_model=false."""
     if not cfg.tracking.get("log_model", True) or report.failed or exp.data is None:
         return None
-    files = {n: run_dir / n for n in ("config.yaml", "latents.json", "params.json", "posterior.npz")
+    files = {n: run_dir / n for n in ("config.yaml", "latents.json", "params.json", "posterior.npz",
+                                     "constants.json", "sites.json")
              if (run_dir / n).is_file()}
     if "latents.json" not in files and not (exp.method == "em" and "params.json" in files):
         return None
@@ -549,6 +550,12 @@ def execute(cfg: DictConfig, choices: dict, run_dir: Path, sweep: dict | None = 
         raise
     params["key_derivation"] = report.key_derivation
     report.artifacts += source_artifacts(exp.model, run_dir)
+    if exp.data is not None:  # the fit's observed and enumerated sites: what predict draws or assigns
+        from runner import posterior
+
+        report.artifacts.append(write_json(run_dir / "sites.json", {
+            "observed": posterior.observed_sites(exp.model, exp.data),
+            "enumerated": posterior.enumerated_sites(exp.model, exp.data)}))
     if getattr(exp.model, "constants", None):  # a function model's scalar data (sizes): predict reuses them
         report.artifacts.append(write_json(run_dir / "constants.json", exp.model.constants))
     try:

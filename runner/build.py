@@ -63,8 +63,14 @@ def _instantiate(node, what: str):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from omegaconf.errors import MissingMandatoryValue
+
     try:
         return instantiate(node)
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or what
+        hint = " (model=fn needs model.fn=module.function)" if key == "model.fn" else ""
+        raise ConfigError(f"{key} is required: set {key}=...{hint}") from None
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ConfigError):

@@ -130,36 +130,62 @@ def mnist(path: str, n: int | None = 2000, binarize: float | None = None, split:
     return _finite(x, str(p))
 
 
+class Unusable:
+    """A value of named data that no model can take (text, a nested object, NaN...). Kept, not
+    refused, at loading: a data file may carry keys the model does not take; the model refuses
+    it (with this message) only if it takes that key."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __repr__(self):
+        return f"Unusable({self.message!r})"
+
+
 def named(arrays: dict, source: str) -> dict:
     """Named data as the model will see it: numbers become numpy arrays (float32, or int32 for
     integers: indices and counts stay integers), Python scalars stay Python scalars (sizes such
-    as N or J, used as plate sizes). Every array must be finite."""
+    as N or J, used as plate sizes). Every array must be finite; a value that is not numbers is
+    kept as `Unusable` (see there)."""
     out = {}
     for key, value in arrays.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ConfigError(f"data {source}: {key!r} is not a valid argument name")
-        if isinstance(value, bool) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-            out[key] = value
-            continue
-        try:
-            x = np.asarray(value)
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"data {source}: {key!r} is not an array of numbers ({e})") from None
-        if x.dtype == bool:
-            x = x.astype(np.int32)
-        if x.dtype.kind in "iu":
-            if x.size and (x.min() < np.iinfo(np.int32).min or x.max() > np.iinfo(np.int32).max):
-                raise ConfigError(f"data {source}: {key!r} has integers outside int32")
-            out[key] = int(x) if x.ndim == 0 else x.astype(np.int32)
-        elif x.dtype.kind == "f":
-            if not np.isfinite(x).all():
-                raise ConfigError(f"data {source}: {key!r} contains NaN or inf")
-            out[key] = float(x) if x.ndim == 0 else x.astype(np.float32)
-        else:
-            raise ConfigError(f"data {source}: {key!r} is not numeric (dtype {x.dtype})")
+        out[key] = _numeric(key, value, source)
     if not out:
         raise ConfigError(f"data {source} has no arrays")
     return out
+
+
+def _numeric(key, value, source: str):
+    if isinstance(value, Unusable):
+        return value
+    if not isinstance(key, str) or not key.isidentifier():
+        return Unusable(f"data {source}: {key!r} is not a valid argument name")
+    if isinstance(value, bool) or isinstance(value, (int, float)):
+        return value
+    try:
+        x = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        return Unusable(f"data {source}: {key!r} is not an array of numbers ({e})")
+    if x.dtype == bool:
+        x = x.astype(np.int32)
+    if x.dtype.kind in "iu":
+        if x.size and (x.min() < np.iinfo(np.int32).min or x.max() > np.iinfo(np.int32).max):
+            return Unusable(f"data {source}: {key!r} has integers outside int32")
+        return int(x) if x.ndim == 0 else x.astype(np.int32)
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all():
+            return Unusable(f"data {source}: {key!r} contains NaN or inf")
+        return float(x) if x.ndim == 0 else x.astype(np.float32)
+    return Unusable(f"data {source}: {key!r} is not numeric (dtype {x.dtype})")
+
+
+#: the data= choice that reads a file of this kind
+FORMATS = {".json": "json", ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".npz": "npz", ".npy": "file"}
+
+
+def _format_hint(p: Path, loader: str) -> str:
+    right = FORMATS.get(p.suffix.lower())
+    return f" (a {p.suffix} file: use data={right})" if right and right != loader else ""
 
 
 def _path(path: str) -> Path:
@@ -177,7 +203,7 @@ def json_file(path: str) -> dict:
     try:
         obj = json.loads(p.read_text())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read data file {p}: {e}") from None
+        raise ConfigError(f"cannot read data file {p}: {e}{_format_hint(p, 'json')}") from None
     if not isinstance(obj, dict):
         raise ConfigError(f"data file {p} must hold a JSON object of named arrays, got {type(obj).__name__}")
     return named(obj, str(p))
@@ -190,7 +216,8 @@ def npz_file(path: str) -> dict:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot read data file {p}: {e}") from None
+        hint = _format_hint(p, "npz") or f"{'' if p.suffix == '.npz' else ' (not an .npz file)'}"
+        raise ConfigError(f"cannot read data file {p}: {str(e).splitlines()[0] if str(e) else e!r}{hint}") from None
     return named(arrays, str(p))
 
 
@@ -203,7 +230,7 @@ def csv_file(path: str, delimiter: str = ",") -> dict:
         with open(p, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's byte-order mark
             rows = [r for r in csv.reader(f, delimiter=delimiter) if r]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ConfigError(f"cannot read data file {p}: {e}") from None
+        raise ConfigError(f"cannot read data file {p}: {e}{_format_hint(p, 'csv')}") from None
     if len(rows) < 2:
         raise ConfigError(f"data file {p} needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
@@ -216,6 +243,10 @@ def csv_file(path: str, delimiter: str = ",") -> dict:
             if len(row) != len(header):
                 raise ConfigError(f"data file {p}: line {i} has {len(row)} fields, the header {len(header)}")
             cells.append(row[j].strip())
+        blank = [i for i, c in enumerate(cells, start=2) if c == ""]
+        if blank:
+            columns[name] = Unusable(f"data file {p}: column {name!r} has a missing value at line {blank[0]}")
+            continue
         try:
             ints = [int(c) for c in cells]
             columns[name] = np.array(ints)
@@ -223,5 +254,5 @@ def csv_file(path: str, delimiter: str = ",") -> dict:
             try:
                 columns[name] = np.array([float(c) for c in cells])
             except ValueError:
-                raise ConfigError(f"data file {p}: column {name!r} is not numeric") from None
+                columns[name] = Unusable(f"data file {p}: column {name!r} is not numeric")
     return named(columns, str(p))

@@ -29,7 +29,7 @@ import numpy as np
 
 from runner.errors import ConfigError
 
-ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz", "constants.json")
+ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz", "constants.json", "sites.json")
 
 
 def parse(argv: list[str]) -> dict:
@@ -82,6 +82,7 @@ class Fitted:
     draws: dict | None  # posterior.npz
     cfg: object = None
     constants: dict | None = None  # constants.json: a function model's scalar data (sizes such as J)
+    sites: dict | None = None  # sites.json: the fit's observed and enumerated sites
 
 
 #: targets of configs stored by earlier runner versions -> the names they have now (exact strings)
@@ -140,7 +141,8 @@ def load_fitted(files: dict, method: str, roots=None) -> Fitted:
 
     draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
     return Fitted(model=_instantiate(cfg.model, "model"), method=method, latents=read_json("latents.json"),
-                  params=read_json("params.json"), draws=draws, cfg=cfg, constants=read_json("constants.json"))
+                  params=read_json("params.json"), draws=draws, cfg=cfg, constants=read_json("constants.json"),
+                  sites=read_json("sites.json"))
 
 
 def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tuple[str, dict]:
@@ -155,9 +157,10 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     model, method = fitted.model, fitted.method
     if fitted.constants and (data is None or isinstance(data, dict)):  # sizes the new data does not give
         data = {**fitted.constants, **(data or {})}
-    data = model.bind(data)
+    fit_observed = (fitted.sites or {}).get("observed")
+    data = model.bind(data, observed=fit_observed or ())
     out: dict = {}
-    enumerated = posterior.enumerated_sites(model, data)
+    enumerated = [s for s in posterior.enumerated_sites(model, data) if s not in (fit_observed or ())]
     if enumerated:
         site = enumerated[0]
         if model.has_em:
@@ -181,8 +184,11 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
         source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in fit_latents}
     pred = posterior.predictive_draws(model, data, samples, jax.random.PRNGKey(seed), posterior=source)
     sites = posterior.model_sites(model, data)
-    observed = [n for n, s in sites.items() if s["type"] == "sample" and n not in source
-                and (s["is_observed"] or not (s.get("infer") or {}).get("enumerate"))]
+    if fit_observed is not None:  # what the fit observed is what is predicted
+        observed = [n for n in fit_observed if n in sites]
+    else:  # a run logged before sites.json
+        observed = [n for n, s in sites.items() if s["type"] == "sample" and n not in source
+                    and (s["is_observed"] or not (s.get("infer") or {}).get("enumerate"))]
     return "draws", {name: np.asarray(pred[name]) for name in observed if name in pred}
 
 
@@ -226,6 +232,9 @@ def predict(opts: dict) -> dict:
 
 
 def main(argv=None) -> int:
+    from runner.__main__ import current_folder_importable
+
+    current_folder_importable()
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)

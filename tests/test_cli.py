@@ -111,7 +111,7 @@ def test_bad_combination_is_one_line_and_no_run(tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip().splitlines()
     assert err == ["runner: error: model 'bmm' has no manual guide: choose another guide= "
-                   "(autodelta, autonormal, automvn, mixture)"]
+                   "(autodelta, autonormal, automvn, autolowrank, autolaplace, autoiaf, mixture)"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused before any fit or store
 

@@ -35,12 +35,22 @@ def test_npz_named_arrays(tmp_path):
     assert d["N"] == 3 and type(d["N"]) is int and d["idx"].dtype == np.int32
 
 
+def takes_x_y(x, y=None):
+    """A model function of x and y (never run here: binding the data is what is tested)."""
+
+
+def bind(data):
+    from runner.models.function import FunctionModel
+
+    model = FunctionModel(takes_x_y)
+    model._discrete_sites = lambda data, observed=(): (False, False)  # no trace: the function has no sites
+    return model.bind(data)
+
+
 @pytest.mark.parametrize("content, message", [
     ("x,y\n1,2,3\n", "line 2 has 3 fields"),
     ("x,x\n1,2\n", "repeated column names"),
-    ("x,y\n1,abc\n", "column 'y' is not numeric"),
     ("x\n", "header row and at least one data row"),
-    ("x,y\n1,nan\n", "NaN or inf"),
 ])
 def test_bad_csv_is_one_line(tmp_path, content, message):
     path = tmp_path / "bad.csv"
@@ -49,11 +59,36 @@ def test_bad_csv_is_one_line(tmp_path, content, message):
         csv_file(str(path))
 
 
+@pytest.mark.parametrize("content, message", [
+    ("x,y\n1,abc\n", "column 'y' is not numeric"),
+    ("x,y\n1,nan\n", "NaN or inf"),
+    ("x,y\n1,2\n3,\n", "column 'y' has a missing value at line 3"),
+])
+def test_bad_column_refused_only_when_the_model_takes_it(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        bind(csv_file(str(path)))
+    path.write_text(content.replace("x,y", "x,name"))  # the same column under a name the model does not take
+    assert list(bind(csv_file(str(path)))) == ["x"]
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({"x": [1.0], "y": ["a", "b"]}, "'y' is not numeric"),
+    ({"x": [1.0], "y": [[1, 2], [3]]}, "'y' is not an array of numbers"),
+    ({"x": [1.0], "y": {"nested": 1}}, "'y' is not"),
+])
+def test_bad_json_values_refused_only_when_taken(tmp_path, obj, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match=message):
+        bind(json_file(str(path)))
+    path.write_text(json.dumps({"x": [1.0], "note": obj["y"], "bad key": 1}))  # posteriordb files carry extras
+    assert list(bind(json_file(str(path)))) == ["x"]
+
+
 @pytest.mark.parametrize("obj, message", [
     ([1, 2, 3], "must hold a JSON object"),
-    ({"bad name": [1]}, "not a valid argument name"),
-    ({"x": ["a", "b"]}, "not numeric"),
-    ({"x": [[1, 2], [3]]}, "not an array of numbers"),
     ({}, "has no arrays"),
 ])
 def test_bad_json_is_one_line(tmp_path, obj, message):
@@ -61,6 +96,14 @@ def test_bad_json_is_one_line(tmp_path, obj, message):
     path.write_text(json.dumps(obj))
     with pytest.raises(ConfigError, match=message):
         json_file(str(path))
+
+
+def test_wrong_format_says_which_to_use(tmp_path):
+    (tmp_path / "d.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(ConfigError, match=r"a \.csv file: use data=csv"):
+        json_file(str(tmp_path / "d.csv"))
+    with pytest.raises(ConfigError, match=r"a \.csv file: use data=csv"):
+        npz_file(str(tmp_path / "d.csv"))
 
 
 def test_missing_file(tmp_path):

@@ -2,6 +2,7 @@
 their own conf/, fitted through the CLI as a new user runs it, checked against long NUTS runs of
 the same functions made here and against least squares."""
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -201,7 +202,7 @@ def test_predict_and_pyfunc_take_named_inputs(project, monkeypatch):
     mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
     monkeypatch.setenv("RUNNER_TRUST", "mymodels")
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    draws = model.predict(pd.DataFrame({"x": [0.0, 5.0, 10.0]}), params={"samples": 2000})
+    draws = model.predict(pd.DataFrame({"x": [0, 5, 10]}), params={"samples": 2000})  # integers for a float x
     assert draws.shape == (2000, 3)
     assert np.allclose(draws.mean(0), expected, atol=0.15)
     # the posterior predictive plot compares y with y, never with the covariate x
@@ -357,6 +358,12 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
         ("model=fn", "model.fn=silent.nothing", *base): "module silent has no 'nothing'",
         ("model=fn", "model.fn=mymodels.eight_schools", *base): "needs data for its parameters ['J', 'sigma']",
         ("model=gmm", "data=csv", "data.path=two.csv", f"tracking.uri={store}"): "takes one unnamed array",
+        ("model=fn", f"tracking.uri={store}"): "model.fn is required: set model.fn=... (model=fn needs",
+        ("model=fn", "model.fn=silent.model", "data.path=d.json", f"tracking.uri={store}"):
+            "name the data format first, data=json|csv|npz|file data.path=...",
+        ("model=fn", "model.fn=silent.model", "data=csv", f"tracking.uri={store}"): "data.path is required",
+        ("model=fn", "model.fn=silent.model", "data=json", "data.path=two.csv", f"tracking.uri={store}"):
+            "a .csv file: use data=csv",
     }
     (tmp_path / "mymodels.py").write_text((EXAMPLE / "mymodels.py").read_text())
     for args, message in cases.items():
@@ -383,3 +390,42 @@ def test_observed_site_is_matched_to_its_own_data():
     data = model.bind(csv_file(str(EXAMPLE / "regression.csv")))
     found = observed_data(model, data)
     assert list(found) == ["y"] and found["y"] is data["y"]
+
+
+def test_binary_outcome_through_the_console_scripts(tmp_path):
+    """A logistic regression fitted and predicted with the installed console scripts (`runner`,
+    `runner-predict`) from the user's folder (its module importable there, as with python -m):
+    predictions of the 0/1 outcome are draws (their mean a probability), not assignments."""
+    import subprocess
+
+    (tmp_path / "logit.py").write_text(
+        "import jax.numpy as jnp\nimport numpyro\nimport numpyro.distributions as dist\n\n"
+        "def logistic(x, y=None):\n"
+        "    a = numpyro.sample('a', dist.Normal(0.0, 5.0))\n"
+        "    b = numpyro.sample('b', dist.Normal(0.0, 5.0))\n"
+        "    with numpyro.plate('N', x.shape[0]):\n"
+        "        numpyro.sample('y', dist.Bernoulli(logits=a + b * x), obs=y)\n")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=200)
+    y = (rng.random(200) < 1 / (1 + np.exp(-(0.5 + 2.0 * x)))).astype(int)
+    (tmp_path / "d.csv").write_text("x,y\n" + "".join(f"{a:.4f},{b}\n" for a, b in zip(x, y)))
+    (tmp_path / "new.csv").write_text("x\n-1.0\n0.0\n1.0\n")
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "PYTHONPATH")}
+    fit = subprocess.run([bin_dir / "runner", "model=fn", "model.fn=logit.logistic", "data=csv", "data.path=d.csv",
+                          "guide=autonormal", "hydra.run.dir=run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert json.loads((tmp_path / "run" / "sites.json").read_text()) == {"observed": ["y"], "enumerated": []}
+    _, runs = read_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    pred = subprocess.run([bin_dir / "runner-predict", f"run_id={runs[0].info.run_id}", "data.path=new.csv",
+                           "trust=logit", "samples=4000", "out=p.json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert pred.returncode == 0, pred.stderr[-2000:]
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert set(out) == {"run_id", "inference", "n", "y"} and out["y"]["draws"] == 4000
+    a, b = summary["a"]["mean"], summary["b"]["mean"]
+    expected = 1 / (1 + np.exp(-(a + b * np.array([-1.0, 0.0, 1.0]))))
+    # posterior predictive P(y=1 | x): near the plug-in sigmoid (the posterior is narrow, n=200)
+    assert np.allclose(out["y"]["mean"], expected, atol=0.05), (out["y"]["mean"], expected)

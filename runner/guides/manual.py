@@ -19,7 +19,7 @@ def resolve(model, variant: str | None = None):
     guides = model.manual_guides
     if not guides:
         raise ConfigError(f"model '{model.name}' has no manual guide: choose another guide= "
-                          "(autodelta, autonormal, automvn, mixture)")
+                          "(autodelta, autonormal, automvn, autolowrank, autolaplace, autoiaf, mixture)")
     if variant is None:
         variant = next(iter(guides))
     if variant not in guides:

@@ -24,8 +24,9 @@ class Model(ABC):
     def __call__(self, data=None):
         """The NumPyro model."""
 
-    def bind(self, data):
+    def bind(self, data, observed=()):
         """The data as the fit will pass it to the model (checked); a model may keep constants.
+        `observed`: the sites the fit observed (for new data that leaves them out: predict).
         A built-in model takes one unnamed array: named data (json/csv/npz) must hold just one."""
         if isinstance(data, dict):
             import numpy as np

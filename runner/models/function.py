@@ -75,7 +75,7 @@ class FunctionModel(Model):
         self.has_em = all(callable(getattr(self.fn, h, None)) for h in EM_HOOKS)
 
     # --- data -----------------------------------------------------------------------------
-    def bind(self, data):
+    def bind(self, data, observed=()):
         """The data as the fit passes it: arrays the function takes, by name; its Python scalars
         are kept as constants of the model. Refuses data that misses a required parameter."""
         if data is not None and not isinstance(data, dict):  # one unnamed array: the first parameter
@@ -84,6 +84,11 @@ class FunctionModel(Model):
             data = {self.names[0]: data}
         data = dict(data or {})
         kept = {k: v for k, v in data.items() if self.takes_any or k in self.names}
+        from runner.data import Unusable
+
+        bad = [v for v in kept.values() if isinstance(v, Unusable)]
+        if bad:
+            raise ConfigError(bad[0].message)
         missing = [n for n in self.required if n not in kept]
         if missing:
             have = ", ".join(sorted(data)) or "none"
@@ -98,7 +103,7 @@ class FunctionModel(Model):
                   f"{unfilled} get none (their defaults): check the names if that is not meant", file=sys.stderr)
         self.constants = {k: v for k, v in kept.items() if not hasattr(v, "shape")}
         arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
-        self._enumerate, self._marked = self._discrete_sites(arrays or None)
+        self._enumerate, self._marked = self._discrete_sites(arrays or None, set(observed))
         return arrays or None
 
     def check_data(self, data) -> None:
@@ -114,8 +119,9 @@ class FunctionModel(Model):
             return config_enumerate(self._call, default="parallel")(data)
         return self._call(data)
 
-    def _discrete_sites(self, data) -> tuple[bool, bool]:
-        """(has discrete latent sites it did not mark for enumeration, has marked ones)."""
+    def _discrete_sites(self, data, observed=frozenset()) -> tuple[bool, bool]:
+        """(has discrete latent sites it did not mark for enumeration, has marked ones). Sites in
+        `observed` (observed by the fit, left out of new data) are drawn, not enumerated."""
         from runner.posterior import model_sites
 
         try:
@@ -124,7 +130,8 @@ class FunctionModel(Model):
             raise
         except Exception as e:
             raise ConfigError(f"model '{self.name}' fails on this data: {_cause(e)}") from None
-        latent = [s for s in sites.values() if s["type"] == "sample" and not s["is_observed"]]
+        latent = [s for s in sites.values() if s["type"] == "sample" and not s["is_observed"]
+                  and s["name"] not in observed]
         marked = [s for s in latent if (s.get("infer") or {}).get("enumerate") == "parallel"]
         unmarked = [s for s in latent if s not in marked and s["fn"].support.is_discrete]
         return bool(unmarked), bool(marked)

@@ -74,14 +74,23 @@ def marginals(fig, samples: dict) -> None:
         ax.axis("off")
         ax.text(0.5, 0.5, "no latent site with draws to show", ha="center", va="center")
         return
-    pairs = cols[:MAX_PAIRS] if len(cols) > 1 else []
+    pairs = [c for c in cols if np.ptp(c[1]) > 0][:MAX_PAIRS]
+    pairs = pairs if len(pairs) > 1 else []
     n_top = len(cols)
     grid = fig.add_gridspec(max(1, len(pairs)), max(n_top, len(pairs)))
+    from matplotlib.ticker import MaxNLocator
+
+    point = all(np.ptp(x) == 0 for _, x in cols)
     for i, (name, x) in enumerate(cols):
         ax = fig.add_subplot(grid[0, i])
-        lo, hi = np.min(x), np.max(x)
-        ax.hist(x, bins=40 if hi > lo else 1, density=True, color="C0", alpha=0.7)
-        ax.set_title(name, fontsize=8)
+        if np.ptp(x) == 0:  # a point estimate (AutoDelta, MAP): its value, not a one-bin histogram
+            ax.axvline(x[0], color="C3", lw=2)
+            ax.set_yticks([])
+            ax.set_title(f"{name} = {x[0]:.4g}", fontsize=8)
+        else:
+            ax.hist(x, bins=40, density=True, color="C0", alpha=0.7)
+            ax.set_title(name, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
         ax.tick_params(labelsize=6)
     for i, (ni, xi) in enumerate(pairs):
         for j, (nj, xj) in enumerate(pairs):
@@ -89,7 +98,9 @@ def marginals(fig, samples: dict) -> None:
                 continue
             ax = fig.add_subplot(grid[i, j])
             ax.scatter(xj, xi, s=2, alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(3))
             ax.set_xlabel(nj, fontsize=7)
             ax.set_ylabel(ni, fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.suptitle("posterior marginals" + (" and pairs" if pairs else ""), fontsize=10)
+    fig.suptitle("point estimate" if point else "posterior marginals" + (" and pairs" if pairs else ""),
+                 fontsize=10)

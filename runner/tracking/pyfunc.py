@@ -83,7 +83,7 @@ def log_model(run_id: str, files: dict, method: str, data, constants: dict | Non
     import tempfile
 
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     params = ParamSchema([ParamSpec("samples", "long", DRAWS), ParamSpec("seed", "long", 0)])
     if isinstance(data, dict):
@@ -91,9 +91,9 @@ def log_model(run_id: str, files: dict, method: str, data, constants: dict | Non
         meta = {"method": method, "names": {k: {"shape": list(v.shape), "dtype": str(v.dtype)}
                                             for k, v in arrays.items()},
                 "constants": dict(constants or {})}
-        columns = [ColSpec("long" if v.dtype.kind in "iu" else "double", k, required=False)
-                   for k, v in arrays.items() if v.ndim == 1]
-        signature = ModelSignature(inputs=Schema(columns), params=params) if columns else None
+        # no input schema: MLflow's would refuse integer columns for float arguments (int64 -> float64
+        # is "unsafe" to it); each column is cast to its argument's dtype in RunnerModel._inputs
+        signature = ModelSignature(inputs=None, params=params)
     else:
         data = np.asarray(data)
         meta = {"method": method, "shape": list(data.shape[1:]), "dtype": str(data.dtype)}
