@@ -13,6 +13,7 @@ import sys
 import hydra
 
 from runner import CONF_DIR
+from runner.console import current_folder_importable, one_line  # noqa: F401 (one_line: the CLI's)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -20,25 +21,6 @@ def _hydra_main(cfg):
     from runner.app import run
 
     return run(cfg)
-
-
-def one_line(e: BaseException) -> str:
-    """Hydra's multi-line messages as one line that names the problem and the fix."""
-    from hydra.errors import MissingConfigException
-
-    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
-        group, name = e.missing_cfg_file.rsplit("/", 1)
-        options = ", ".join(e.options or [])
-        return f"unknown {group} '{name}': choose one of {options}"
-    text = str(e).strip()
-    if "Could not override" in text or "is not in struct" in text:
-        key = text.split("'")[1] if "'" in text else text
-        if key.startswith("data."):
-            return (f"unknown key '{key}' for this data choice: name the data format first, "
-                    f"data=json|csv|npz|file {key}=... (the model's default data takes no {key.split('.', 1)[1]})")
-        return f"unknown key '{key}': check the spelling (python -m runner --cfg job lists the keys), or use +{key}=... to add a new one"
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "See https"))]
-    return "; ".join(lines) or type(e).__name__
 
 
 def _interrupt(signum, frame):
@@ -66,13 +48,6 @@ def _completion_config_dir() -> None:
         if value and os.path.isdir(os.path.expanduser(value)):
             sys.argv[1:1] = ["--config-dir", os.path.expanduser(value)]
             return
-
-
-def current_folder_importable() -> None:
-    """`runner` and `runner-predict` (console scripts) import a user's `model.fn` from the current
-    folder, as `python -m runner` does (it puts the folder first on sys.path)."""
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
 
 
 def main() -> None:

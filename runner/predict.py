@@ -232,7 +232,7 @@ def predict(opts: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from runner.__main__ import current_folder_importable
+    from runner.console import current_folder_importable
 
     current_folder_importable()
     argv = sys.argv[1:] if argv is None else argv
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
         print(f"runner.predict: error: {e}", file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as e:
-        from runner.__main__ import one_line
+        from runner.console import one_line
 
         print(f"runner.predict: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -1,0 +1,30 @@
+"""What the command-line entry points share (runner, runner-predict): Hydra's errors as one line,
+and the user's current folder importable. No runner imports: any entry point may use it."""
+import os
+import sys
+
+
+def current_folder_importable() -> None:
+    """`runner` and `runner-predict` (console scripts) import a user's `model.fn` from the current
+    folder, as `python -m runner` does (it puts the folder first on sys.path)."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's multi-line messages as one line that names the problem and the fix."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
+        group, name = e.missing_cfg_file.rsplit("/", 1)
+        options = ", ".join(e.options or [])
+        return f"unknown {group} '{name}': choose one of {options}"
+    text = str(e).strip()
+    if "Could not override" in text or "is not in struct" in text:
+        key = text.split("'")[1] if "'" in text else text
+        if key.startswith("data."):
+            return (f"unknown key '{key}' for this data choice: name the data format first, "
+                    f"data=json|csv|npz|file {key}=... (the model's default data takes no {key.split('.', 1)[1]})")
+        return f"unknown key '{key}': check the spelling (python -m runner --cfg job lists the keys), or use +{key}=... to add a new one"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "See https"))]
+    return "; ".join(lines) or type(e).__name__
