@@ -5,6 +5,10 @@ class ConfigError(Exception):
     """A configuration or input problem found before (or instead of) a fit."""
 
 
+class TrackingError(Exception):
+    """The tracking store cannot be reached or written (one line, names the URI)."""
+
+
 #: set by runner.__main__'s SIGINT / SIGTERM handlers: the exit code (130 / 143) once a signal came.
 #: An interruption can surface as any exception (JAX may wrap it); this says what it really was.
 INTERRUPTED: dict = {"code": None}

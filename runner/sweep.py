@@ -83,10 +83,6 @@ def group_label(overrides) -> str:
     return " ".join(sorted(kept)) or "(defaults)"
 
 
-def metric_safe(label: str) -> str:
-    return re.sub(r"[^\w.\- :/]", "-", label)
-
-
 def kill_current() -> None:
     """Ctrl-C / SIGTERM during a sweep: its parent run ends KILLED (the jobs that finished stay)."""
     if not CURRENT:

@@ -1,91 +1,34 @@
-"""results -> MLflow. The only module that imports mlflow.
-
-`Tracker` is the command's handle; the MLflow work (`Store`: the import and the store/experiment
-set-up, about 2.5 s of CPU, and every run's logging, a few `log_batch` calls each) runs in the
-tracking worker process (runner/tracking/worker.py), beside the JAX compile and fit rather than
-sharing the GIL with them.
+"""results -> MLflow, behind `Tracker`: the command's handle. The MLflow work (`Store` in
+store.py: the import and the store/experiment set-up, about 2.5 s of CPU, and every run's
+logging, a few `log_batch` calls each) runs in the tracking worker process
+(runner/tracking/worker.py), beside the JAX compile and fit rather than sharing the GIL with them.
+This module imports neither mlflow nor store.py (names of store.py are reachable here lazily).
 """
 from __future__ import annotations
 
 import itertools
-import json
 import os
-import time
 from pathlib import Path
 
-from runner.errors import describe
+from runner.errors import TrackingError  # noqa: F401 (re-exported: the tracking errors' one type)
 
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
-# network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
+# network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false. Set here too: the
+# worker inherits this process's environment.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100  # MLflow's per-request limits
-MAX_PARAM_LEN = 6000
+#: names of runner.tracking.store available from here (runner.tracking.fetch_run, ...)
+STORE_NAMES = ("Store", "store_lock", "log_batches", "log_files", "log_dataset", "curve_steps", "metric_name",
+               "metric_safe", "list_runs", "fetch_run", "process_tags", "MAX_METRICS", "MAX_PARAMS", "MAX_TAGS",
+               "MAX_PARAM_LEN")
 
 
-def store_lock(uri: str):
-    """A file lock beside a sqlite store: creating a fresh store (schema migration) or the same
-    experiment from several processes at once fails; one at a time, each finds what the first made."""
-    import contextlib
+def __getattr__(name: str):
+    if name in STORE_NAMES:
+        from runner.tracking import store
 
-    from filelock import FileLock
-
-    if not uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock", timeout=300)
-
-
-def log_batches(client, run_id: str, params=(), metrics=()) -> None:
-    """`log_batch` in chunks within MLflow's per-request limits."""
-    for i in range(0, len(params), MAX_PARAMS):
-        client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
-    for i in range(0, len(metrics), MAX_METRICS):
-        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
-
-
-def log_files(client, run_id: str, artifact_dir: Path, artifacts) -> None:
-    """Each file (a path relative to artifact_dir) under the same relative folder of the run."""
-    for rel in artifacts:
-        parent = str(Path(rel).parent)
-        client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
-
-
-def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
-    """mlflow.log_input for a client run: the UI's Dataset column (name, digest, source)."""
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
-
-    import warnings
-
-    with warnings.catch_warnings():  # a loader name as source: MLflow warns it could be several kinds
-        warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_numpy(array, source=source, name=name)
-    client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
-                                                     tags=[InputTag("mlflow.data.context", "training")])])
-
-
-def curve_steps(n: int, max_points: int | None) -> list[int]:
-    """Every step when n <= max_points (or no cap); otherwise an even stride plus the last step.
-    The sqlite store takes about 0.2 ms per metric point, so 50000 steps x 3 curves would add
-    about 30 s to a run; the full curves are always in the run's metrics.json artifact."""
-    if not max_points or n <= max_points:
-        return list(range(n))
-    stride = -(-n // max_points)
-    return sorted(set(range(0, n, stride)) | {n - 1})
-
-
-def metric_name(name: str) -> str:
-    """A name MLflow accepts (alphanumerics, _ - . space : /, at most 250 characters): numpyro's
-    param names may hold others (a flow's `auto_arn__0$params`)."""
-    import re
-
-    return re.sub(r"[^\w.\- :/]", "_", name)[:250]
-
-
-class TrackingError(Exception):
-    """The tracking store cannot be reached or written (one line, names the URI)."""
+        return getattr(store, name)
+    raise AttributeError(f"module 'runner.tracking' has no attribute {name!r}")
 
 
 REACH_TIMEOUT_S = 5  # an unreachable server fails in seconds, not after MLflow's minutes of retries
@@ -114,33 +57,6 @@ def check_reachable(uri: str) -> None:
         if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
 
-
-OWNER_PID: int | None = None  # in the tracking worker: the pid of the command it works for
-
-
-def process_tags() -> dict:
-    import socket
-
-    return {"runner.pid": str(OWNER_PID or os.getpid()), "runner.host": socket.gethostname()}
-
-
-def preimport() -> None:
-    """MLflow's modules, imported before the first request needs them (in the worker)."""
-    try:
-        import mlflow  # noqa: F401
-        from mlflow.tracking import MlflowClient  # noqa: F401
-    except BaseException:
-        pass  # the request that needs them reports the error
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Tracker:
@@ -226,248 +142,3 @@ class Tracker:
 
     def log_run(self, **kwargs) -> str:
         return self._call("log_run", **kwargs)
-
-
-class Store:
-    """The MLflow side of a `Tracker`, in the tracking worker process."""
-
-    def __init__(self, uri: str, experiment: str):
-        self.uri, self.experiment = uri, experiment
-        self._prepared = False
-        self._error: BaseException | None = None
-        self.experiment_id: str | None = None
-        self.run_id: str | None = None
-        self.reaped: list[str] = []
-
-    def prepare(self, open_run: dict | None = None) -> None:
-        """The store and experiment (created if new), stale runs reaped, and with `open_run`
-        (tags) this command's run created. An error is raised by the next call (wait)."""
-        self._prepared = True
-        try:
-            import logging
-
-            # MLflow retries an unreachable server for minutes by default
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-            import mlflow
-            from mlflow.tracking import MlflowClient
-
-            logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter
-
-            with store_lock(self.uri):  # creating the client may create (migrate) the store
-                mlflow.set_tracking_uri(self.uri)
-                client = MlflowClient(self.uri)
-                exp = client.get_experiment_by_name(self.experiment)
-                if exp is not None and exp.lifecycle_stage == "deleted":
-                    raise TrackingError(f"experiment '{self.experiment}' is deleted in {self.uri}: restore it "
-                                        "(mlflow experiments restore) or choose another tracking.experiment")
-                # the UI opens an experiment of this kind on its runs table (MLflow 3 defaults to GenAI pages)
-                self.experiment_id = exp.experiment_id if exp else client.create_experiment(
-                    self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
-            self.client = client
-            self.reap_stale()
-            if open_run is not None:
-                self._create_run(open_run)
-        except BaseException as e:  # raised by the next call, through wait()
-            self._error = e
-
-    def open(self, tags: dict) -> str:
-        """Create this command's run now (RUNNING), for a tracker started without open_run."""
-        self.wait()
-        return self._create_run(tags)
-
-    def _create_run(self, tags: dict) -> str:
-        """This command's run, RUNNING, tagged with the process that owns it (see reap_stale)."""
-        run = self.client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in tags.items()},
-                                                               **process_tags()})
-        self.run_id = run.info.run_id
-        return self.run_id
-
-    def reap_stale(self) -> None:
-        """Runs left RUNNING by a process of this host that is gone (SIGKILL, power loss) -> FAILED."""
-        import socket
-
-        host = socket.gethostname()
-        runs = self.client.search_runs([self.experiment_id], filter_string=(
-            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'"), max_results=1000)
-        for r in runs:
-            pid = r.data.tags.get("runner.pid", "")
-            if pid.isdigit() and not _alive(int(pid)):
-                self.client.set_tag(r.info.run_id, "runner.stale",
-                                    f"process {pid} on {host} was gone; marked FAILED by a later command")
-                self.client.set_terminated(r.info.run_id, "FAILED")
-                self.reaped.append(r.info.run_id)
-
-    def end(self, status: str, params: dict | None = None, tags: dict | None = None,
-            artifact_dir: Path | None = None, artifacts=()) -> str | None:
-        """End the opened run with `status` (KILLED, FAILED), logging what is there."""
-        from mlflow.entities import Param
-
-        self.wait()
-        if self.run_id is None:
-            return None
-        client = self.client
-        for k, v in (tags or {}).items():
-            client.set_tag(self.run_id, k, str(v))
-        if params:
-            log_batches(client, self.run_id, params=[Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()])
-        if artifact_dir is not None:
-            log_files(client, self.run_id, artifact_dir, [rel for rel in artifacts if (artifact_dir / rel).is_file()])
-        client.set_terminated(self.run_id, status)
-        return self.run_id
-
-    def wait(self) -> None:
-        if not self._prepared:
-            self.prepare()
-        if self._error is not None:
-            raise self._error
-
-    def find_finished(self, config_hash: str) -> str | None:
-        """The id of a FINISHED run of this experiment with this config hash, if any."""
-        self.wait()
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and "
-            "attributes.status = 'FINISHED'", max_results=1)
-        return runs[0].info.run_id if runs else None
-
-    def open_parent(self, *, name: str, sweep_hash: str, tags: dict, reuse: bool) -> tuple[str, bool]:
-        """The sweep's parent run: the one from an earlier run of the same sweep when `reuse`."""
-        self.wait()
-        if reuse:
-            runs = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.sweep_hash = '{sweep_hash}'",
-                order_by=["attributes.start_time DESC"], max_results=1)
-            if runs:
-                self.client.update_run(runs[0].info.run_id, status="RUNNING")
-                for k, v in process_tags().items():
-                    self.client.set_tag(runs[0].info.run_id, k, v)
-                return runs[0].info.run_id, True
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep",
-                                           **process_tags()})
-        return run.info.run_id, False
-
-    def finish_sweep(self, parent_id: str, sweep_dir: Path, counts: dict) -> dict:
-        """Per configuration (children grouped across seeds): mean/std/min of final_loss on the
-        parent, a table and a comparison plot; then the parent is FINISHED."""
-        import numpy as np
-
-        from mlflow.entities import Metric
-
-        from runner import plots
-        from runner.sweep import metric_safe
-
-        self.wait()
-        client = self.client
-        children = client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-            max_results=10000)
-        finished = [r for r in children if r.info.status == "FINISHED" and "final_loss" in r.data.metrics]
-        groups: dict[str, list] = {}
-        for r in finished:
-            groups.setdefault(r.data.tags.get("config_group", "(defaults)"), []).append(r)
-        now = int(time.time() * 1000)
-        metrics, table = [], []
-        for label, runs in sorted(groups.items()):
-            losses = np.array([r.data.metrics["final_loss"] for r in runs])
-            stats = {"mean": float(losses.mean()), "std": float(losses.std()),
-                     "min": float(losses.min()), "n": len(losses)}
-            table.append({"config": label, **stats, "run_ids": [r.info.run_id for r in runs]})
-            key = metric_safe(label)
-            metrics += [Metric(f"final_loss_{s}/{key}", v, now, 0) for s, v in stats.items()]
-        metrics += [Metric(f"jobs_{k}", float(v), now, 0) for k, v in counts.items()]
-        metrics.append(Metric("children_finished", float(len(finished)), now, 0))
-        log_batches(client, parent_id, metrics=metrics)
-        out = Path(sweep_dir) / "sweep"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(table, indent=1))
-        curves = {r.info.run_id: [m.value for m in sorted(client.get_metric_history(r.info.run_id, "loss"),
-                                                          key=lambda m: m.step)]
-                  for r in finished[:50]}
-        plots.sweep_plot(table, curves, out / "final_losses.png")
-        client.log_artifact(parent_id, str(out / "summary.json"))
-        client.log_artifact(parent_id, str(out / "final_losses.png"), "plots")
-        client.set_terminated(parent_id, "FINISHED")
-        return {"children": len(finished), "groups": table}
-
-    def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
-                artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
-                into_open_run: bool = False, dataset: dict | None = None, model: dict | None = None) -> str:
-        """One run: tags, params, scalar metrics, per-step curves, artifacts; then `status`
-        (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...).
-        `model`: {files, method, data} for the pyfunc model (runner/tracking/pyfunc.py)."""
-        from mlflow.entities import Metric, Param, RunTag
-
-        self.wait()
-        client = self.client
-        if into_open_run and self.run_id:
-            run_id = self.run_id
-            client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()][:MAX_TAGS])
-        else:
-            run = client.create_run(self.experiment_id, tags={k: str(v) for k, v in tags.items()})
-            run_id = run.info.run_id
-        try:
-            now = int(time.time() * 1000)
-            metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in scalars.items()]
-            for key, values in curves.items():
-                metrics += [Metric(metric_name(key), float(values[step]), now, step)
-                            for step in curve_steps(len(values), max_points)]
-            plist = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
-            log_batches(client, run_id, params=plist, metrics=metrics)
-            if dataset is not None:
-                log_dataset(client, run_id, **dataset)
-            log_files(client, run_id, artifact_dir, artifacts)
-            if model is not None:
-                from runner.tracking.pyfunc import log_model
-
-                log_model(run_id, **model)
-        except BaseException as e:
-            interrupted = isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == 143)
-            client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
-            raise
-        client.set_terminated(run_id, status)
-        if into_open_run:
-            self.run_id = None  # ended: an interruption from here on has nothing left to mark
-        return run_id
-
-
-def list_runs(uri: str, experiment: str, parent: str | None = None) -> list[dict]:
-    """Runs of an experiment (or the children of one sweep) as plain dicts, for runner.compare."""
-    import logging
-
-    from mlflow.tracking import MlflowClient
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise LookupError(f"no experiment '{experiment}' in {uri}")
-    query = f"tags.`mlflow.parentRunId` = '{parent}'" if parent else ""
-    runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
-    return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
-             "tags": dict(r.data.tags), "params": dict(r.data.params),
-             "final_loss": r.data.metrics.get("final_loss")} for r in runs]
-
-
-def fetch_run(uri: str, run_id: str, dst: Path, names: tuple[str, ...]) -> dict:
-    """Download the named artifacts of a run (those it has) into dst; return its tags.
-    LookupError if the run does not exist."""
-    import logging
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        raise LookupError(f"no run {run_id} in {uri} ({describe(e)})") from None
-    have = {a.path for a in client.list_artifacts(run_id)}
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if name in have:
-            client.download_artifacts(run_id, name, str(dst))
-    return dict(run.data.tags)

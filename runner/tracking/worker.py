@@ -152,7 +152,7 @@ def serve(req_fd: int, rep_fd: int, owner: int) -> None:
     """The worker's loop: one request at a time, in order, until the command's pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    import runner.tracking as tracking
+    import runner.tracking.store as tracking
 
     tracking.OWNER_PID = owner  # runs are tagged with the command's pid (stale-run reaping)
     inbox = Connection(req_fd, writable=False)

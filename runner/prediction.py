@@ -1,0 +1,144 @@
+"""Predictions from a logged fit, read back: the fit's files (config.yaml checked by
+runner.trust, latents.json, params.json, posterior.npz, constants.json, sites.json) -> the
+model and its posterior -> assignments or posterior predictive draws for new data. Used by
+`python -m runner.predict` (runner/predict.py) and the pyfunc model (runner/tracking/pyfunc.py);
+it reads no store itself.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runner.errors import ConfigError
+
+
+@dataclass
+class Fitted:
+    """A logged fit, read back: the model and what the fit left (any of them may be None)."""
+    model: object
+    method: str  # svi | em | nuts
+    latents: dict | None  # latents.json: the point estimate of the global latent sites
+    params: dict | None  # params.json (EM's are the updates' own parameters)
+    draws: dict | None  # posterior.npz
+    cfg: object = None
+    constants: dict | None = None  # constants.json: a function model's scalar data (sizes such as J)
+    sites: dict | None = None  # sites.json: the fit's observed and enumerated sites
+
+
+#: targets of configs stored by earlier runner versions -> the names they have now (exact strings)
+LEGACY = {"numpyro.infer.Trace_ELBO": "runner.losses.trace_elbo",
+          "numpyro.infer.TraceEnum_ELBO": "runner.losses.traceenum_elbo",
+          "optax.cosine_decay_schedule": "runner.optim.cosine_schedule"}
+LEGACY_PREFIXES = {"models.": "runner.models.", "guides.": "runner.guides."}
+
+
+def legacy_targets(cfg):
+    """A stored config of an earlier runner (top-level models/guides, numpyro/optax targets) with
+    its `_target_` strings renamed to runner's current ones; the result is then checked as usual."""
+    from omegaconf import DictConfig, ListConfig
+
+    def walk(node):
+        if isinstance(node, DictConfig):
+            for key in list(node.keys()):
+                child = node._get_node(key)
+                if key == "_target_" and isinstance(child._value(), str):
+                    t = child._value()
+                    new = LEGACY.get(t) or next((n + t[len(o):] for o, n in LEGACY_PREFIXES.items()
+                                                 if t.startswith(o)), None)
+                    if new:
+                        node[key] = new
+                else:
+                    walk(child)
+        elif isinstance(node, ListConfig):
+            for item in node._iter_ex(resolve=False):
+                walk(item)
+
+    walk(cfg)
+    return cfg
+
+
+def load_fitted(files: dict, method: str, roots=None) -> Fitted:
+    """`files`: artifact name -> local path (config.yaml required). The stored config is checked
+    whole (runner.trust) before anything in it is instantiated; `roots`: the trusted packages,
+    default trusted_roots() (runner, Hydra plugin packages, $RUNNER_TRUST)."""
+    from omegaconf import OmegaConf
+
+    from runner.build import _instantiate
+    from runner.trust import check_stored_config, trusted_roots
+
+    if "config.yaml" not in files:
+        raise ConfigError("no config.yaml artifact: not a runner run")
+    try:
+        cfg = OmegaConf.load(files["config.yaml"])
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"config.yaml cannot be read: {first}") from None
+    cfg = legacy_targets(cfg)
+    check_stored_config(cfg, trusted_roots() if roots is None else roots)
+
+    def read_json(name):
+        return json.loads(Path(files[name]).read_text()) if name in files else None
+
+    draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
+    return Fitted(model=_instantiate(cfg.model, "model"), method=method, latents=read_json("latents.json"),
+                  params=read_json("params.json"), draws=draws, cfg=cfg, constants=read_json("constants.json"),
+                  sites=read_json("sites.json"))
+
+
+def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tuple[str, dict]:
+    """Mixtures: ("assignments", {site: MAP assignment per point, site_probs: (n, K) for mixture
+    families}); other models: ("draws", {observed site: posterior predictive draws, (samples, ...)}).
+    Named data (a function model) may leave the observed arrays out: the model draws them."""
+    import jax
+    import jax.numpy as jnp
+
+    from runner import posterior
+
+    model, method = fitted.model, fitted.method
+    if fitted.constants and (data is None or isinstance(data, dict)):  # sizes the new data does not give
+        data = {**fitted.constants, **(data or {})}
+    fit_observed = (fitted.sites or {}).get("observed")
+    data = model.bind(data, observed=fit_observed or ())
+    out: dict = {}
+    enumerated = [s for s in posterior.enumerated_sites(model, data) if s not in (fit_observed or ())]
+    if enumerated:
+        site = enumerated[0]
+        if model.has_em:
+            from runner.em import compiled_e_step
+
+            fit = fitted.params if method == "em" else fitted.latents
+            _, resp = compiled_e_step(model, from_latents=method != "em")(
+                {k: jnp.asarray(v) for k, v in fit.items()}, jax.tree.map(jnp.asarray, data))
+            out[f"{site}_probs"] = np.asarray(resp)
+        if method == "em":
+            out[site] = np.asarray(resp).argmax(-1)
+        else:
+            out[site] = np.asarray(posterior.assignments(model, fitted.latents, data)[site])
+        return "assignments", out
+    fit_latents = list(fitted.latents or {})  # the fit's global latent sites
+    draws = fitted.draws
+    if draws is not None and fit_latents and all(n in draws for n in fit_latents):
+        take = np.arange(samples) % len(draws[fit_latents[0]])  # cycled when fewer were stored
+        source = {n: np.asarray(draws[n])[take] for n in fit_latents}
+    else:  # the point estimate, repeated
+        source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in fit_latents}
+    pred = posterior.predictive_draws(model, data, samples, jax.random.PRNGKey(seed), posterior=source)
+    sites = posterior.model_sites(model, data)
+    if fit_observed is not None:  # what the fit observed is what is predicted
+        observed = [n for n in fit_observed if n in sites]
+    else:  # a run logged before sites.json
+        observed = [n for n, s in sites.items() if s["type"] == "sample" and n not in source
+                    and (s["is_observed"] or not (s.get("infer") or {}).get("enumerate"))]
+    return "draws", {name: np.asarray(pred[name]) for name in observed if name in pred}
+
+
+def data_size(data) -> int:
+    if data is None:
+        return 0
+    if isinstance(data, dict):
+        arrays = [v for v in data.values() if np.ndim(v) > 0]
+        return int(np.shape(arrays[0])[0]) if arrays else 0
+    return int(np.shape(data)[0])
