@@ -32,7 +32,10 @@ def fit_config(overrides: list[str] | tuple = (), config_dir: str | None = None)
     from runner.build import build
     from runner.fit import fit
 
+    from runner.app import configure_jax
+
     cfg, _ = compose(overrides, config_dir)
+    configure_jax(cfg)  # XLA's persistent compile cache (jax.cache_dir), as the CLI: repeated fits skip the compile
     exp = build(cfg)
     results = fit(exp)
     return exp, results[0] if exp.replicates == 1 else results
