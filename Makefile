@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?= model=gmm guide=autodelta
 
-.PHONY: run test ui setup bench gallery clean
+.PHONY: run test check ui setup bench gallery clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,10 @@ run: $(STAMP)
 # Two workers: the suite is mostly XLA compiles, one per core.
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup --durations=25 tests $(PYTEST_ARGS)
+
+# The fast tier: in-process tests not marked slow (seconds); make test runs everything.
+check: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow" tests $(PYTEST_ARGS)
 
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
