@@ -85,6 +85,8 @@ def marginals(fig, samples: dict) -> None:
         ax = fig.add_subplot(grid[0, i])
         if np.ptp(x) == 0:  # a point estimate (AutoDelta, MAP): its value, not a one-bin histogram
             ax.axvline(x[0], color="C3", lw=2)
+            half = 0.5 * max(1.0, abs(float(x[0])))  # axvline does not move the x limits: centre them
+            ax.set_xlim(x[0] - half, x[0] + half)
             ax.set_yticks([])
             ax.set_title(f"{name} = {x[0]:.4g}", fontsize=8)
         else:
