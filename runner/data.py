@@ -32,9 +32,7 @@ def coin_flips(heads: int, tails: int) -> np.ndarray:
 
 def file(path: str, delimiter: str = ",") -> np.ndarray:
     """A .npy, .npz (first array) or delimited text file of numbers; one row per data point."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"data file not found: {p}")
+    p = _path(path)
     try:
         if p.suffix == ".npy":
             x = np.load(p, allow_pickle=False)

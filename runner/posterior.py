@@ -32,8 +32,9 @@ def model_program(model, name, build):
     return _PROGRAMS[key]
 
 
-def model_sites(model, data):
-    """name -> site of one trace of the model (discrete sites sampled, not enumerated)."""
+def model_sites(model, data, inspect=None):
+    """name -> site of one trace of the model (discrete sites sampled, not enumerated).
+    `inspect(trace, data)` runs inside the trace, where the data are the traced values."""
     import jax
     from numpyro import handlers
     from numpyro.infer import init_to_uniform
@@ -45,6 +46,8 @@ def model_sites(model, data):
         seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
         with handlers.block():
             out.update(handlers.trace(seeded).get_trace(*(() if data is None else (data,))))
+        if inspect is not None:
+            inspect(out, data)
         return 0
 
     jax.eval_shape(probe, data) if data is not None else probe(None)
@@ -135,8 +138,8 @@ def with_deterministic(model, data, draws: dict, key=None) -> dict:
     from numpyro.infer import Predictive
 
     names = [n for n in deterministic_sites(model, data) if n not in draws]
-    latents = {k: jnp.asarray(v)[:MAX_DETERMINISTIC_DRAWS] for k, v in draws.items()
-               if k in latent_sites(model, data)}
+    latent = set(latent_sites(model, data))  # once, not per site
+    latents = {k: jnp.asarray(v)[:MAX_DETERMINISTIC_DRAWS] for k, v in draws.items() if k in latent}
     if not names or not latents:
         return dict(draws)
     args = () if data is None else (jax.tree.map(jnp.asarray, data),)
@@ -191,26 +194,20 @@ def observed_data(model, data) -> dict:
         names = observed_sites(model, data)
         return {names[0]: data} if len(names) == 1 else {}
     import jax
-    from numpyro import handlers
-    from numpyro.infer import init_to_uniform
 
     found: dict = {}
     shapes: dict = {}
 
-    def probe(arrays):
-        seeded = handlers.substitute(handlers.seed(model, 0), substitute_fn=init_to_uniform)
-        with handlers.block():
-            tr = handlers.trace(seeded).get_trace(arrays)
-        for name, site in tr.items():
+    def match(trace, arrays):
+        for name, site in trace.items():
             if site["type"] == "sample" and site["is_observed"]:
                 same = [k for k, v in arrays.items() if site["value"] is v]
                 if same:
                     found[name] = same[0]
                 else:
                     shapes[name] = tuple(jax.numpy.shape(site["value"]))
-        return 0
 
-    jax.eval_shape(probe, data)
+    model_sites(model, data, inspect=match)
     for name, shape in shapes.items():
         match = [k for k, v in data.items() if tuple(np.shape(v)) == shape and k not in found.values()]
         if len(match) == 1:

@@ -50,6 +50,18 @@ def run_cli(args, cwd, timeout=600, env=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def fit_cli(folder, *args, run="run"):
+    """`python -m runner ARGS` in `folder` into its own sqlite store and run directory `run`; it
+    must exit 0 and leave its newest run FINISHED. (proc, client, that run, the run directory)."""
+    uri = f"sqlite:///{folder}/mlflow.db"
+    proc = run_cli([*args, f"tracking.uri={uri}", f"hydra.run.dir={folder}/{run}"], cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = read_runs(uri)
+    latest = max(runs, key=lambda r: r.info.start_time)
+    assert latest.info.status == "FINISHED"
+    return proc, client, latest, Path(folder) / run
+
+
 def read_runs(uri, experiment="runner"):
     from mlflow.tracking import MlflowClient
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_runs, run_cli
+from conftest import fit_cli, read_runs, run_cli
 
 from runner.data import digits, mnist
 from runner.errors import ConfigError
@@ -20,13 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def fit(tmp_path, *args):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = run_cli([*args, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, runs = read_runs(uri)
-    run = max(runs, key=lambda r: r.info.start_time)
-    assert run.info.status == "FINISHED"
-    return client, run, tmp_path / "run"
+    return fit_cli(tmp_path, *args)[1:]
 
 
 def same_partition(a, b):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, read_runs, run_cli
+from conftest import ROOT, fit_cli, read_runs, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -29,14 +29,7 @@ def project(tmp_path_factory):
     return tmp
 
 
-def cli(project, *args, run="run"):
-    uri = f"sqlite:///{project}/mlflow.db"
-    proc = run_cli([*args, f"tracking.uri={uri}", f"hydra.run.dir={project}/{run}"], cwd=project)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, runs = read_runs(uri)
-    latest = max(runs, key=lambda r: r.info.start_time)
-    assert latest.info.status == "FINISHED"
-    return proc, client, latest, project / run
+cli = fit_cli  # (proc, client, run, run directory)
 
 
 def long_nuts(fn, data, samples=2000, chains=4, seed=1):

@@ -38,19 +38,15 @@ def load_function(path):
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise ConfigError(f"model.fn={path}: no module named {e.name!r} (run from the folder that "
                               "holds it, or install it)") from None
-        raise ConfigError(f"model.fn={path}: importing {module_name} failed: {_cause(e)}") from None
+        raise ConfigError(f"model.fn={path}: importing {module_name} failed: {describe(e)}") from None
     except Exception as e:
-        raise ConfigError(f"model.fn={path}: importing {module_name} failed: {_cause(e)}") from None
+        raise ConfigError(f"model.fn={path}: importing {module_name} failed: {describe(e)}") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise ConfigError(f"model.fn={path}: module {module_name} has no {attr!r}")
     if not callable(fn):
         raise ConfigError(f"model.fn={path} is not a function")
     return fn
-
-
-def _cause(e: BaseException) -> str:
-    return describe(e)
 
 
 class FunctionModel(Model):
@@ -129,7 +125,7 @@ class FunctionModel(Model):
         except ConfigError:
             raise
         except Exception as e:
-            raise ConfigError(f"model '{self.name}' fails on this data: {_cause(e)}") from None
+            raise ConfigError(f"model '{self.name}' fails on this data: {describe(e)}") from None
         latent = [s for s in sites.values() if s["type"] == "sample" and not s["is_observed"]
                   and s["name"] not in observed]
         marked = [s for s in latent if (s.get("infer") or {}).get("enumerate") == "parallel"]
@@ -164,14 +160,14 @@ class FunctionModel(Model):
             raise ConfigError(f"inference=em needs data with one array for model '{self.name}', got {sorted(data)}")
         return next(iter(data.values()))
 
-    def em_init(self, key, data, reg):
-        return self.fn.em_init(key, self.em_data(data), reg)
+    def em_init(self, key, data, reg):  # runner/em.py passes em_data(data): the one array
+        return self.fn.em_init(key, data, reg)
 
     def em_log_joint(self, params, data):
-        return self.fn.em_log_joint(params, self.em_data(data))
+        return self.fn.em_log_joint(params, data)
 
     def em_m_step(self, resp, data, reg):
-        return self.fn.em_m_step(resp, self.em_data(data), reg)
+        return self.fn.em_m_step(resp, data, reg)
 
     def em_params(self, latents):
         return self.fn.em_params(latents)

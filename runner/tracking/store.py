@@ -76,9 +76,7 @@ def curve_steps(n: int, max_points: int | None) -> list[int]:
 def metric_name(name: str) -> str:
     """A name MLflow accepts (alphanumerics, _ - . space : /, at most 250 characters): numpyro's
     param names may hold others (a flow's `auto_arn__0$params`)."""
-    import re
-
-    return re.sub(r"[^\w.\- :/]", "_", name)[:250]
+    return metric_safe(name)[:250]
 
 
 
