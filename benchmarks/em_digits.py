@@ -28,13 +28,13 @@ def runner_em(R: int):
 
     from runner.api import compose
     from runner.build import build
-    from runner.em import make_program
+    from runner.inference.em import make_program
 
     cfg, _ = compose(["model=gmm", "data=digits", "model.K=10", "inference=em", f"restarts={R}",
                       "jax.cache_dir=null"])
     exp = build(cfg)
     inf = exp.inference
-    program = make_program(exp.model, R, inf["iterations"], inf["reg_covar"], inf["tol"], inf["init"])
+    program = make_program(exp.model, R, inf.iterations, inf.reg_covar, inf.tol, inf.init)
     X = jnp.asarray(exp.data)
     times = []
     for seed in (0, 1):
@@ -67,7 +67,7 @@ def main():
 
     # SVI (the GMM model with one shared diagonal scale) on the same digits, scored the same way
     from runner.api import fit_config
-    from runner.em import average_loglik
+    from runner.inference.em import average_loglik
     from runner.posterior import latent_sites, point_estimate
 
     t0 = time.perf_counter()

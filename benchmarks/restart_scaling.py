@@ -38,7 +38,7 @@ def main(sizes):
         t2 = time.perf_counter()
         print(f"restarts={R:>7}: first call (compile included) {t1 - t0:6.2f} s, "
               f"second call {t2 - t1:6.3f} s = {R / (t2 - t1):,.0f} restarts/s "
-              f"({R * exp.steps / (t2 - t1):,.0f} restart-steps/s), best final loss {float(out['final_losses'].min()):.4f}")
+              f"({R * exp.inference.steps / (t2 - t1):,.0f} restart-steps/s), best final loss {float(out['final_losses'].min()):.4f}")
 
 if __name__ == "__main__":
     main([int(a) for a in sys.argv[1:]] or [100, 10000, 100000])

@@ -1,4 +1,6 @@
-"""runner: declarative experiment runner for probabilistic models (Hydra + NumPyro + MLflow)."""
+"""runner: declarative experiment runner for probabilistic models (Hydra + NumPyro + MLflow).
+
+The Python API (runner/api.py): `runner.compose`, `runner.build`, `runner.fit`, `runner.run`."""
 from pathlib import Path
 
 #: the Hydra config tree; configs mirror the code (model/ -> models/, guide/ -> guides/, ...)
@@ -12,3 +14,14 @@ def model_extras(**extras):
     from runner.models.function import model_extras as attach
 
     return attach(**extras)
+
+
+API = ("compose", "build", "fit", "run", "fit_config")
+
+
+def __getattr__(name: str):
+    if name in API:  # imported on first use: `import runner` stays light (the CLI imports it first)
+        from runner import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'runner' has no attribute {name!r}")

@@ -62,9 +62,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     _completion_config_dir()
-    from runner.tracking.worker import client
+    if "tracking=none" not in sys.argv[1:]:
+        from runner.tracking.worker import client
 
-    client()  # the tracking worker imports MLflow while this process imports JAX and composes
+        client()  # the tracking worker imports MLflow while this process imports JAX and composes
     try:
         _hydra_main()
         from runner import sweep

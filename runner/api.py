@@ -1,15 +1,22 @@
-"""Python entry points for tests, benchmarks and notebooks: compose a config the way the CLI does
-(same defaults, same overrides) and fit it, without Hydra's run directory or MLflow."""
+"""The Python API, for notebooks, tests and benchmarks: the CLI's config, built and fitted the
+same way, without Hydra's runtime and without SystemExit. Errors are exceptions:
+runner.errors.ConfigError (the input), TrackingError (the store), RunFailed (after the fit).
+
+    import runner
+    cfg, choices = runner.compose(["model=coin", "guide=beta", "tracking=none"])
+    exp = runner.build(cfg)          # the typed experiment; refusals here, before any fit
+    result = runner.fit(exp)         # the method's result (SVI: a FitResult)
+    out = runner.run(["model=coin", "tracking=none"])   # the whole run: files, tracking, Outcome
+"""
 from __future__ import annotations
 
+from pathlib import Path
 
-from runner import CONF_DIR
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # = runner.CONF_DIR (the package imports this module)
 
 
 def compose(overrides: list[str] | tuple = (), config_dir: str | None = None):
     """(cfg, choices) for `python -m runner [--config-dir CONFIG_DIR] <overrides>`."""
-    from pathlib import Path
-
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
@@ -26,16 +33,50 @@ def compose(overrides: list[str] | tuple = (), config_dir: str | None = None):
     return cfg, choices
 
 
+def build(cfg):
+    """The typed experiment (runner.build.Experiment) of a composed config; ConfigError if it
+    cannot run."""
+    from runner.build import build as build_experiment
+
+    return build_experiment(cfg)
+
+
+def fit(exp, progress: bool = False):
+    """Fit a built experiment with its inference method, in memory (no files, no tracking):
+    SVI gives a list of FitResult (one per replicate), EM an EMResult, NUTS a NUTSResult. XLA's
+    persistent compile cache (jax.cache_dir) is on, as in the CLI."""
+    from runner.app import configure_jax
+    from runner.progress import Progress
+
+    configure_jax(exp.cache_dir)
+    method = exp.inference
+    shown = Progress(method.steps) if progress and hasattr(method, "steps") else None
+    return method.fit(exp, progress=shown)
+
+
+def run(overrides: list[str] | tuple = (), config_dir: str | None = None, run_dir: str | Path | None = None,
+        quiet: bool = False):
+    """The whole run, as `python -m runner <overrides>` does it: the run directory (default
+    outputs/<date>/<time>, as Hydra's), the tracking backend of the config (`tracking=none` for
+    none), the summary lines. Returns runner.app.Outcome (run_id, result, run_dir, scalars)."""
+    import datetime
+
+    from runner.app import execute
+
+    cfg, choices = compose(overrides, config_dir)
+    if run_dir is None:
+        now = datetime.datetime.now()
+        run_dir = Path("outputs") / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
+    choices = {g: choices.get(g) for g in ("model", "guide", "loss", "optim", "data", "inference")}
+    return execute(cfg, choices, Path(run_dir), overrides=list(overrides), quiet=quiet)
+
+
 def fit_config(overrides: list[str] | tuple = (), config_dir: str | None = None):
     """(experiment, FitResult) for the composed config; (experiment, [FitResult, ...]) when
-    replicates > 1."""
-    from runner.build import build
-    from runner.fit import fit
-
-    from runner.app import configure_jax
-
+    replicates > 1; (experiment, result) for EM and NUTS."""
     cfg, _ = compose(overrides, config_dir)
-    configure_jax(cfg)  # XLA's persistent compile cache (jax.cache_dir), as the CLI: repeated fits skip the compile
     exp = build(cfg)
     results = fit(exp)
-    return exp, results[0] if exp.replicates == 1 else results
+    if isinstance(results, list):
+        return exp, results[0] if len(results) == 1 else results
+    return exp, results

@@ -27,3 +27,13 @@ def describe(e: BaseException) -> str:
     if user:
         text += f" (at {user[-1].filename}:{user[-1].lineno})"
     return text
+
+
+class RunFailed(Exception):
+    """A run that started and did not end well: every restart diverged (code 1), or its record
+    could not be written (code 2 for an unreachable store, 1 otherwise). The run directory keeps
+    what was fitted; the message says where."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code

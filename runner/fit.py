@@ -101,15 +101,16 @@ def make_programs(exp) -> Programs:
     from numpyro.infer import SVI
     from numpyro.optim import Adam
 
-    model, elbo, opt = exp.model, exp.loss, exp.optimizer
-    R, steps, select, det = exp.restarts, exp.steps, exp.select, exp.deterministic
+    svi = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
+    model, elbo, opt, guide_builder = exp.model, svi.loss, svi.optimizer, svi.guide_builder
+    R, steps, select, det = exp.restarts, svi.steps, svi.select, svi.deterministic
 
     def setup(key, data):
         """Fresh guide per restart (NumPyro autoguides cache their prototype; issue 1753)."""
         args = () if data is None else (data,)
         k_values, k_params = jax.random.split(key)
         init_values = model.init_values(k_values, data) if data is not None else None
-        guide = exp.guide_builder(model, init_values)
+        guide = guide_builder(model, init_values)
         svi = SVI(model, guide, Adam(1e-3), elbo)  # SVI only initialises; our step is optimizer.step
         state = svi.init(k_params, *args)
         params = svi.optim.get_params(state.optim_state)
@@ -252,14 +253,15 @@ def fit(exp, progress=None) -> list[FitResult]:
     import jax
     import jax.numpy as jnp
 
-    roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(exp.replicates)])
+    replicates = exp.inference.replicates
+    roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(replicates)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     batched = jax.tree.map(np.asarray, jax.device_get(make_programs(exp).run(roots, data, progress)))
     results = []
-    for i in range(exp.replicates):
+    for i in range(replicates):
         out = jax.tree.map(lambda x: x[i], batched)
         results.append(FitResult(
             initial_losses=out["initial_losses"], trained=out["trained"], losses=out["losses"],
             grad_norms=out["grad_norms"], final_losses=out["final_losses"], best=int(out["best"]),
-            params=out["params"], samples=out["samples"], deterministic=exp.deterministic))
+            params=out["params"], samples=out["samples"], deterministic=exp.inference.deterministic))
     return results

@@ -66,7 +66,7 @@ def load_fitted(files: dict, method: str, roots=None) -> Fitted:
     default trusted_roots() (runner, Hydra plugin packages, $RUNNER_TRUST)."""
     from omegaconf import OmegaConf
 
-    from runner.build import _instantiate
+    from runner.checks import instantiate
     from runner.trust import check_stored_config, trusted_roots
 
     if "config.yaml" not in files:
@@ -83,7 +83,7 @@ def load_fitted(files: dict, method: str, roots=None) -> Fitted:
         return json.loads(Path(files[name]).read_text()) if name in files else None
 
     draws = dict(np.load(files["posterior.npz"], allow_pickle=False)) if "posterior.npz" in files else None
-    return Fitted(model=_instantiate(cfg.model, "model"), method=method, latents=read_json("latents.json"),
+    return Fitted(model=instantiate(cfg.model, "model"), method=method, latents=read_json("latents.json"),
                   params=read_json("params.json"), draws=draws, cfg=cfg, constants=read_json("constants.json"),
                   sites=read_json("sites.json"))
 
@@ -106,8 +106,10 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     enumerated = [s for s in posterior.enumerated_sites(model, data) if s not in (fit_observed or ())]
     if enumerated:
         site = enumerated[0]
-        if model.has_em:
-            from runner.em import compiled_e_step
+        from runner.inference import em
+
+        if em.supports(model):
+            from runner.inference.em import compiled_e_step
 
             fit = fitted.params if method == "em" else fitted.latents
             _, resp = compiled_e_step(model, from_latents=method != "em")(

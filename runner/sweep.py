@@ -1,11 +1,13 @@
-"""Hydra multirun -> one MLflow parent run per sweep, one child run per job.
+"""Hydra multirun -> one parent run per sweep, one child run per job, and the sweep's aggregate.
 
-`MlflowSweep` is a Hydra callback (conf/config.yaml: hydra.callbacks). Before any job starts it
-creates the store, the experiment and the parent run (under a file lock: several processes
-creating a fresh sqlite store at once crash in MLflow's schema migration) and writes the
-parent's id into the sweep directory, where every job finds it whatever launcher runs it
-(basic, joblib, ray). When the sweep ends it aggregates the children's final losses per
-configuration (across seeds) onto the parent.
+`SweepCallback` is a Hydra callback (conf/config.yaml: hydra.callbacks). Before any job starts it
+asks the tracking backend (runner.tracking) for the parent run (MLflow: the store, experiment
+and parent are created under a file lock, since several processes creating a fresh sqlite store
+at once crash in its schema migration) and writes the parent's id into the sweep directory,
+where every job finds it whatever launcher runs it (basic, joblib, ray). When the sweep ends it
+aggregates the children's final losses per configuration (across seeds) here, from the
+backend's children or, with tracking=none, from the jobs' run directories, and hands the
+aggregate to the backend for the parent.
 
 Resume: each job's run carries a hash of its resolved config (tag `config_hash`); a job whose
 hash already has a FINISHED run in the experiment is skipped, unless `rerun=true`. Running the
@@ -25,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 SWEEP_FILE = "mlflow_sweep.json"
 #: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
 FAILED_JOBS = 0
-#: the running sweep's parent (uri, experiment, parent_run_id), for ending it KILLED on Ctrl-C
+#: the running sweep's parent (tracking config, parent_run_id), for ending it KILLED on Ctrl-C
 CURRENT: dict = {}
 STATUS_FILE = "runner_status.json"
 #: config keys that do not change a fit's result, left out of its hash
@@ -71,7 +73,7 @@ def file_digest(path: Path) -> str:
 
 def result_overrides(overrides) -> list[str]:
     """Overrides that can change a result (not where it is logged or cached)."""
-    return [o for o in overrides if not re.match(r"^[+~]*(tracking\.|jax\.|rerun=|progress=|hydra)", o)]
+    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|hydra)", o)]
 
 
 def group_label(overrides) -> str:
@@ -80,15 +82,23 @@ def group_label(overrides) -> str:
     return " ".join(sorted(kept)) or "(defaults)"
 
 
+def backend(tracking):
+    """The tracking backend of a tracking config node (or of its container, as stored in the
+    sweep file)."""
+    from omegaconf import OmegaConf
+
+    from runner.tracking import from_config
+
+    return from_config(tracking if isinstance(tracking, DictConfig) else OmegaConf.create(tracking))
+
+
 def kill_current() -> None:
     """Ctrl-C / SIGTERM during a sweep: its parent run ends KILLED (the jobs that finished stay)."""
     if not CURRENT:
         return
-    from runner.tracking import Tracker
-
-    tracker = Tracker(CURRENT["uri"], CURRENT["experiment"])
-    tracker.run_id = CURRENT.pop("parent_run_id")
     try:
+        tracker = backend(CURRENT["tracking"])
+        tracker.run_id = CURRENT.pop("parent_run_id")
         tracker.end("KILLED")
     except Exception:
         pass
@@ -111,29 +121,87 @@ def read_sweep(sweep_dir) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-class MlflowSweep(Callback):
-    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from runner.tracking import Tracker
+def local_children(sweep_dir: Path) -> list[dict]:
+    """A sweep's jobs read from their run directories (runner_status.json, metrics.json): the
+    children, for a backend that keeps no runs (tracking=none)."""
+    out = []
+    for path in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}")):
+        status = json.loads(path.read_text())
+        if status["status"] not in ("run", "failed"):
+            continue
+        row = {"run_id": status.get("run_id") or path.parent.name, "config_group": status.get("config_group", "(defaults)"),
+               "status": "FINISHED" if status["status"] == "run" else "FAILED", "final_loss": status.get("final_loss")}
+        metrics = path.parent / "metrics.json"
+        if row["status"] == "FINISHED" and metrics.is_file():
+            row["loss"] = json.loads(metrics.read_text()).get("curves", {}).get("loss")
+        out.append(row)
+    return out
 
+
+def aggregate(children: list[dict], counts: dict) -> tuple[dict, list[dict]]:
+    """Per configuration (children grouped across seeds): mean/std/min/n of final_loss, as
+    scalars for the parent (`final_loss_<stat>/<config>`, jobs_<status>, children_finished) and
+    as a table (one row per configuration, with its run ids)."""
+    import numpy as np
+
+    from runner.tracking.base import metric_safe
+
+    finished = [c for c in children if c["status"] == "FINISHED" and c.get("final_loss") is not None]
+    groups: dict[str, list] = {}
+    for c in finished:
+        groups.setdefault(c.get("config_group") or "(defaults)", []).append(c)
+    scalars, table = {}, []
+    for label, runs in sorted(groups.items()):
+        losses = np.array([r["final_loss"] for r in runs], dtype=float)
+        stats = {"mean": float(losses.mean()), "std": float(losses.std()), "min": float(losses.min()),
+                 "n": len(losses)}
+        table.append({"config": label, **stats, "run_ids": [r["run_id"] for r in runs]})
+        scalars.update({f"final_loss_{k}/{metric_safe(label)}": v for k, v in stats.items()})
+    scalars.update({f"jobs_{k}": float(v) for k, v in counts.items()})
+    scalars["children_finished"] = float(len(finished))
+    return scalars, table
+
+
+def finish(tracker, parent_id, sweep_dir: Path, counts: dict) -> dict:
+    """The sweep's aggregate: summary.json and plots/final_losses.png under <sweep dir>/sweep,
+    the scalars and files onto the parent run; the parent ends FINISHED."""
+    from runner import plots
+
+    children = tracker.children(parent_id)
+    if children is None:
+        children = local_children(sweep_dir)
+    scalars, table = aggregate(children, counts)
+    out = Path(sweep_dir) / "sweep"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(table, indent=1))
+    curves = {c["run_id"]: c["loss"] for c in children if c.get("loss")}
+    plots.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
+    tracker.finish_parent(parent_id, scalars=scalars, artifact_dir=out,
+                          artifacts=["summary.json", "plots/final_losses.png"])
+    return {"children": int(scalars["children_finished"]), "groups": table}
+
+
+class SweepCallback(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = result_overrides(config.hydra.overrides.task)
-        tracker = Tracker(config.tracking.uri, config.tracking.experiment)
-        sweep_hash = _digest({"overrides": sorted(overrides), "experiment": config.tracking.experiment})
+        tracking = OmegaConf.to_container(config.tracking, resolve=True)
+        tracker = backend(config.tracking)
+        sweep_hash = _digest({"overrides": sorted(overrides), "experiment": tracking.get("experiment")})
+        tracker.check()
         parent_id, reused = tracker.open_parent(
             name=f"sweep {' '.join(overrides)}"[:250], sweep_hash=sweep_hash,
             tags={"sweep_overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)},
             reuse=not config.get("rerun", False))
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(
-            {"parent_run_id": parent_id, "uri": config.tracking.uri,
-             "experiment": config.tracking.experiment, "reused": reused,
+            {"parent_run_id": parent_id, "tracking": tracking, "reused": reused,
              "jobs": count_jobs(config.hydra.overrides.task)}))
-        CURRENT.update(uri=config.tracking.uri, experiment=config.tracking.experiment, parent_run_id=parent_id)
-        print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
+        CURRENT.update(tracking=tracking, parent_run_id=parent_id)
+        if parent_id:
+            print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from runner.tracking import Tracker
-
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep(sweep_dir)
         if info is None:
@@ -143,9 +211,9 @@ class MlflowSweep(Callback):
         global FAILED_JOBS
         FAILED_JOBS = counts["failed"]
         CURRENT.clear()
-        tracker = Tracker(info["uri"], info["experiment"])
+        tracker = backend(info["tracking"])
         try:
-            summary = tracker.finish_sweep(info["parent_run_id"], sweep_dir, counts)
+            summary = finish(tracker, info["parent_run_id"], sweep_dir, counts)
         except Exception as e:  # the parent must not stay RUNNING
             tracker.run_id = info["parent_run_id"]
             try:
@@ -157,6 +225,10 @@ class MlflowSweep(Callback):
                 print(f"runner: error: summarising the sweep failed ({type(e).__name__}: {e}); "
                       f"parent run {info['parent_run_id']} is FAILED", file=sys.stderr)
             return
+        under = f" under parent {info['parent_run_id']}" if info["parent_run_id"] else f" in {sweep_dir}"
         print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, "
               f"{counts['skipped']} skipped, {counts['failed']} failed; "
-              f"{summary['children']} finished child runs under parent {info['parent_run_id']}")
+              f"{summary['children']} finished child runs{under}")
+
+
+MlflowSweep = SweepCallback  # the callback's name in configs composed before backends

@@ -8,7 +8,8 @@ or `model.fn` there is used, as in Hydra. A config.yaml read back from a trackin
 - every `_target_`, and the dotted path of a function model (`model.fn`, `load_function`'s
   `path`), must resolve to an object whose module (the resolved object's, not the string's) is
   one of the trusted packages: runner's own components (a public top-level class or function of
-  runner.models, runner.guides, runner.data, runner.optim, runner.losses), a package registered
+  runner.models, runner.guides, runner.data, runner.optim, runner.losses; in runner.inference and
+  runner.tracking only inference-method and tracking-backend classes), a package registered
   through Hydra's plugin mechanism (a SearchPathPlugin adding `pkg://<package>...`), or one the
   reader names (`trust=mymodels` for runner.predict, or RUNNER_TRUST=mymodels);
 - the string's first component is checked before anything is imported (importing a module runs
@@ -29,7 +30,9 @@ from runner.errors import ConfigError
 ENV = "RUNNER_TRUST"
 #: within runner, a stored config may name only these (the component modules the configs use;
 #: never the entry points, e.g. runner.api or runner.app, which compose and run new configs)
-RUNNER_COMPONENTS = ("models", "guides", "data", "optim", "losses")
+RUNNER_COMPONENTS = ("models", "guides", "data", "optim", "losses", "inference", "tracking")
+#: in these components only the classes of one kind (settings holders, nothing run on building)
+KIND_ONLY = {"inference": ("runner.inference.base", "Method"), "tracking": ("runner.tracking.base", "Tracking")}
 #: targets that import the dotted path they are given: that path is held to the same rule
 FUNCTION_MODEL = "runner.models.function.FunctionModel"
 LOAD_FUNCTION = "runner.models.function.load_function"
@@ -123,6 +126,14 @@ def resolve_trusted(path, roots, key: str = "_target_"):
                 or "." in qualname or qualname.startswith("_")):
             raise ConfigError(f"{key}={path} in a stored config is refused: within runner only public top-level "
                               "classes and functions of its components may be named")
+        if component in KIND_ONLY:
+            import importlib
+
+            base_module, base_name = KIND_ONLY[component]
+            base = getattr(importlib.import_module(base_module), base_name)
+            if not (isinstance(obj, type) and issubclass(obj, base)):
+                raise ConfigError(f"{key}={path} in a stored config is refused: within runner.{component} only "
+                                  f"{base_name} classes may be named")
     return obj
 
 

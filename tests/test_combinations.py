@@ -60,7 +60,7 @@ def test_invalid_combination_refused_before_fit(combo):
 def test_valid_combination_fits(combo):
     exp, r = fit_config(overrides(*combo))
     R = 2
-    trained = 1 if exp.select == "initial" else R
+    trained = 1 if exp.inference.select == "initial" else R
     assert r.initial_losses.shape == (R,)
     assert r.losses.shape == (trained, 3)
     assert np.isfinite(r.losses).all(), r.losses

@@ -55,7 +55,7 @@ def test_progress_chunks_change_no_number():
     cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", "restarts=3", "replicates=2", "steps=60"])
     exp = build(cfg)
     whole = fit(exp)
-    shown = Progress(exp.steps, stream=io.StringIO(), quiet_s=0.0, every_s=0.0)
+    shown = Progress(exp.inference.steps, stream=io.StringIO(), quiet_s=0.0, every_s=0.0)
     shown.chunk_s = 1e-6  # a chunk of a step or two: the most boundaries there can be
     chunked = fit(exp, progress=shown)
     assert shown.updates > 10

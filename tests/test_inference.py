@@ -65,7 +65,7 @@ def test_em_bmm_beats_one_component_and_is_monotone(tmp_path):
 
 def test_svi_on_digits_logs_the_same_loglik_scale(tmp_path):
     """inference=svi on the same data logs avg_loglik too (the UI compares EM and SGD)."""
-    from runner.em import e_step  # noqa: F401  (the metric is EM's e_step at the SVI point estimate)
+    from runner.inference.em import e_step  # noqa: F401  (the metric is EM's e_step at the SVI point estimate)
 
     _, run, run_dir = fit(tmp_path, "model=gmm", "data=digits", "data.n=300", "model.K=3", "steps=50",
                           "restarts=2", "optim.lr=0.1")
@@ -120,7 +120,7 @@ def test_compiled_assignments_and_loglik_are_per_model_settings():
 
     from runner.models.gmm import GMM
     from runner import posterior
-    from runner.em import average_loglik
+    from runner.inference.em import average_loglik
 
     x = np.array([-1.0, 0.2, 4.0, 5.5, 9.0])
     posterior._PROGRAMS.clear()  # (in-process tests before this one may have made some)

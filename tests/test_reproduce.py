@@ -26,9 +26,9 @@ def gmm_tutorial():
 
 def test_gmm_tutorial_settings_are_the_defaults(gmm_tutorial):
     exp, _ = gmm_tutorial
-    assert (exp.steps, exp.restarts, exp.select) == (200, 100, "initial")
-    assert type(exp.loss).__name__ == "TraceEnum_ELBO"
-    assert exp.deterministic  # AutoDelta + enumeration: exact objective
+    assert (exp.inference.steps, exp.restarts, exp.inference.select) == (200, 100, "initial")
+    assert type(exp.inference.loss).__name__ == "TraceEnum_ELBO"
+    assert exp.inference.deterministic  # AutoDelta + enumeration: exact objective
 
 
 def test_gmm_tutorial_numbers(gmm_tutorial):
@@ -54,7 +54,7 @@ def test_gmm_select_final_is_no_worse():
 
 def test_gmm_lbfgs_reaches_the_tutorial_optimum():
     exp, r = fit_config(["model=gmm", "guide=autodelta", "optim=lbfgs", "steps=50"])
-    assert exp.deterministic
+    assert exp.inference.deterministic
     weights, locs = sorted_by_loc(r.params)
     np.testing.assert_allclose(locs, GMM_LOCS, atol=5e-3)
     assert r.final_loss == pytest.approx(GMM_LOSS, abs=2e-3)
@@ -78,7 +78,7 @@ def test_gmm_full_guide_learns_assignment_probs():
 def test_coin_beta_guide_matches_analytic_posterior():
     # seed 004: alpha 12.18.. (prints 12.3 / 8.6 at 10000 steps); analytic Beta(13, 9)
     exp, r = fit_config(["model=coin", "guide=manual"])
-    assert not exp.deterministic  # the Beta guide samples: final loss = mean of the last 10%
+    assert not exp.inference.deterministic  # the Beta guide samples: final loss = mean of the last 10%
     assert r.final_loss == pytest.approx(float(np.mean(r.losses[0, -1000:])), rel=1e-6)
     a, b = float(r.params["alpha_q"]), float(r.params["beta_q"])
     assert a / (a + b) == pytest.approx(13 / 22, abs=0.02)

@@ -67,29 +67,3 @@ class Model(ABC):
             return inspect.getsourcefile(type(self))
         except TypeError:
             return None
-
-    # --- EM (inference=em), for mixture families with closed-form updates -------------------
-    #: True if the family implements em_init / em_log_joint / em_m_step below.
-    has_em: bool = False
-
-    def em_data(self, data):
-        """The (N, D) or (N,) array EM works on (a function model's data is a dict of arrays)."""
-        return data
-
-    def em_init(self, key, data, reg: float) -> dict:
-        """Initial EM parameters for one restart."""
-        raise NotImplementedError
-
-    def em_log_joint(self, params: dict, data):
-        """(N, K) log weight_k + log p(x_n | component k)."""
-        raise NotImplementedError
-
-    def em_m_step(self, resp, data, reg: float) -> dict:
-        """Maximum-likelihood parameters given (N, K) responsibilities."""
-        raise NotImplementedError
-
-    def em_params(self, latents: dict) -> dict:
-        """EM parameters from a point estimate of the model's latent sites (to score an SVI or
-        NUTS fit by the same average log-likelihood as EM)."""
-        raise NotImplementedError
-

@@ -11,7 +11,6 @@ from runner.errors import ConfigError
 class BMM(Model):
     name = "bmm"
     enumerated = True
-    has_em = True
     EPS = 1e-6  # EM keeps pixel probabilities in [EPS, 1 - EPS]
 
     def __init__(self, K: int = 10):

@@ -68,7 +68,6 @@ class FunctionModel(Model):
         self.required = [p.name for p in params if p.default is p.empty
                          and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         self.needs_data = bool(self.required)
-        self.has_em = all(callable(getattr(self.fn, h, None)) for h in EM_HOOKS)
 
     # --- data -----------------------------------------------------------------------------
     def bind(self, data, observed=()):
@@ -160,17 +159,14 @@ class FunctionModel(Model):
             raise ConfigError(f"inference=em needs data with one array for model '{self.name}', got {sorted(data)}")
         return next(iter(data.values()))
 
-    def em_init(self, key, data, reg):  # runner/em.py passes em_data(data): the one array
-        return self.fn.em_init(key, data, reg)
-
-    def em_log_joint(self, params, data):
-        return self.fn.em_log_joint(params, data)
-
-    def em_m_step(self, resp, data, reg):
-        return self.fn.em_m_step(resp, data, reg)
-
-    def em_params(self, latents):
-        return self.fn.em_params(latents)
+    def __getattr__(self, name):
+        """EM's hooks (runner.inference.em.EMFamily) are the function's own, where it has them
+        (attached with runner.model_extras): a model without them is not an EM family."""
+        if name in EM_HOOKS and "fn" in self.__dict__:
+            hook = getattr(self.__dict__["fn"], name, None)
+            if callable(hook):
+                return hook
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def source_file(self) -> str | None:
         try:

@@ -11,7 +11,6 @@ from runner.errors import ConfigError
 class GMM(Model):
     name = "gmm"
     enumerated = True
-    has_em = True
     manual_guides = {"full": "runner.guides.gmm.full_guide"}
 
     def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5,

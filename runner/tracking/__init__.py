@@ -1,16 +1,16 @@
-"""results -> MLflow, behind `Tracker`: the command's handle. The MLflow work (`Store` in
-store.py: the import and the store/experiment set-up, about 2.5 s of CPU, and every run's
-logging, a few `log_batch` calls each) runs in the tracking worker process
-(runner/tracking/worker.py), beside the JAX compile and fit rather than sharing the GIL with them.
-This module imports neither mlflow nor store.py (names of store.py are reachable here lazily).
+"""Where runs are recorded, behind one small interface (runner/tracking/base.py, `Tracking`).
+
+Backends: `tracking=default` (MLflow: mlflow_tracking.py in this process, store.py in the
+tracking worker process) and `tracking=none` (none.py: the run directory only). A backend is a
+module and a YAML file: conf/tracking/<name>.yaml names its class by `_target_`. Only store.py
+and pyfunc.py import mlflow; names of store.py are reachable here lazily.
 """
 from __future__ import annotations
 
-import itertools
 import os
-from pathlib import Path
 
-from runner.errors import TrackingError  # noqa: F401 (re-exported: the tracking errors' one type)
+from runner.errors import ConfigError, TrackingError  # noqa: F401 (TrackingError: re-exported)
+from runner.tracking.base import Tracking
 
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
 # network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false. Set here too: the
@@ -21,6 +21,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 STORE_NAMES = ("Store", "store_lock", "log_batches", "log_files", "log_dataset", "curve_steps", "metric_name",
                "metric_safe", "list_runs", "fetch_run", "process_tags", "MAX_METRICS", "MAX_PARAMS", "MAX_TAGS",
                "MAX_PARAM_LEN")
+MLFLOW_NAMES = ("Tracker", "MlflowTracking", "check_reachable", "REACH_TIMEOUT_S")
+DEFAULT = "runner.tracking.mlflow_tracking.MlflowTracking"
 
 
 def __getattr__(name: str):
@@ -28,117 +30,26 @@ def __getattr__(name: str):
         from runner.tracking import store
 
         return getattr(store, name)
+    if name in MLFLOW_NAMES:
+        from runner.tracking import mlflow_tracking
+
+        return getattr(mlflow_tracking, name)
     raise AttributeError(f"module 'runner.tracking' has no attribute {name!r}")
 
 
-REACH_TIMEOUT_S = 5  # an unreachable server fails in seconds, not after MLflow's minutes of retries
+def from_config(node) -> Tracking:
+    """The backend of a config's `tracking` node: its `_target_`, or MLflow for a node without
+    one (configs written before backends had one)."""
+    from omegaconf import DictConfig, OmegaConf
 
+    from runner.checks import instantiate
 
-def check_reachable(uri: str) -> None:
-    """Fail fast with the URI in the message: an http(s) server that does not answer /health, a
-    sqlite store whose directory cannot be created or written."""
-    import urllib.error
-    import urllib.request
-
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).read()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise TrackingError(f"tracking server {uri} is unreachable ({reason}): start it "
-                                f"(mlflow server ...) or set tracking.uri") from None
-    elif uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):]).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingError(f"cannot create the tracking store {uri}: {e.strerror or e}: "
-                                "set tracking.uri to a writable place") from None
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
-
-
-
-class Tracker:
-    """The command's handle on MLflow. Each call runs in the tracking worker process and returns
-    its answer (or raises its exception) here; `start` alone does not wait, so the store is set
-    up and the run created while the fit compiles. Same interface as `Store`."""
-
-    _handles = itertools.count(1)
-
-    def __init__(self, uri: str, experiment: str):
-        self.uri, self.experiment = uri, experiment
-        self.experiment_id: str | None = None
-        self.run_id: str | None = None
-        self.reaped: list[str] = []
-        self._handle = next(Tracker._handles)
-        self._pending: list[int] = []
-        self._worker = None  # this process's worker when first used; if it dies, so does this tracker
-
-    def _send(self, method: str, *args, wait: bool = True, **kwargs) -> int:
-        from runner.tracking.worker import WorkerGone, client
-
-        if self._worker is None:
-            self._worker = client()
-        try:
-            return self._worker.send(self._handle, (self.uri, self.experiment), method, args, kwargs,
-                                     {"run_id": self.run_id}, wait=wait)
-        except WorkerGone as e:
-            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
-
-    def _collect(self, req: int):
-        from runner.tracking.worker import WorkerGone
-
-        try:
-            value, state = self._worker.result(req)
-        except WorkerGone as e:
-            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
-        self.run_id, self.experiment_id = state["run_id"], state["experiment_id"]
-        self.reaped = state["reaped"]
-        return value
-
-    def _call(self, method: str, *args, **kwargs):
-        return self._collect(self._send(method, *args, **kwargs))
-
-    def submit(self, method: str, **kwargs) -> None:
-        """Call `method` without waiting (the worker does it while this process goes on);
-        flush() waits for every submitted call and raises the first error."""
-        self._pending.append(self._send(method, **kwargs))
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        errors = []
-        for req in pending:
-            try:
-                self._collect(req)
-            except Exception as e:
-                errors.append(e)
-        if errors:
-            raise errors[0]
-
-    def start(self, open_run: dict | None = None) -> "Tracker":
-        """Set up (in the worker, without waiting); with `open_run` (tags), also create the run,
-        RUNNING, so that an interrupted or killed fit leaves a record."""
-        self._send("prepare", open_run, wait=False)
-        return self
-
-    def wait(self) -> None:
-        self._call("wait")
-
-    def open(self, tags: dict) -> str:
-        return self._call("open", tags)
-
-    def end(self, status: str, **kwargs) -> str | None:
-        return self._call("end", status, **kwargs)
-
-    def find_finished(self, config_hash: str) -> str | None:
-        return self._call("find_finished", config_hash)
-
-    def open_parent(self, **kwargs) -> tuple[str, bool]:
-        return self._call("open_parent", **kwargs)
-
-    def finish_sweep(self, parent_id: str, sweep_dir: Path, counts: dict) -> dict:
-        return self._call("finish_sweep", parent_id, sweep_dir, counts)
-
-    def log_run(self, **kwargs) -> str:
-        return self._call("log_run", **kwargs)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"tracking must be a config group (tracking=default|none), got {node!r}")
+    if "_target_" not in node:
+        node = OmegaConf.create({**OmegaConf.to_container(node, resolve=True), "_target_": DEFAULT})
+    backend = instantiate(node, "tracking")
+    if not isinstance(backend, Tracking):
+        raise ConfigError(f"tracking._target_ must name a tracking backend (a runner.tracking.Tracking), "
+                          f"got {type(backend).__name__}")
+    return backend

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from runner.errors import TrackingError, describe
+from runner.tracking.base import metric_safe
 
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
 # network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
@@ -78,10 +79,6 @@ def metric_name(name: str) -> str:
     param names may hold others (a flow's `auto_arn__0$params`)."""
     return metric_safe(name)[:250]
 
-
-
-def metric_safe(label: str) -> str:
-    return re.sub(r"[^\w.\- :/]", "-", label)
 
 
 OWNER_PID: int | None = None  # in the tracking worker: the pid of the command it works for
@@ -232,47 +229,35 @@ class Store:
                                            **process_tags()})
         return run.info.run_id, False
 
-    def finish_sweep(self, parent_id: str, sweep_dir: Path, counts: dict) -> dict:
-        """Per configuration (children grouped across seeds): mean/std/min of final_loss on the
-        parent, a table and a comparison plot; then the parent is FINISHED."""
-        import numpy as np
+    def children(self, parent_id: str, curves: int = 50) -> list[dict]:
+        """A sweep's child runs as plain dicts (runner.sweep aggregates them): run_id, status,
+        config_group, final_loss; `loss` (the curve) for the first `curves` finished ones."""
+        self.wait()
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
+        out = []
+        for r in runs:
+            row = {"run_id": r.info.run_id, "status": r.info.status,
+                   "config_group": r.data.tags.get("config_group", "(defaults)"),
+                   "final_loss": r.data.metrics.get("final_loss")}
+            if r.info.status == "FINISHED" and row["final_loss"] is not None and curves > 0:
+                curves -= 1
+                history = self.client.get_metric_history(r.info.run_id, "loss")
+                row["loss"] = [m.value for m in sorted(history, key=lambda m: m.step)]
+            out.append(row)
+        return out
 
+    def finish_parent(self, parent_id: str, *, scalars: dict, artifact_dir: Path, artifacts: list,
+                      status: str = "FINISHED") -> None:
+        """The sweep's aggregate onto its parent run (metrics, files), then `status`."""
         from mlflow.entities import Metric
 
-        from runner import plots
-
         self.wait()
-        client = self.client
-        children = client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-            max_results=10000)
-        finished = [r for r in children if r.info.status == "FINISHED" and "final_loss" in r.data.metrics]
-        groups: dict[str, list] = {}
-        for r in finished:
-            groups.setdefault(r.data.tags.get("config_group", "(defaults)"), []).append(r)
         now = int(time.time() * 1000)
-        metrics, table = [], []
-        for label, runs in sorted(groups.items()):
-            losses = np.array([r.data.metrics["final_loss"] for r in runs])
-            stats = {"mean": float(losses.mean()), "std": float(losses.std()),
-                     "min": float(losses.min()), "n": len(losses)}
-            table.append({"config": label, **stats, "run_ids": [r.info.run_id for r in runs]})
-            key = metric_safe(label)
-            metrics += [Metric(f"final_loss_{s}/{key}", v, now, 0) for s, v in stats.items()]
-        metrics += [Metric(f"jobs_{k}", float(v), now, 0) for k, v in counts.items()]
-        metrics.append(Metric("children_finished", float(len(finished)), now, 0))
-        log_batches(client, parent_id, metrics=metrics)
-        out = Path(sweep_dir) / "sweep"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(table, indent=1))
-        curves = {r.info.run_id: [m.value for m in sorted(client.get_metric_history(r.info.run_id, "loss"),
-                                                          key=lambda m: m.step)]
-                  for r in finished[:50]}
-        plots.sweep_plot(table, curves, out / "final_losses.png")
-        client.log_artifact(parent_id, str(out / "summary.json"))
-        client.log_artifact(parent_id, str(out / "final_losses.png"), "plots")
-        client.set_terminated(parent_id, "FINISHED")
-        return {"children": len(finished), "groups": table}
+        log_batches(self.client, parent_id, metrics=[Metric(metric_name(k), float(v), now, 0)
+                                                     for k, v in scalars.items()])
+        log_files(self.client, parent_id, Path(artifact_dir), artifacts)
+        self.client.set_terminated(parent_id, status)
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",

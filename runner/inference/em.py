@@ -5,10 +5,85 @@ is kept. Seed 003 fits MNIST this way; scikit-learn's GaussianMixture is the ref
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from runner.errors import ConfigError
+from runner.inference.base import Method, Report, one_of, positive_int
+
 KEY_DERIVATION = "root=PRNGKey(seed); restart r initialises (k-means++ or random points) from split(root,R)[r]"
+
+
+@runtime_checkable
+class EMFamily(Protocol):
+    """What a model gives EM: closed-form updates for a mixture of K components (runner's gmm and
+    bmm; a function model through `runner.model_extras(em_init=..., ...)`). A model may also
+    define `em_data(data)`: the one (N, D) or (N,) array EM works on (default: the data)."""
+    K: int
+
+    def em_init(self, key, data, reg: float) -> dict:
+        """Initial EM parameters for one restart (init=random)."""
+
+    def em_log_joint(self, params: dict, data):
+        """(N, K) log weight_k + log p(x_n | component k)."""
+
+    def em_m_step(self, resp, data, reg: float) -> dict:
+        """Maximum-likelihood parameters given (N, K) responsibilities."""
+
+    def em_params(self, latents: dict) -> dict:
+        """EM parameters from a point estimate of the model's latent sites (to score an SVI or
+        NUTS fit by the same average log-likelihood as EM)."""
+
+
+def supports(model) -> bool:
+    return isinstance(model, EMFamily)
+
+
+def em_data(model, data):
+    """The array EM works on: the model's em_data(data) if it has one, else the data."""
+    pick = getattr(model, "em_data", None)
+    return data if pick is None else pick(data)
+
+
+@dataclass
+class EM(Method):
+    """conf/inference/em.yaml: the settings of scikit-learn's GaussianMixture."""
+    name = "em"
+    iterations: int = 100
+    tol: float = 1e-3
+    reg_covar: float = 1e-6
+    init: str = "kmeans"
+
+    def __post_init__(self):
+        positive_int(self.iterations, "iterations")
+        for key in ("tol", "reg_covar"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ConfigError(f"inference.{key} must be a number >= 0, got {value!r}")
+        one_of(self.init, "init", ("kmeans", "random"))
+
+    def prepare(self, cfg, model, data) -> None:
+        if cfg.replicates != 1:
+            raise ConfigError("replicates applies to inference=svi; for inference=em sweep seeds with -m seed=0,1,...")
+        if not supports(model):
+            raise ConfigError(f"inference=em has no updates for model '{model.name}': use model=gmm or "
+                              "model=bmm, attach EM extras (runner.model_extras), or use inference=svi")
+        K = getattr(model, "K", None)
+        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+            raise ConfigError(f"inference=em needs the number of components K of model '{model.name}' "
+                              f"(a K in the data, or the function's K attribute), got {K!r}")
+        em_data(model, data)
+        if cfg.get("posterior", {}).get("samples", 0):
+            raise ConfigError("posterior.samples needs a posterior: use inference=svi or inference=nuts "
+                              "(EM gives a point estimate)")
+
+    def fit(self, exp, progress=None):
+        return fit_em(exp)
+
+    def outputs(self, exp, result, run_dir: Path) -> Report:
+        return outputs(exp, result, run_dir)
 
 
 @dataclass
@@ -29,7 +104,7 @@ def e_step(model, params, data):
     import jax
     import jax.numpy as jnp
 
-    data = model.em_data(data)
+    data = em_data(model, data)
     log_joint = model.em_log_joint(params, data)
     ll = jax.scipy.special.logsumexp(log_joint, axis=-1)
     return ll.mean(), jnp.exp(log_joint - ll[:, None])
@@ -98,7 +173,7 @@ def make_program(model, restarts: int, iterations: int, reg: float, tol: float, 
         return params, curve, final
 
     def program(root, data):
-        data = model.em_data(data)
+        data = em_data(model, data)
         keys = shard_restarts(jax.random.split(root, restarts))
         params, curves, finals = jax.vmap(one_restart, (0, None))(keys, data)
         best = nan_argmin(-finals)
@@ -113,8 +188,8 @@ def fit_em(exp) -> EMResult:
     import jax
     import jax.numpy as jnp
 
-    inf = exp.inference
-    program = make_program(exp.model, exp.restarts, inf["iterations"], inf["reg_covar"], inf["tol"], inf["init"])
+    em = exp.inference
+    program = make_program(exp.model, exp.restarts, em.iterations, em.reg_covar, em.tol, em.init)
     out = jax.tree.map(np.asarray, program(jax.random.PRNGKey(exp.seed), jax.tree.map(jnp.asarray, exp.data)))
     return EMResult(loglik=out["loglik"], final_loglik=out["final_loglik"], best=int(out["best"]),
                     params=out["params"], responsibilities=out["resp"])
@@ -143,3 +218,37 @@ def compiled_e_step(model, from_latents: bool = False):
         return model_program(model, ("e_step", "latents"),
                              lambda: jax.jit(lambda latents, data: e_step(model, model.em_params(latents), data)))
     return model_program(model, ("e_step", "params"), lambda: jax.jit(lambda params, data: e_step(model, params, data)))
+
+
+def outputs(exp, res: EMResult, run_dir: Path) -> Report:
+    from runner import plots, posterior
+    from runner.outputs import to_lists, write_json, write_metrics
+
+    curve = res.loglik[res.best]
+    curve = curve[np.isfinite(curve)]
+    finals = res.final_loglik
+    final = float(finals[res.best])
+    scalars = {"avg_loglik": final, "final_loss": -final, "best_restart": res.best,
+               "iterations": len(curve), "avg_loglik_min": float(np.nanmin(finals)),
+               "avg_loglik_median": float(np.nanmedian(finals)), "avg_loglik_max": float(np.nanmax(finals)),
+               "restarts_converged": int(np.isnan(res.loglik[:, -1]).sum())}
+    curves = {"loglik": curve.tolist()}  # per-iteration average log-likelihood (avg_loglik: the final one)
+    artifacts = ["config.yaml", write_metrics(run_dir, scalars, curves),
+                 write_json(run_dir / "params.json", to_lists(res.params))]
+    sites = posterior.enumerated_sites(exp.model, exp.data)
+    artifacts.append(write_json(run_dir / "assignments.json", {sites[0]: res.assignments.tolist()}))
+    plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
+                      f"EM, {exp.restarts} restart(s)")
+    artifacts.append("plots/loglik.png")
+    X = np.asarray(em_data(exp.model, exp.data))
+    if X.ndim > 1:
+        from runner.models.plots import image_side
+
+        if image_side(X.shape[-1]):
+            one = {k: np.asarray(v)[None] for k, v in res.params.items()}
+            plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
+                                  X, run_dir / "plots" / "components.png")
+            artifacts.append("plots/components.png")
+    line = f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}"
+    return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
+                  key_derivation=KEY_DERIVATION, result=res, predictable=exp.data is not None)

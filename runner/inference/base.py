@@ -1,0 +1,112 @@
+"""What every inference method provides to the runner (runner/app.py calls nothing else).
+
+A method is a small object built by Hydra from `conf/inference/<name>.yaml`: its `_target_`
+names the class, the other keys are its settings, checked when it is built (a ConfigError of
+one line). `prepare` builds what the method needs from the rest of the config (SVI: the guide,
+loss and optimizer groups) and refuses combinations that cannot work, before any fit. `fit` is
+the compiled fit; `outputs` writes the run directory and says what to log.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConfigError
+
+
+@dataclass
+class Child:
+    """A run logged under this one (SVI replicates): its own files in its own folder."""
+    name: str
+    tags: dict
+    params: dict
+    scalars: dict
+    curves: dict
+    artifact_dir: Path
+    artifacts: list
+
+
+@dataclass
+class Report:
+    """What one inference method produced, already written into the run directory."""
+    scalars: dict  # metrics logged once
+    curves: dict  # name -> per-step values (logged with steps)
+    artifacts: list  # files relative to the run directory
+    line: str  # the end-of-run summary (without the run id)
+    key_derivation: str  # how the PRNG keys derive from the seed (a param)
+    result: Any = None  # the method's result (FitResult, EMResult, NUTSResult)
+    results: list | None = None  # SVI: one FitResult per replicate
+    failed: str | None = None  # the fit failed (every restart diverged): why; the run ends FAILED
+    tags: dict = field(default_factory=dict)  # extra tags (e.g. failure_step)
+    children: list = field(default_factory=list)  # Child runs (SVI replicates)
+    predictable: bool = False  # the run directory holds what runner.predict needs
+
+
+class Method:
+    """Base of the inference methods; subclasses are dataclasses of their settings."""
+    #: the method's name: the run's `inference` tag and the word in its summary line
+    name: str = "method"
+    #: the config groups whose choice acts on this method's result (tagged on its runs)
+    groups: tuple = ("model", "data", "inference")
+    #: True if the method fits `replicates` (seeds seed..seed+N-1) in one program
+    replicates: int = 1
+
+    def prepare(self, cfg, model, data) -> None:
+        """Build what the method needs from the composed config, and refuse what cannot work
+        with this model and data (ConfigError, one line). Called by runner.build, before any fit."""
+
+    def fit(self, exp, progress=None):
+        raise NotImplementedError
+
+    def outputs(self, exp, result, run_dir: Path) -> Report:
+        raise NotImplementedError
+
+    def label(self, choices: dict) -> str:
+        """The word after the model in run names and summary lines."""
+        return self.name
+
+
+#: `inference.method: <name>` (configs written before methods had a `_target_`) -> the class
+BUILT_IN = {"svi": "runner.inference.svi.SVI", "em": "runner.inference.em.EM", "nuts": "runner.inference.nuts.NUTS"}
+
+
+def from_config(node) -> Method:
+    """The inference method of a config's `inference` node (a `_target_`, or an older config's
+    `method: svi|em|nuts`)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from runner.checks import instantiate
+
+    if node is None:
+        node = OmegaConf.create({"_target_": BUILT_IN["svi"]})
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"inference must be a config group (inference=svi|em|nuts), got {node!r}")
+    if "_target_" not in node:
+        method = node.get("method")
+        if method not in BUILT_IN:
+            raise ConfigError(f"inference needs a _target_ (an inference method class) or method: "
+                              f"{'|'.join(BUILT_IN)}, got {method!r}")
+        node = OmegaConf.create({**OmegaConf.to_container(node, resolve=True), "_target_": BUILT_IN[method]})
+        del node["method"]
+    elif "method" in node:
+        node = node.copy()
+        del node["method"]
+    method = instantiate(node, "inference")
+    if not isinstance(method, Method):
+        raise ConfigError(f"inference._target_ must name an inference method (a runner.inference.Method), "
+                          f"got {type(method).__name__}")
+    return method
+
+
+def positive_int(value, key: str, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"inference.{key} must be {what}, got {value!r}")
+    return value
+
+
+def one_of(value, key: str, allowed) -> str:
+    if value not in allowed:
+        raise ConfigError(f"inference.{key} must be one of {'|'.join(allowed)}, got {value!r}")
+    return value

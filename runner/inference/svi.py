@@ -1,0 +1,247 @@
+"""inference=svi: stochastic variational inference. The guide, loss and optimizer come from their
+config groups; `restarts` initialisations (and `replicates` seeds) train side by side in one
+compiled program (runner/fit.py); `select` keeps the best by initial or final loss."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from runner.errors import ConfigError
+from runner.inference.base import Child, Method, Report
+
+
+@dataclass
+class SVI(Method):
+    name = "svi"
+    groups = ("model", "guide", "loss", "optim", "data", "inference")
+    # built by prepare() from the guide, loss and optim groups and the top-level settings
+    guide_builder: Callable = None  # (model, init_values) -> guide
+    loss: Any = None  # numpyro ELBO
+    optimizer: Any = None  # runner.optim.OptaxOptimizer | runner.optim.LBFGS
+    steps: int = 1000
+    select: str = "final"
+    replicates: int = 1
+    deterministic: bool = False  # every guide site a Delta, the rest enumerated: an exact objective
+    lr: Any = None  # the optimizer's learning rate, for the hint when every restart diverges
+
+    def prepare(self, cfg, model, data) -> None:
+        from numpyro.infer import TraceEnum_ELBO
+
+        from runner.checks import instantiate, positive_int
+
+        self.steps, self.replicates = positive_int(cfg, "steps"), positive_int(cfg, "replicates")
+        self.select = cfg.select  # checked by build
+        self.guide_builder = instantiate(cfg.guide, "guide")
+        self.loss = instantiate(cfg.loss, "loss")
+        if getattr(self.loss, "num_particles", 1) < 1:
+            raise ConfigError("loss.num_particles must be >= 1")
+        self.optimizer = instantiate(cfg.optim, "optim")
+        self.lr = cfg.optim.get("lr")
+        if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
+            raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
+        self.deterministic = check_guide(self.guide_builder, model, data)
+        if self.optimizer.needs_deterministic and not self.deterministic:
+            raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
+                              "this guide samples, so use a stochastic optimizer such as optim=adam")
+
+    def label(self, choices: dict) -> str:
+        return choices.get("guide") or self.name
+
+    def fit(self, exp, progress=None):
+        """One FitResult per replicate."""
+        from runner.fit import fit
+
+        return fit(exp, progress=progress)
+
+    def outputs(self, exp, results, run_dir: Path) -> Report:
+        return outputs(exp, results, run_dir)
+
+
+def outputs(exp, results, run_dir: Path) -> Report:
+    import jax
+
+    from runner import posterior
+    from runner.fit import KEY_DERIVATION
+    from runner.inference.latents import discrete_outputs
+    from runner.outputs import write_guide_draws, write_json, write_posterior
+
+    svi = exp.inference
+    finals = np.array([r.final_loss for r in results])
+    best = int(np.nanargmin(finals)) if np.isfinite(finals).any() else 0
+    result = results[best]
+    diverged = not np.isfinite(result.final_loss)
+    artifacts, metrics = write_fit(run_dir, exp, result, figures=not diverged)
+    if diverged:  # every restart (of every replicate) diverged
+        step = failure_step(result)
+        trained, total = len(result.trained) * len(results), exp.restarts * len(results)
+        return Report(scalars={k: v for k, v in metrics["scalars"].items() if np.isfinite(v)},
+                      curves=metrics["curves"], artifacts=artifacts, line="", key_derivation=KEY_DERIVATION,
+                      result=result, results=results, tags={"failure_step": step},
+                      failed=f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf "
+                             f"from step {step}): lower optim.lr (now {svi.lr}) or check the data")
+    scalars, curves = metrics["scalars"], metrics["curves"]
+    children = []
+    if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
+        scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
+                   "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
+                   "best_replicate": best, "replicates": len(results)}
+        children = replicate_children(exp, results, run_dir)
+    latent_names = posterior.latent_sites(exp.model, exp.data)
+    latents = posterior.point_estimate(result.samples, latent_names)
+    draws = posterior.with_deterministic(exp.model, exp.data, result.samples)
+    summary = posterior.summarize(draws, [*latent_names, *posterior.deterministic_sites(exp.model, exp.data)])
+    artifacts.append(write_json(run_dir / "summary.json", summary))
+    scalars.update(posterior.summary_metrics(summary))
+    extra = None
+    if "assignment_probs" in result.params:  # the GMM full guide: its learned q(assignment)
+        extra = {**posterior.assignments(exp.model, latents, exp.data),
+                 "assignment_probs": result.params["assignment_probs"]}
+    artifacts += discrete_outputs(exp, latents, run_dir, scalars, extra)
+    if exp.posterior_samples:
+        import jax.numpy as jnp
+
+        data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
+        init = exp.model.init_values(jax.random.PRNGKey(0), data) if data is not None else None
+        draws = posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
+                                           jax.random.PRNGKey(exp.seed + 2**20),
+                                           guide=svi.guide_builder(exp.model, init), params=result.params)
+        artifacts += write_posterior(exp, draws, run_dir)
+    else:
+        artifacts += write_guide_draws(result.samples, latent_names, run_dir)
+    line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
+            if len(results) == 1 else
+            f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
+            f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
+    return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line, key_derivation=KEY_DERIVATION,
+                  result=result, results=results, children=children, predictable=exp.data is not None)
+
+
+def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[str], dict]:
+    """params.json, metrics.json (the selected restart's curves) and, with `figures`, the loss
+    plot and the model's own figure. Returns the artifact paths and the metrics."""
+    from runner import plots
+    from runner.outputs import to_lists, write_json, write_metrics
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "params.json", to_lists(result.params))
+    row = result.best_row
+    scalars = scalar_metrics(result)
+    curves = {"loss": result.losses[row].tolist(),
+              **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}
+    write_metrics(run_dir, scalars, curves)
+    files = ["config.yaml", "params.json", "metrics.json"]
+    metrics = {"scalars": scalars, "curves": curves}
+    if not figures:
+        return files, metrics
+    plots.loss_plot(result, run_dir / "plots" / "loss.png")
+    model_png = f"plots/{exp.model.name}.png"
+    plots.model_plot(exp.model, result, exp.data, run_dir / model_png)
+    return [*files, "plots/loss.png", model_png], metrics
+
+
+def replicate_children(exp, results, run_dir: Path) -> list[Child]:
+    """One child run per replicate, with its own seed, curves and params.json."""
+    children = []
+    for i, r in enumerate(results):
+        sub = run_dir / f"replicate_{i}"
+        files, m = write_fit(sub, exp, r, figures=False)
+        children.append(Child(name=f"replicate {i} (seed {exp.seed + i})", tags={"replicate": i},
+                              params={"seed": exp.seed + i, "replicate": i}, scalars=m["scalars"],
+                              curves=m["curves"], artifact_dir=sub, artifacts=files[1:]))
+    return children
+
+
+def scalar_metrics(result) -> dict:
+    import warnings
+
+    finals = result.final_losses
+    inits = result.initial_losses
+    with warnings.catch_warnings():  # all-NaN spreads are expected when restarts diverge
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {
+            "final_loss": result.final_loss,
+            "initial_loss": result.initial_loss,
+            "best_restart": result.best,
+            "restarts_trained": len(result.trained),
+            "final_loss_min": float(np.nanmin(finals)),
+            "final_loss_median": float(np.nanmedian(finals)),
+            "final_loss_max": float(np.nanmax(finals)),
+            "initial_loss_min": float(np.nanmin(inits)),
+            "initial_loss_median": float(np.nanmedian(inits)),
+            "initial_loss_max": float(np.nanmax(inits)),
+            "restarts_failed": restarts_failed(result),
+        }
+
+
+def restarts_failed(result) -> int:
+    """Restarts whose loss became NaN or inf (at initialisation or in training)."""
+    bad = set(np.flatnonzero(~np.isfinite(result.initial_losses)).tolist())
+    bad |= {int(result.trained[t]) for t in np.flatnonzero(~np.isfinite(result.final_losses))}
+    return len(bad)
+
+
+def failure_step(result) -> int | None:
+    """First step at which the selected restart's loss is NaN/inf (None if it stayed finite)."""
+    bad = np.flatnonzero(~np.isfinite(result.losses[result.best_row]))
+    return int(bad[0]) if bad.size else None
+
+
+def _base(fn):
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def check_guide(guide_builder, model, data) -> bool:
+    """Trace the guide and the model once: the guide's sample sites must be the model's latent
+    sites (NumPyro only warns), and the objective is deterministic when every guide site is a
+    Delta and every other latent site is enumerated."""
+    import jax
+    import numpyro.distributions as dist
+    from numpyro import handlers
+    from numpyro.infer.autoguide import AutoContinuous
+
+    from runner.guides.auto import is_enumerated
+
+    traces = {}
+
+    def probe(data):  # traced abstractly by eval_shape: nothing is compiled or computed
+        args = () if data is None else (data,)
+        init_values = model.init_values(jax.random.PRNGKey(0), data) if args else None
+        try:
+            guide = guide_builder(model, init_values)
+        except TypeError as e:
+            raise ConfigError(f"cannot build guide: {e}") from None
+        if model.enumerated and isinstance(guide, AutoContinuous):
+            raise ConfigError(
+                f"this guide cannot be used with model '{model.name}': NumPyro's joint "
+                "(AutoContinuous) guides fail under TraceEnum_ELBO in plated models; "
+                "use guide=autodelta, autonormal or manual")
+        with handlers.block():
+            traces["guide"] = handlers.trace(handlers.seed(guide, 0)).get_trace(*args)
+            replayed = handlers.replay(handlers.seed(model, 1), trace=traces["guide"])
+            traces["model"] = handlers.trace(replayed).get_trace(*args)
+        return 0
+
+    jax.eval_shape(probe, data)
+    guide_tr, model_tr = traces["guide"], traces["model"]
+
+    def latent(tr):
+        return {n: s for n, s in tr.items() if s["type"] == "sample" and not s["is_observed"]
+                and not (s.get("infer") or {}).get("is_auxiliary")}
+
+    model_latent, guide_latent = latent(model_tr), latent(guide_tr)
+    extra = sorted(set(guide_latent) - set(model_latent))
+    if extra:
+        raise ConfigError(f"guide samples sites the model does not have: {extra}")
+    missing = sorted(n for n, s in model_latent.items() if n not in guide_latent and not is_enumerated(s))
+    if missing:
+        raise ConfigError(f"guide does not cover the model's latent sites {missing}")
+    for site in guide_tr.values():
+        if site["type"] == "sample" and not site["is_observed"] and not is_enumerated(site):
+            if not isinstance(_base(site["fn"]), dist.Delta):
+                return False
+    return True

@@ -1,0 +1,134 @@
+"""How a run presents itself: its name, its tags (choices, provenance, the machine), the label of
+a sweep's job, and the summary a person reads at the end. Plain data; no MLflow."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
+
+
+def run_name(choices: dict, label: str, overrides) -> str:
+    """A name a person can read: the model, the method's label (SVI: the guide), then the
+    overrides that change the result, e.g. `gmm-autodelta-lr0.1-seed3`."""
+    from runner.sweep import result_overrides
+
+    head = [choices.get("model") or "run", label]
+    rest = []
+    for o in result_overrides(overrides or []):
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in ("model", "guide", "inference", "model.fn") or key.startswith("hydra"):
+            continue
+        if key.endswith(".path"):  # a file: its name, not its whole path
+            rest.append(Path(value).stem)
+            continue
+        rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{key.split('.')[-1]}{value}")
+    return re.sub(r"[^\w.\-]+", "_", "-".join(str(x) for x in [*head, *rest] if x))[:250]
+
+
+def model_label(exp, choices: dict) -> str:
+    """model=fn: the function's name says more than the choice's."""
+    return exp.model.name if choices.get("model") in (None, "fn") else choices["model"]
+
+
+def job_label(sweep: dict | None) -> str:
+    """`job 3/8 ` inside a sweep (Hydra's job number, counted from 1), else empty."""
+    if not sweep or sweep.get("job") is None:
+        return ""
+    return f"job {sweep['job'] + 1}/{sweep['jobs']} " if sweep.get("jobs") else f"job {sweep['job'] + 1} "
+
+
+def run_tags(exp, choices: dict, run_dir: Path, sweep: dict | None, overrides) -> dict:
+    """The run's tags: the choices that act on its method's result, where its files are, its
+    config hash, method, name, provenance and machine; in a sweep, its overrides and group."""
+    from runner.sweep import group_label
+
+    label = model_label(exp, choices)
+    name = run_name({**choices, "model": label}, exp.inference.label(choices),
+                    sweep["overrides"] if sweep is not None else overrides)
+    tags = {**{g: c for g, c in choices.items() if c is not None and g in exp.inference.groups},
+            "run_dir": str(run_dir), "config_hash": exp.config_hash, "inference": exp.method,
+            "mlflow.runName": name, **machine_tags()}
+    if getattr(exp.model, "fn_path", None):
+        tags["model.fn"] = exp.model.fn_path
+    if sweep is not None:
+        tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
+        if sweep.get("parent_run_id"):
+            tags["mlflow.parentRunId"] = sweep["parent_run_id"]
+    return tags
+
+
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git repository that holds `folder`, or None (no git, not a repository)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def runner_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("runner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def machine_tags() -> dict:
+    """Where the run ran: JAX backend, device kind and count; provenance: the git commit of the
+    user's project (the repository of the current directory) as MLflow's source commit, runner's
+    own version (and its commit when runner runs from a git checkout)."""
+    import os
+
+    import jax
+
+    devices = jax.devices()
+    tags = {"jax.backend": jax.default_backend(), "jax.device_kind": devices[0].device_kind,
+            "jax.device_count": len(devices), "runner.version": runner_version()}
+    project = git_commit(Path(os.getcwd()))
+    if project:
+        tags["mlflow.source.git.commit"] = project
+    here = Path(__file__).resolve().parent
+    own = git_commit(here) if (here.parent / ".git").exists() else None
+    if own:
+        tags["runner.git_commit"] = own
+    return tags
+
+
+def dataset_info(exp, choices: dict) -> dict | None:
+    """What the tracking backend records as the run's input: name, source, the array."""
+    if exp.data is None:
+        return None
+    data = exp.data
+    array = {k: np.asarray(v) for k, v in data.items()} if isinstance(data, dict) else np.asarray(data)
+    return {"name": choices.get("data") or "data", "source": exp.data_source or str(choices.get("data")),
+            "array": array}
+
+
+def summary_line(exp, choices: dict, report, run_id: str | None, sweep: dict | None, run_dir: Path) -> str:
+    """The one line every run prints: `runner: [job i/n ]model/guide <numbers> run_id=...`."""
+    what = f"{model_label(exp, choices)}/{exp.inference.label(choices)}"
+    where = f"run_id={run_id}" if run_id else f"outputs={run_dir}"
+    return f"runner: {job_label(sweep)}{what} {report.line} {where}"
+
+
+def summary_table(exp, choices: dict, report, run_id: str | None, name: str, run_dir: Path,
+                  look: str | None) -> str:
+    """A short table for a person at the end of a single run (sweeps keep to one line per job)."""
+    s = report.scalars
+    rows = [("run", f"{name}  ({run_id})" if run_id else name),
+            ("choices", " ".join(f"{g}={choices[g]}" for g in exp.inference.groups if choices.get(g))),
+            *([("final_loss", f"{s['final_loss']:.6g}")] if "final_loss" in s else []),
+            *([("avg_loglik", f"{s['avg_loglik']:.6g}")] if "avg_loglik" in s else []),
+            *([("best_restart", f"{s['best_restart']:.0f} of {exp.restarts}")] if "best_restart" in s else []),
+            ("outputs", str(run_dir)),
+            *([("look", look)] if look else [])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
