@@ -27,7 +27,7 @@ def runner_em(R: int):
     import numpy as np
 
     from runner.api import compose
-    from runner.build import build
+    from runner.experiment import build
     from runner.inference.em import make_program
 
     cfg, _ = compose(["model=gmm", "data=digits", "model.K=10", "inference=em", f"restarts={R}",

@@ -30,8 +30,8 @@ def main(steps: int = 20000, restarts: int = 20, repeats: int = 5) -> None:
     import numpy as np
 
     from runner.api import compose
-    from runner.build import build
-    from runner.fit import make_programs
+    from runner.experiment import build
+    from runner.inference.svi_program import make_programs
     from runner.progress import Progress
 
     cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", f"restarts={restarts}",

@@ -16,10 +16,10 @@ def main(sizes):
     import jax
 
     from runner.api import compose
-    from runner.build import build
+    from runner.experiment import build
     import jax.numpy as jnp
 
-    from runner.fit import make_programs
+    from runner.inference.svi_program import make_programs
 
     print(f"devices: {jax.devices()}")
     for R in sizes:

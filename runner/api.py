@@ -4,8 +4,8 @@ runner.errors.ConfigError (the input), TrackingError (the store), RunFailed (aft
 
     import runner
     cfg, choices = runner.compose(["model=coin", "guide=beta", "tracking=none"])
-    exp = runner.build(cfg)          # the typed experiment; refusals here, before any fit
-    result = runner.fit(exp)         # the method's result (SVI: a FitResult)
+    exp = runner.build(cfg)   # the typed experiment; refusals here, before any fit
+    result = runner.fit(exp)  # the method's result (SVI: a FitResult)
     out = runner.run(["model=coin", "tracking=none"])   # the whole run: files, tracking, Outcome
 """
 from __future__ import annotations
@@ -34,9 +34,9 @@ def compose(overrides: list[str] | tuple = (), config_dir: str | None = None):
 
 
 def build(cfg):
-    """The typed experiment (runner.build.Experiment) of a composed config; ConfigError if it
+    """The typed experiment (runner.experiment.Experiment) of a composed config; ConfigError if it
     cannot run."""
-    from runner.build import build as build_experiment
+    from runner.experiment import build as build_experiment
 
     return build_experiment(cfg)
 

@@ -1,5 +1,5 @@
 """One run, orchestrated: build -> fit -> outputs -> tracking. Nothing here fits, writes a file
-or talks to a store itself: runner.build makes the typed experiment (the last reader of the
+or talks to a store itself: runner.experiment makes the typed experiment (the last reader of the
 config), runner.inference.<method> fits it and writes its outputs, runner.naming names and tags
 it, runner.tracking records it. `execute` raises (ConfigError, TrackingError, RunFailed) and
 never exits; `run` is the Hydra task, which turns those into one line and an exit code.
@@ -23,7 +23,7 @@ class Outcome:
     run_dir: Path
     results: list | None = None  # SVI: one FitResult per replicate
     scalars: dict | None = None  # the run's scalar metrics
-    experiment: object = None  # the built runner.build.Experiment
+    experiment: object = None  # the built runner.experiment.Experiment
 
     @property
     def final_loss(self) -> float | None:
@@ -95,7 +95,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     background while the fit compiles); an interruption ends it KILLED, a crash FAILED, so the
     store tells the truth. Raises ConfigError / TrackingError before any fit, RunFailed after."""
     from runner import naming
-    from runner.build import build
+    from runner.experiment import build
     from runner.progress import Progress
     from runner.tracking import from_config
 

@@ -7,7 +7,7 @@ from conftest import read_runs, run_cli
 from omegaconf import OmegaConf
 
 from runner.api import compose
-from runner.build import flatten
+from runner.experiment import flatten
 
 pytestmark = pytest.mark.slow
 

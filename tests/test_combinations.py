@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from runner.api import compose, fit_config
-from runner.build import build
+from runner.experiment import build
 from runner.errors import ConfigError
 
 MODELS = ["gmm", "coin", "multimodal", "gaussian2d", "bmm"]

@@ -48,8 +48,8 @@ def test_progress_chunks_change_no_number():
     import jax
 
     from runner.api import compose
-    from runner.build import build
-    from runner.fit import fit
+    from runner.experiment import build
+    from runner.inference.svi_program import fit
     from runner.progress import Progress
 
     cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", "restarts=3", "replicates=2", "steps=60"])

@@ -54,7 +54,7 @@ class Method:
 
     def prepare(self, cfg, model, data) -> None:
         """Build what the method needs from the composed config, and refuse what cannot work
-        with this model and data (ConfigError, one line). Called by runner.build, before any fit."""
+        with this model and data (ConfigError, one line). Called by runner.experiment, before any fit."""
 
     def fit(self, exp, progress=None):
         raise NotImplementedError
@@ -96,7 +96,34 @@ def from_config(node) -> Method:
     if not isinstance(method, Method):
         raise ConfigError(f"inference._target_ must name an inference method (a runner.inference.Method), "
                           f"got {type(method).__name__}")
+    check_settings(method)
     return method
+
+
+SIMPLE = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_settings(method: Method) -> None:
+    """A method's settings (its dataclass fields typed int, float, str or bool) have their
+    types: `inference.draws=abc` is one line before any fit, for a user's method too."""
+    import dataclasses
+    import typing
+
+    if not dataclasses.is_dataclass(method):
+        return
+    try:
+        hints = typing.get_type_hints(type(method))
+    except Exception:  # an annotation that does not resolve: nothing to check against
+        return
+    for f in dataclasses.fields(method):
+        kind, value = hints.get(f.name), getattr(method, f.name)
+        if kind not in SIMPLE or value is None:
+            continue
+        ok = isinstance(value, bool) if kind is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+            isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
+        if not ok:
+            raise ConfigError(f"inference.{f.name} must be {SIMPLE[kind]}, got {value!r}")
 
 
 def positive_int(value, key: str, minimum: int = 1) -> int:

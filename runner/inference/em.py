@@ -149,7 +149,7 @@ def make_program(model, restarts: int, iterations: int, reg: float, tol: float, 
     import jax
     import jax.numpy as jnp
 
-    from runner.fit import nan_argmin, shard_restarts
+    from runner.inference.restarts import nan_argmin, shard_restarts
 
     def one_restart(key, data):
         if init == "kmeans":

@@ -1,6 +1,6 @@
 """inference=svi: stochastic variational inference. The guide, loss and optimizer come from their
 config groups; `restarts` initialisations (and `replicates` seeds) train side by side in one
-compiled program (runner/fit.py); `select` keeps the best by initial or final loss."""
+compiled program (runner/inference/svi_program.py); `select` keeps the best by initial or final loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +52,7 @@ class SVI(Method):
 
     def fit(self, exp, progress=None):
         """One FitResult per replicate."""
-        from runner.fit import fit
+        from runner.inference.svi_program import fit
 
         return fit(exp, progress=progress)
 
@@ -64,7 +64,7 @@ def outputs(exp, results, run_dir: Path) -> Report:
     import jax
 
     from runner import posterior
-    from runner.fit import KEY_DERIVATION
+    from runner.inference.svi_program import KEY_DERIVATION
     from runner.inference.latents import discrete_outputs
     from runner.outputs import write_guide_draws, write_json, write_posterior
 

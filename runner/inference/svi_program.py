@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from runner.inference.restarts import nan_argmin, shard_restarts
+
 KEY_DERIVATION = (
     "root=PRNGKey(seed); k_init,k_train=split(root); restart r: "
     "k_values,k_params=split(split(k_init,R)[r]); step keys=split(fold_in(k_train,r),steps)"
@@ -224,27 +226,6 @@ def guide_draws(guide, params, key, args, num: int) -> dict:
                 guide(*args)
         return guide.sample_posterior(key, params, *args, sample_shape=(num,))
     return Predictive(guide, params=params, num_samples=num)(key, *args)
-
-
-def nan_argmin(x):
-    """argmin over the last axis, NaN counted as +inf."""
-    import jax.numpy as jnp
-
-    return jnp.argmin(jnp.where(jnp.isnan(x), jnp.inf, x), axis=-1)
-
-
-def shard_restarts(x):
-    """Spread the restart axis over every visible device (GPUs, or host devices forced with
-    XLA_FLAGS=--xla_force_host_platform_device_count=N); a no-op on one device or when the
-    restarts do not divide evenly."""
-    import jax
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    devices = jax.devices()
-    if len(devices) == 1 or x.shape[0] % len(devices):
-        return x
-    mesh = Mesh(np.array(devices), ("restarts",))
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec("restarts")))
 
 
 def fit(exp, progress=None) -> list[FitResult]:

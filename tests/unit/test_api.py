@@ -1,0 +1,86 @@
+"""runner's Python API (runner/api.py, re-exported by the package): compose, build, fit and run
+the CLI's configs in-process, errors as exceptions (never SystemExit), and the README's
+notebook example run as written."""
+import re
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import runner
+from runner.errors import ConfigError, RunFailed
+
+
+def test_compose_build_fit_reproduce_the_coin_posterior():
+    """The Beta guide on 12 heads / 8 tails: the analytic posterior is Beta(13, 9)."""
+    cfg, choices = runner.compose(["model=coin", "guide=manual", "steps=3000", "optim.lr=0.005"])
+    assert choices["model"] == "coin" and choices["guide"] == "manual"
+    exp = runner.build(cfg)
+    assert exp.method == "svi" and exp.inference.steps == 3000 and exp.restarts == 1
+    assert not exp.inference.deterministic  # the Beta guide samples
+    results = runner.fit(exp)
+    assert len(results) == 1
+    a, b = results[0].params["alpha_q"], results[0].params["beta_q"]
+    assert abs(a / (a + b) - 13 / 22) < 0.02  # the posterior mean
+
+
+def test_build_refuses_in_one_exception_not_an_exit():
+    cfg, _ = runner.compose(["model=coin", "steps=0"])
+    with pytest.raises(ConfigError, match="steps must be a positive integer, got 0"):
+        runner.build(cfg)
+    cfg, _ = runner.compose(["model=coin", "inference=em"])
+    with pytest.raises(ConfigError, match="inference=em has no updates for model 'coin'"):
+        runner.build(cfg)
+
+
+def test_run_raises_config_error_and_leaves_nothing(tmp_path):
+    with pytest.raises(ConfigError, match="optim=lbfgs needs a deterministic objective"):
+        runner.run(["model=coin", "guide=manual", "optim=lbfgs", "tracking=none"], run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before any file
+
+
+def test_run_with_tracking_none_writes_the_run_directory(tmp_path, capsys):
+    out = runner.run(["model=coin", "guide=manual", "tracking=none", "steps=2000", "optim.lr=0.005"],
+                     run_dir=tmp_path / "run")
+    assert out.run_id is None  # no store
+    files = {p.name for p in out.run_dir.iterdir()}
+    assert {"config.yaml", "metrics.json", "params.json", "latents.json", "summary.json", "plots"} <= files
+    printed = capsys.readouterr().out
+    assert re.search(r"runner: coin/manual final_loss=\S+ best_restart=0/1 outputs=", printed)
+    assert "mlflow ui" not in printed  # nothing to look at in MLflow
+    assert out.final_loss == pytest.approx(out.scalars["final_loss"])
+
+
+def test_a_diverging_run_raises_run_failed(tmp_path):
+    with pytest.raises(RunFailed, match="all trained restarts diverged") as e:
+        runner.run(["model=coin", "guide=manual", "tracking=none", "steps=50", "optim.lr=1e30"],
+                   run_dir=tmp_path / "run", quiet=True)
+    assert e.value.code == 1
+    assert (tmp_path / "run" / "metrics.json").is_file()  # what was finite is kept
+
+
+def test_readme_notebook_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## From Python (notebooks)"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    final, _ = printed[0].split(" ", 1)
+    assert float(final) == pytest.approx(14.8, abs=0.3)  # the coin's final ELBO loss (README: 14.79)
+    assert (tmp_path / "runs" / "coin" / "metrics.json").is_file()
+    assert printed[-1].endswith("runs/coin")
+
+
+def test_fit_config_returns_each_methods_result():
+    exp, result = runner.fit_config(["model=gmm", "inference=em", "restarts=2"])
+    assert exp.method == "em" and result.final_loglik.shape == (2,)
+    assert np.isfinite(result.final_loglik).all()
+
+
+def test_the_package_exposes_the_api_lazily():
+    assert set(runner.API) <= set(dir(runner.api))
+    with pytest.raises(AttributeError):
+        runner.no_such_name  # noqa: B018
+    assert "runner.api" in sys.modules  # imported on first use above

@@ -1,0 +1,72 @@
+"""runner/tracking: one interface (base.Tracking, no-op methods), backends chosen by `_target_`
+(default: MLflow; none), and what the none backend records: nothing outside the run directory."""
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import runner
+from runner.errors import ConfigError
+from runner.tracking import Tracking, from_config
+from runner.tracking.none import NoTracking
+
+
+def test_default_is_mlflow_with_its_settings():
+    from runner.tracking.mlflow_tracking import MlflowTracking
+
+    cfg, _ = runner.compose(["tracking.uri=sqlite:///x.db", "tracking.max_points_per_curve=10"])
+    backend = from_config(cfg.tracking)
+    assert type(backend) is MlflowTracking
+    assert (backend.uri, backend.experiment, backend.max_points, backend.log_model) == ("sqlite:///x.db", "runner", 10, True)
+    assert backend.look() == "mlflow ui --backend-store-uri sqlite:///x.db"
+
+
+def test_none_and_legacy_nodes():
+    cfg, _ = runner.compose(["tracking=none"])
+    assert type(from_config(cfg.tracking)) is NoTracking
+    old = from_config(OmegaConf.create({"uri": "sqlite:///y.db", "experiment": "e"}))  # no _target_
+    assert type(old).__name__ == "MlflowTracking" and old.experiment == "e"
+    with pytest.raises(ConfigError, match="tracking._target_ must name a tracking backend"):
+        from_config(OmegaConf.create({"_target_": "builtins.dict"}))
+
+
+def test_the_interface_records_nothing_by_default(tmp_path):
+    t = Tracking()
+    assert t.start(open_run={"a": 1}) is t
+    assert t.log_run(tags={}, params={}, scalars={"x": 1.0}, curves={}, artifact_dir=tmp_path, artifacts=[]) is None
+    assert t.find_finished("abc") is None and t.children("p") is None and t.look() is None
+    assert t.open_parent(name="s", sweep_hash="h", tags={}, reuse=True) == (None, False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_backend_defined_here_receives_the_run(tmp_path):
+    """A backend is a Tracking subclass named by `_target_`: it gets the run's record."""
+    import sys
+    import types
+
+    seen = []
+
+    class Recorder(Tracking):
+        def __init__(self, **settings):
+            pass
+
+        def log_run(self, **record):
+            seen.append(record)
+            return "recorded-1"
+
+    module = types.ModuleType("recorder_backend")
+    module.Recorder = Recorder
+    Recorder.__module__ = module.__name__
+    sys.modules[module.__name__] = module
+    try:
+        out = runner.run(["model=coin", "guide=manual", "steps=300", "tracking=none",
+                          "tracking._target_=recorder_backend.Recorder"], run_dir=tmp_path / "run", quiet=True)
+    finally:
+        del sys.modules[module.__name__]
+    assert out.run_id == "recorded-1" and len(seen) == 1
+    record = seen[0]
+    assert record["status"] == "FINISHED" and record["tags"]["inference"] == "svi"
+    assert record["tags"]["guide"] == "manual" and record["params"]["steps"] == "300"
+    assert record["scalars"]["final_loss"] == pytest.approx(out.final_loss)
+    assert len(record["curves"]["loss"]) == 300
+    assert all((Path(record["artifact_dir"]) / a).is_file() for a in record["artifacts"])
