@@ -42,13 +42,23 @@ class SVI(Method):
         self.lr = cfg.optim.get("lr")
         if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
             raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
-        self.deterministic = check_guide(self.guide_builder, model, data)
+        self.deterministic = check_guide(self, model, data)
         if self.optimizer.needs_deterministic and not self.deterministic:
             raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
                               "this guide samples, so use a stochastic optimizer such as optim=adam")
 
     def label(self, choices: dict) -> str:
         return choices.get("guide") or self.name
+
+    def make_guide(self, model, data, key):
+        """A fresh guide for one restart, initialised from the model's init values drawn from
+        `key` (the only place a guide is built: the fit, the checks and the draws call this;
+        NumPyro's autoguides cache their prototype, so each restart needs its own)."""
+        init_values = model.init_values(key, data) if data is not None else None
+        try:
+            return self.guide_builder(model, init_values)
+        except TypeError as e:
+            raise ConfigError(f"cannot build guide: {e}") from None
 
     def fit(self, exp, progress=None):
         """One FitResult per replicate."""
@@ -104,10 +114,10 @@ def outputs(exp, results, run_dir: Path) -> Report:
         import jax.numpy as jnp
 
         data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
-        init = exp.model.init_values(jax.random.PRNGKey(0), data) if data is not None else None
         draws = posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
                                            jax.random.PRNGKey(exp.seed + 2**20),
-                                           guide=svi.guide_builder(exp.model, init), params=result.params)
+                                           guide=svi.make_guide(exp.model, data, jax.random.PRNGKey(0)),
+                                           params=result.params)
         artifacts += write_posterior(exp, draws, run_dir)
     else:
         artifacts += write_guide_draws(result.samples, latent_names, run_dir)
@@ -195,7 +205,7 @@ def _base(fn):
     return fn
 
 
-def check_guide(guide_builder, model, data) -> bool:
+def check_guide(svi: SVI, model, data) -> bool:
     """Trace the guide and the model once: the guide's sample sites must be the model's latent
     sites (NumPyro only warns), and the objective is deterministic when every guide site is a
     Delta and every other latent site is enumerated."""
@@ -210,11 +220,7 @@ def check_guide(guide_builder, model, data) -> bool:
 
     def probe(data):  # traced abstractly by eval_shape: nothing is compiled or computed
         args = () if data is None else (data,)
-        init_values = model.init_values(jax.random.PRNGKey(0), data) if args else None
-        try:
-            guide = guide_builder(model, init_values)
-        except TypeError as e:
-            raise ConfigError(f"cannot build guide: {e}") from None
+        guide = svi.make_guide(model, data, jax.random.PRNGKey(0))
         if model.enumerated and isinstance(guide, AutoContinuous):
             raise ConfigError(
                 f"this guide cannot be used with model '{model.name}': NumPyro's joint "

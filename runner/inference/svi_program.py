@@ -103,16 +103,15 @@ def make_programs(exp) -> Programs:
     from numpyro.infer import SVI
     from numpyro.optim import Adam
 
-    svi = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
-    model, elbo, opt, guide_builder = exp.model, svi.loss, svi.optimizer, svi.guide_builder
-    R, steps, select, det = exp.restarts, svi.steps, svi.select, svi.deterministic
+    method = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
+    model, elbo, opt = exp.model, method.loss, method.optimizer
+    R, steps, select, det = exp.restarts, method.steps, method.select, method.deterministic
 
     def setup(key, data):
         """Fresh guide per restart (NumPyro autoguides cache their prototype; issue 1753)."""
         args = () if data is None else (data,)
         k_values, k_params = jax.random.split(key)
-        init_values = model.init_values(k_values, data) if data is not None else None
-        guide = guide_builder(model, init_values)
+        guide = method.make_guide(model, data, k_values)
         svi = SVI(model, guide, Adam(1e-3), elbo)  # SVI only initialises; our step is optimizer.step
         state = svi.init(k_params, *args)
         params = svi.optim.get_params(state.optim_state)
