@@ -21,6 +21,8 @@ class BMM(Model):
         import numpyro
         import numpyro.distributions as dist
 
+        from runner.models.components import BernoulliComponents
+
         D = data.shape[-1]
         weights = numpyro.sample("weights", dist.Dirichlet(jnp.ones(self.K)))
         with numpyro.plate("components", self.K):
@@ -29,7 +31,8 @@ class BMM(Model):
             assignment = numpyro.sample(
                 "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
             )
-            numpyro.sample("obs", dist.Bernoulli(probs[assignment]).to_event(1), obs=data)
+            # the (N, K) log-likelihood table as matrix products, never N x K x D
+            numpyro.sample("obs", BernoulliComponents(probs, assignment), obs=data)
 
     def check_data(self, data) -> None:
         super().check_data(data)
@@ -59,8 +62,9 @@ class BMM(Model):
     def em_log_joint(self, params, data):
         import jax.numpy as jnp
 
-        p = params["probs"]
-        return jnp.log(params["weights"]) + data @ jnp.log(p).T + (1 - data) @ jnp.log1p(-p).T
+        from runner.models.components import bernoulli_table
+
+        return jnp.log(params["weights"]) + bernoulli_table(data, params["probs"])
 
     def em_m_step(self, resp, data, reg):
         import jax.numpy as jnp

@@ -29,6 +29,8 @@ class GMM(Model):
         import numpyro
         import numpyro.distributions as dist
 
+        from runner.models.components import DiagNormalComponents
+
         K = self.K
         weights = numpyro.sample("weights", dist.Dirichlet(self.weight_concentration * jnp.ones(K)))
         one_d = data.ndim == 1
@@ -49,8 +51,10 @@ class GMM(Model):
             assignment = numpyro.sample(
                 "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
             )
-            obs = dist.Normal(locs[assignment], scale)
-            numpyro.sample("obs", obs if one_d else obs.to_event(1), obs=data)
+            if one_d:
+                numpyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
+            else:  # the (N, K) log-likelihood table as matrix products, never N x K x D
+                numpyro.sample("obs", DiagNormalComponents(locs, scale, assignment), obs=data)
 
     def check_data(self, data) -> None:
         super().check_data(data)
@@ -88,9 +92,11 @@ class GMM(Model):
         import jax.numpy as jnp
 
         X = data.reshape(data.shape[0], -1)
-        var = params["variances"]
-        log_pdf = -0.5 * (jnp.log(2 * jnp.pi * var)[None] + (X[:, None, :] - params["locs"][None]) ** 2 / var[None])
-        return jnp.log(params["weights"]) + log_pdf.sum(-1)
+        prec = 1.0 / params["variances"]  # (K, D): per-component diagonal precisions; (N, K) by matmuls
+        locs = params["locs"]
+        quad = jnp.square(X) @ prec.T - 2 * X @ (locs * prec).T + jnp.sum(jnp.square(locs) * prec, -1)
+        log_det = jnp.sum(jnp.log(params["variances"]), -1)
+        return jnp.log(params["weights"]) - 0.5 * (X.shape[1] * jnp.log(2 * jnp.pi) + log_det + quad)
 
     def em_m_step(self, resp, data, reg):
         import jax.numpy as jnp
@@ -98,7 +104,9 @@ class GMM(Model):
         X = data.reshape(data.shape[0], -1)
         nk = resp.sum(0) + 10 * jnp.finfo(X.dtype).eps
         locs = resp.T @ X / nk[:, None]
-        variances = jnp.einsum("nk,nkd->kd", resp, (X[:, None, :] - locs[None]) ** 2) / nk[:, None] + reg
+        # sum_n r_nk (x_nd - mu_kd)^2 / n_k as matrix products (scikit-learn's diagonal estimate)
+        variances = resp.T @ jnp.square(X) / nk[:, None] - jnp.square(locs) + reg
+        variances = jnp.maximum(variances, reg)
         return {"weights": nk / X.shape[0], "locs": locs, "variances": variances}
 
     def em_params(self, latents):
