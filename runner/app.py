@@ -151,7 +151,8 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         run_id = tracker.log_run(tags={**tags, **report.tags}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
                                  status="FAILED" if report.failed else "FINISHED", into_open_run=True,
-                                 dataset=naming.dataset_info(exp, choices), model=model)
+                                 dataset=naming.dataset_info(exp, choices), model=model,
+                                 curve_steps=report.curve_steps)
         child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
         for child in report.children:
             tracker.log_child(child, tags=child_tags, params=params)

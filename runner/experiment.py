@@ -58,9 +58,14 @@ def build(cfg: DictConfig) -> Experiment:
     inference = from_config(cfg.get("inference"))
 
     model = instantiate(cfg.model, "model")
-    data = instantiate(cfg.data, "data") if cfg.get("data") else None
+    node = cfg.get("data")
+    if node is not None and "batch_size" in node:  # the fit's setting, not the loader's
+        node = OmegaConf.masked_copy(node, [k for k in node if k != "batch_size"])
+    data = instantiate(node, "data") if node else None
     data = model.bind(data)
     inference.prepare(cfg, model, data)
+    if batch_size(cfg) is not None and not getattr(inference, "batch_size", None):
+        raise ConfigError(f"data.batch_size applies to inference=svi, not inference={inference.name}")
     node = cfg.get("data") or {}
     cache = cfg.get("jax", {}).get("cache_dir")
     return Experiment(model=model, data=data, inference=inference, seed=cfg.seed, restarts=restarts,
@@ -68,6 +73,14 @@ def build(cfg: DictConfig) -> Experiment:
                       config_yaml=OmegaConf.to_yaml(cfg, resolve=True), params=flatten(cfg),
                       config_hash=config_hash(cfg), cache_dir=str(cache) if cache else None,
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
+
+
+def batch_size(cfg) -> int | None:
+    """data.batch_size: the rows of the data each SVI step sees (None: all of them)."""
+    value = (cfg.get("data") or {}).get("batch_size")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"data.batch_size must be a positive integer or null, got {value!r}")
+    return value
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

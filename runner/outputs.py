@@ -28,9 +28,11 @@ def write_config(run_dir: Path, config_yaml: str) -> str:
     return "config.yaml"
 
 
-def write_metrics(run_dir: Path, scalars: dict, curves: dict) -> str:
-    """metrics.json: every scalar and every curve in full (the store may keep a stride of them)."""
-    return write_json(run_dir / "metrics.json", {"scalars": scalars, "curves": curves})
+def write_metrics(run_dir: Path, scalars: dict, curves: dict, steps: list | None = None) -> str:
+    """metrics.json: every scalar and every curve as the fit kept it; `steps`: the step of each
+    curve point (absent: point i is step i)."""
+    return write_json(run_dir / "metrics.json", {"scalars": scalars, "curves": curves,
+                                                  **({"steps": steps} if steps is not None else {})})
 
 
 MAX_DRAW_BYTES = 16 * 2**20  # posterior.npz of the guide's draws: thinned to stay below this

@@ -24,7 +24,7 @@ def loss_plot(result, path: Path) -> None:
     fig, (ax, ax0) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
     from matplotlib.collections import LineCollection
 
-    steps = np.arange(result.losses.shape[1])
+    steps = result.steps if getattr(result, "steps", None) is not None else np.arange(result.losses.shape[1])
     others = [row for row in range(len(result.losses)) if row != result.best_row][:MAX_CURVES]
     if others:  # one collection, at most MAX_CURVES of them: 10,000 separate lines take seconds
         segments = np.stack([np.broadcast_to(steps, (len(others), len(steps))),

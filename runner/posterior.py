@@ -160,8 +160,15 @@ def summarize(draws: dict, sites, by_chain: bool = False) -> dict:
     picked = {n: np.asarray(draws[n], dtype=float) for n in sites if n in draws}
     if not picked:
         return {}
-    if not by_chain:
-        picked = {n: x[None] for n, x in picked.items()}
+    if not by_chain:  # independent draws (a guide's): no chains to diagnose, the same statistics
+        from numpyro.diagnostics import hpdi  # as numpyro's summary: the 90% HPD interval, std with ddof=1
+
+        out = {}
+        for n, x in picked.items():
+            lo, hi = hpdi(x, 0.9, axis=0)
+            out[n] = {"mean": x.mean(0).tolist(), "std": x.std(0, ddof=1).tolist(),
+                      "median": np.median(x, axis=0).tolist(), "5.0%": lo.tolist(), "95.0%": hi.tolist()}
+        return out
     import warnings
 
     with warnings.catch_warnings():  # n_eff of draws without spread (a point estimate) divides by 0

@@ -25,6 +25,7 @@ class Child:
     curves: dict
     artifact_dir: Path
     artifacts: list
+    curve_steps: list | None = None  # the step of each curve point (None: point i is step i)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Report:
     tags: dict = field(default_factory=dict)  # extra tags (e.g. failure_step)
     children: list = field(default_factory=list)  # Child runs (SVI replicates)
     predictable: bool = False  # the run directory holds what runner.predict needs
+    curve_steps: list | None = None  # the step of each curve point (None: point i is step i)
 
 
 class Method:

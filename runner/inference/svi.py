@@ -26,6 +26,10 @@ class SVI(Method):
     replicates: int = 1
     deterministic: bool = False  # every guide site a Delta, the rest enumerated: an exact objective
     lr: Any = None  # the optimizer's learning rate, for the hint when every restart diverges
+    curve_points: int | None = 2000  # the fit keeps its curves at this many steps at most (tracking.max_points_per_curve)
+    batch_size: int | None = None  # data.batch_size: rows per step (None: all)
+    rows: int = 0  # the data's rows (with batch_size)
+    data_plates: frozenset = frozenset()  # the plates over the data's rows (with batch_size)
 
     def prepare(self, cfg, model, data) -> None:
         from numpyro.infer import TraceEnum_ELBO
@@ -46,6 +50,17 @@ class SVI(Method):
         if self.optimizer.needs_deterministic and not self.deterministic:
             raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
                               "this guide samples, so use a stochastic optimizer such as optim=adam")
+        points = (cfg.get("tracking") or {}).get("max_points_per_curve", 2000)
+        if points is not None and (not isinstance(points, int) or isinstance(points, bool) or points < 2):
+            raise ConfigError(f"tracking.max_points_per_curve must be an integer >= 2 or null, got {points!r}")
+        self.curve_points = points
+        from runner.experiment import batch_size
+
+        self.batch_size = batch_size(cfg)
+        if self.batch_size is not None:
+            self.rows, self.data_plates = minibatch_plates(model, data, self.batch_size)
+            if self.optimizer.needs_deterministic:
+                raise ConfigError("optim=lbfgs needs the full data at every step: drop data.batch_size")
 
     def label(self, choices: dict) -> str:
         return choices.get("guide") or self.name
@@ -88,7 +103,8 @@ def outputs(exp, results, run_dir: Path) -> Report:
         step = failure_step(result)
         trained, total = len(result.trained) * len(results), exp.restarts * len(results)
         return Report(scalars={k: v for k, v in metrics["scalars"].items() if np.isfinite(v)},
-                      curves=metrics["curves"], artifacts=artifacts, line="", key_derivation=KEY_DERIVATION,
+                      curves=metrics["curves"], curve_steps=metrics["steps"], artifacts=artifacts, line="",
+                      key_derivation=KEY_DERIVATION,
                       result=result, results=results, tags={"failure_step": step},
                       failed=f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf "
                              f"from step {step}): lower optim.lr (now {svi.lr}) or check the data")
@@ -125,8 +141,9 @@ def outputs(exp, results, run_dir: Path) -> Report:
             if len(results) == 1 else
             f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
             f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
-    return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line, key_derivation=KEY_DERIVATION,
-                  result=result, results=results, children=children, predictable=exp.data is not None)
+    return Report(scalars=scalars, curves=curves, curve_steps=metrics["steps"], artifacts=artifacts, line=line,
+                  key_derivation=KEY_DERIVATION, result=result, results=results, children=children,
+                  predictable=exp.data is not None)
 
 
 def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[str], dict]:
@@ -141,9 +158,10 @@ def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[st
     scalars = scalar_metrics(result)
     curves = {"loss": result.losses[row].tolist(),
               **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}
-    write_metrics(run_dir, scalars, curves)
+    steps = result.steps.tolist()
+    write_metrics(run_dir, scalars, curves, steps)
     files = ["config.yaml", "params.json", "metrics.json"]
-    metrics = {"scalars": scalars, "curves": curves}
+    metrics = {"scalars": scalars, "curves": curves, "steps": steps}
     if not figures:
         return files, metrics
     plots.loss_plot(result, run_dir / "plots" / "loss.png")
@@ -160,7 +178,7 @@ def replicate_children(exp, results, run_dir: Path) -> list[Child]:
         files, m = write_fit(sub, exp, r, figures=False)
         children.append(Child(name=f"replicate {i} (seed {exp.seed + i})", tags={"replicate": i},
                               params={"seed": exp.seed + i, "replicate": i}, scalars=m["scalars"],
-                              curves=m["curves"], artifact_dir=sub, artifacts=files[1:]))
+                              curves=m["curves"], artifact_dir=sub, artifacts=files[1:], curve_steps=m["steps"]))
     return children
 
 
@@ -195,8 +213,40 @@ def restarts_failed(result) -> int:
 
 def failure_step(result) -> int | None:
     """First step at which the selected restart's loss is NaN/inf (None if it stayed finite)."""
-    bad = np.flatnonzero(~np.isfinite(result.losses[result.best_row]))
-    return int(bad[0]) if bad.size else None
+    step = int(result.failure_steps[result.best_row])
+    return step if step < int(result.steps[-1]) + 1 else None
+
+
+def minibatch_plates(model, data, batch: int) -> tuple[int, frozenset]:
+    """(N, the plates over the data's N rows) for `data.batch_size=batch`, or one ConfigError
+    line: the data must share N rows, the observations must sit in a plate of size N, and no
+    latent site may (a guide's local parameters cannot follow a minibatch of them)."""
+    import numpy as np
+
+    from runner.posterior import model_sites
+
+    arrays = [v for v in (data.values() if isinstance(data, dict) else [data]) if np.ndim(v) > 0] if data is not None else []
+    if not arrays:
+        raise ConfigError("data.batch_size needs data with rows: this model takes none")
+    n = {np.shape(v)[0] for v in arrays}
+    if len(n) != 1:
+        raise ConfigError(f"data.batch_size needs data arrays with the same number of rows, got {sorted(n)}")
+    (n,) = n
+    if not 1 <= batch < n:
+        raise ConfigError(f"data.batch_size must be between 1 and the number of rows - 1 ({n - 1}), got {batch}")
+    sites = model_sites(model, data)
+    plates = frozenset(f.name for s in sites.values() if s["type"] == "sample" and s["is_observed"]
+                       for f in s["cond_indep_stack"] if f.size == n)
+    if not plates:
+        raise ConfigError(f"data.batch_size needs model '{model.name}' to observe its data in a "
+                          f"numpyro.plate of the data's {n} rows")
+    local = sorted(name for name, s in sites.items() if s["type"] == "sample" and not s["is_observed"]
+                   and not (s.get("infer") or {}).get("enumerate")
+                   and any(f.name in plates for f in s["cond_indep_stack"]))
+    if local:
+        raise ConfigError(f"data.batch_size: model '{model.name}' has latent sites in the data's plate {local}; "
+                          "a guide cannot follow a minibatch of them (fit without data.batch_size)")
+    return n, plates
 
 
 def _base(fn):

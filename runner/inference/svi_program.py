@@ -12,7 +12,15 @@ XLA's persistent cache keeps working (JAX does not cache programs with host call
 
 Key derivation (logged as a param): root = PRNGKey(seed); k_init, k_train = split(root);
 restart r initialises from split(k_init, R)[r] (split again into init-values and guide-param keys)
-and trains with step keys split(fold_in(k_train, r), steps).
+and trains with step keys split(fold_in(k_train, r), steps), each computed at its step (the i-th
+key of a split does not depend on how many are split), never stored.
+
+Memory is bounded in restarts x steps: the program keeps each restart's curves (loss, gradient
+norms) at `curve_points` evenly spaced steps (every step when steps <= curve_points) and running
+summaries (the final loss's tail sum, the last loss, the first non-finite step), never a value
+per step. Minibatches (`data.batch_size=B`): each step draws B rows of the data (without
+replacement, from the step's key) and scales the sites of the data's plates by N/B, as NumPyro's
+plate subsampling does; the final losses are then evaluated on the full data.
 """
 from __future__ import annotations
 
@@ -36,13 +44,15 @@ FIGURE_SAMPLES = 2000
 class FitResult:
     initial_losses: np.ndarray  # (R,) loss of every restart at its initial params
     trained: np.ndarray  # (T,) restart indices that were trained (T = 1 or R)
-    losses: np.ndarray  # (T, steps) loss per step of each trained restart
-    grad_norms: dict  # param name -> (T, steps) L2 norm of the unconstrained gradient
+    losses: np.ndarray  # (T, P) loss of each trained restart at the steps `steps` (P <= curve_points)
+    grad_norms: dict  # param name -> (T, P) L2 norm of the unconstrained gradient
     final_losses: np.ndarray  # (T,)
     best: int  # index of the selected restart among all R
     params: dict  # selected restart's guide params, constrained, numpy
     samples: dict  # guide samples of the selected restart (for figures)
     deterministic: bool
+    steps: np.ndarray = None  # (P,) the step of each curve point: every step, or an even stride + the last
+    failure_steps: np.ndarray = None  # (T,) first step whose loss was NaN/inf (the number of steps if none)
 
     @property
     def best_row(self) -> int:
@@ -57,14 +67,43 @@ class FitResult:
         return float(self.initial_losses[self.best])
 
 
-def final_loss(losses, deterministic: bool):
-    """Last step for deterministic objectives; mean of the last 10% of steps otherwise."""
-    import jax.numpy as jnp
+def tail_length(steps: int) -> int:
+    """The final loss of a stochastic objective is the mean of the last 10% of the steps."""
+    return max(1, math.ceil(0.1 * steps))
 
-    if deterministic:
-        return losses[..., -1]
-    tail = max(1, math.ceil(0.1 * losses.shape[-1]))
-    return jnp.mean(losses[..., -tail:], axis=-1)
+
+def curve_steps(steps: int, points: int | None) -> np.ndarray:
+    """The steps kept on the curves: every step when steps <= points (or no cap), otherwise an
+    even stride and the last step (the same rule the tracking store uses)."""
+    if not points or steps <= points:
+        return np.arange(steps)
+    stride = -(-steps // points)
+    return np.array(sorted(set(range(0, steps, stride)) | {steps - 1}))
+
+
+def nth_key(key, i):
+    """split(key, n)[i] for any n > i, without the other n - 1 keys: with JAX's partitionable
+    Threefry (the default) the i-th split key is the hash of the counter (0, i)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.extend.random import threefry_2x32
+
+    if not jax.config.jax_threefry_partitionable:  # the older split: the n keys depend on n
+        raise RuntimeError("runner needs jax_threefry_partitionable=True (JAX's default)")
+    return threefry_2x32(key, jnp.stack([jnp.zeros((), jnp.uint32), jnp.asarray(i, jnp.uint32)]))
+
+
+def scale_plates(model, plates: frozenset, factor: float):
+    """The model with every sample site inside one of `plates` scaled by `factor` (N/B for a
+    minibatch of B of the N rows): NumPyro's plate subsampling, from outside the model."""
+    from numpyro.primitives import Messenger
+
+    class ScalePlates(Messenger):
+        def process_message(self, msg):
+            if msg["type"] == "sample" and any(f.name in plates for f in msg["cond_indep_stack"]):
+                msg["scale"] = factor if msg.get("scale") is None else factor * msg["scale"]
+
+    return ScalePlates(model)
 
 
 @dataclass
@@ -73,6 +112,7 @@ class Programs:
     advance: Callable  # (carry, fixed, data, start, stop) -> (carry, best loss at stop-1)
     finish: Callable  # (carry, fixed, roots, data) -> dict of arrays, leading axis = replicate
     steps: int
+    curve_steps: np.ndarray = None  # the steps kept on the curves
 
     def run(self, roots, data, progress=None) -> dict:
         """The whole fit; with `progress` (runner.progress.Progress), in chunks of about
@@ -106,6 +146,12 @@ def make_programs(exp) -> Programs:
     method = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
     model, elbo, opt = exp.model, method.loss, method.optimizer
     R, steps, select, det = exp.restarts, method.steps, method.select, method.deterministic
+    kept = curve_steps(steps, method.curve_points)
+    P, stride, tail = len(kept), int(kept[1] - kept[0]) if len(kept) > 1 else 1, tail_length(steps)
+    batch = method.batch_size  # None: every step sees all the data
+    if batch:
+        n_rows, factor = method.rows, method.rows / batch
+        batch_model = scale_plates(model, method.data_plates, factor)
 
     def setup(key, data):
         """Fresh guide per restart (NumPyro autoguides cache their prototype; issue 1753)."""
@@ -119,7 +165,15 @@ def make_programs(exp) -> Programs:
         def loss_fn(p, k):
             return elbo.loss(k, svi.constrain_fn(p), model, guide, *args)
 
-        return guide, svi.constrain_fn, params, loss_fn
+        def step_loss_fn(p, k):  # the loss a training step follows: on a minibatch, scaled
+            if not batch:
+                return loss_fn(p, k)
+            k_rows, k = jax.random.split(k)
+            rows = jax.random.choice(k_rows, n_rows, (batch,), replace=False)
+            part = jax.tree.map(lambda x: x[rows] if jnp.ndim(x) and x.shape[0] == n_rows else x, data)
+            return elbo.loss(k, svi.constrain_fn(p), batch_model, guide, part)
+
+        return guide, svi.constrain_fn, params, loss_fn, step_loss_fn
 
     def prepare(roots, data):
         """roots: (N, key) for N replicate experiments. Their restarts are flattened into one
@@ -133,8 +187,8 @@ def make_programs(exp) -> Programs:
         # Per-restart initial params need a fresh guide each (vmapped); the loss, the training and
         # the samples use one template guide: a guide's params do not depend on its init values.
         init_params = jax.vmap(lambda k: setup(k, data)[2])(keys)
-        _, _, _, loss_fn = setup(keys[0], data)
-        first_keys = jax.vmap(lambda k: jax.random.split(k, steps)[0])(train_keys)
+        loss_fn = setup(keys[0], data)[3]
+        first_keys = jax.vmap(lambda k: nth_key(k, 0))(train_keys)
         init_losses = jax.vmap(loss_fn)(init_params, first_keys).reshape(N, R)
         rows = jnp.arange(N)
         fixed = dict(template_key=keys[0], initial_losses=init_losses)
@@ -146,42 +200,57 @@ def make_programs(exp) -> Programs:
         else:
             fixed["trained"] = jnp.broadcast_to(jnp.arange(R), (N, R))
             start = init_params
-        fixed["step_keys"] = jax.vmap(lambda k: jax.random.split(k, steps))(train_keys)  # (B, steps, key)
+        fixed["train_keys"] = train_keys  # (B, key): step i's key is nth_key(train_key, i)
         B = train_keys.shape[0]
+        dtype = init_losses.dtype
         carry = dict(params=start, opt_state=jax.vmap(lambda p: opt.init(p, loss_fn))(start),
-                     losses=jnp.zeros((B, steps), init_losses.dtype),
-                     grad_norms={n: jnp.zeros((B, steps), init_losses.dtype) for n in start})
+                     losses=jnp.full((B, P), jnp.nan, dtype),
+                     grad_norms={n: jnp.full((B, P), jnp.nan, dtype) for n in start},
+                     tail=jnp.zeros(B, dtype), last=jnp.full(B, jnp.nan, dtype),
+                     bad=jnp.full(B, steps, jnp.int32))
         return carry, fixed
 
     def advance(carry, fixed, data, start, stop):
         """Steps [start, stop) for every trained restart (bounds are traced: one compile for any
         chunk). Returns the new carry and the best loss at step stop-1."""
-        _, _, _, loss_fn = setup(fixed["template_key"], data)
+        step_loss_fn = setup(fixed["template_key"], data)[4]
 
         def one(p, s, k):
-            p, s, loss, grads = opt.step(p, s, loss_fn, k)
+            p, s, loss, grads = opt.step(p, s, step_loss_fn, k)
             return p, s, loss, {n: grad_norm(g) for n, g in grads.items()}
 
         def body(i, c):
-            k = jax.lax.dynamic_index_in_dim(fixed["step_keys"], i, axis=1, keepdims=False)
+            k = jax.vmap(nth_key, (0, None))(fixed["train_keys"], i)
             p, s, loss, norms = jax.vmap(one)(c["params"], c["opt_state"], k)
-            return dict(params=p, opt_state=s, losses=c["losses"].at[:, i].set(loss),
-                        grad_norms={n: g.at[:, i].set(norms[n]) for n, g in c["grad_norms"].items()})
+            point = (i % stride == 0) | (i == steps - 1)
+            slot = jnp.where(i == steps - 1, P - 1, i // stride)
+
+            def record(curve, value):
+                return curve.at[:, slot].set(jnp.where(point, value, curve[:, slot]))
+
+            return dict(params=p, opt_state=s, losses=record(c["losses"], loss),
+                        grad_norms={n: record(g, norms[n]) for n, g in c["grad_norms"].items()},
+                        tail=jnp.where(i >= steps - tail, c["tail"] + loss, c["tail"]), last=loss,
+                        bad=jnp.where((c["bad"] == steps) & ~jnp.isfinite(loss), i, c["bad"]))
 
         carry = jax.lax.fori_loop(start, stop, body, carry)
-        last = jax.lax.dynamic_index_in_dim(carry["losses"], stop - 1, axis=1, keepdims=False)
-        return carry, jnp.nanmin(last)
+        return carry, jnp.nanmin(carry["last"])
 
     def finish(carry, fixed, roots, data):
         N = roots.shape[0]
-        guide, constrain, _, _ = setup(fixed["template_key"], data)
+        guide, constrain, _, loss_fn, _ = setup(fixed["template_key"], data)
         rows = jnp.arange(N)
 
         def per_replicate(x):
             return x.reshape(N, -1, *x.shape[1:])
 
-        losses = per_replicate(carry["losses"])  # (N, T, steps)
-        finals = final_loss(losses, det)  # (N, T)
+        if batch:  # the final loss of each restart on the full data
+            keys = jax.vmap(lambda k: nth_key(k, steps))(fixed["train_keys"])
+            finals = jax.vmap(loss_fn)(carry["params"], keys)
+            finals = jnp.where(carry["bad"] < steps, jnp.nan, finals)
+        else:
+            finals = carry["last"] if det else carry["tail"] / tail
+        finals = per_replicate(finals)  # (N, T)
         if select == "final":
             col = best = nan_argmin(finals)
         else:
@@ -191,12 +260,13 @@ def make_programs(exp) -> Programs:
         args = () if data is None else (data,)
         samples = jax.vmap(lambda p, k: guide_draws(guide, p, k, args, FIGURE_SAMPLES))(
             best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 1))
-        return dict(initial_losses=fixed["initial_losses"], trained=fixed["trained"], losses=losses,
-                    grad_norms=jax.tree.map(per_replicate, carry["grad_norms"]), final_losses=finals,
-                    best=best, params=best_params, samples=samples)
+        return dict(initial_losses=fixed["initial_losses"], trained=fixed["trained"],
+                    losses=per_replicate(carry["losses"]), grad_norms=jax.tree.map(per_replicate, carry["grad_norms"]),
+                    final_losses=finals, best=best, params=best_params, samples=samples,
+                    failure_steps=per_replicate(carry["bad"]))
 
     return Programs(prepare=jax.jit(prepare), advance=jax.jit(advance, donate_argnums=0),
-                    finish=jax.jit(finish), steps=steps)
+                    finish=jax.jit(finish), steps=steps, curve_steps=kept)
 
 
 def grad_norm(g):
@@ -236,12 +306,14 @@ def fit(exp, progress=None) -> list[FitResult]:
     replicates = exp.inference.replicates
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(replicates)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
-    batched = jax.tree.map(np.asarray, jax.device_get(make_programs(exp).run(roots, data, progress)))
+    programs = make_programs(exp)
+    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress)))
     results = []
     for i in range(replicates):
         out = jax.tree.map(lambda x: x[i], batched)
         results.append(FitResult(
             initial_losses=out["initial_losses"], trained=out["trained"], losses=out["losses"],
             grad_norms=out["grad_norms"], final_losses=out["final_losses"], best=int(out["best"]),
-            params=out["params"], samples=out["samples"], deterministic=exp.inference.deterministic))
+            params=out["params"], samples=out["samples"], deterministic=exp.inference.deterministic,
+            steps=programs.curve_steps, failure_steps=out["failure_steps"]))
     return results

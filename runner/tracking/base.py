@@ -48,8 +48,10 @@ class Tracking:
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list, status: str = "FINISHED", dataset: dict | None = None,
-                model: dict | None = None, into_open_run: bool = True, max_points: int | None = None) -> str | None:
-        """The run's record, into the opened run (or a new one); returns its id."""
+                model: dict | None = None, into_open_run: bool = True, max_points: int | None = None,
+                curve_steps: list | None = None) -> str | None:
+        """The run's record, into the opened run (or a new one); returns its id. `curve_steps`:
+        the step of each curve point (None: point i is step i)."""
         return None
 
     def log_child(self, child, *, tags: dict, params: dict) -> None:

@@ -142,7 +142,8 @@ class MlflowTracking(Tracking):
         self.submit("log_run", tags={**tags, **child.tags, "mlflow.parentRunId": self.run_id,
                                      "mlflow.runName": child.name},
                     params={**params, **child.params}, scalars=child.scalars, curves=child.curves,
-                    artifact_dir=child.artifact_dir, artifacts=child.artifacts, max_points=self.max_points)
+                    artifact_dir=child.artifact_dir, artifacts=child.artifacts, max_points=self.max_points,
+                    curve_steps=child.curve_steps)
 
     def check(self) -> None:
         check_reachable(self.uri)

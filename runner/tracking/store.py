@@ -64,7 +64,7 @@ def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
                                                      tags=[InputTag("mlflow.data.context", "training")])])
 
 
-def curve_steps(n: int, max_points: int | None) -> list[int]:
+def strided_steps(n: int, max_points: int | None) -> list[int]:
     """Every step when n <= max_points (or no cap); otherwise an even stride plus the last step.
     The sqlite store takes about 0.2 ms per metric point, so 50000 steps x 3 curves would add
     about 30 s to a run; the full curves are always in the run's metrics.json artifact."""
@@ -72,6 +72,9 @@ def curve_steps(n: int, max_points: int | None) -> list[int]:
         return list(range(n))
     stride = -(-n // max_points)
     return sorted(set(range(0, n, stride)) | {n - 1})
+
+
+curve_steps = strided_steps  # the name runner.tracking exports
 
 
 def metric_name(name: str) -> str:
@@ -261,12 +264,14 @@ class Store:
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
-                into_open_run: bool = False, dataset: dict | None = None, model: dict | None = None) -> str:
+                into_open_run: bool = False, dataset: dict | None = None, model: dict | None = None,
+                curve_steps: list | None = None) -> str:
         """One run: tags, params, scalar metrics, per-step curves, artifacts; then `status`
         (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...).
         `model`: {files, method, data} for the pyfunc model (runner/tracking/pyfunc.py)."""
         from mlflow.entities import Metric, Param, RunTag
 
+        steps_of = curve_steps  # the step of each curve point (None: point i is step i)
         self.wait()
         client = self.client
         if into_open_run and self.run_id:
@@ -279,8 +284,9 @@ class Store:
             now = int(time.time() * 1000)
             metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in scalars.items()]
             for key, values in curves.items():
-                metrics += [Metric(metric_name(key), float(values[step]), now, step)
-                            for step in curve_steps(len(values), max_points)]
+                metrics += [Metric(metric_name(key), float(values[i]), now,
+                                   i if steps_of is None else int(steps_of[i]))
+                            for i in strided_steps(len(values), max_points)]
             plist = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
             log_batches(client, run_id, params=plist, metrics=metrics)
             if dataset is not None:
