@@ -59,9 +59,9 @@ def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:
     from runner import plots, posterior
 
     np.savez_compressed(run_dir / "posterior.npz", **draws)
-    plots.predictive_plot(draws, posterior.observed_data(exp.model, exp.data),
-                          run_dir / "plots" / "posterior_predictive.png")
-    return ["posterior.npz", "plots/posterior_predictive.png"]
+    drawn = plots.predictive_plot(draws, posterior.observed_data(exp.model, exp.data),
+                                  run_dir / "plots" / "posterior_predictive.png")
+    return ["posterior.npz", *(["plots/posterior_predictive.png"] if drawn else [])]
 
 
 def source_artifacts(model, run_dir: Path) -> list[str]:

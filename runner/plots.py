@@ -1,9 +1,37 @@
-"""Figures written into the run directory (then logged as artifacts)."""
+"""Figures written into the run directory (then logged as artifacts).
+
+A figure never kills a run: each function here returns True when its file was written; one that
+cannot be drawn (any loss scale, one restart, NaN or inf, a model's own figure failing) is
+skipped with one warning line on stderr and returns False, and its file is not logged.
+"""
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def figure(fn):
+    @functools.wraps(fn)
+    def draw(*args, **kwargs) -> bool:
+        path = kwargs.get("path") or next((a for a in args if isinstance(a, Path)), None)
+        try:
+            fn(*args, **kwargs)
+            return True
+        except Exception as e:  # a figure is a courtesy: the fit and its numbers are kept
+            from runner.errors import describe
+
+            name = Path(path).name if path is not None else fn.__name__
+            print(f"runner: warning: figure {name} skipped ({describe(e)})", file=sys.stderr)
+            try:
+                _plt().close("all")
+            except Exception:
+                pass
+            return False
+
+    return draw
 
 
 def _plt():
@@ -18,6 +46,7 @@ def _plt():
 MAX_CURVES = 300
 
 
+@figure
 def loss_plot(result, path: Path) -> None:
     """All trained restarts' loss curves, the selected one highlighted; initial losses beside."""
     plt = _plt()
@@ -40,8 +69,11 @@ def loss_plot(result, path: Path) -> None:
     ax.set_ylabel("loss (negative ELBO)")
     ax.set_title(f"{len(result.trained)} trained restart(s) of {len(result.initial_losses)}")
     ax.legend()
-    ax0.hist(result.initial_losses[np.isfinite(result.initial_losses)], bins=30, color="0.5")
-    ax0.axvline(result.initial_loss, color="C3")
+    inits = result.initial_losses[np.isfinite(result.initial_losses)]
+    if np.unique(inits).size > 1:  # a histogram of one value (one restart) has no width to bin
+        ax0.hist(inits, bins=min(30, np.unique(inits).size), color="0.5")
+    if np.isfinite(result.initial_loss):
+        ax0.axvline(result.initial_loss, color="C3")
     ax0.set_title("initial losses")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,10 +81,12 @@ def loss_plot(result, path: Path) -> None:
     plt.close(fig)
 
 
+@figure
 def model_plot(model, result, data, path: Path) -> None:
     components_plot(model, result.samples, data, path)
 
 
+@figure
 def sweep_plot(table: list[dict], curves: dict, path: Path) -> None:
     """A sweep's children: final loss per configuration (each seed a dot), and their loss curves."""
     plt = _plt()
@@ -74,6 +108,7 @@ def sweep_plot(table: list[dict], curves: dict, path: Path) -> None:
     plt.close(fig)
 
 
+@figure
 def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: str) -> None:
     """One curve per restart (NaN after it stopped), the kept one highlighted."""
     plt = _plt()
@@ -92,6 +127,7 @@ def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: s
     plt.close(fig)
 
 
+@figure
 def components_plot(model, samples: dict, data, path: Path) -> None:
     """The model's own figure from a dict of draws (one draw for a point estimate)."""
     plt = _plt()
@@ -110,6 +146,7 @@ def components_plot(model, samples: dict, data, path: Path) -> None:
 MAX_TRACE_SITES, MAX_TRACE_ELEMENTS = 6, 10
 
 
+@figure
 def trace_plot(samples: dict, path: Path) -> None:
     """MCMC traces: one panel per site (its first elements), one line per chain and element."""
     plt = _plt()
@@ -129,6 +166,7 @@ def trace_plot(samples: dict, path: Path) -> None:
     plt.close(fig)
 
 
+@figure
 def predictive_plot(draws: dict, observed: dict, path: Path) -> None:
     """Posterior predictive check, one row per observed site (at most MAX_TRACE_SITES): the
     distribution of its mock observations against its own data (pooled values, and each mock data

@@ -175,9 +175,9 @@ def finish(tracker, parent_id, sweep_dir: Path, counts: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(table, indent=1))
     curves = {c["run_id"]: c["loss"] for c in children if c.get("loss")}
-    plots.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
+    drawn = plots.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
     tracker.finish_parent(parent_id, scalars=scalars, artifact_dir=out,
-                          artifacts=["summary.json", "plots/final_losses.png"])
+                          artifacts=["summary.json", *(["plots/final_losses.png"] if drawn else [])])
     return {"children": int(scalars["children_finished"]), "groups": table}
 
 

@@ -251,18 +251,18 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
                  write_json(run_dir / "params.json", to_lists(res.params))]
     sites = posterior.enumerated_sites(exp.model, exp.data)
     artifacts.append(write_json(run_dir / "assignments.json", {sites[0]: res.assignments.tolist()}))
-    plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
-                      f"EM, {exp.restarts} restart(s)")
-    artifacts.append("plots/loglik.png")
+    if plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
+                         f"EM, {exp.restarts} restart(s)"):
+        artifacts.append("plots/loglik.png")
     X = np.asarray(em_data(exp.model, exp.data))
     if X.ndim > 1:
         from runner.models.plots import image_side
 
         if image_side(X.shape[-1]):
             one = {k: np.asarray(v)[None] for k, v in res.params.items()}
-            plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
-                                  X, run_dir / "plots" / "components.png")
-            artifacts.append("plots/components.png")
+            if plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
+                                     X, run_dir / "plots" / "components.png"):
+                artifacts.append("plots/components.png")
     line = f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}"
     return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
                   key_derivation=KEY_DERIVATION, result=res, predictable=exp.data is not None)

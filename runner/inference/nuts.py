@@ -98,9 +98,10 @@ def outputs(exp, res: NUTSResult, run_dir: Path) -> Report:
     else:
         np.savez_compressed(run_dir / "posterior.npz", **draws)
         artifacts.append("posterior.npz")
-    plots.trace_plot(res.samples, run_dir / "plots" / "trace.png")
-    plots.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png")
-    artifacts += ["plots/trace.png", f"plots/{exp.model.name}.png"]
+    if plots.trace_plot(res.samples, run_dir / "plots" / "trace.png"):
+        artifacts.append("plots/trace.png")
+    if plots.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png"):
+        artifacts.append(f"plots/{exp.model.name}.png")
     worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
     nuts = exp.inference
     line = f"samples={nuts.samples}x{nuts.chains} max_r_hat={worst:.4g} divergences={res.divergences}"

@@ -164,10 +164,10 @@ def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[st
     metrics = {"scalars": scalars, "curves": curves, "steps": steps}
     if not figures:
         return files, metrics
-    plots.loss_plot(result, run_dir / "plots" / "loss.png")
     model_png = f"plots/{exp.model.name}.png"
-    plots.model_plot(exp.model, result, exp.data, run_dir / model_png)
-    return [*files, "plots/loss.png", model_png], metrics
+    drawn = [rel for rel, ok in [("plots/loss.png", plots.loss_plot(result, run_dir / "plots" / "loss.png")),
+                                 (model_png, plots.model_plot(exp.model, result, exp.data, run_dir / model_png))] if ok]
+    return [*files, *drawn], metrics
 
 
 def replicate_children(exp, results, run_dir: Path) -> list[Child]:
