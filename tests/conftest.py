@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.tracking.base import Tracking
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -100,3 +102,76 @@ def run_cli_tty(args, cwd, timeout=600):
     out = proc.stdout.read().decode()
     proc.wait(timeout=timeout)
     return proc.returncode, out, seen.decode(errors="replace")
+
+
+# --- in-process helpers (tests/unit) -----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def xla_cache():
+    """XLA's persistent compile cache (the config's jax.cache_dir), as runner.api.fit and the CLI
+    turn it on, for tests that fit through lower-level functions."""
+    from runner.api import compose
+    from runner.app import configure_jax
+
+    cfg, _ = compose()
+    configure_jax(cfg.jax.cache_dir)
+
+
+class Recorder(Tracking):
+    """A tracking backend that keeps what a run hands to it (`tracking._target_=conftest.Recorder`):
+    the tags, params, scalars, curves and artifact list an MLflow run would receive, in-process."""
+    records: list = []
+
+    def __init__(self, **settings):
+        pass
+
+    def log_run(self, **record):
+        Recorder.records.append(record)
+        return f"recorded-{len(Recorder.records)}"
+
+
+def run_recorded(run_dir, *overrides, config_dir=None):
+    """`runner.run(overrides)` in this process into `run_dir`, its record kept by Recorder (no
+    store, no subprocess). Returns (record, outcome); the run must finish."""
+    import runner
+
+    Recorder.records.clear()
+    out = runner.run([*overrides, "tracking=none", "tracking._target_=conftest.Recorder"],
+                     config_dir=config_dir, run_dir=run_dir, quiet=True)
+    (record,) = Recorder.records
+    assert record["status"] == "FINISHED"
+    return record, out
+
+
+def write_idx(path: Path, x, compress: bool):
+    """An MNIST-format IDX file (uint8) of array `x`, gzipped when `compress`."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    raw = struct.pack(">BBBB", 0, 0, 0x08, x.ndim) + struct.pack(f">{x.ndim}I", *x.shape) + x.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def same_partition(a, b):
+    """Two label vectors that name the same partition (up to the labels' order)."""
+    from itertools import permutations
+
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    return any((np.array(p)[a] == b).all() for p in permutations(range(max(a.max(), b.max()) + 1)))
+
+
+# The GMM tutorial's seed 000: weights = [0.375 0.625], locs = [0.4989534 10.984944],
+# scale = 0.6514341831207275, best initial loss 25.1498 and "avg. loss [191-200]: 17.4433"
+GMM_WEIGHTS, GMM_LOCS, GMM_SCALE, GMM_LOSS = [0.375, 0.625], [0.4989534, 10.984944], 0.6514342, 17.4433
+
+
+def sorted_by_loc(params):
+    """An AutoDelta GMM fit's (weights, locs), ordered by location (labels are arbitrary)."""
+    import numpy as np
+
+    order = np.argsort(params["locs_auto_loc"])
+    return params["weights_auto_loc"][order], params["locs_auto_loc"][order]

@@ -2,6 +2,7 @@
 module's imports inside functions count too), and only the MLflow backend imports mlflow."""
 import ast
 import collections
+import sys
 from pathlib import Path
 
 from conftest import ROOT
@@ -64,8 +65,9 @@ def test_the_circle_check_finds_a_circle(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from runner.b import g\n")
     (pkg / "b.py").write_text("from runner import a\nimport runner.a\n")
-    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    here = sys.modules[__name__]  # (this module; __import__ would give the tests package)
+    monkeypatch.setattr(here, "PACKAGE", pkg)
+    monkeypatch.setattr(here, "ROOT", tmp_path)
     try:
         test_no_import_circles()
     except AssertionError as e:

@@ -1,7 +1,7 @@
 """Real Hydra multiruns in subprocesses (basic, joblib and ray launchers) against a fresh sqlite
 store: exact parent/child counts and statuses, aggregates equal to what the children logged,
-resume skips the right jobs."""
-import json
+resume skips the right jobs, an interrupted sweep resumes, a failed job does not stop the sweep.
+(The sweep's helpers and aggregate, in-process: tests/unit/test_sweep.py, test_sweep_aggregate.py.)"""
 import signal
 import subprocess
 import sys
@@ -9,8 +9,6 @@ import sys
 import numpy as np
 import pytest
 from conftest import read_runs, run_cli
-
-pytestmark = pytest.mark.slow
 
 SWEEP = ["model=gmm", "guide=autodelta,autonormal", "seed=0,1", "steps=20", "restarts=4"]
 
@@ -130,3 +128,15 @@ def test_ray_launcher_on_a_fresh_store(tmp_path):
         tmp_path, ["+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false"],
         launcher="ray")
     check_sweep(client, parents, children)
+
+
+def test_sweep_goes_on_when_a_job_fails(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "model=bmm,coin", "guide=manual", "steps=10", f"tracking.uri={uri}",
+                    f"hydra.sweep.dir={tmp_path}/multirun"], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "2 jobs, 1 run, 0 skipped, 1 failed" in proc.stdout
+    runs = read_runs(uri)[1]
+    parent = [r for r in runs if r.data.tags.get("runner.role") == "sweep"][0]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 1
+    assert [r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId")] == ["FINISHED"]

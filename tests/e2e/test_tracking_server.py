@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from conftest import free_port, read_runs, run_cli, wait_http
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def mlflow_server(tmp_path):

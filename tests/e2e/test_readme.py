@@ -9,7 +9,7 @@ command before it made), with the project venv's `python` and `runner` first on 
   character (the numbers included) must be exactly as shown;
 - placeholders: `<id>` the newest run of ./mlflow.db, `<parent run id>` its newest sweep parent,
   `~/mnist` a folder of small MNIST-format IDX files made here.
-Blocks that install packages (`pip install`) are run by tests/test_install.py in a throwaway
+Blocks that install packages (`pip install`) are run by tests/e2e/test_install.py in a throwaway
 venv; NOT_HERE names the test that runs each of their commands, and the harness checks it exists.
 """
 import os
@@ -23,17 +23,15 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 README = ROOT / "README.md"
 
 #: commands run elsewhere (they change the environment): command prefix -> "file::test"
 NOT_HERE = {
-    "pip install .": "tests/test_install.py::test_installed_runner_fits_from_an_empty_folder",
-    'cd "$(mktemp -d)" && runner model=coin': "tests/test_install.py::test_installed_runner_fits_from_an_empty_folder",
-    "pip install examples/runner_plugin_example": "tests/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
-    "echo '{\"y\"": "tests/test_install.py::test_readme_plugin_commands",
-    "runner model=normal_mean": "tests/test_install.py::test_readme_plugin_commands",
+    "pip install .": "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
+    'cd "$(mktemp -d)" && runner model=coin': "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
+    "pip install examples/runner_plugin_example": "tests/e2e/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
+    "echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
+    "runner model=normal_mean": "tests/e2e/test_install.py::test_readme_plugin_commands",
 }
 
 

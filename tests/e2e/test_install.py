@@ -24,8 +24,6 @@ import numpy as np
 import pytest
 from conftest import ROOT, read_runs, run_cli
 
-pytestmark = pytest.mark.slow
-
 EXAMPLE = ROOT / "examples" / "runner_plugin_example"
 PROJECT_PY = sys.executable
 PROJECT_BIN = Path(sys.executable).parent  # the project venv's `runner` console script

@@ -1,10 +1,12 @@
-"""Named data (data=json, csv, npz): what reaches a model function, and what is refused."""
+"""runner/data.py: the named loaders (data=json, csv, npz: what reaches a model function, and what
+is refused) and the MNIST IDX loader."""
 import json
 
 import numpy as np
 import pytest
+from conftest import write_idx
 
-from runner.data import csv_file, json_file, npz_file
+from runner.data import csv_file, json_file, mnist, npz_file
 from runner.errors import ConfigError
 
 
@@ -109,3 +111,32 @@ def test_wrong_format_says_which_to_use(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="data file not found"):
         json_file(str(tmp_path / "nope.json"))
+
+
+# --- MNIST IDX loader ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_loader(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(7, 28, 28))
+    name = "train-images-idx3-ubyte" + (".gz" if compress else "")
+    write_idx(tmp_path / name, images, compress)
+    x = mnist(str(tmp_path), n=5)
+    assert x.shape == (5, 784) and x.dtype == np.float32
+    np.testing.assert_allclose(x, images[:5].reshape(5, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(mnist(str(tmp_path / name), n=None, binarize=0.5),
+                                  (images.reshape(7, -1) / 255.0 > 0.5).astype(np.float32))
+
+
+def test_idx_loader_refuses_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04rest")
+    with pytest.raises(ConfigError, match="not an IDX file"):
+        mnist(str(tmp_path / "bad"))
+    write_idx(tmp_path / "short", np.zeros((3, 4, 4)), False)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-5])
+    with pytest.raises(ConfigError, match="truncated"):
+        mnist(str(tmp_path / "short"))
+    with pytest.raises(ConfigError, match="no MNIST"):
+        mnist(str(tmp_path))
+    np.savez(tmp_path / "m.npz", x_train=np.full((4, 28, 28), 255, np.uint8))
+    assert mnist(str(tmp_path / "m.npz")).shape == (4, 784)

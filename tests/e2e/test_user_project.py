@@ -1,6 +1,8 @@
 """A user's own model: plain NumPyro functions in a project folder (examples/my_project) with
 their own conf/, fitted through the CLI as a new user runs it, checked against long NUTS runs of
-the same functions made here and against least squares."""
+the same functions made here and against least squares; predictions through runner.predict, the
+pyfunc model and the installed console scripts; a sweep over its seeds. (A function model
+in-process: tests/unit/test_models.py, test_guides.py, test_em.py.)"""
 import json
 import os
 import shutil
@@ -10,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, fit_cli, read_runs, run_cli
-
-pytestmark = pytest.mark.slow
 
 EXAMPLE = ROOT / "examples" / "my_project"
 
@@ -221,168 +221,6 @@ def test_sweep_over_seeds_of_a_user_model(project):
     assert "runner: skipped" not in again.stdout and "2 run, 0 skipped" in again.stdout
     _, runs = read_runs(uri)
     assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == 4
-
-
-GUIDES = ["autodelta", "autonormal", "automvn", "autolowrank", "autolaplace", "autoiaf", "mixture"]
-
-
-@pytest.mark.parametrize("guide", GUIDES)
-def test_every_guide_fits_a_user_model(guide):
-    """In process: every guide on the regression, with restarts; the slope lands near least
-    squares' (loose: few steps; autodelta/autolaplace at the MAP)."""
-    from runner.api import fit_config
-
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        exp, r = fit_config(["model=regression", f"guide={guide}", "steps=1500",
-                             "restarts=2", "optim.lr=0.05", f"data.path={EXAMPLE / 'regression.csv'}"],
-                            config_dir=EXAMPLE / "conf")
-    finally:
-        sys.path.remove(str(EXAMPLE))
-    x, y = regression_data()
-    slope, _ = np.polyfit(x, y, 1)
-    assert np.isfinite(r.losses).all()
-    beta = np.asarray(r.samples["beta"])
-    assert beta.shape[0] == 2000
-    assert abs(np.median(beta) - slope) < 0.1, (guide, np.median(beta), slope)
-    if guide == "autolaplace":  # draws from the Laplace Gaussian, not the MAP point
-        assert beta.std() > 0.01
-
-
-def test_replicates_of_a_user_model():
-    from runner.api import fit_config
-
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        exp, results = fit_config(["model=regression", "guide=autonormal", "steps=300", "restarts=2",
-                                   "replicates=3", f"data.path={EXAMPLE / 'regression.csv'}"],
-                                  config_dir=EXAMPLE / "conf")
-    finally:
-        sys.path.remove(str(EXAMPLE))
-    assert len(results) == 3
-    assert len({float(r.final_loss) for r in results}) == 3  # different seeds, different runs
-
-
-def test_discrete_sites_are_enumerated_without_marking(tmp_path):
-    """A user mixture whose assignment site is not marked for enumeration: runner marks it,
-    requires TraceEnum, and with the tutorial's initialisation attached as an extra
-    (runner.model_extras) and its settings, fits the seed-000 data to the tutorial's answer."""
-    (tmp_path / "mix.py").write_text(
-        "import jax\nimport jax.numpy as jnp\nimport numpyro\nimport numpyro.distributions as dist\n"
-        "import runner\n\n"
-        "def init(key, data):  # the tutorial's: equal weights, locs at random points, scale sqrt(var/2)\n"
-        "    locs = data[jax.random.choice(key, data.shape[0], (2,))]\n"
-        "    return {'weights': jnp.ones(2) / 2, 'locs': locs, 'scale': jnp.sqrt(data.var() / 2)}\n\n"
-        "@runner.model_extras(init_values=init)\n"
-        "def mixture(data):\n"
-        "    w = numpyro.sample('weights', dist.Dirichlet(0.5 * jnp.ones(2)))\n"
-        "    s = numpyro.sample('scale', dist.LogNormal(0.0, 2.0))\n"
-        "    with numpyro.plate('components', 2):\n"
-        "        locs = numpyro.sample('locs', dist.Normal(0.0, 10.0))\n"
-        "    with numpyro.plate('data', data.shape[0]):\n"
-        "        z = numpyro.sample('z', dist.Categorical(w))\n"
-        "        numpyro.sample('obs', dist.Normal(locs[z], s), obs=data)\n")
-    (tmp_path / "d.json").write_text(json.dumps({"data": [0.0, 1.0, 10.0, 11.0, 12.0]}))
-    args = ["model=fn", "model.fn=mix.mixture", "data=json", "data.path=d.json", "guide=autodelta",
-            f"tracking.uri=sqlite:///{tmp_path}/m.db", f"hydra.run.dir={tmp_path}/run"]
-    refused = run_cli([*args, "loss=trace"], cwd=tmp_path)
-    assert refused.returncode == 2 and "use loss=traceenum" in refused.stderr
-    proc = run_cli([*args, "loss=traceenum", "steps=200", "optim=adam", "+hints={lr: 0.1, b1: 0.8, b2: 0.99}",
-                    "restarts=100", "select=initial"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assign = json.loads((tmp_path / "run" / "assignments.json").read_text())["z"]
-    assert assign[0] == assign[1] != assign[2] == assign[3] == assign[4]
-    locs = sorted(json.loads((tmp_path / "run" / "latents.json").read_text())["locs"])
-    assert locs == pytest.approx([0.5, 11.0], abs=0.2)
-
-
-def test_em_extras_on_a_user_function(tmp_path):
-    """EM updates attached to a plain function (runner.model_extras): the same numbers as the
-    built-in GMM's EM on the same data, since the updates here are the built-in's own formulas."""
-    from sklearn.datasets import load_digits
-
-    X = (load_digits().data / 16.0).astype(np.float32)
-    np.savez(tmp_path / "digits.npz", data=X, K=np.array(10))
-    (tmp_path / "mine.py").write_text(
-        "import jax.numpy as jnp\nimport numpyro\nimport numpyro.distributions as dist\nimport runner\n"
-        "from runner.models.gmm import GMM\n\n"
-        "def gmm_diag(data, K):\n"
-        "    w = numpyro.sample('weights', dist.Dirichlet(jnp.ones(K)))\n"
-        "    with numpyro.plate('components', K):\n"
-        "        locs = numpyro.sample('locs', dist.Normal(0.0, 10.0).expand([data.shape[1]]).to_event(1))\n"
-        "        scale = numpyro.sample('scale', dist.LogNormal(0.0, 2.0).expand([data.shape[1]]).to_event(1))\n"
-        "    with numpyro.plate('data', data.shape[0]):\n"
-        "        z = numpyro.sample('z', dist.Categorical(w), infer={'enumerate': 'parallel'})\n"
-        "        numpyro.sample('obs', dist.Normal(locs[z], scale[z]).to_event(1), obs=data)\n\n"
-        "_diag = GMM(K=10)  # the diagonal-GMM updates (a user would write their own)\n"
-        "runner.model_extras(em_init=_diag.em_init, em_log_joint=_diag.em_log_joint, em_m_step=_diag.em_m_step,\n"
-        "                    em_params=lambda l: {'weights': l['weights'], 'locs': l['locs'],\n"
-        "                                         'variances': l['scale'] ** 2})(gmm_diag)\n")
-    store = f"sqlite:///{tmp_path}/m.db"
-    mine = run_cli(["model=fn", "model.fn=mine.gmm_diag", "data=npz", "data.path=digits.npz", "inference=em",
-                    "restarts=2", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/mine"], cwd=tmp_path)
-    assert mine.returncode == 0, mine.stderr[-2000:]
-    builtin = run_cli(["model=gmm", "data=digits", "model.K=10", "inference=em", "restarts=2",
-                       f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/builtin"], cwd=tmp_path)
-    assert builtin.returncode == 0, builtin.stderr[-2000:]
-    a = json.loads((tmp_path / "mine" / "metrics.json").read_text())["scalars"]
-    b = json.loads((tmp_path / "builtin" / "metrics.json").read_text())["scalars"]
-    assert a["avg_loglik"] == pytest.approx(b["avg_loglik"], rel=1e-6) and a["iterations"] == b["iterations"]
-    za = json.loads((tmp_path / "mine" / "assignments.json").read_text())
-    zb = json.loads((tmp_path / "builtin" / "assignments.json").read_text())
-    assert za["z"] == zb["assignment"]
-
-
-def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
-    """What a user gets wrong in their own module or data: one line that keeps the cause (the
-    module, the original error and where it was raised), exit 2, before any fit, no run left."""
-    (tmp_path / "broken.py").write_text("import numpyro\n\nraise RuntimeError('half-written module')\n")
-    (tmp_path / "silent.py").write_text("def model(x, y=None):\n    raise ValueError()\n")
-    (tmp_path / "d.json").write_text('{"x": [1.0, 2.0, 3.0]}')
-    (tmp_path / "dy.json").write_text('{"x": [1.0, 2.0, 3.0], "Y": [1.0, 2.0, 3.0]}')
-    (tmp_path / "two.csv").write_text("a,b\n1,2\n3,4\n")
-    store = f"sqlite:///{tmp_path}/m.db"
-    base = ["data=json", "data.path=d.json", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/run"]
-    cases = {
-        ("model=fn", "model.fn=broken.model", *base):
-            "model.fn=broken.model: importing broken failed: RuntimeError: half-written module (at ",
-        ("model=fn", "model.fn=silent.model", *base): "fails on this data: ValueError (at ",
-        ("model=fn", "model.fn=nosuch.model", *base): "no module named 'nosuch'",
-        ("model=fn", "model.fn=silent.nothing", *base): "module silent has no 'nothing'",
-        ("model=fn", "model.fn=mymodels.eight_schools", *base): "needs data for its parameters ['J', 'sigma']",
-        ("model=gmm", "data=csv", "data.path=two.csv", f"tracking.uri={store}"): "takes one unnamed array",
-        ("model=fn", f"tracking.uri={store}"): "model.fn is required: set model.fn=... (model=fn needs",
-        ("model=fn", "model.fn=silent.model", "data.path=d.json", f"tracking.uri={store}"):
-            "name the data format first, data=json|csv|npz|file data.path=...",
-        ("model=fn", "model.fn=silent.model", "data=csv", f"tracking.uri={store}"): "data.path is required",
-        ("model=fn", "model.fn=silent.model", "data=json", "data.path=two.csv", f"tracking.uri={store}"):
-            "a .csv file: use data=csv",
-    }
-    (tmp_path / "mymodels.py").write_text((EXAMPLE / "mymodels.py").read_text())
-    for args, message in cases.items():
-        proc = run_cli(list(args), cwd=tmp_path)
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (args, proc.stderr[-2000:])
-        assert "Traceback" not in proc.stdout + proc.stderr
-    _, runs = read_runs(store)
-    assert runs == []  # refused before a run was opened
-    # a misspelt observation key: the function's y gets no data; said in one note, the fit goes on
-    proc = run_cli(["model=fn", "model.fn=silent.model", "data=json", "data.path=dy.json",
-                    f"tracking.uri={store}"], cwd=tmp_path)
-    assert "does not take data ['Y']" in proc.stderr and "['y'] get none" in proc.stderr
-
-
-def test_observed_site_is_matched_to_its_own_data():
-    """The posterior predictive plot compares y with y: the observed site maps to the array the
-    function passed as obs=, never to the covariate x."""
-    from runner.data import csv_file
-    from runner.models.function import FunctionModel
-    from runner.posterior import observed_data
-
-    model = FunctionModel(user_module().regression)
-    data = model.bind(csv_file(str(EXAMPLE / "regression.csv")))
-    found = observed_data(model, data)
-    assert list(found) == ["y"] and found["y"] is data["y"]
 
 
 def test_binary_outcome_through_the_console_scripts(tmp_path):

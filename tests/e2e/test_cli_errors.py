@@ -1,0 +1,97 @@
+"""What a user gets wrong, through the real command: one line on stderr (`runner: error: ...`), exit
+code 2, no traceback, no run left in the store. Hydra's own refusals (an unknown option or key)
+and the tracking store's are the CLI's; the refusals of runner.build are tested in-process
+(tests/unit/test_experiment.py, test_models.py) and a few of them here, to see them reach the
+command line the same way."""
+import time
+
+import pytest
+from conftest import read_runs, run_cli
+
+
+def no_runs_left(tmp_path):
+    """Nothing logged and nothing started: no run at all in the store, no fit in the run dir."""
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        _, runs = read_runs(f"sqlite:///{db}")
+        assert runs == []
+    assert not list(tmp_path.glob("**/metrics.json"))
+
+
+BAD = [  # (overrides, the one line expected on stderr after "runner: error: ")
+    # Hydra's (composing the config)
+    (["model=gmx"], "unknown model 'gmx': choose one of bmm, coin, fn, gaussian2d, gmm, multimodal"),
+    (["guide=nope"], "unknown guide 'nope': choose one of autodelta, autoiaf, autolaplace, autolowrank, automvn, "
+                     "autonormal, manual, mixture"),
+    (["optim=nope"], "unknown optim 'nope': choose one of adam, adam_cosine, adamw, lbfgs, sgd"),
+    (["stepz=10"], "unknown key 'stepz'"),
+    # runner.build's (all of them: tests/unit/test_experiment.py)
+    (["steps=abc"], "steps must be a positive integer, got 'abc'"),
+    (["model=gmm", "loss=trace"], "model 'gmm' has enumerated discrete sites: use loss=traceenum"),
+    (["data=file", "data.path={tmp}/missing.csv"], "data file not found: {tmp}/missing.csv"),
+    # the user's own command is their code, as in Hydra: the target is used (here called with the
+    # model's keys); configs read back from a store are held to runner.trust (tests/unit/test_trust.py)
+    (["model._target_=os.system"], "cannot build model: TypeError: system() takes at most 1 keyword argument"),
+    # the tracking store's
+    (["tracking.uri=sqlite:///{tmp}/afile/mlflow.db"], "cannot create the tracking store sqlite:///{tmp}/afile/mlflow.db"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "afile").write_text("x")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    message = message.replace("{tmp}", str(tmp_path))
+    uri = [] if any(a.startswith("tracking.uri") for a in args) else [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    proc = run_cli([*args, *uri, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"runner: error: {message}"), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    no_runs_left(tmp_path)
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path):
+    t0 = time.time()
+    proc = run_cli(["model=coin", "tracking.uri=http://127.0.0.1:9"], cwd=tmp_path)
+    assert time.time() - t0 < 15
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "runner: error: tracking server http://127.0.0.1:9 is unreachable ([Errno 111] Connection refused): "
+        "start it (mlflow server ...) or set tracking.uri"]
+
+
+def test_deleted_experiment_is_refused(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    proc = run_cli(["model=coin", "steps=10", f"tracking.uri={uri}", "tracking.experiment=gone"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("runner: error: experiment 'gone' is deleted")
+    assert "the fit is saved in" in proc.stderr
+
+
+def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
+    """What a user gets wrong in their own module or data, from the folder they run in: one line
+    that keeps the cause (the module, the original error and where it was raised), exit 2, before
+    any fit, no run left. (Every case of runner.build's: tests/unit/test_models.py.)"""
+    (tmp_path / "broken.py").write_text("import numpyro\n\nraise RuntimeError('half-written module')\n")
+    (tmp_path / "silent.py").write_text("def model(x, y=None):\n    raise ValueError()\n")
+    (tmp_path / "d.json").write_text('{"x": [1.0, 2.0, 3.0]}')
+    store = f"sqlite:///{tmp_path}/m.db"
+    base = ["data=json", "data.path=d.json", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/run"]
+    cases = {
+        ("model=fn", "model.fn=broken.model", *base):
+            "model.fn=broken.model: importing broken failed: RuntimeError: half-written module (at ",
+        ("model=fn", "model.fn=silent.model", "data.path=d.json", f"tracking.uri={store}"):
+            "name the data format first, data=json|csv|npz|file data.path=...",
+    }
+    for args, message in cases.items():
+        proc = run_cli(list(args), cwd=tmp_path)
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stdout + proc.stderr
+    _, runs = read_runs(store)
+    assert runs == []  # refused before a run was opened

@@ -1,0 +1,85 @@
+"""Predictions from a logged run, as a user gets them: `python -m runner.predict` (assignments for
+new data, no refit; an EM run's own assignments back), and the run's MLflow pyfunc model, loaded
+with mlflow.pyfunc.load_model and served by `mlflow models serve`. (runner.compare: with a real
+sweep, tests/e2e/test_sweep.py.)"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+from conftest import fit_cli, free_port, read_runs, run_cli, same_partition, wait_http
+
+
+def fit(tmp_path, *args):
+    return fit_cli(tmp_path, *args)[1:]
+
+
+def test_predict_from_a_logged_run(tmp_path):
+    _, run, _ = fit(tmp_path, "model=gmm")
+    new = tmp_path / "new.csv"
+    new.write_text("-0.5\n0.7\n10.5\n13\n")
+    out = subprocess.run([sys.executable, "-m", "runner.predict", f"run_id={run.info.run_id}",
+                          f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "data=file", f"data.path={new}",
+                          f"out={tmp_path}/pred.json"], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    pred = json.loads((tmp_path / "pred.json").read_text())
+    assert same_partition(pred["assignment"], [0, 0, 1, 1]) and pred["n"] == 4
+    probs = np.asarray(pred["assignment_probs"])
+    assert probs.shape == (4, 2) and (probs.max(1) > 0.99).all()
+    # nothing was refitted: still one run in the store
+    assert len(read_runs(f"sqlite:///{tmp_path}/mlflow.db")[1]) == 1
+    bad = subprocess.run([sys.executable, "-m", "runner.predict", "run_id=0123",
+                          f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("runner.predict: error: no run 0123")
+
+
+def test_predict_em_run_reproduces_its_assignments(tmp_path):
+    _, run, run_dir = fit(tmp_path, "model=bmm", "inference=em", "restarts=2", "data.n=200")
+    out = subprocess.run([sys.executable, "-m", "runner.predict", f"run_id={run.info.run_id}",
+                          f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "data.n=50", f"out={tmp_path}/p.json"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    logged = json.loads((run_dir / "assignments.json").read_text())["assignment"]
+    assert json.loads((tmp_path / "p.json").read_text())["assignment"] == logged[:50]
+
+
+def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
+    """The fit logged as an MLflow pyfunc model: load_model(...).predict gives the run's own
+    assignments; `mlflow models serve` answers the same (posterior predictive draws: below)."""
+    import os
+    import urllib.request
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["model=gmm", "guide=autodelta", "restarts=10", f"tracking.uri={uri}",
+                    f"hydra.run.dir={tmp_path}/gmm"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # logging the model adds no warnings
+    runs = {"gmm": proc.stdout.split("run_id=")[1].split()[0]}
+    mlflow.set_tracking_uri(uri)
+    gmm = mlflow.pyfunc.load_model(f"runs:/{runs['gmm']}/model")
+    data = np.array([0.0, 1.0, 10.0, 11.0, 12.0], np.float32)  # the tutorial's data
+    logged = json.loads((tmp_path / "gmm" / "assignments.json").read_text())["assignment"]
+    assert gmm.predict(data).tolist() == logged
+    assert sorted(logged) == [0, 0, 1, 1, 1] or sorted(logged) == [0, 0, 0, 1, 1]
+    low, high = gmm.predict(np.array([0.3, 10.6], np.float32)).tolist()
+    assert (low, high) == (logged[0], logged[-1])
+    # mlflow models serve, as a user runs it (the venv's bin on PATH for its uvicorn)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve",
+                               "--env-manager", "local", "-m", f"runs:/{runs['gmm']}/model", "-p", str(port),
+                               "-h", "127.0.0.1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"inputs": data.tolist()}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert answer == {"predictions": logged}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

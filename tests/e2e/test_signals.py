@@ -1,0 +1,85 @@
+"""Interruption and stale runs, with real processes and signals: SIGINT (Ctrl-C) and SIGTERM end a
+run KILLED (exit 130 / 143), Ctrl-C to the whole process group too (the tracking worker outlives
+the command long enough to record it, then exits), and a run left RUNNING by SIGKILL is marked
+FAILED by the next command. (An interrupted sweep: tests/e2e/test_sweep.py.)"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import read_runs, run_cli
+
+from runner.tracking import store_lock
+
+
+def start_long_fit(tmp_path, uri, new_session=False):
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "model=gmm", "steps=2000000", f"tracking.uri={uri}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=new_session)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the run is created (RUNNING) while the fit compiles
+        time.sleep(0.5)
+        if (tmp_path / "mlflow.db").exists():
+            try:  # under the store's lock: a reader must not migrate a store being created
+                with store_lock(uri):
+                    runs = read_runs(uri)[1]
+            except Exception:
+                continue
+            if runs and runs[0].info.status == "RUNNING":
+                return proc, runs[0]
+    proc.kill()
+    raise AssertionError("no RUNNING run appeared")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_run_ends_killed(tmp_path, sig, code):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc, run = start_long_fit(tmp_path, uri)
+    assert run.data.tags["runner.pid"] == str(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == code, err
+    (after,) = read_runs(uri)[1]
+    assert after.info.status == "KILLED"
+    assert after.data.params["steps"] == "2000000"  # what there was (the config) is logged
+
+
+def group_gone(pgid, within=30.0) -> bool:
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_ctrl_c_to_the_whole_process_group_ends_the_run_killed(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the command, the tracking worker too: the
+    worker outlives it, ends the run KILLED for the command, then exits (nothing left behind)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc, run = start_long_fit(tmp_path, uri, new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "runner: interrupted"
+    (after,) = read_runs(uri)[1]
+    assert after.info.run_id == run.info.run_id and after.info.status == "KILLED"
+    assert after.data.params["steps"] == "2000000"
+    assert group_gone(proc.pid), "a process of the command outlived it"
+
+
+def test_run_left_running_by_sigkill_is_marked_failed_by_the_next_command(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc, run = start_long_fit(tmp_path, uri)
+    proc.kill()
+    proc.wait()
+    assert read_runs(uri)[1][0].info.status == "RUNNING"
+    nxt = run_cli(["model=coin", "steps=10", f"tracking.uri={uri}"], cwd=tmp_path)
+    assert nxt.returncode == 0, nxt.stderr
+    assert f"marked run {run.info.run_id} FAILED" in nxt.stdout
+    status = {r.info.run_id: r.info.status for r in read_runs(uri)[1]}
+    assert status[run.info.run_id] == "FAILED" and sorted(status.values()) == ["FAILED", "FINISHED"]

@@ -1,0 +1,80 @@
+"""The MLflow store from several processes, and the tracking worker process: sixteen concurrent
+writers lose nothing; the command's own process never imports mlflow; a dead worker is one clear
+error and the next tracker starts a fresh one."""
+import multiprocessing as mp
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, read_runs
+
+
+N_WRITERS, N_POINTS = 16, 300
+
+
+def writer(uri, i, barrier):
+    sys.path.insert(0, str(ROOT))
+    from runner.tracking import Tracker
+
+    tracker = Tracker(uri, "many").start(open_run={"writer": i})
+    tracker.wait()
+    barrier.wait()
+    tracker.log_run(tags={"writer": i}, params={f"p{k}": k * i for k in range(50)},
+                    scalars={"final_loss": float(i)}, curves={"loss": [float(i + s) for s in range(N_POINTS)]},
+                    artifact_dir=ROOT, artifacts=[], into_open_run=True)
+
+
+def test_sixteen_writers_lose_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(N_WRITERS)
+    procs = [ctx.Process(target=writer, args=(uri, i, barrier)) for i in range(N_WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0] * N_WRITERS
+    client, runs = read_runs(uri, "many")
+    assert len(runs) == N_WRITERS and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        i = int(r.data.tags["writer"])
+        assert len(r.data.params) == 50 and r.data.params["p3"] == str(3 * i)
+        assert r.data.metrics["final_loss"] == i
+        hist = client.get_metric_history(r.info.run_id, "loss")
+        assert sorted(p.value for p in hist) == [float(i + s) for s in range(N_POINTS)]
+
+
+# --- the tracking worker process -------------------------------------------------------------------
+
+def test_the_command_process_never_imports_mlflow(tmp_path):
+    """MLflow's import, store set-up and logging run in the tracking worker; the command's own
+    process (which traces and plots) does not import it, yet its run is tagged with its pid."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    script = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from runner.api import compose\nfrom runner.app import execute\n"
+              f"cfg, choices = compose(['model=coin', 'steps=20', 'restarts=2', 'progress=false', 'tracking.uri={uri}'])\n"
+              f"out = execute(cfg, choices, __import__('pathlib').Path({str(tmp_path / 'run')!r}))\n"
+              "print('RESULT', out.run_id, os.getpid(), sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_id, pid, modules = proc.stdout.split("RESULT ")[1].split(" ", 2)
+    assert modules.strip() == "[]"
+    (run,) = read_runs(uri)[1]
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert run.data.tags["runner.pid"] == pid and run.data.metrics["final_loss"] > 0
+
+
+def test_a_dead_tracking_worker_is_one_clear_error(tmp_path):
+    from runner.tracking import Tracker, TrackingError
+    from runner.tracking.worker import client
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracker = Tracker(uri, "gone").start()
+    tracker.wait()
+    client().proc.kill()
+    with pytest.raises(TrackingError, match=r"^the tracking worker process exited \(code -9\); nothing more "
+                                            rf"could be logged to {uri}$"):
+        tracker.find_finished("x")
+    again = Tracker(uri, "gone").start()  # the next tracker starts a fresh worker
+    again.wait()
+    assert again.find_finished("x") is None and again.experiment_id == tracker.experiment_id

@@ -1,0 +1,87 @@
+"""runner/naming.py: a run's readable name, its tags (the choices that act on its method's result,
+where it ran, its sweep), the label of a sweep's job, and the lines a person reads at the end.
+(What MLflow receives, end to end: tests/e2e/test_cli.py.)"""
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from runner.api import build, compose
+from runner.naming import job_label, model_label, run_name, run_tags, summary_line, summary_table
+
+CHOICES = {"model": "gmm", "guide": "autodelta", "loss": "traceenum", "optim": "adam", "data": "gmm1d"}
+
+
+@pytest.mark.parametrize("choices, label, overrides, name", [
+    ({"model": "coin"}, "manual", ["model=coin", "guide=manual", "steps=30", "optim.lr=0.01", "seed=3"],
+     "coin-manual-steps30-lr0.01-seed3"),
+    # a file by its name; a choice group by its option; where it is logged never
+    ({"model": "eight_schools"}, "autonormal",
+     ["model=fn", "model.fn=mymodels.eight_schools", "data=json", "data.path=/a/b/eight_schools.json",
+      "guide=autonormal", "tracking.uri=sqlite:///x.db", "hydra.run.dir=x", "loss=trace"],
+     "eight_schools-autonormal-json-eight_schools-trace"),
+    ({"model": "gmm"}, "nuts", ["inference=nuts", "inference.chains=4", "+hints={lr: 0.1}"],
+     "gmm-nuts-chains4-hints_lr_0.1_"),  # characters a name should not hold become _
+    ({}, "svi", [], "run-svi"),
+])
+def test_run_name(choices, label, overrides, name):
+    assert run_name(choices, label, overrides) == name
+
+
+def test_run_name_is_capped_at_250_characters():
+    assert len(run_name({"model": "gmm"}, "autodelta", [f"k{i}={'v' * 50}" for i in range(10)])) == 250
+
+
+@pytest.mark.parametrize("sweep, label", [
+    (None, ""), ({"job": None}, ""), ({"job": 2, "jobs": 8}, "job 3/8 "), ({"job": 0}, "job 1 "),
+    ({"job": 0, "jobs": None}, "job 1 "),
+])
+def test_job_label(sweep, label):
+    assert job_label(sweep) == label
+
+
+def test_tags_are_the_choices_the_method_uses():
+    em = build(compose(["model=gmm", "inference=em"])[0])
+    tags = run_tags(em, {**CHOICES, "inference": "em"}, Path("/runs/1"), None, ["inference=em"])
+    assert {k: tags[k] for k in ("model", "data", "inference", "run_dir", "mlflow.runName")} == {
+        "model": "gmm", "data": "gmm1d", "inference": "em", "run_dir": "/runs/1", "mlflow.runName": "gmm-em"}
+    assert not {"guide", "loss", "optim"} & set(tags)  # EM has no guide, loss or optimizer
+    assert tags["config_hash"] == em.config_hash and tags["jax.backend"] == "cpu" and tags["runner.version"]
+    svi = build(compose(["model=gmm"])[0])
+    tags = run_tags(svi, {**CHOICES, "inference": "svi"}, Path("/runs/2"), None, [])
+    assert {k: tags[k] for k in ("guide", "loss", "optim", "inference", "mlflow.runName")} == {
+        "guide": "autodelta", "loss": "traceenum", "optim": "adam", "inference": "svi", "mlflow.runName": "gmm-autodelta"}
+
+
+def test_a_sweeps_job_is_tagged_with_its_overrides_group_and_parent():
+    exp = build(compose(["model=gmm", "seed=2"])[0])
+    sweep = {"overrides": ["model=gmm", "seed=2", "tracking.uri=x"], "parent_run_id": "P", "job": 1, "jobs": 4}
+    tags = run_tags(exp, {**CHOICES, "inference": "svi"}, Path("/s/1"), sweep, None)
+    assert {k: tags[k] for k in ("overrides", "config_group", "mlflow.parentRunId", "mlflow.runName")} == {
+        "overrides": "model=gmm seed=2 tracking.uri=x", "config_group": "model=gmm", "mlflow.parentRunId": "P",
+        "mlflow.runName": "gmm-autodelta-seed2"}
+
+
+def test_a_function_model_is_named_by_its_function():
+    exp = SimpleNamespace(model=SimpleNamespace(name="eight_schools"))
+    assert model_label(exp, {"model": "fn"}) == "eight_schools" and model_label(exp, {}) == "eight_schools"
+    assert model_label(exp, {"model": "gmm"}) == "gmm"
+
+
+def test_the_summary_line_and_table():
+    exp = build(compose(["model=gmm"])[0])
+    report = SimpleNamespace(line="final_loss=17.4433 best_restart=3/100",
+                             scalars={"final_loss": 17.44331, "best_restart": 3.0})
+    choices = {**CHOICES, "inference": "svi"}
+    sweep = {"job": 1, "jobs": 4}
+    assert summary_line(exp, choices, report, "abc", sweep, Path("/r")) == (
+        "runner: job 2/4 gmm/autodelta final_loss=17.4433 best_restart=3/100 run_id=abc")
+    assert summary_line(exp, choices, report, None, None, Path("/r")) == (
+        "runner: gmm/autodelta final_loss=17.4433 best_restart=3/100 outputs=/r")
+    assert summary_table(exp, choices, report, "abc", "gmm-autodelta", Path("/r"), "mlflow ui").splitlines() == [
+        "  run           gmm-autodelta  (abc)",
+        "  choices       model=gmm guide=autodelta loss=traceenum optim=adam data=gmm1d inference=svi",
+        "  final_loss    17.4433",
+        "  best_restart  3 of 100",
+        "  outputs       /r",
+        "  look          mlflow ui"]
