@@ -98,26 +98,12 @@ def test_ten_thousand_restarts():
 
 
 def test_the_final_loss_tail_and_the_curves_kept_steps():
+    """(A long fit's capped curves and its final loss: test_svi_memory.py.)"""
     from runner.inference.svi_program import curve_steps, tail_length
 
     assert [tail_length(n) for n in (1, 3, 10, 20, 10000)] == [1, 1, 1, 2, 1000]  # the last 10%, at least one
     assert curve_steps(10, None).tolist() == list(range(10)) and curve_steps(10, 10).tolist() == list(range(10))
     assert curve_steps(8, 3).tolist() == [0, 3, 6, 7]  # an even stride, and the last step
-    kept = curve_steps(10000, 2000)
-    assert len(kept) == 2001 and kept[:3].tolist() == [0, 5, 10] and kept[-2:].tolist() == [9995, 9999]
-
-
-def test_a_long_fit_keeps_its_curves_at_the_capped_steps():
-    """The curves hold tracking.max_points_per_curve points; the final loss is still the mean of
-    every step of the last 10% (a running sum), as with every step kept."""
-    args = ["model=coin", "guide=manual", "steps=300", "restarts=2", "select=final"]
-    _, capped = fit_config([*args, "tracking.max_points_per_curve=50"])
-    _, full = fit_config([*args, "tracking.max_points_per_curve=null"])
-    assert capped.steps.tolist() == list(range(0, 300, 6)) + [299] and capped.losses.shape == (2, 51)
-    assert full.steps.tolist() == list(range(300)) and full.losses.shape == (2, 300)
-    np.testing.assert_array_equal(capped.losses, full.losses[:, capped.steps])
-    np.testing.assert_allclose(capped.final_losses, full.losses[:, -30:].mean(1), rtol=1e-6)
-    np.testing.assert_array_equal(capped.final_losses, full.final_losses)
 
 
 def test_grad_norm_of_a_param_and_of_a_pytree_param():
