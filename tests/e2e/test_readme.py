@@ -10,7 +10,8 @@ command before it made), with the project venv's `python` and `runner` first on 
 - placeholders: `<id>` the newest run of ./mlflow.db, `<parent run id>` its newest sweep parent,
   `~/mnist` a folder of small MNIST-format IDX files made here.
 Blocks that install packages (`pip install`) are run by tests/e2e/test_install.py in a throwaway
-venv; NOT_HERE names the test that runs each of their commands, and the harness checks it exists.
+venv, and the block of a user's own inference method by tests/e2e/test_add_method.py in its fixture
+folder; NOT_HERE names the test that runs each of their commands, and the harness checks it exists.
 """
 import os
 import re
@@ -25,13 +26,16 @@ from conftest import ROOT
 
 README = ROOT / "README.md"
 
-#: commands run elsewhere (they change the environment): command prefix -> "file::test"
+#: commands run elsewhere (they change the environment, or need a folder of their own): prefix -> "file::test"
 NOT_HERE = {
     "pip install .": "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     'cd "$(mktemp -d)" && runner model=coin': "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     "pip install examples/runner_plugin_example": "tests/e2e/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
     "echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
     "runner model=normal_mean": "tests/e2e/test_install.py::test_readme_plugin_commands",
+    # needs the method's own folder (tests/fixtures/my_method): run there, as the README shows it
+    "python -m runner --config-dir conf model=coin inference=importance":
+        "tests/e2e/test_add_method.py::test_a_method_from_the_users_folder_is_a_full_run",
 }
 
 
