@@ -155,7 +155,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
                                  curve_steps=report.curve_steps)
         child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
         for child in report.children:
-            tracker.log_child(child, tags=child_tags, params=params)
+            tracker.log_child(child, parent_id=run_id, tags=child_tags, params=params)
         tracker.flush()  # the replicates' child runs: done, or their error raised here
     except TrackingError as e:
         raise RunFailed(f"{e}; the fit is saved in {run_dir}", code=2) from None

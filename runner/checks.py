@@ -42,6 +42,8 @@ def instantiate(node, what: str):
         return instantiate(node)
     except MissingMandatoryValue as e:
         key = getattr(e, "full_key", None) or what
+        if not str(key).startswith(what):  # a node copied out of its config: its keys lose the group
+            key = f"{what}.{key}"
         hint = " (model=fn needs model.fn=module.function)" if key == "model.fn" else ""
         raise ConfigError(f"{key} is required: set {key}=...{hint}") from None
     except InstantiationException as e:
@@ -49,3 +51,19 @@ def instantiate(node, what: str):
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(f"cannot build {what}: {describe(cause or e)}") from None
+
+
+#: keys of the data group that are the fit's settings, not the loader's arguments
+DATA_SETTINGS = ("batch_size",)
+
+
+def load_data(node):
+    """The data of a config's `data` node (None for none): its loader called with its own
+    arguments, the fit's settings in the group (data.batch_size) left out."""
+    from omegaconf import OmegaConf
+
+    if not node:
+        return None
+    if any(k in node for k in DATA_SETTINGS):
+        node = OmegaConf.masked_copy(node, [k for k in node if k not in DATA_SETTINGS])
+    return instantiate(node, "data")

@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.checks import check_targets, instantiate, positive_int
+from runner.checks import check_targets, instantiate, load_data, positive_int
 from runner.errors import ConfigError
 
 
@@ -58,10 +58,7 @@ def build(cfg: DictConfig) -> Experiment:
     inference = from_config(cfg.get("inference"))
 
     model = instantiate(cfg.model, "model")
-    node = cfg.get("data")
-    if node is not None and "batch_size" in node:  # the fit's setting, not the loader's
-        node = OmegaConf.masked_copy(node, [k for k in node if k != "batch_size"])
-    data = instantiate(node, "data") if node else None
+    data = load_data(cfg.get("data"))
     data = model.bind(data)
     inference.prepare(cfg, model, data)
     if batch_size(cfg) is not None and not getattr(inference, "batch_size", None):

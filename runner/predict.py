@@ -56,7 +56,7 @@ def new_data(cfg, tags: dict, overrides: list[str], roots=None):
     from omegaconf import OmegaConf
 
     from runner.api import compose
-    from runner.checks import instantiate
+    from runner.checks import load_data
     from runner.trust import check_stored_config, trusted_roots
 
     node = cfg.data
@@ -67,7 +67,7 @@ def new_data(cfg, tags: dict, overrides: list[str], roots=None):
     elif overrides:  # the run's own data settings (binarize, n, ...), with the keys given changed
         node = OmegaConf.merge(cfg.data, OmegaConf.from_dotlist([o[len("data."):] for o in overrides]))
     check_stored_config(node, trusted_roots() if roots is None else roots, "data")
-    return instantiate(node, "data") if node else None
+    return load_data(node)
 
 
 def predict(opts: dict) -> dict:

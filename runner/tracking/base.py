@@ -54,8 +54,8 @@ class Tracking:
         the step of each curve point (None: point i is step i)."""
         return None
 
-    def log_child(self, child, *, tags: dict, params: dict) -> None:
-        """A run under this command's run (an SVI replicate, runner.inference.base.Child); may be
+    def log_child(self, child, *, parent_id: str | None, tags: dict, params: dict) -> None:
+        """A run under the run `parent_id` (an SVI replicate, runner.inference.base.Child); may be
         asynchronous: flush() waits for every child and raises the first error."""
 
     def flush(self) -> None:

@@ -137,9 +137,9 @@ class MlflowTracking(Tracking):
         kwargs.setdefault("max_points", self.max_points)
         return self._call("log_run", **kwargs)
 
-    def log_child(self, child, *, tags: dict, params: dict) -> None:
-        """Submitted to the worker (it logs while this process draws the parent's figures)."""
-        self.submit("log_run", tags={**tags, **child.tags, "mlflow.parentRunId": self.run_id,
+    def log_child(self, child, *, parent_id: str | None, tags: dict, params: dict) -> None:
+        """Submitted to the worker, which logs it while this process goes on (flush waits)."""
+        self.submit("log_run", tags={**tags, **child.tags, "mlflow.parentRunId": parent_id,
                                      "mlflow.runName": child.name},
                     params={**params, **child.params}, scalars=child.scalars, curves=child.curves,
                     artifact_dir=child.artifact_dir, artifacts=child.artifacts, max_points=self.max_points,

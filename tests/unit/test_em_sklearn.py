@@ -10,7 +10,8 @@ import runner
 from runner.data import digits, mnist_sample
 
 
-@pytest.mark.parametrize("data, K, n", [("digits", 10, 16), ("mnist_sample", 20, 12)])
+@pytest.mark.parametrize("data, K, n", [("digits", 10, 16),
+                                        pytest.param("mnist_sample", 20, 12, marks=pytest.mark.slow)])
 def test_em_inits_are_as_good_as_scikit_learns(data, K, n):
     """Measured (mean over inits, scikit-learn / runner): digits K=10, 32 inits: 110.00 / 109.97
     (sd 1.2); MNIST-5k K=20, 24 inits: 2460.0 / 2460.1 (sd 12)."""

@@ -161,8 +161,6 @@ def test_user_mistakes_are_one_line_before_any_fit(user_folder):
         assert message in str(e.value) and len(str(e.value).splitlines()) == 1, (args, str(e.value))
 
 
-@pytest.mark.xfail(strict=True, reason="runner bug since 46466df: build instantiates a masked copy of the data node "
-                                      "(without batch_size), whose missing key is named 'path', not 'data.path'")
 def test_a_missing_data_path_is_named_with_its_group(user_folder):
     (user_folder / "silent.py").write_text("def model(x, y=None):\n    pass\n")
     with pytest.raises(ConfigError) as e:
