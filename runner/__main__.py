@@ -59,6 +59,9 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; we report
     from runner.errors import INTERRUPTED
 
+    from runner.redact import mask_log_records
+
+    mask_log_records()  # Hydra logs each job's overrides, tracking.uri included
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     _completion_config_dir()
@@ -77,7 +80,9 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:
         if full:
             raise
-        print(f"runner: error: {one_line(e)}", file=sys.stderr)
+        from runner.redact import redact
+
+        print(f"runner: error: {redact(one_line(e))}", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as e:
         code = INTERRUPTED["code"] or (130 if isinstance(e, KeyboardInterrupt) else None)

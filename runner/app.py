@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ConfigError, RunFailed, TrackingError, describe
+from runner.redact import redact, redact_folder
 
 
 @dataclass
@@ -65,23 +66,24 @@ def run(cfg):
     if hc.mode == RunMode.MULTIRUN:
         sweep = {**(read_sweep(hc.sweep.dir) or {}), "overrides": list(hc.overrides.task), "job": int(hc.job.num)}
     run_dir = Path(hc.runtime.output_dir)
+    redact_folder(run_dir)  # Hydra has written the config, overrides included, before this task runs
     try:
         outcome = execute(cfg, choices, run_dir, sweep=sweep, overrides=list(hc.overrides.task))
     except (ConfigError, TrackingError, RunFailed) as e:
         code = getattr(e, "code", 2)
         if sweep is not None:
-            write_status(run_dir, "failed", error=str(e)[:500])
-            print(f"runner: error: {e}", file=sys.stderr)
+            write_status(run_dir, "failed", error=redact(str(e))[:500])
+            print(f"runner: error: {redact(str(e))}", file=sys.stderr)
             return None
-        print(f"runner: error: {e}", file=sys.stderr)
+        print(f"runner: error: {redact(str(e))}", file=sys.stderr)
         raise SystemExit(code) from None
     except Exception as e:
         from runner.errors import INTERRUPTED
 
         if sweep is None or INTERRUPTED["code"]:
             raise
-        write_status(run_dir, "failed", error=f"{type(e).__name__}: {e}"[:500])
-        print(f"runner: error: job {' '.join(sweep['overrides'])} failed: {describe(e)}", file=sys.stderr)
+        write_status(run_dir, "failed", error=redact(f"{type(e).__name__}: {e}")[:500])
+        print(redact(f"runner: error: job {' '.join(sweep['overrides'])} failed: {describe(e)}"), file=sys.stderr)
         return None
     return None if outcome is None else outcome.final_loss
 
@@ -109,7 +111,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         done = None if rerun else tracker.find_finished(config_hash(cfg))
         if done:
             write_status(run_dir, "skipped", run_id=done)
-            print(f"runner: skipped {' '.join(sweep['overrides'])}: already FINISHED as run {done}")
+            print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: already FINISHED as run {done}"))
             return None
     exp = build(cfg)  # the last reader of cfg
 
@@ -139,7 +141,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         from runner.errors import INTERRUPTED
 
         status = "KILLED" if INTERRUPTED["code"] else "FAILED"
-        _end_quietly(tracker, status, params, run_dir, {"error": f"{type(e).__name__}: {e}"[:500]})
+        _end_quietly(tracker, status, params, run_dir, {"error": redact(f"{type(e).__name__}: {e}")[:500]})
         raise
     params["key_derivation"] = report.key_derivation
     report.artifacts += model_files(exp, run_dir)

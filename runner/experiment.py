@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.checks import check_targets, instantiate, load_data, positive_int
 from runner.errors import ConfigError
+from runner.redact import redact
 
 
 SELECT = ("initial", "final")
@@ -48,8 +49,9 @@ def build(cfg: DictConfig) -> Experiment:
     positive_int(cfg, "steps"), positive_int(cfg, "replicates")
     if cfg.select not in SELECT:
         raise ConfigError(f"select must be one of {SELECT}, got {cfg.select!r}")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**31:
+        # JAX keeps 32 bits of a seed: 2**32 would silently be seed 0
+        raise ConfigError(f"seed must be an integer from 0 to {2**31 - 1}, got {cfg.seed!r}")
     if not isinstance(cfg.get("progress", True), bool):
         raise ConfigError(f"progress must be true or false, got {cfg.progress!r}")
     posterior_samples = cfg.get("posterior", {}).get("samples", 0)
@@ -67,7 +69,8 @@ def build(cfg: DictConfig) -> Experiment:
     cache = cfg.get("jax", {}).get("cache_dir")
     return Experiment(model=model, data=data, inference=inference, seed=cfg.seed, restarts=restarts,
                       posterior_samples=posterior_samples, progress=cfg.get("progress", True),
-                      config_yaml=OmegaConf.to_yaml(cfg, resolve=True), params=flatten(cfg),
+                      config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
+                      params={k: redact(v) for k, v in flatten(cfg).items()},
                       config_hash=config_hash(cfg), cache_dir=str(cache) if cache else None,
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
 

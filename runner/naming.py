@@ -54,7 +54,9 @@ def run_tags(exp, choices: dict, run_dir: Path, sweep: dict | None, overrides) -
     if getattr(exp.model, "fn_path", None):
         tags["model.fn"] = exp.model.fn_path
     if sweep is not None:
-        tags.update({"overrides": " ".join(sweep["overrides"]), "config_group": group_label(sweep["overrides"])})
+        from runner.redact import redact
+
+        tags.update({"overrides": redact(" ".join(sweep["overrides"])), "config_group": group_label(sweep["overrides"])})
         if sweep.get("parent_run_id"):
             tags["mlflow.parentRunId"] = sweep["parent_run_id"]
     return tags

@@ -194,15 +194,21 @@ class SweepCallback(Callback):
             name=f"sweep {' '.join(overrides)}"[:250], sweep_hash=sweep_hash,
             tags={"sweep_overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)},
             reuse=not config.get("rerun", False))
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(
-            {"parent_run_id": parent_id, "tracking": tracking, "reused": reused,
-             "jobs": count_jobs(config.hydra.overrides.task)}))
+        from runner.redact import redact, redact_folder
+
+        (sweep_dir / SWEEP_FILE).write_text(redact(json.dumps(  # the jobs read the parent's id; the
+            {"parent_run_id": parent_id, "tracking": tracking, "reused": reused,  # end, config.tracking
+             "jobs": count_jobs(config.hydra.overrides.task)})))
+        redact_folder(sweep_dir)  # Hydra's multirun.yaml
         CURRENT.update(tracking=tracking, parent_run_id=parent_id)
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from runner.redact import redact_folder
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        redact_folder(sweep_dir)  # Hydra's multirun.yaml is written after on_multirun_start
         info = read_sweep(sweep_dir)
         if info is None:
             return
@@ -211,19 +217,23 @@ class SweepCallback(Callback):
         global FAILED_JOBS
         FAILED_JOBS = counts["failed"]
         CURRENT.clear()
-        tracker = backend(info["tracking"])
+        tracker = backend(config.tracking)  # the real URI: the sweep file's is masked
         try:
             summary = finish(tracker, info["parent_run_id"], sweep_dir, counts)
         except Exception as e:  # the parent must not stay RUNNING
             tracker.run_id = info["parent_run_id"]
             try:
-                tracker.end("FAILED", tags={"error": f"{type(e).__name__}: {e}"[:500]})
+                from runner.redact import redact
+
+                tracker.end("FAILED", tags={"error": redact(f"{type(e).__name__}: {e}")[:500]})
             finally:
                 FAILED_JOBS = max(FAILED_JOBS, 1)
                 import sys
 
-                print(f"runner: error: summarising the sweep failed ({type(e).__name__}: {e}); "
-                      f"parent run {info['parent_run_id']} is FAILED", file=sys.stderr)
+                from runner.redact import redact
+
+                print(redact(f"runner: error: summarising the sweep failed ({type(e).__name__}: {e}); "
+                             f"parent run {info['parent_run_id']} is FAILED"), file=sys.stderr)
             return
         under = f" under parent {info['parent_run_id']}" if info["parent_run_id"] else f" in {sweep_dir}"
         print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, "

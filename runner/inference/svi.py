@@ -40,10 +40,16 @@ class SVI(Method):
         self.select = cfg.select  # checked by build
         self.guide_builder = instantiate(cfg.guide, "guide")
         self.loss = instantiate(cfg.loss, "loss")
-        if getattr(self.loss, "num_particles", 1) < 1:
-            raise ConfigError("loss.num_particles must be >= 1")
+        particles = getattr(self.loss, "num_particles", 1)
+        if not isinstance(particles, int) or isinstance(particles, bool) or particles < 1:
+            raise ConfigError(f"loss.num_particles must be a positive integer, got {particles!r}")
         self.optimizer = instantiate(cfg.optim, "optim")
         self.lr = cfg.optim.get("lr")
+        import math
+
+        if self.lr is not None and (not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool)
+                                    or not math.isfinite(self.lr) or self.lr <= 0):
+            raise ConfigError(f"optim.lr must be a positive finite number, got {self.lr!r}")
         if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
             raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
         self.deterministic = check_guide(self, model, data)

@@ -14,7 +14,9 @@ class BMM(Model):
     EPS = 1e-6  # EM keeps pixel probabilities in [EPS, 1 - EPS]
 
     def __init__(self, K: int = 10):
-        self.K = int(K)
+        if not isinstance(K, int) or isinstance(K, bool) or K < 2:
+            raise ConfigError(f"model.K must be an integer >= 2 (the mixture's components), got {K!r}")
+        self.K = K
 
     def __call__(self, data=None):
         import jax.numpy as jnp

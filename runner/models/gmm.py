@@ -15,7 +15,9 @@ class GMM(Model):
 
     def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5,
                  scale: float | None = None):
-        self.K = int(K)
+        if not isinstance(K, int) or isinstance(K, bool) or K < 2:
+            raise ConfigError(f"model.K must be an integer >= 2 (the mixture's components), got {K!r}")
+        self.K = K
         #: None: the scale is a latent site (the tutorial). A number: a fixed known scale, as seed
         #: 003's SGD fit (0.2 on images, where a learned scale of a constant pixel collapses to 0).
         self.fixed_scale = None if scale is None else float(scale)

@@ -29,11 +29,25 @@ def check_reachable(uri: str) -> None:
     import urllib.request
 
     if uri.startswith(("http://", "https://")):
+        import base64
+        import urllib.parse
+
+        from runner.redact import redact
+
+        parts = urllib.parse.urlsplit(uri)
+        request = urllib.request.Request(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+                                         .geturl().rstrip("/") + "/health") if parts.hostname else None
+        if request is not None and parts.username is not None:  # user:password@ as MLflow's client sends it
+            token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
+                                     f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).read()
+            if request is None:
+                raise ValueError("no host in the URI")
+            urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S).read()
         except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
-            raise TrackingError(f"tracking server {uri} is unreachable ({reason}): start it "
+            reason = redact(str(getattr(e, "reason", e)))
+            raise TrackingError(f"tracking server {redact(uri)} is unreachable ({reason}): start it "
                                 f"(mlflow server ...) or set tracking.uri") from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):]).expanduser()
@@ -149,7 +163,9 @@ class MlflowTracking(Tracking):
         check_reachable(self.uri)
 
     def look(self) -> str:
-        return f"mlflow ui --backend-store-uri {self.uri}"
+        from runner.redact import redact
+
+        return f"mlflow ui --backend-store-uri {redact(self.uri)}"
 
 
 Tracker = MlflowTracking  # the name tests, benchmarks and older code use

@@ -152,6 +152,10 @@ def serve(req_fd: int, rep_fd: int, owner: int) -> None:
     """The worker's loop: one request at a time, in order, until the command's pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from runner.redact import RedactingStream, mask_log_records
+
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)  # MLflow prints run URLs
+    mask_log_records()
     import runner.tracking.store as tracking
 
     tracking.OWNER_PID = owner  # runs are tagged with the command's pid (stale-run reaping)

@@ -23,7 +23,7 @@ REFUSED = [  # (overrides, the ConfigError's line: the start of it)
     (["steps=-3"], "steps must be a positive integer, got -3"),
     (["restarts=0"], "restarts must be a positive integer, got 0"),
     (["optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),
-    (["loss.num_particles=0"], "loss.num_particles must be >= 1"),
+    (["loss.num_particles=0"], "loss.num_particles must be a positive integer, got 0"),
     (["model=bmm", "guide=manual"], "model 'bmm' has no manual guide"),
     (["model=coin", "guide=autodelta", "+guide.init_loc_fn=x"], "cannot build guide"),
     (["model=gmm", "loss=trace"], "model 'gmm' has enumerated discrete sites: use loss=traceenum"),
@@ -40,7 +40,7 @@ REFUSED = [  # (overrides, the ConfigError's line: the start of it)
     (["inference=em", "model=coin"], "inference=em has no updates for model 'coin'"),
     # the top-level settings build checks itself
     (["select=best"], "select must be one of ('initial', 'final'), got 'best'"),
-    (["seed=1.5"], "seed must be an integer, got 1.5"),
+    (["seed=1.5"], "seed must be an integer from 0 to 2147483647, got 1.5"),
     (["progress=maybe"], "progress must be true or false, got 'maybe'"),
     (["posterior.samples=-1"], "posterior.samples must be an integer >= 0, got -1"),
     (["replicates=0"], "replicates must be a positive integer, got 0"),
