@@ -121,6 +121,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
 
     tags = naming.run_tags(exp, choices, run_dir, sweep, overrides)
     params = {**exp.params, "jax_version": jax.__version__}
+    tracker.check_params(params)
     write_config(run_dir, exp.config_yaml)
     configure_jax(exp.cache_dir)
     if sweep is None:

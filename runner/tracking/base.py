@@ -33,6 +33,10 @@ class Tracking:
         """Raise runner.errors.TrackingError (one line) if the backend cannot be reached or
         written: called before any fit, so that nothing is fitted for nothing."""
 
+    def check_params(self, params: dict) -> None:
+        """Raise TrackingError (one line) for a param the backend cannot store: called after the
+        config is built, before any fit."""
+
     def start(self, open_run: dict | None = None) -> "Tracking":
         """Get ready (a backend may do it in the background); with `open_run` (tags), open this
         command's run now, so that an interrupted fit leaves a record."""

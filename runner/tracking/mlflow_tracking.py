@@ -160,7 +160,28 @@ class MlflowTracking(Tracking):
                     curve_steps=child.curve_steps)
 
     def check(self) -> None:
-        check_reachable(self.uri)
+        """Everything the store will refuse, before any fit: an empty or file-store URI, an empty
+        experiment name, an unreachable server, an unwritable sqlite file."""
+        uri, experiment = self.uri, self.experiment
+        if not isinstance(uri, str) or not uri.strip():
+            raise TrackingError("tracking.uri is empty: set it to a store, e.g. sqlite:///mlflow.db "
+                                "(or tracking=none for no store)")
+        if uri.startswith("file:") or "://" not in uri:
+            if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+                raise TrackingError(f"tracking.uri={uri} is a file store, which MLflow 3 refuses: use "
+                                    "sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
+        if not isinstance(experiment, str) or not experiment.strip():
+            raise TrackingError("tracking.experiment is empty: name the MLflow experiment, e.g. tracking.experiment=runner")
+        check_reachable(uri)
+
+    def check_params(self, params: dict) -> None:
+        """Param names MLflow stores: alphanumerics, _ - . space : / (a `+a$b=1` override is not one)."""
+        import re
+
+        bad = sorted(k for k in params if not re.fullmatch(r"[\w\-. :/]{1,250}", k))
+        if bad:
+            raise TrackingError(f"config key {bad[0]!r} cannot be an MLflow param name (letters, digits, "
+                                "_ - . space : / only, at most 250): rename or drop that override")
 
     def look(self) -> str:
         from runner.redact import redact

@@ -95,3 +95,17 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
         assert "Traceback" not in proc.stdout + proc.stderr
     _, runs = read_runs(store)
     assert runs == []  # refused before a run was opened
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tracking.experiment=", "tracking.experiment is empty: name the MLflow experiment"),
+    ("tracking.uri=", "tracking.uri is empty: set it to a store, e.g. sqlite:///mlflow.db"),
+    ("tracking.uri=file:./mlruns", "tracking.uri=file:./mlruns is a file store, which MLflow 3 refuses"),
+    ("+a$b=1", "config key 'a$b' cannot be an MLflow param name"),
+])
+def test_what_the_store_would_refuse_is_refused_before_the_fit(tmp_path, override, message):
+    """These used to end after the fit, exit 1, with a FAILED run or a half-made store."""
+    proc = run_cli(["model=coin", "steps=20", override, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no fit
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
