@@ -10,6 +10,9 @@ from runner.errors import ConfigError
 
 
 def _finite(x: np.ndarray, what: str) -> np.ndarray:
+    if np.iscomplexobj(x):  # a cast to float would drop the imaginary part without a word
+        raise ConfigError(f"data {what} is complex: the models take real numbers "
+                          "(give the real and imaginary parts as two columns)")
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         raise ConfigError(f"data {what} is empty")

@@ -46,6 +46,12 @@ def parse(argv: list[str]) -> dict:
                               "trust")
     if "run_id" not in opts:
         raise ConfigError("run_id=<id> is required (see `python -m runner.compare` for run ids)")
+    try:  # checked before anything is fetched
+        opts["samples"] = int(opts["samples"])
+    except ValueError:
+        raise ConfigError(f"samples must be a positive integer, got {opts['samples']!r}") from None
+    if opts["samples"] < 1:
+        raise ConfigError(f"samples must be a positive integer, got {opts['samples']}")
     opts["data"] = data
     return opts
 
@@ -86,11 +92,7 @@ def predict(opts: dict) -> dict:
             raise ConfigError(f"run {opts['run_id']}: {e}") from None
     data = new_data(fitted.cfg, tags, opts["data"], roots)
     out: dict = {"run_id": opts["run_id"], "inference": fitted.method, "n": data_size(data)}
-    try:
-        num = int(opts["samples"])
-    except ValueError:
-        raise ConfigError(f"samples must be an integer, got {opts['samples']!r}") from None
-    kind, found = predict_data(fitted, data, num)
+    kind, found = predict_data(fitted, data, opts["samples"])
     for name, value in found.items():
         if kind == "assignments":  # and their probabilities
             out[name] = value.tolist()

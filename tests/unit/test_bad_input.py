@@ -27,3 +27,21 @@ def test_refused_before_the_fit(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
         runner.build(cfg)
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_complex_data_is_refused_not_cast(tmp_path):
+    """A complex .npy used to lose its imaginary part without a word."""
+    import numpy as np
+
+    np.save(tmp_path / "z.npy", np.array([1 + 2j, 3 - 1j, 0.5j]))
+    cfg, _ = runner.compose(["model=gmm", "data=file", f"data.path={tmp_path}/z.npy"])
+    with pytest.raises(ConfigError, match=r"data .*z.npy is complex: the models take real numbers"):
+        runner.build(cfg)
+
+
+@pytest.mark.parametrize("samples", ["-1", "0", "many"])
+def test_predict_refuses_a_bad_sample_count_before_reading_anything(samples):
+    from runner.predict import parse
+
+    with pytest.raises(ConfigError, match="samples must be a positive integer"):
+        parse(["run_id=abc", f"samples={samples}", "tracking.uri=http://127.0.0.1:9"])
