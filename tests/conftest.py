@@ -8,6 +8,8 @@ import pytest
 from runner.tracking.base import Tracking
 
 ROOT = Path(__file__).resolve().parent.parent
+#: a user's project folder: plain model functions, JSON and CSV data, its own conf/
+EXAMPLE = ROOT / "examples" / "my_project"
 
 
 @pytest.fixture
@@ -175,3 +177,31 @@ def sorted_by_loc(params):
 
     order = np.argsort(params["locs_auto_loc"])
     return params["weights_auto_loc"][order], params["locs_auto_loc"][order]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on loopback with its own sqlite store: its URL."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "artifacts")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def user_module():
+    """examples/my_project/mymodels.py, imported as the user's own module."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import mymodels
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    return mymodels

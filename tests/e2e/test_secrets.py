@@ -3,31 +3,18 @@ a real `mlflow server` taken with `http://alice:<password>@host:port`, which MLf
 as basic auth. The run and a two-job sweep must succeed, and the password appears nowhere: not in
 stdout/stderr, the run and sweep directories (runner's files and Hydra's .hydra/*, multirun.yaml,
 logs), nor the MLflow params, tags or config.yaml artifacts."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port, read_runs, run_cli, wait_http
+from conftest import free_port, read_runs, run_cli
 
 PASSWORD = "hunter2-s3cret"
 
 
 @pytest.fixture
-def server(tmp_path):
-    port = free_port()
-    exe = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "art")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def server(mlflow_server):
+    """conftest's real `mlflow server`: its port."""
+    return int(mlflow_server.rsplit(":", 1)[1])
 
 
 def files_holding(folder: Path, text: str) -> list[str]:

@@ -2,29 +2,11 @@
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import free_port, read_runs, run_cli, wait_http
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    exe = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+from conftest import free_port, read_runs, run_cli
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

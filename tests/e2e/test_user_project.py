@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, fit_cli, read_runs, run_cli
+from conftest import EXAMPLE, fit_cli, read_runs, run_cli, user_module
 
-EXAMPLE = ROOT / "examples" / "my_project"
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +40,6 @@ def long_nuts(fn, data, samples=2000, chains=4, seed=1):
                 chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(seed), **data)
     return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
-
-
-def user_module():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        import mymodels
-    finally:
-        sys.path.remove(str(EXAMPLE))
-    return mymodels
 
 
 def eight_schools_data():

@@ -2,23 +2,12 @@
 the GMM full guide's assignment probabilities, the post-fit programs compiled once per model
 family and settings, Predictive posterior draws from a fitted guide."""
 import json
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_recorded, same_partition
+from conftest import EXAMPLE, run_recorded, same_partition, user_module
 
-EXAMPLE = ROOT / "examples" / "my_project"
 pytestmark = pytest.mark.usefixtures("xla_cache")
-
-
-def user_module():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        import mymodels
-    finally:
-        sys.path.remove(str(EXAMPLE))
-    return mymodels
 
 
 def test_map_assignments_and_full_guide_probs(tmp_path):
