@@ -104,16 +104,18 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     tracker = from_config(cfg.tracking)
     rerun = bool(cfg.get("rerun", False))
     tracker.check()
+    chash = None
     if sweep is not None:  # the sweep made the store: check for a finished twin before any work
         from runner.sweep import config_hash
 
         tracker.start()
-        done = None if rerun else tracker.find_finished(config_hash(cfg))
+        chash = config_hash(cfg)  # it reads the data file and the model's source: once, reused by build
+        done = None if rerun else tracker.find_finished(chash)
         if done:
             write_status(run_dir, "skipped", run_id=done)
             print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: already FINISHED as run {done}"))
             return None
-    exp = build(cfg)  # the last reader of cfg
+    exp = build(cfg, chash)  # the last reader of cfg
 
     import jax
 

@@ -38,9 +38,10 @@ class Experiment:
         return self.inference.name
 
 
-def build(cfg: DictConfig) -> Experiment:
+def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     """The composed config -> a typed Experiment, or one ConfigError line: every refusal that
-    can be known before a fit."""
+    can be known before a fit. `chash`: the config's hash when the caller already has it (a
+    sweep's job checks it against the store first)."""
     from runner.inference import from_config
     from runner.sweep import config_hash
 
@@ -71,7 +72,7 @@ def build(cfg: DictConfig) -> Experiment:
                       posterior_samples=posterior_samples, progress=cfg.get("progress", True),
                       config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
                       params={k: redact(v) for k, v in flatten(cfg).items()},
-                      config_hash=config_hash(cfg), cache_dir=str(cache) if cache else None,
+                      config_hash=chash or config_hash(cfg), cache_dir=str(cache) if cache else None,
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
 
 

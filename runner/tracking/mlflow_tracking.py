@@ -19,6 +19,8 @@ from runner.tracking.base import Tracking
 # worker inherits this process's environment.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+#: tracking URIs MLflow takes by name alone (anything else without a scheme is a file-store path)
+MLFLOW_NAMED_URIS = ("databricks", "databricks-uc", "uc")
 REACH_TIMEOUT_S = 5  # an unreachable server fails in seconds, not after MLflow's minutes of retries
 
 
@@ -166,7 +168,7 @@ class MlflowTracking(Tracking):
         if not isinstance(uri, str) or not uri.strip():
             raise TrackingError("tracking.uri is empty: set it to a store, e.g. sqlite:///mlflow.db "
                                 "(or tracking=none for no store)")
-        if uri.startswith("file:") or "://" not in uri:
+        if uri.startswith("file:") or (":" not in uri and uri not in MLFLOW_NAMED_URIS):  # a path
             if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
                 raise TrackingError(f"tracking.uri={uri} is a file store, which MLflow 3 refuses: use "
                                     "sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
