@@ -50,6 +50,17 @@ def _completion_config_dir() -> None:
             return
 
 
+def _long_key() -> str | None:
+    """An override key longer than any store or file system takes (Hydra would look for a config
+    file of that name and fail with ENAMETOOLONG): named in one line instead."""
+    for arg in sys.argv[1:]:
+        key = arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else ""
+        if len(key) > 250:
+            return (f"config key '{key[:40]}...' is {len(key)} characters long: keys are at most 250 "
+                    "(MLflow's limit for a param name)")
+    return None
+
+
 def main() -> None:
     current_folder_importable()
     from hydra.errors import HydraException
@@ -65,6 +76,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     _completion_config_dir()
+    if (problem := _long_key()) is not None:
+        print(f"runner: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     if "tracking=none" not in sys.argv[1:]:
         from runner.tracking.worker import client
 
@@ -83,6 +97,12 @@ def main() -> None:
         from runner.redact import redact
 
         print(f"runner: error: {redact(one_line(e))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:  # from Hydra's own set-up (the run's errors end in app.run): its output folder
+        if full or not e.filename:
+            raise
+        print(f"runner: error: cannot write {e.filename}: {e.strerror}: set hydra.run.dir (hydra.sweep.dir "
+              "for -m) to a writable folder", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as e:
         code = INTERRUPTED["code"] or (130 if isinstance(e, KeyboardInterrupt) else None)

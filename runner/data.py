@@ -34,7 +34,8 @@ def coin_flips(heads: int, tails: int) -> np.ndarray:
 
 
 def file(path: str, delimiter: str = ",") -> np.ndarray:
-    """A .npy, .npz (first array) or delimited text file of numbers; one row per data point."""
+    """A .npy, .npz (first array) or delimited text file of numbers; one row per data point. A text
+    file of one column is 1-D values; of several columns, an (N, D) table, even with one row."""
     p = _path(path)
     try:
         if p.suffix == ".npy":
@@ -47,7 +48,8 @@ def file(path: str, delimiter: str = ",") -> np.ndarray:
 
             with warnings.catch_warnings():  # an empty file is reported below, in one line
                 warnings.simplefilter("ignore", UserWarning)
-                x = np.loadtxt(p, delimiter=delimiter, dtype=np.float32, ndmin=1)
+                x = np.loadtxt(p, delimiter=delimiter, dtype=np.float32, ndmin=2)
+            x = x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x  # one column: values
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read data file {p}: {e}") from None
     return _finite(x, str(p))

@@ -25,6 +25,7 @@ BAD = [  # (overrides, the one line expected on stderr after "runner: error: ")
                      "autonormal, manual, mixture"),
     (["optim=nope"], "unknown optim 'nope': choose one of adam, adam_cosine, adamw, lbfgs, sgd"),
     (["stepz=10"], "unknown key 'stepz'"),
+    ([f"+{'k' * 300}=1"], f"config key '{'k' * 40}...' is 300 characters long: keys are at most 250"),
     # runner.build's (all of them: tests/unit/test_experiment.py)
     (["steps=abc"], "steps must be a positive integer, got 'abc'"),
     (["model=gmm", "loss=trace"], "model 'gmm' has enumerated discrete sites: use loss=traceenum"),
@@ -48,6 +49,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"runner: error: {message}"), proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    no_runs_left(tmp_path)
+
+
+@pytest.mark.parametrize("folder", ["/proc/runs", "{tmp}/afile/runs"])
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path, folder):
+    """hydra.run.dir is created by Hydra before the job: a folder that cannot be made is a user's
+    mistake (exit 2, one line), not a traceback."""
+    (tmp_path / "afile").write_text("x")
+    folder = folder.replace("{tmp}", str(tmp_path))
+    proc = run_cli(["model=coin", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={folder}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"runner: error: cannot write {folder}: {'Not a directory' if 'afile' in folder else 'No such file or directory'}: "
+        "set hydra.run.dir (hydra.sweep.dir for -m) to a writable folder"]
     no_runs_left(tmp_path)
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from conftest import write_idx
 
+import runner
+from runner import data
 from runner.data import csv_file, json_file, mnist, npz_file
 from runner.errors import ConfigError
 
@@ -140,3 +142,18 @@ def test_idx_loader_refuses_bad_files(tmp_path):
         mnist(str(tmp_path))
     np.savez(tmp_path / "m.npz", x_train=np.full((4, 28, 28), 255, np.uint8))
     assert mnist(str(tmp_path / "m.npz")).shape == (4, 784)
+
+
+@pytest.mark.parametrize("text,shape", [("1,0,1\n", (1, 3)), ("1,0,1\n0,1,1\n", (2, 3)), ("0\n1\n10\n", (3,)),
+                                        ("7\n", (1,))])
+def test_text_file_rows_are_data_points(tmp_path, text, shape):
+    """One row of several columns is one data point of D values (not D points of one value)."""
+    (tmp_path / "x.csv").write_text(text)
+    assert data.file(str(tmp_path / "x.csv")).shape == shape
+
+
+def test_a_single_row_is_refused_by_a_mixture_in_one_line(tmp_path):
+    (tmp_path / "one.csv").write_text("1,0,1\n")
+    cfg, _ = runner.compose(["model=bmm", "model.K=2", "data=file", f"data.path={tmp_path}/one.csv"])
+    with pytest.raises(ConfigError, match=r"model.K=2 is larger than the number of data points \(1\)"):
+        runner.build(cfg)
