@@ -41,12 +41,14 @@ def main(argv=None) -> int:
     p.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
     p.add_argument("--experiment", default="runner", help="experiment name")
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the child runs of this sweep")
+    p.add_argument("--timeout", default="5", help="seconds to reach the store (default 5)")
     args = p.parse_args(argv)
-    from runner.tracking import list_runs
+    from runner.tracking import TrackingError, check_reachable, check_timeout, list_runs
 
-    try:
+    try:  # one line within the deadline, not MLflow's minutes of retries; never creates a store
+        check_reachable(args.uri, check_timeout(args.timeout), create=False)
         runs = list_runs(args.uri, args.experiment, args.sweep)
-    except LookupError as e:
+    except (LookupError, TrackingError) as e:
         print(f"runner.compare: error: {e}", file=sys.stderr)
         return 2
     runs = [r for r in runs if args.sweep or r["tags"].get("runner.role") != "sweep"]

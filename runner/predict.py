@@ -8,6 +8,7 @@ assignment probabilities for mixture families); for the others, posterior predic
 the observations for the new data.
 
 Options (key=value, Hydra style): run_id (required), tracking.uri (default sqlite:///mlflow.db),
+tracking.timeout (seconds to reach the store, default 5),
 data / data.* (the new data, as for `python -m runner`; default: the run's own data),
 samples (posterior predictive draws, default 100), out (default predictions.json),
 trust (packages, comma-separated, whose code a stored config may name, e.g. trust=mymodels).
@@ -31,7 +32,7 @@ ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz", "con
 
 
 def parse(argv: list[str]) -> dict:
-    opts = {"tracking.uri": "sqlite:///mlflow.db", "samples": "100", "out": "predictions.json"}
+    opts = {"tracking.uri": "sqlite:///mlflow.db", "tracking.timeout": "5", "samples": "100", "out": "predictions.json"}
     data = []
     for arg in argv:
         if "=" not in arg:
@@ -39,11 +40,11 @@ def parse(argv: list[str]) -> dict:
         key, value = arg.split("=", 1)
         if key == "data" or key.startswith("data."):
             data.append(arg)
-        elif key in ("run_id", "tracking.uri", "samples", "out", "trust"):
+        elif key in ("run_id", "tracking.uri", "tracking.timeout", "samples", "out", "trust"):
             opts[key] = value
         else:
-            raise ConfigError(f"unknown option {key!r}: use run_id, data=..., data.*, tracking.uri, samples, out, "
-                              "trust")
+            raise ConfigError(f"unknown option {key!r}: use run_id, data=..., data.*, tracking.uri, tracking.timeout, "
+                              "samples, out, trust")
     if "run_id" not in opts:
         raise ConfigError("run_id=<id> is required (see `python -m runner.compare` for run ids)")
     try:  # checked before anything is fetched
@@ -80,7 +81,13 @@ def predict(opts: dict) -> dict:
     from runner.tracking import fetch_run
     from runner.trust import trusted_roots
 
+    from runner.tracking import TrackingError, check_reachable, check_timeout
+
     roots = trusted_roots(opts.get("trust", ""))
+    try:  # one line within the deadline, not MLflow's minutes of retries; never creates a store
+        check_reachable(opts["tracking.uri"], check_timeout(opts["tracking.timeout"]), create=False)
+    except TrackingError as e:
+        raise ConfigError(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             tags = fetch_run(opts["tracking.uri"], opts["run_id"], Path(tmp), ARTIFACTS)

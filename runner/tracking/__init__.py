@@ -21,7 +21,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 STORE_NAMES = ("Store", "store_lock", "log_batches", "log_files", "log_dataset", "curve_steps", "metric_name",
                "metric_safe", "list_runs", "fetch_run", "process_tags", "MAX_METRICS", "MAX_PARAMS", "MAX_TAGS",
                "MAX_PARAM_LEN")
-MLFLOW_NAMES = ("Tracker", "MlflowTracking", "check_reachable", "REACH_TIMEOUT_S")
+MLFLOW_NAMES = ("Tracker", "MlflowTracking", "check_reachable", "check_timeout", "within", "REACH_TIMEOUT_S")
 DEFAULT = "runner.tracking.mlflow_tracking.MlflowTracking"
 
 

@@ -21,38 +21,96 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 #: tracking URIs MLflow takes by name alone (anything else without a scheme is a file-store path)
 MLFLOW_NAMED_URIS = ("databricks", "databricks-uc", "uc")
-REACH_TIMEOUT_S = 5  # an unreachable server fails in seconds, not after MLflow's minutes of retries
+REACH_TIMEOUT_S = 5.0  # one overall deadline for reaching a store (tracking.timeout, --timeout)
+#: default ports of the SQL databases MLflow stores runs in (dialect of the URI's scheme)
+DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
+# PostgreSQL's SSLRequest (length 8, code 80877103): a live server answers it with one byte
+PG_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 
 
-def check_reachable(uri: str) -> None:
-    """Fail fast with the URI in the message: an http(s) server that does not answer /health, a
-    sqlite store whose directory cannot be created or written."""
-    import urllib.error
+def within(seconds: float, fn):
+    """fn() under one overall deadline: its value or exception, or TimeoutError when it has not
+    returned in `seconds` (it goes on in a daemon thread, which the process does not wait for).
+    Socket timeouts are per read: a server that drips a byte every few seconds never trips them."""
+    import threading
+
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True, name="runner-reach")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _health(uri: str, seconds: float) -> None:
+    """GET /health of an MLflow server, with the URI's user:password as MLflow's client sends it."""
+    import base64
+    import urllib.parse
     import urllib.request
 
-    if uri.startswith(("http://", "https://")):
-        import base64
-        import urllib.parse
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.hostname:
+        raise ValueError("no host in the URI")
+    request = urllib.request.Request(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+                                     .geturl().rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
+                                 f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=seconds) as response:
+        response.read()
 
-        from runner.redact import redact
 
-        parts = urllib.parse.urlsplit(uri)
-        request = urllib.request.Request(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-                                         .geturl().rstrip("/") + "/health") if parts.hostname else None
-        if request is not None and parts.username is not None:  # user:password@ as MLflow's client sends it
-            token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
-                                     f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
+def _database(uri: str, seconds: float) -> None:
+    """A SQL database's server answers: TCP connect, then a first byte of its protocol
+    (PostgreSQL answers an SSLRequest, MySQL greets first). Unix sockets and other dialects: no check."""
+    import socket
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(uri)
+    dialect = parts.scheme.split("+", 1)[0]
+    if dialect not in DB_PORTS or not parts.hostname:
+        return
+    with socket.create_connection((parts.hostname, parts.port or DB_PORTS[dialect]), timeout=seconds) as sock:
+        if dialect in ("postgresql", "postgres"):
+            sock.sendall(PG_SSL_REQUEST)
+        if dialect in ("postgresql", "postgres", "mysql", "mariadb") and not sock.recv(1):
+            raise ConnectionError("the server closed the connection")
+
+
+def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S, create: bool = True) -> None:
+    """Fail fast, in one line with the URI (its password masked): an http(s) server that does not
+    answer /health, a database server that does not answer, all within one overall deadline of
+    `timeout` seconds; a sqlite store whose folder cannot be created or written (`create`), or,
+    for the side commands that only read (`create=False`), a sqlite file that does not exist."""
+    from runner.redact import redact
+
+    if uri.startswith(("http://", "https://")) or uri.split(":", 1)[0].split("+", 1)[0] in DB_PORTS:
+        kind = "tracking server" if uri.startswith("http") else "database"
         try:
-            if request is None:
-                raise ValueError("no host in the URI")
-            urllib.request.urlopen(request, timeout=REACH_TIMEOUT_S).read()
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = redact(str(getattr(e, "reason", e)))
-            raise TrackingError(f"tracking server {redact(uri)} is unreachable ({reason}): start it "
-                                f"(mlflow server ...) or set tracking.uri") from None
+            within(timeout, lambda: (_health if kind == "tracking server" else _database)(uri, timeout))
+        except (OSError, ValueError) as e:  # URLError, ConnectionError and TimeoutError are OSErrors
+            cause = getattr(e, "reason", None) or e
+            reason = f"no answer within {timeout:g} s" if isinstance(cause, TimeoutError) else redact(str(cause))
+            raise TrackingError(f"{kind} {redact(uri)} is unreachable ({reason}): start it "
+                                f"{'(mlflow server ...) ' if kind == 'tracking server' else ''}or set tracking.uri") from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):]).expanduser()
+        if not create:
+            if not path.is_file():
+                raise TrackingError(f"no tracking store at {path} ({uri}): check the path, or run "
+                                    "python -m runner first")
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -61,6 +119,18 @@ def check_reachable(uri: str) -> None:
         if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
 
+
+def check_timeout(value) -> float:
+    """tracking.timeout / --timeout: seconds, a positive number."""
+    import math
+
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
+        raise TrackingError(f"tracking.timeout must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 class MlflowTracking(Tracking):
@@ -71,8 +141,8 @@ class MlflowTracking(Tracking):
     _handles = itertools.count(1)
 
     def __init__(self, uri: str, experiment: str, max_points_per_curve: int | None = 2000,
-                 log_model: bool = True):
-        self.uri, self.experiment = uri, experiment
+                 log_model: bool = True, timeout: float = REACH_TIMEOUT_S):
+        self.uri, self.experiment, self.timeout = uri, experiment, timeout
         self.max_points, self.log_model = max_points_per_curve, log_model
         self.experiment_id: str | None = None
         self.run_id: str | None = None
@@ -174,7 +244,7 @@ class MlflowTracking(Tracking):
                                     "sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
         if not isinstance(experiment, str) or not experiment.strip():
             raise TrackingError("tracking.experiment is empty: name the MLflow experiment, e.g. tracking.experiment=runner")
-        check_reachable(uri)
+        check_reachable(uri, check_timeout(self.timeout))
 
     def check_params(self, params: dict) -> None:
         """Param names MLflow stores: alphanumerics, _ - . space : / (a `+a$b=1` override is not one)."""
