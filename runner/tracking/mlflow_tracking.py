@@ -148,47 +148,82 @@ class MlflowTracking(Tracking):
         self.run_id: str | None = None
         self.reaped: list[str] = []
         self._handle = next(Tracker._handles)
-        self._pending: list[int] = []
-        self._worker = None  # this process's worker when first used; if it dies, so does this tracker
+        self._pending: list[tuple] = []  # (request, method, kwargs) submitted, not yet answered
+        self._worker = None  # this process's worker, when first used
+        self._restarted = False  # a worker that dies is replaced once (see _again)
 
     def _send(self, method: str, *args, wait: bool = True, **kwargs) -> int:
-        from runner.tracking.worker import WorkerGone, client
+        from runner.tracking.worker import client
 
         if self._worker is None:
             self._worker = client()
-        try:
-            return self._worker.send(self._handle, (self.uri, self.experiment), method, args, kwargs,
-                                     {"run_id": self.run_id}, wait=wait)
-        except WorkerGone as e:
-            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
+        return self._worker.send(self._handle, (self.uri, self.experiment), method, args, kwargs,
+                                 {"run_id": self.run_id}, wait=wait)
 
     def _collect(self, req: int):
-        from runner.tracking.worker import WorkerGone
-
-        try:
-            value, state = self._worker.result(req)
-        except WorkerGone as e:
-            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
+        value, state = self._worker.result(req)
         self.run_id, self.experiment_id = state["run_id"], state["experiment_id"]
         self.reaped = state["reaped"]
         return value
 
+    def _again(self, gone, calls: list):
+        """The worker exited (killed, crashed) while this command still had things to log: one
+        fresh worker takes over the same run (named by its id, still owned by this command's pid)
+        and does `calls` [(method, args, kwargs)] again, so the run ends as what happened instead
+        of staying RUNNING. Returns the last call's value; a second loss is a TrackingError."""
+        import sys
+
+        from runner.tracking.worker import WorkerGone, client
+
+        if self._restarted:
+            raise TrackingError(f"{gone}; nothing more could be logged to {self.uri}") from None
+        self._restarted = True
+        self._worker = client()  # a new process: the old one is gone
+        value = None
+        try:
+            self._collect(self._send("adopt"))  # the run this command opened, if the old worker had made it
+            print(f"runner: {gone}; a new tracking worker goes on"
+                  + (f" with run {self.run_id}" if self.run_id else ""), file=sys.stderr)
+            for method, args, kwargs in calls:
+                value = self._collect(self._send(method, *args, **kwargs))
+        except WorkerGone as e:
+            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
+        return value
+
     def _call(self, method: str, *args, **kwargs):
-        return self._collect(self._send(method, *args, **kwargs))
+        from runner.tracking.worker import WorkerGone
+
+        try:
+            return self._collect(self._send(method, *args, **kwargs))
+        except WorkerGone as e:
+            return self._again(e, [(method, args, kwargs)])
 
     def submit(self, method: str, **kwargs) -> None:
         """Call `method` without waiting (the worker does it while this process goes on);
         flush() waits for every submitted call and raises the first error."""
-        self._pending.append(self._send(method, **kwargs))
+        from runner.tracking.worker import WorkerGone
+
+        try:
+            self._pending.append((self._send(method, **kwargs), method, kwargs))
+        except WorkerGone:
+            self._pending.append((None, method, kwargs))
 
     def flush(self) -> None:
+        from runner.tracking.worker import WorkerGone
+
         pending, self._pending = self._pending, []
-        errors = []
-        for req in pending:
+        errors, lost = [], []
+        for req, method, kwargs in pending:
             try:
+                if req is None:
+                    raise WorkerGone("the tracking worker process exited")
                 self._collect(req)
+            except WorkerGone as e:
+                lost.append((e, (method, (), kwargs)))
             except Exception as e:
                 errors.append(e)
+        if lost:
+            self._again(lost[0][0], [call for _, call in lost])
         if errors:
             raise errors[0]
 

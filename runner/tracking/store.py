@@ -168,6 +168,20 @@ class Store:
         self.run_id = run.info.run_id
         return self.run_id
 
+    def adopt(self) -> str | None:
+        """The run this command opened (RUNNING, tagged with its pid and host): a new worker that
+        takes over from one that died goes on with it rather than opening a second run."""
+        import socket
+
+        self.wait()
+        if self.run_id is None:
+            runs = self.client.search_runs([self.experiment_id], filter_string=(
+                f"attributes.status = 'RUNNING' and tags.`runner.pid` = '{OWNER_PID or os.getpid()}' and "
+                f"tags.`runner.host` = '{socket.gethostname()}'"), order_by=["attributes.start_time DESC"],
+                max_results=1)
+            self.run_id = runs[0].info.run_id if runs else None
+        return self.run_id
+
     def reap_stale(self) -> None:
         """Runs left RUNNING by a process of this host that is gone (SIGKILL, power loss) -> FAILED."""
         import socket

@@ -83,3 +83,33 @@ def test_run_left_running_by_sigkill_is_marked_failed_by_the_next_command(tmp_pa
     assert f"marked run {run.info.run_id} FAILED" in nxt.stdout
     status = {r.info.run_id: r.info.status for r in read_runs(uri)[1]}
     assert status[run.info.run_id] == "FAILED" and sorted(status.values()) == ["FAILED", "FINISHED"]
+
+
+def test_a_killed_tracking_worker_is_replaced_and_the_run_ends_finished(tmp_path):
+    """The tracking worker killed mid-fit (OOM killer, a stray kill): a new worker takes over the
+    same run (found by the command's pid tag) and logs it; one run, FINISHED, exit 0."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "model=gmm", "steps=3000000", f"tracking.uri={uri}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    run = None
+    while run is None and time.time() < deadline:
+        time.sleep(0.3)
+        if (tmp_path / "mlflow.db").exists():
+            try:
+                with store_lock(uri):
+                    runs = read_runs(uri)[1]
+            except Exception:
+                continue
+            run = runs[0] if runs and runs[0].info.status == "RUNNING" else None
+    assert run is not None, "no RUNNING run appeared"
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "runner.tracking.worker"],
+                             capture_output=True, text=True).stdout.split()
+    assert len(workers) == 1
+    os.kill(int(workers[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"a new tracking worker goes on with run {run.info.run_id}" in err
+    (after,) = read_runs(uri)[1]
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+    assert after.data.metrics["final_loss"] > 0 and after.data.params["steps"] == "3000000"
