@@ -183,11 +183,16 @@ class Store:
         return self.run_id
 
     def reap_stale(self) -> None:
-        """Runs left RUNNING by a process of this host that is gone (SIGKILL, power loss) -> FAILED."""
+        """Runs left RUNNING by a process of this host that is gone (SIGKILL, power loss) -> FAILED,
+        in every experiment of the store (the next command on the store, whatever its experiment)."""
         import socket
 
+        from mlflow.entities import ViewType
+
         host = socket.gethostname()
-        runs = self.client.search_runs([self.experiment_id], filter_string=(
+        experiments = [e.experiment_id for e in self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
+                                                                               max_results=50000)]
+        runs = self.client.search_runs(experiments or [self.experiment_id], filter_string=(
             f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'"), max_results=1000)
         for r in runs:
             pid = r.data.tags.get("runner.pid", "")
