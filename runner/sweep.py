@@ -99,7 +99,7 @@ def kill_current() -> None:
     try:
         tracker = backend(CURRENT["tracking"])
         tracker.run_id = CURRENT.pop("parent_run_id")
-        tracker.end("KILLED")
+        tracker.end("KILLED", children=True)  # jobs in launcher processes (joblib, ray) that were running
     except Exception:
         pass
 

@@ -66,8 +66,9 @@ class Tracking:
         """Wait for what log_child started."""
 
     def end(self, status: str, params: dict | None = None, tags: dict | None = None,
-            artifact_dir: Path | None = None, artifacts=()) -> str | None:
-        """End the opened run with `status` (KILLED, FAILED), recording what is there."""
+            artifact_dir: Path | None = None, artifacts=(), children: bool = False) -> str | None:
+        """End the opened run with `status` (KILLED, FAILED), recording what is there; `children`:
+        its child runs still running (an interrupted sweep's jobs in other processes) too."""
         return None
 
     def open_parent(self, *, name: str, sweep_hash: str, tags: dict, reuse: bool) -> tuple[str | None, bool]:

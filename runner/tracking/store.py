@@ -203,14 +203,26 @@ class Store:
                 self.reaped.append(r.info.run_id)
 
     def end(self, status: str, params: dict | None = None, tags: dict | None = None,
-            artifact_dir: Path | None = None, artifacts=()) -> str | None:
-        """End the opened run with `status` (KILLED, FAILED), logging what is there."""
+            artifact_dir: Path | None = None, artifacts=(), children: bool = False) -> str | None:
+        """End the opened run with `status` (KILLED, FAILED), logging what is there. `children`:
+        its child runs that were running (an interrupted sweep's jobs in launcher processes, which
+        the launcher has killed: the reaper has just marked them FAILED) end with `status` too."""
         from mlflow.entities import Param
 
         self.wait()
         if self.run_id is None:
             return None
         client = self.client
+        if children:
+            running = client.search_runs([self.experiment_id], filter_string=(
+                f"tags.`mlflow.parentRunId` = '{self.run_id}' and attributes.status = 'RUNNING'"), max_results=1000)
+            reaped = [client.get_run(r) for r in self.reaped]
+            for child in [*running, *(r for r in reaped if r.data.tags.get("mlflow.parentRunId") == self.run_id)]:
+                if child.data.tags.get("runner.stale"):
+                    client.delete_tag(child.info.run_id, "runner.stale")
+                    self.reaped.remove(child.info.run_id)
+                client.set_tag(child.info.run_id, "runner.interrupted", f"the sweep was interrupted ({status})")
+                client.set_terminated(child.info.run_id, status)
         for k, v in (tags or {}).items():
             client.set_tag(self.run_id, k, str(v))
         if params:

@@ -114,3 +114,32 @@ def test_a_killed_tracking_worker_is_replaced_and_the_run_ends_finished(tmp_path
     (after,) = read_runs(uri)[1]
     assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
     assert after.data.metrics["final_loss"] > 0 and after.data.params["steps"] == "3000000"
+
+
+def test_sigterm_to_a_joblib_sweep_ends_its_running_jobs_killed(tmp_path):
+    """The joblib launcher's workers are killed with the command (loky kills their process
+    trees): the jobs they were running end KILLED with the parent, not FAILED by the reaper."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             "model=gmm", "steps=50000000", "seed=0,1", f"tracking.uri={uri}",
+                             f"hydra.sweep.dir={tmp_path}/multirun"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, running = time.time() + 300, []
+    while len(running) < 2 and time.time() < deadline:
+        time.sleep(1)
+        if (tmp_path / "mlflow.db").exists():
+            try:
+                with store_lock(uri):
+                    running = [r for r in read_runs(uri)[1]
+                               if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId")]
+            except Exception:
+                continue
+    assert len(running) == 2, "the two jobs did not start"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "runner: interrupted (SIGTERM)"
+    runs = read_runs(uri)[1]
+    assert sorted((r.data.tags.get("runner.role", "job"), r.info.status) for r in runs) == [
+        ("job", "KILLED"), ("job", "KILLED"), ("sweep", "KILLED")]
+    assert all("runner.stale" not in r.data.tags for r in runs)
