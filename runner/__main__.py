@@ -27,6 +27,8 @@ def _interrupt(signum, frame):
     from runner.errors import INTERRUPTED
 
     INTERRUPTED["code"] = 143 if signum == signal.SIGTERM else 130
+    if INTERRUPTED["defer"]:  # the run's results are being logged: it ends complete, then we stop
+        return
     if signum == signal.SIGTERM:
         raise SystemExit(143)
     raise KeyboardInterrupt
@@ -111,7 +113,8 @@ def main() -> None:
         from runner import sweep
 
         sweep.kill_current()
-        print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
+        if not INTERRUPTED["said"]:
+            print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
         raise SystemExit(code) from None
 
 

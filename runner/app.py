@@ -152,6 +152,9 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     if tracker.log_model and report.predictable and not report.failed:
         model = {"files": predict_files(run_dir), "method": exp.method, "data": exp.data,
                  "constants": dict(getattr(exp.model, "constants", None) or {})}
+    from runner.errors import INTERRUPTED
+
+    INTERRUPTED["defer"] = True  # Ctrl-C / SIGTERM while the results are logged: after them (below)
     try:
         run_id = tracker.log_run(tags={**tags, **report.tags}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
@@ -166,6 +169,13 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         raise RunFailed(f"{e}; the fit is saved in {run_dir}", code=2) from None
     except Exception as e:
         raise RunFailed(f"tracking failed ({describe(e)}); the fit is saved in {run_dir}") from None
+    finally:
+        INTERRUPTED["defer"] = False
+    if INTERRUPTED["code"]:  # it came while the results were logged: the run is complete, say so
+        INTERRUPTED["said"] = True
+        print(f"runner: interrupted{' (SIGTERM)' if INTERRUPTED['code'] == 143 else ''} while the results were "
+              f"logged: run {run_id} is complete and {'FAILED' if report.failed else 'FINISHED'}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED["code"])
     for stale in tracker.reaped:
         print(f"runner: marked run {stale} FAILED: it was left RUNNING by a process that is gone")
     if report.failed:

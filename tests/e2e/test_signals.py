@@ -143,3 +143,25 @@ def test_sigterm_to_a_joblib_sweep_ends_its_running_jobs_killed(tmp_path):
     assert sorted((r.data.tags.get("runner.role", "job"), r.info.status) for r in runs) == [
         ("job", "KILLED"), ("job", "KILLED"), ("sweep", "KILLED")]
     assert all("runner.stale" not in r.data.tags for r in runs)
+
+
+def test_ctrl_c_while_the_results_are_logged_lets_the_run_complete(tmp_path):
+    """Ctrl-C after the fit, while the results are logged (here 60000 curve points, some seconds):
+    the logging completes (the run is whole and FINISHED), then the command stops with 130 and
+    says so; the run is never KILLED with everything in it, nor FINISHED behind a bare 'interrupted'."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "model=coin", "steps=60000", "tracking.max_points_per_curve=null",
+                             f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "metrics.json").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the run directory is written: the command is logging now (60000 points take seconds)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    (run,) = read_runs(uri)[1]
+    assert err.strip().splitlines()[-1] == (f"runner: interrupted while the results were logged: run "
+                                            f"{run.info.run_id} is complete and FINISHED")
+    assert run.info.status == "FINISHED" and "final_loss" in run.data.metrics
+    assert "final_loss" not in out  # the summary is not printed: the command stopped
