@@ -6,12 +6,16 @@ never exits; `run` is the Hydra task, which turns those into one line and an exi
 """
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ConfigError, RunFailed, TrackingError, describe
+
+#: errno of a write that failed for want of room (or a read-only mount): one line, the run FAILED
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 from runner.redact import redact, redact_folder
 
 
@@ -124,7 +128,12 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     tags = naming.run_tags(exp, choices, run_dir, sweep, overrides)
     params = {**exp.params, "jax_version": jax.__version__}
     tracker.check_params(params)
-    write_config(run_dir, exp.config_yaml)
+    try:
+        write_config(run_dir, exp.config_yaml)
+    except OSError as e:  # before the run is opened: nothing to end
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; nothing was run") from None
     configure_jax(exp.cache_dir)
     if sweep is None:
         tracker.start(open_run=tags)  # created in the background while the fit compiles
@@ -144,10 +153,20 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         from runner.errors import INTERRUPTED
 
         status = "KILLED" if INTERRUPTED["code"] else "FAILED"
-        _end_quietly(tracker, status, params, run_dir, {"error": redact(f"{type(e).__name__}: {e}")[:500]})
+        ended = _end_quietly(tracker, status, params, run_dir, {"error": redact(f"{type(e).__name__}: {e}")[:500]})
+        if isinstance(e, OSError) and e.errno in DISK_ERRORS:  # a full disk is one line, not a traceback
+            raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; "
+                            + (f"run {ended} is FAILED" if ended else "the run failed")) from None
         raise
     params["key_derivation"] = report.key_derivation
-    report.artifacts += model_files(exp, run_dir)
+    try:
+        report.artifacts += model_files(exp, run_dir)
+    except OSError as e:
+        ended = _end_quietly(tracker, "FAILED", params, run_dir, {"error": redact(f"{type(e).__name__}: {e}")[:500]})
+        if e.errno not in DISK_ERRORS:
+            raise
+        raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; "
+                        + (f"run {ended} is FAILED" if ended else "the run failed")) from None
     model = None
     if tracker.log_model and report.predictable and not report.failed:
         model = {"files": predict_files(run_dir), "method": exp.method, "data": exp.data,
@@ -194,9 +213,10 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
                    scalars=report.scalars, experiment=exp)
 
 
-def _end_quietly(tracker, status: str, params: dict, run_dir: Path, tags: dict | None = None) -> None:
-    """End the opened run on an interruption or crash; never mask the original exception."""
+def _end_quietly(tracker, status: str, params: dict, run_dir: Path, tags: dict | None = None) -> str | None:
+    """End the opened run on an interruption or crash (its id); never mask the original exception."""
     try:
-        tracker.end(status, params=params, tags=tags, artifact_dir=run_dir, artifacts=["config.yaml", "metrics.json"])
+        return tracker.end(status, params=params, tags=tags, artifact_dir=run_dir,
+                           artifacts=["config.yaml", "metrics.json"])
     except BaseException:
-        pass
+        return None

@@ -22,8 +22,12 @@ def describe(e: BaseException) -> str:
     line (an empty message is fine), and for an error raised inside a user's file, where."""
     import traceback
 
+    import re
+
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    # a database driver's error wrapped by SQLAlchemy (and MLflow): the driver's line says what happened
+    driver = next((m.group(1) for ln in lines if (m := re.match(r"\((?:sqlite3|psycopg2?|pymysql|MySQLdb)\.[\w.]+\) (.+)", ln))), None)
+    text = f"{type(e).__name__}: {driver or lines[0]}" if lines else type(e).__name__
     frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
     user = [f for f in frames if "site-packages" not in f.filename and "/runner/" not in f.filename
             and not f.filename.startswith("<")]

@@ -21,7 +21,13 @@ def figure(fn):
             fn(*args, **kwargs)
             return True
         except Exception as e:  # a figure is a courtesy: the fit and its numbers are kept
+            import errno
+
             from runner.errors import describe
+
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                _plt().close("all")
+                raise  # a full disk is the run's failure (one line, runner.app), not a figure's
 
             name = Path(path).name if path is not None else fn.__name__
             print(f"runner: warning: figure {name} skipped ({describe(e)})", file=sys.stderr)

@@ -138,6 +138,8 @@ class Store:
             from mlflow.tracking import MlflowClient
 
             logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter
+            # a database error is logged there with its traceback, then raised: runner says it in one line
+            logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
             with store_lock(self.uri):  # creating the client may create (migrate) the store
                 mlflow.set_tracking_uri(self.uri)
