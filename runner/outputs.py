@@ -77,6 +77,16 @@ def source_artifacts(model, run_dir: Path) -> list[str]:
     return [rel]
 
 
+def point_shapes(data) -> dict:
+    """The shape of one data point of each array (all but the first axis), by name ("" for one
+    unnamed array): new data for predictions must have the same."""
+    import numpy as np
+
+    if isinstance(data, dict):
+        return {k: list(np.shape(v)[1:]) for k, v in data.items() if np.ndim(v) > 0}
+    return {"": list(np.shape(data)[1:])}
+
+
 def model_files(exp, run_dir: Path) -> list[str]:
     """What every run with a model leaves for predictions and provenance: the model's source,
     sites.json (the fit's observed and enumerated sites: what predict draws or assigns) and
@@ -87,7 +97,8 @@ def model_files(exp, run_dir: Path) -> list[str]:
 
         files.append(write_json(run_dir / "sites.json", {
             "observed": posterior.observed_sites(exp.model, exp.data),
-            "enumerated": posterior.enumerated_sites(exp.model, exp.data)}))
+            "enumerated": posterior.enumerated_sites(exp.model, exp.data),
+            "point_shapes": point_shapes(exp.data)}))
     if getattr(exp.model, "constants", None):
         files.append(write_json(run_dir / "constants.json", exp.model.constants))
     return files

@@ -88,6 +88,21 @@ def load_fitted(files: dict, method: str, roots=None) -> Fitted:
                   sites=read_json("sites.json"))
 
 
+def check_point_shapes(fitted: dict | None, data) -> None:
+    """New data's points must have the shape the run was fitted on (64 pixels, 3 columns, ...)."""
+    from runner.errors import ConfigError
+    from runner.outputs import point_shapes
+
+    if not fitted or data is None:
+        return
+    new = point_shapes(data)
+    for name, shape in fitted.items():
+        if name in new and list(new[name]) != list(shape):
+            what = f"data '{name}'" if name else "the new data"
+            raise ConfigError(f"{what} has points of shape {tuple(new[name])}, the run was fitted on points of "
+                              f"shape {tuple(shape)}: give data with {int(np.prod(shape))} value(s) per point")
+
+
 def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tuple[str, dict]:
     """Mixtures: ("assignments", {site: MAP assignment per point, site_probs: (n, K) for mixture
     families}); other models: ("draws", {observed site: posterior predictive draws, (samples, ...)}).
@@ -101,7 +116,8 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     if fitted.constants and (data is None or isinstance(data, dict)):  # sizes the new data does not give
         data = {**fitted.constants, **(data or {})}
     fit_observed = (fitted.sites or {}).get("observed")
-    data = model.bind(data, observed=fit_observed or ())
+    data = model.bind(data, observed=fit_observed or (), fitting=False)
+    check_point_shapes((fitted.sites or {}).get("point_shapes"), data)
     out: dict = {}
     enumerated = [s for s in posterior.enumerated_sites(model, data) if s not in (fit_observed or ())]
     if enumerated:

@@ -24,9 +24,10 @@ class Model(ABC):
     def __call__(self, data=None):
         """The NumPyro model."""
 
-    def bind(self, data, observed=()):
+    def bind(self, data, observed=(), fitting: bool = True):
         """The data as the fit will pass it to the model (checked); a model may keep constants.
         `observed`: the sites the fit observed (for new data that leaves them out: predict).
+        `fitting`: the data is to be fitted (check_fit_data too), not only predicted for.
         A built-in model takes one unnamed array: named data (json/csv/npz) must hold just one."""
         if isinstance(data, dict):
             import numpy as np
@@ -39,7 +40,13 @@ class Model(ABC):
         elif data is not None and not hasattr(data, "shape"):
             raise ConfigError(f"the data loader gave {type(data).__name__}, not an array: check data._target_")
         self.check_data(data)
+        if fitting:
+            self.check_fit_data(data)
         return data
+
+    def check_fit_data(self, data) -> None:
+        """Raise ConfigError with one line if `data` is too little to fit (predictions for a
+        few new points are fine: more mixture components than points, say)."""
 
     def check_data(self, data) -> None:
         """Raise ConfigError with one line if `data` cannot be used by this model."""

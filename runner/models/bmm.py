@@ -42,6 +42,8 @@ class BMM(Model):
             raise ConfigError(f"model 'bmm' needs data of shape (N, D), got {data.shape}")
         if not np.isin(np.asarray(data), (0, 1)).all():
             raise ConfigError("model 'bmm' needs binary data: set data.binarize=<threshold>")
+
+    def check_fit_data(self, data) -> None:
         if self.K > data.shape[0]:
             raise ConfigError(f"model.K={self.K} is larger than the number of data points ({data.shape[0]})")
 

@@ -62,6 +62,8 @@ class GMM(Model):
         super().check_data(data)
         if data.ndim not in (1, 2) or data.shape[0] == 0:
             raise ConfigError(f"model 'gmm' needs data of shape (N,) or (N, D), got {data.shape}")
+
+    def check_fit_data(self, data) -> None:
         if self.K > data.shape[0]:
             raise ConfigError(f"model.K={self.K} is larger than the number of data points ({data.shape[0]})")
 

@@ -33,6 +33,28 @@ def test_predict_from_a_logged_run(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("runner.predict: error: no run 0123")
 
 
+def test_predict_checks_the_width_of_new_data_and_takes_fewer_points_than_components(tmp_path):
+    """bmm K=10 fitted on 64-pixel digits: 3 values per point is one line, exit 2 (it was a JAX
+    traceback); 2 points of 64 pixels are assigned (K > N refuses a fit, not a prediction)."""
+    _, run, _ = fit(tmp_path, "model=bmm", "data.n=200", "steps=20", "restarts=2")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    (tmp_path / "w3.csv").write_text("1,0,1\n0,1,1\n")
+    (tmp_path / "two.csv").write_text("\n".join(",".join(["1"] * 32 + ["0"] * 32) for _ in range(2)) + "\n")
+    bad = subprocess.run([sys.executable, "-m", "runner.predict", f"run_id={run.info.run_id}", f"tracking.uri={uri}",
+                          "data=file", "data.path=w3.csv"], cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "runner.predict: error: the new data has points of shape (3,), the run was fitted on points of shape "
+        "(64,): give data with 64 value(s) per point"]
+    ok = subprocess.run([sys.executable, "-m", "runner.predict", f"run_id={run.info.run_id}", f"tracking.uri={uri}",
+                         "data=file", "data.path=two.csv", f"out={tmp_path}/p.json"], cwd=tmp_path,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    pred = json.loads((tmp_path / "p.json").read_text())
+    assert pred["n"] == 2 and pred["assignment"][0] == pred["assignment"][1]  # the same image, the same component
+    assert np.asarray(pred["assignment_probs"]).shape == (2, 10)
+
+
 def test_predict_em_run_reproduces_its_assignments(tmp_path):
     _, run, run_dir = fit(tmp_path, "model=bmm", "inference=em", "restarts=2", "data.n=200")
     out = subprocess.run([sys.executable, "-m", "runner.predict", f"run_id={run.info.run_id}",
