@@ -117,16 +117,24 @@ class Programs:
     def run(self, roots, data, progress=None) -> dict:
         """The whole fit; with `progress` (runner.progress.Progress), in chunks of about
         `progress.chunk_s` seconds, reporting the best restart's loss after each."""
+        import jax
+
+        from runner.inference.budget import compile_within_budget
+
+        carry_shape, fixed_shape = jax.eval_shape(self.prepare, roots, data)  # nothing allocated yet
+        advance = compile_within_budget(
+            self.advance, carry_shape, fixed_shape, data, 0, self.steps, what="the fit",
+            hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
         carry, fixed = self.prepare(roots, data)
         if progress is None:
-            carry, _ = self.advance(carry, fixed, data, 0, self.steps)
+            carry, _ = advance(carry, fixed, data, 0, self.steps)
         else:
             start, chunk = 0, max(1, self.steps // 100)
             try:
                 while start < self.steps:
                     stop = min(self.steps, start + chunk)
                     t = time.perf_counter()
-                    carry, best = self.advance(carry, fixed, data, start, stop)
+                    carry, best = advance(carry, fixed, data, start, stop)
                     best = float(best)  # waits for the chunk
                     rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
                     progress.update(stop, best)
