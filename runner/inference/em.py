@@ -250,7 +250,8 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
     artifacts = ["config.yaml", write_metrics(run_dir, scalars, curves),
                  write_json(run_dir / "params.json", to_lists(res.params))]
     sites = posterior.enumerated_sites(exp.model, exp.data)
-    artifacts.append(write_json(run_dir / "assignments.json", {sites[0]: res.assignments.tolist()}))
+    artifacts.append(write_json(run_dir / "assignments.json",  # (K=1 has no assignment site)
+                                {sites[0] if sites else "assignment": res.assignments.tolist()}))
     if plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
                          f"EM, {exp.restarts} restart(s)"):
         artifacts.append("plots/loglik.png")
