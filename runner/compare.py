@@ -41,7 +41,13 @@ def main(argv=None) -> int:
     p.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
     p.add_argument("--experiment", default="runner", help="experiment name")
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the child runs of this sweep")
+    p.add_argument("--loo", action="store_true",
+                   help="rank the sweep's runs by PSIS-LOO (arviz.compare on their inference_data.nc)")
     args = p.parse_args(argv)
+    if args.loo and not args.sweep:
+        print("runner.compare: error: --loo needs --sweep <parent run id> (LOO compares runs on the same data)",
+              file=sys.stderr)
+        return 2
     from runner.tracking import list_runs
 
     try:
@@ -53,8 +59,37 @@ def main(argv=None) -> int:
     if not runs:
         print("no runs")
         return 0
+    if args.loo:
+        from runner.errors import ConfigError
+
+        try:
+            print(loo_table(args.uri, [r for r in runs if r["status"] == "FINISHED"]))
+        except (ConfigError, LookupError) as e:
+            print(f"runner.compare: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     print(render(table(runs)))
     return 0
+
+
+def loo_table(uri: str, runs: list[dict]) -> str:
+    """The runs ranked by PSIS-LOO, their inference_data.nc read back from the store."""
+    import tempfile
+    from pathlib import Path
+
+    from runner import loo
+    from runner.inference_data import FILE
+    from runner.tracking import fetch_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        found = []
+        for r in runs:
+            dst = Path(tmp) / r["run_id"]
+            fetch_run(uri, r["run_id"], dst, (FILE,))
+            if (dst / FILE).is_file():
+                found.append({"label": r["name"] or r["run_id"], "path": dst / FILE, "run_id": r["run_id"],
+                              "final_loss": r["final_loss"]})
+        return loo.render(loo.compare(loo.labels(found)))
 
 
 if __name__ == "__main__":
