@@ -7,7 +7,8 @@ POINT_DRAWS copies of it, attribute `point_estimate=1`, so that ArviZ's function
 is then the plug-in log predictive density and every Pareto k is flagged), `log_likelihood`
 (per observed site, per observation: NumPyro's `log_likelihood`; for models with enumerated
 discrete sites the discrete sites are summed out per observation, as the fit does),
-`observed_data` and, with `posterior.samples`, `posterior_predictive`.
+`observed_data` (each observed array up to MAX_OBSERVED values) and, with `posterior.samples`,
+`posterior_predictive`.
 
 Size: at most MAX_DRAWS draws (over all chains), and fewer where draws x (the sites' elements +
 the observations + the predictive draws') would pass MAX_ELEMENTS (float32, so 64 MB before
@@ -23,6 +24,7 @@ import numpy as np
 FILE = "inference_data.nc"
 MAX_DRAWS = 1000
 MAX_ELEMENTS = 2**24  # float32 values in the file, all groups together
+MAX_OBSERVED = 2**22  # an observed array larger than this (60,000 MNIST images) is left out of observed_data
 POINT_DRAWS = 4  # copies of a point estimate: arviz.loo needs more than one draw
 
 
@@ -127,8 +129,10 @@ def write(exp, run_dir: Path, samples: dict, chains: bool = False, predictive: d
     if not observed:
         names = posterior.observed_sites(exp.model, exp.data)
         observed = {n: None for n in names}
-    per_draw = (sum(int(np.prod(v.shape[2:])) for v in samples.values())
-                + sum(1 if v is None else v.size for v in observed.values()) * (1 + (predictive is not None)))
+    sites = posterior.model_sites(exp.model, exp.data)
+    points = sum(int(np.prod(sites[n]["fn"].batch_shape)) for n in observed)  # log-likelihood values per draw
+    elements = sum(1 if v is None else v.size for v in observed.values())  # a mock data set per draw
+    per_draw = sum(int(np.prod(v.shape[2:])) for v in samples.values()) + points + elements * (predictive is not None)
     idx = kept_draws(C, D, per_draw)
     samples = {k: v[:, idx] for k, v in samples.items()}
     S = C * len(idx)
@@ -140,7 +144,7 @@ def write(exp, run_dir: Path, samples: dict, chains: bool = False, predictive: d
         loglik = {k: v.reshape(C, len(idx), *v.shape[1:])
                   for k, v in pointwise_loglik(exp.model, exp.data, flat).items()}
     groups = {"posterior": samples, "log_likelihood": loglik,
-              "observed_data": {k: v for k, v in observed.items() if v is not None}}
+              "observed_data": {k: v for k, v in observed.items() if v is not None and v.size <= MAX_OBSERVED}}
     if predictive is not None:
         pp = {k: np.asarray(v) for k, v in predictive.items() if k in observed}
         n = min(len(v) for v in pp.values()) if pp else 0
