@@ -78,7 +78,7 @@ def test_em_point_estimate(tmp_path):
         warnings.simplefilter("ignore")
         loo = az.loo(idata)
     # a point estimate: LOO is the plug-in log density (no correction), and every k is flagged
-    assert float(loo.p_loo) == pytest.approx(0, abs=1e-6)
+    assert float(loo.p_loo) == pytest.approx(0, abs=1e-4)  # (float32 sums)
     assert float(loo.elpd_loo) == pytest.approx(5 * record["scalars"]["avg_loglik"], rel=1e-5)
     assert loo.warning
 
