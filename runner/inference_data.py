@@ -12,8 +12,8 @@ discrete sites the discrete sites are summed out per observation, as the fit doe
 
 Size: at most MAX_DRAWS draws (over all chains), and fewer where draws x (the sites' elements +
 the observations + the predictive draws') would pass MAX_ELEMENTS (float32, so 64 MB before
-compression); draws are thinned evenly. ArviZ is imported here only (about 0.6 s after JAX and
-matplotlib).
+compression); draws are thinned evenly. ArviZ is imported here only (0.6-1 s after JAX and
+matplotlib), in a background thread while the fit compiles (`preimport`).
 """
 from __future__ import annotations
 
@@ -36,6 +36,21 @@ def import_arviz():
     import arviz
 
     return arviz
+
+
+def preimport() -> None:
+    """Import ArviZ and its netCDF engine in a background thread while the fit compiles (XLA
+    releases the GIL): about 1 s of a run's cold start overlapped instead of added."""
+    import threading
+
+    def load():
+        try:
+            import_arviz()
+            import h5netcdf  # noqa: F401 (InferenceData.to_netcdf's engine)
+        except Exception:  # the write itself will say what is wrong
+            pass
+
+    threading.Thread(target=load, name="runner-arviz-import", daemon=True).start()
 
 
 def is_point(samples: dict) -> bool:
