@@ -71,7 +71,12 @@ def render(rows: list[dict]) -> str:
 
     table = [list(COLUMNS)] + [[cell(k, r[k]) for k in COLUMNS] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+    flagged = [r["run"] for r in rows if not r["pareto_k_bad"].startswith("0/")]
+    if flagged:
+        text += (f"\nnote: {len(flagged)} of {len(rows)} runs have observations with Pareto k above ArviZ's "
+                 "threshold (pareto_k_bad): their elpd_loo is not reliable (a point estimate flags every one)")
+    return text
 
 
 def labels(runs: list[dict]) -> list[dict]:
