@@ -11,7 +11,7 @@ discrete sites the discrete sites are summed out per observation, as the fit doe
 `posterior_predictive`.
 
 Size: at most MAX_DRAWS draws (over all chains), and fewer where draws x (the sites' elements +
-the observations + the predictive draws') would pass MAX_ELEMENTS (float32, so 64 MB before
+the observations + the predictive draws') would pass MAX_ELEMENTS (float32, so 16 MB before
 compression); draws are thinned evenly. ArviZ is imported here only (0.6-1 s after JAX and
 matplotlib), in a background thread while the fit compiles (`preimport`).
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 FILE = "inference_data.nc"
 MAX_DRAWS = 1000
-MAX_ELEMENTS = 2**24  # float32 values in the file, all groups together
+MAX_ELEMENTS = 2**22  # float32 values of the draws (16 MB, as posterior.npz), all groups together
 MAX_OBSERVED = 2**22  # an observed array larger than this (60,000 MNIST images) is left out of observed_data
 POINT_DRAWS = 4  # copies of a point estimate: arviz.loo needs more than one draw
 
@@ -119,8 +119,22 @@ def enumerated_loglik(model, data):
     return one
 
 
-def write(exp, run_dir: Path, samples: dict, chains: bool = False, predictive: dict | None = None,
-          point_loglik: dict | None = None) -> list[str]:
+def write(exp, run_dir: Path, samples: dict, **kwargs) -> list[str]:
+    """`write_file`, never failing a fit that has finished: what goes wrong is one note on stderr
+    and the run goes on without the file (a user's model whose log-likelihood cannot be traced)."""
+    try:
+        return write_file(exp, run_dir, samples, **kwargs)
+    except Exception as e:
+        import sys
+
+        from runner.errors import describe
+
+        print(f"runner: note: no {FILE} for this run ({describe(e)})", file=sys.stderr)
+        return []
+
+
+def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predictive: dict | None = None,
+               point_loglik: dict | None = None) -> list[str]:
     """inference_data.nc from the latent (and deterministic) draws `samples`: site -> (draws, ...)
     or, with `chains`, (chains, draws, ...); `predictive`: observed site -> (draws, ...) mock
     observations (posterior.samples); `point_loglik`: observed site -> per-observation

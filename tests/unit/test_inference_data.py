@@ -86,10 +86,10 @@ def test_em_point_estimate(tmp_path):
 def test_draws_are_capped():
     """At most MAX_DRAWS over all chains, and draws x values per draw within MAX_ELEMENTS: the
     tutorial keeps 1000 draws; 60,000 MNIST-size images (log-likelihood of 60,000 points plus
-    20 x 784 locs per draw) keep 219 (64 MB of float32 before compression); at least 2 draws per
+    20 x 784 locs per draw) keep 54 (16 MB of float32 before compression); at least 2 draws per
     chain are kept."""
     assert len(inference_data.kept_draws(1, 2000, 10)) == 1000
     assert len(inference_data.kept_draws(4, 250, 10)) == 250
     mnist = inference_data.kept_draws(1, 2000, 60000 + 20 * 784 + 784 + 20)
-    assert len(mnist) == inference_data.MAX_ELEMENTS // (60000 + 20 * 784 + 784 + 20) == 219
+    assert len(mnist) == inference_data.MAX_ELEMENTS // (60000 + 20 * 784 + 784 + 20) == 54
     assert len(inference_data.kept_draws(2, 250, 10**9)) == 2
