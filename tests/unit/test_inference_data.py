@@ -93,3 +93,16 @@ def test_draws_are_capped():
     mnist = inference_data.kept_draws(1, 2000, 60000 + 20 * 784 + 784 + 20)
     assert len(mnist) == inference_data.MAX_ELEMENTS // (60000 + 20 * 784 + 784 + 20) == 54
     assert len(inference_data.kept_draws(2, 250, 10**9)) == 2
+
+
+def test_arviz_is_imported_only_to_write_or_compare():
+    """ArviZ (about 1 s to import) is not imported by runner's entry modules: only when a run
+    writes its file (in a background thread while the fit compiles) or LOO compares runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runner, runner.app, runner.compare, runner.sweep, runner.loo, runner.inference_data, "
+            "runner.inference.svi, runner.inference.nuts, runner.inference.em; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('arviz', 'xarray', 'h5netcdf')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
