@@ -1,7 +1,8 @@
 """`python -m runner.compare`: an experiment's runs as a table, best final loss first.
 
 Columns: the config choices and params that differ between the runs, final loss, status, run id.
-`--sweep <parent run id>` limits the table to one sweep's child runs.
+`--sweep <parent run id>` limits the table to one sweep's child runs; with `--loo` they are ranked
+by PSIS-LOO instead (runner/loo.py: arviz.compare on each run's inference_data.nc from the store).
 """
 from __future__ import annotations
 
