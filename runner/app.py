@@ -140,6 +140,10 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     else:
         tracker.open(tags)  # the sweep's tracker is already started
     method = exp.inference
+    if exp.data is not None:  # every run with data writes inference_data.nc after its fit
+        from runner.inference_data import preimport
+
+        preimport()
     try:
         progress = Progress(method.steps, label=naming.job_label(sweep)) if exp.progress and hasattr(method, "steps") else None
         result = method.fit(exp, progress=progress)

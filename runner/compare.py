@@ -1,7 +1,8 @@
 """`python -m runner.compare`: an experiment's runs as a table, best final loss first.
 
 Columns: the config choices and params that differ between the runs, final loss, status, run id.
-`--sweep <parent run id>` limits the table to one sweep's child runs.
+`--sweep <parent run id>` limits the table to one sweep's child runs; with `--loo` they are ranked
+by PSIS-LOO instead (runner/loo.py: arviz.compare on each run's inference_data.nc from the store).
 """
 from __future__ import annotations
 
@@ -42,7 +43,13 @@ def main(argv=None) -> int:
     p.add_argument("--experiment", default="runner", help="experiment name")
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the child runs of this sweep")
     p.add_argument("--timeout", default="5", help="seconds to reach the store (default 5)")
+    p.add_argument("--loo", action="store_true",
+                   help="rank the sweep's runs by PSIS-LOO (arviz.compare on their inference_data.nc)")
     args = p.parse_args(argv)
+    if args.loo and not args.sweep:
+        print("runner.compare: error: --loo needs --sweep <parent run id> (LOO compares runs on the same data)",
+              file=sys.stderr)
+        return 2
     from runner.tracking import TrackingError, check_reachable, check_timeout, list_runs
 
     try:  # one line within the deadline, not MLflow's minutes of retries; never creates a store
@@ -55,8 +62,37 @@ def main(argv=None) -> int:
     if not runs:
         print("no runs")
         return 0
+    if args.loo:
+        from runner.errors import ConfigError
+
+        try:
+            print(loo_table(args.uri, [r for r in runs if r["status"] == "FINISHED"]))
+        except (ConfigError, LookupError) as e:
+            print(f"runner.compare: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     print(render(table(runs)))
     return 0
+
+
+def loo_table(uri: str, runs: list[dict]) -> str:
+    """The runs ranked by PSIS-LOO, their inference_data.nc read back from the store."""
+    import tempfile
+    from pathlib import Path
+
+    from runner import loo
+    from runner.inference_data import FILE
+    from runner.tracking import fetch_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        found = []
+        for r in runs:
+            dst = Path(tmp) / r["run_id"]
+            fetch_run(uri, r["run_id"], dst, (FILE,))
+            if (dst / FILE).is_file():
+                found.append({"label": r["name"] or r["run_id"], "path": dst / FILE, "run_id": r["run_id"],
+                              "final_loss": r["final_loss"]})
+        return loo.render(loo.compare(loo.labels(found)))
 
 
 if __name__ == "__main__":

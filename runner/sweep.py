@@ -176,9 +176,25 @@ def finish(tracker, parent_id, sweep_dir: Path, counts: dict) -> dict:
     (out / "summary.json").write_text(json.dumps(table, indent=1))
     curves = {c["run_id"]: c["loss"] for c in children if c.get("loss")}
     drawn = plots.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
-    tracker.finish_parent(parent_id, scalars=scalars, artifact_dir=out,
-                          artifacts=["summary.json", *(["plots/final_losses.png"] if drawn else [])])
+    files = ["summary.json", *(["plots/final_losses.png"] if drawn else [])]
+    files += loo_files(sweep_dir, out)
+    tracker.finish_parent(parent_id, scalars=scalars, artifact_dir=out, artifacts=files)
     return {"children": int(scalars["children_finished"]), "groups": table}
+
+
+def loo_files(sweep_dir: Path, out: Path) -> list[str]:
+    """loo.json / loo.txt: the jobs ranked by PSIS-LOO (runner/loo.py), where at least two jobs
+    on the same data left an inference_data.nc; a failure here never fails the sweep."""
+    try:
+        from runner import loo
+
+        rows = loo.sweep_table(sweep_dir, STATUS_FILE)
+        return loo.write(rows, out) if rows else []
+    except Exception as e:  # (an unreadable file, an ArviZ error): the table is left out, said once
+        import sys
+
+        print(f"runner: note: no LOO table for the sweep ({type(e).__name__}: {e})", file=sys.stderr)
+        return []
 
 
 class SweepCallback(Callback):

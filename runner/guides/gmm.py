@@ -21,7 +21,8 @@ def responsibilities(init_values, data):
     """p(assignment | data, globals) for the initial globals (uniform without them)."""
     if not init_values:
         return None
-    weights, locs, scale = init_values["weights"], init_values["locs"], init_values["scale"]
+    locs, scale = init_values["locs"], init_values["scale"]
+    weights = init_values.get("weights", jnp.ones(locs.shape[0]))  # K=1 has no weights site
     x = data[:, None] if data.ndim == 1 else data[:, None, :]
     log_lik = dist.Normal(locs, scale).log_prob(x)
     if data.ndim > 1:
@@ -30,6 +31,11 @@ def responsibilities(init_values, data):
 
 
 def full_guide(model, init_values=None):
+    if model.K == 1:
+        from runner.errors import ConfigError
+
+        raise ConfigError("guide=manual (the GMM full guide) learns assignment_probs, which model.K=1 "
+                          "does not have: use guide=autodelta or autonormal")
     global_guide = autodelta(model, init_values)
 
     def guide(data):

@@ -250,7 +250,8 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
     artifacts = ["config.yaml", write_metrics(run_dir, scalars, curves),
                  write_json(run_dir / "params.json", to_lists(res.params))]
     sites = posterior.enumerated_sites(exp.model, exp.data)
-    artifacts.append(write_json(run_dir / "assignments.json", {sites[0]: res.assignments.tolist()}))
+    artifacts.append(write_json(run_dir / "assignments.json",  # (K=1 has no assignment site)
+                                {sites[0] if sites else "assignment": res.assignments.tolist()}))
     if plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
                          f"EM, {exp.restarts} restart(s)"):
         artifacts.append("plots/loglik.png")
@@ -263,6 +264,24 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
             if plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
                                      X, run_dir / "plots" / "components.png"):
                 artifacts.append("plots/components.png")
+    artifacts += arviz_file(exp, res, run_dir)
     line = f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}"
     return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
                   key_derivation=KEY_DERIVATION, result=res, predictable=exp.data is not None)
+
+
+def arviz_file(exp, res: EMResult, run_dir: Path) -> list[str]:
+    """inference_data.nc of EM's point estimate: its parameters (per-component variances: not
+    the SVI model's sites) and the log-likelihood of each data point under them."""
+    import jax
+    import jax.numpy as jnp
+
+    from runner import inference_data, posterior
+
+    sites = posterior.observed_sites(exp.model, exp.data)
+    if len(sites) != 1:
+        return []
+    X = jnp.asarray(em_data(exp.model, exp.data))
+    ll = jax.nn.logsumexp(exp.model.em_log_joint(jax.tree.map(jnp.asarray, res.params), X), axis=-1)
+    return inference_data.write(exp, run_dir, {k: np.asarray(v)[None] for k, v in res.params.items()},
+                                point_loglik={sites[0]: np.asarray(ll)})

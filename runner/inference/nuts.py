@@ -98,6 +98,12 @@ def outputs(exp, res: NUTSResult, run_dir: Path) -> Report:
     else:
         np.savez_compressed(run_dir / "posterior.npz", **draws)
         artifacts.append("posterior.npz")
+    from runner import inference_data
+
+    observed = set(posterior.observed_sites(exp.model, exp.data)) if exp.data is not None else set()
+    artifacts += inference_data.write(exp, run_dir, res.samples, chains=True,
+                                      predictive={k: v for k, v in draws.items() if k in observed}
+                                      if exp.posterior_samples else None)
     if plots.trace_plot(res.samples, run_dir / "plots" / "trace.png"):
         artifacts.append("plots/trace.png")
     if plots.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png"):

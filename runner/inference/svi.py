@@ -143,6 +143,7 @@ def outputs(exp, results, run_dir: Path) -> Report:
         artifacts += write_posterior(exp, draws, run_dir)
     else:
         artifacts += write_guide_draws(result.samples, latent_names, run_dir)
+    artifacts += arviz_file(exp, draws, run_dir)
     line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
             if len(results) == 1 else
             f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
@@ -150,6 +151,18 @@ def outputs(exp, results, run_dir: Path) -> Report:
     return Report(scalars=scalars, curves=curves, curve_steps=metrics["steps"], artifacts=artifacts, line=line,
                   key_derivation=KEY_DERIVATION, result=result, results=results, children=children,
                   predictable=exp.data is not None)
+
+
+def arviz_file(exp, draws: dict, run_dir: Path) -> list[str]:
+    """inference_data.nc: one chain of the selected restart's guide draws (only its params leave
+    the compiled fit), with the mock observations of posterior.samples."""
+    from runner import inference_data, posterior
+
+    observed = set(posterior.observed_sites(exp.model, exp.data)) if exp.data is not None else set()
+    keep = {*posterior.latent_sites(exp.model, exp.data), *posterior.deterministic_sites(exp.model, exp.data)}
+    predictive = {k: v for k, v in draws.items() if k in observed} if exp.posterior_samples else None
+    return inference_data.write(exp, run_dir, {k: v for k, v in draws.items() if k in keep},
+                                predictive=predictive or None)
 
 
 def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[str], dict]:

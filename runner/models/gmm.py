@@ -15,8 +15,8 @@ class GMM(Model):
 
     def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5,
                  scale: float | None = None):
-        if not isinstance(K, int) or isinstance(K, bool) or K < 2:
-            raise ConfigError(f"model.K must be an integer >= 2 (the mixture's components), got {K!r}")
+        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+            raise ConfigError(f"model.K must be a positive integer (the mixture's components), got {K!r}")
         self.K = K
         #: None: the scale is a latent site (the tutorial). A number: a fixed known scale, as seed
         #: 003's SGD fit (0.2 on images, where a learned scale of a constant pixel collapses to 0).
@@ -34,25 +34,35 @@ class GMM(Model):
         from runner.models.components import DiagNormalComponents
 
         K = self.K
-        weights = numpyro.sample("weights", dist.Dirichlet(self.weight_concentration * jnp.ones(K)))
+        # K=1: one Gaussian, whose weight is 1 (a Dirichlet over one component has no free value)
+        weights = (numpyro.sample("weights", dist.Dirichlet(self.weight_concentration * jnp.ones(K)))
+                   if K > 1 else jnp.ones(1))
         one_d = data.ndim == 1
         fixed = self.fixed_scale
+        # K=1 has no plate of components and no assignment site: under enumeration a dimension
+        # of size 1 is a broadcast one, so NumPyro's funsor code cannot tell it from none
         if one_d:  # exactly the tutorial's model
             scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0)) if fixed is None else fixed
-            with numpyro.plate("components", K):
-                locs = numpyro.sample("locs", dist.Normal(0.0, self.prior_loc_scale))
+            if K == 1:
+                locs = numpyro.sample("locs", dist.Normal(0.0, self.prior_loc_scale).expand([1]).to_event(1))
+            else:
+                with numpyro.plate("components", K):
+                    locs = numpyro.sample("locs", dist.Normal(0.0, self.prior_loc_scale))
         else:  # diagonal covariance shared by the components, as in seed 003's GMM
             D = data.shape[-1]
             scale = (numpyro.sample("scale", dist.LogNormal(0.0, 2.0).expand([D]).to_event(1))
                      if fixed is None else fixed)
-            with numpyro.plate("components", K):
-                locs = numpyro.sample(
-                    "locs", dist.Normal(0.0, self.prior_loc_scale).expand([D]).to_event(1)
-                )
+            if K == 1:
+                locs = numpyro.sample("locs", dist.Normal(0.0, self.prior_loc_scale).expand([1, D]).to_event(2))
+            else:
+                with numpyro.plate("components", K):
+                    locs = numpyro.sample(
+                        "locs", dist.Normal(0.0, self.prior_loc_scale).expand([D]).to_event(1)
+                    )
         with numpyro.plate("data", data.shape[0]):
             assignment = numpyro.sample(
                 "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
-            )
+            ) if K > 1 else jnp.zeros(data.shape[0], dtype=jnp.int32)
             if one_d:
                 numpyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
             else:  # the (N, K) log-likelihood table as matrix products, never N x K x D
@@ -75,7 +85,7 @@ class GMM(Model):
         n = data.shape[0]
         idx = jax.random.categorical(key, jnp.ones(n) / n, shape=(self.K,))
         scale = jnp.sqrt(data.var(axis=0) / 2)
-        values = {"weights": jnp.ones(self.K) / self.K, "locs": data[idx],
+        values = {**({"weights": jnp.ones(self.K) / self.K} if self.K > 1 else {}), "locs": data[idx],
                   "scale": jnp.maximum(scale, 1e-2) if data.ndim > 1 else scale}
         if self.fixed_scale is not None:
             values["scale"] = jnp.full_like(values["scale"], self.fixed_scale)
@@ -120,10 +130,11 @@ class GMM(Model):
         # floored at EM's default reg_covar: SVI can shrink the scale of a constant pixel to 0
         scale = jnp.asarray(latents["scale"] if self.fixed_scale is None else self.fixed_scale)
         var = jnp.broadcast_to(jnp.maximum(scale ** 2, 1e-6), locs.shape)
-        return {"weights": jnp.asarray(latents["weights"]), "locs": locs, "variances": var}
+        return {"weights": jnp.asarray(latents["weights"]) if "weights" in latents else jnp.ones(self.K),
+                "locs": locs, "variances": var}
 
     def figure(self, fig, samples, data):
-        weights = np.median(samples["weights"], axis=0)
+        weights = np.median(samples["weights"], axis=0) if "weights" in samples else np.ones(self.K)
         locs = np.median(samples["locs"], axis=0)
         scale = np.median(samples["scale"], axis=0) if "scale" in samples else self.fixed_scale
         if data.ndim > 1:

@@ -93,7 +93,19 @@ def test_artifacts(gmm_run, tmp_path):
     run_id = runs[0].info.run_id
     names = {a.path for a in client.list_artifacts(run_id)} | {
         a.path for a in client.list_artifacts(run_id, "plots")}
-    assert {"config.yaml", "params.json", "metrics.json", "plots/loss.png", "plots/gmm.png"} <= names
+    assert {"config.yaml", "params.json", "metrics.json", "plots/loss.png", "plots/gmm.png", "inference_data.nc"} <= names
+    # ArviZ reads the logged InferenceData back; the tutorial's MAP is a point estimate: LOO is
+    # its plug-in log density (p_loo 0), with every Pareto k flagged
+    import warnings
+
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = az.from_netcdf(client.download_artifacts(run_id, "inference_data.nc", str(tmp_path)))
+        loo = az.loo(idata)
+    assert idata.attrs["point_estimate"] == 1 and float(loo.p_loo) == pytest.approx(0, abs=1e-4)
+    assert idata.log_likelihood["obs"].shape == (1, 4, 5) and loo.warning
     local = client.download_artifacts(run_id, "params.json", str(tmp_path))
     params = json.loads(open(local).read())
     order = np.argsort(params["locs_auto_loc"])

@@ -7,9 +7,9 @@ from runner.errors import ConfigError
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["model=gmm", "model.K=0"], "model.K must be an integer >= 2 (the mixture's components), got 0"),
-    (["model=gmm", "model.K=-1"], "model.K must be an integer >= 2"),
-    (["model=gmm", "model.K=1"], "model.K must be an integer >= 2"),
+    (["model=gmm", "model.K=0"], "model.K must be a positive integer (the mixture's components), got 0"),
+    (["model=gmm", "model.K=-1"], "model.K must be a positive integer"),
+    (["model=gmm", "model.K=1", "guide=manual"], "guide=manual (the GMM full guide) learns assignment_probs"),
     (["model=bmm", "model.K=1"], "model.K must be an integer >= 2"),
     (["model=gmm", f"seed={2**63}"], "seed must be an integer from 0 to 2147483647"),
     (["model=gmm", f"seed={2**32}"], "seed must be an integer from 0 to 2147483647"),  # JAX would make it seed 0

@@ -208,3 +208,29 @@ def test_discrete_sites_are_enumerated_without_marking(user_folder):
     assert assign[0] == assign[1] != assign[2] == assign[3] == assign[4]
     locs = sorted(json.loads((tmp_path / "run" / "latents.json").read_text())["locs"])
     assert locs == pytest.approx([0.5, 11.0], abs=0.2)
+
+
+# --- K=1: one Gaussian (the baseline of a sweep over K) ----------------------------------------------
+
+def test_gmm_with_one_component_is_one_gaussian(tmp_path):
+    """model.K=1 has no weights and no assignment site (under enumeration a size-1 dimension is a
+    broadcast one): EM's average log-likelihood is the Gaussian maximum likelihood's,
+    -log(2 pi e var(x)) / 2, and the MAP fit is the minimum of the negative log joint under the
+    tutorial's priors (Normal(0, 10) on the loc, LogNormal(0, 2) on the scale), found by scipy."""
+    from scipy.optimize import minimize
+    from scipy.stats import lognorm, norm
+
+    x = np.array([0.0, 1.0, 10.0, 11.0, 12.0])
+    record, _ = run_recorded(tmp_path / "em", "model=gmm", "model.K=1", "inference=em")
+    assert record["scalars"]["avg_loglik"] == pytest.approx(-0.5 * math.log(2 * math.pi * math.e * x.var()), abs=1e-5)
+
+    def neg_log_joint(v):
+        loc, log_s = v
+        return -(norm.logpdf(x, loc, math.exp(log_s)).sum() + norm.logpdf(loc, 0, 10) + lognorm.logpdf(math.exp(log_s), 2))
+
+    best = minimize(neg_log_joint, [5.0, 1.0], method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10})
+    record, out = run_recorded(tmp_path / "map", "model=gmm", "model.K=1")
+    assert out.final_loss == pytest.approx(best.fun, abs=1e-3)
+    params = json.loads((out.run_dir / "params.json").read_text())
+    assert params["locs_auto_loc"] == pytest.approx([best.x[0]], abs=1e-2)
+    assert "weights_auto_loc" not in params and not (out.run_dir / "assignments.json").exists()

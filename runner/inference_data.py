@@ -1,0 +1,197 @@
+"""inference_data.nc: every run's posterior as an ArviZ InferenceData (netCDF), so that
+`arviz.from_netcdf`, `arviz.summary`, `arviz.loo` and `arviz.compare` work on any run.
+
+Groups: `posterior` (chains x draws of the latent and deterministic sites: NUTS's chains; for SVI
+one chain of draws from the selected restart's guide; for a point estimate, EM or a Delta guide,
+POINT_DRAWS copies of it, attribute `point_estimate=1`, so that ArviZ's functions run: their LOO
+is then the plug-in log predictive density and every Pareto k is flagged), `log_likelihood`
+(per observed site, per observation: NumPyro's `log_likelihood`; for models with enumerated
+discrete sites the discrete sites are summed out per observation, as the fit does),
+`observed_data` (each observed array up to MAX_OBSERVED values) and, with `posterior.samples`,
+`posterior_predictive`.
+
+Size: at most MAX_DRAWS draws (over all chains), and fewer where draws x (the sites' elements +
+the observations + the predictive draws') would pass MAX_ELEMENTS (float32, so 16 MB before
+compression); draws are thinned evenly. ArviZ is imported here only (0.6-1 s after JAX and
+matplotlib), in a background thread while the fit compiles (`preimport`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FILE = "inference_data.nc"
+MAX_DRAWS = 1000
+MAX_ELEMENTS = 2**22  # float32 values of the draws (16 MB, as posterior.npz), all groups together
+MAX_OBSERVED = 2**22  # an observed array larger than this (60,000 MNIST images) is left out of observed_data
+POINT_DRAWS = 4  # copies of a point estimate: arviz.loo needs more than one draw
+
+
+def import_arviz():
+    """arviz, without its INFO lines about optional packages (Hydra's logging shows INFO)."""
+    import logging
+
+    logging.getLogger("arviz").setLevel(logging.WARNING)
+    import arviz
+
+    return arviz
+
+
+def preimport() -> None:
+    """Import ArviZ and its netCDF engine in a background thread while the fit compiles (XLA
+    releases the GIL): about 1 s of a run's cold start overlapped instead of added."""
+    import threading
+
+    def load():
+        try:
+            import_arviz()
+            import h5netcdf  # noqa: F401 (InferenceData.to_netcdf's engine)
+        except Exception:  # the write itself will say what is wrong
+            pass
+
+    threading.Thread(target=load, name="runner-arviz-import", daemon=True).start()
+
+
+def is_point(samples: dict) -> bool:
+    """Every draw the same (a Delta guide's draws, an EM fit)."""
+    return all(np.ptp(np.asarray(v), axis=0).max(initial=0) == 0 for v in samples.values())
+
+
+def kept_draws(chains: int, draws: int, per_draw: int) -> np.ndarray:
+    """Indices of the draws kept per chain: evenly thinned to MAX_DRAWS over all chains and to
+    MAX_ELEMENTS values (at least 2 per chain where there are 2)."""
+    keep = min(draws, max(1, MAX_DRAWS // chains), max(1, MAX_ELEMENTS // max(chains * per_draw, 1)))
+    keep = max(keep, min(draws, 2))
+    return np.unique(np.linspace(0, draws - 1, keep).round().astype(int))
+
+
+def pointwise_loglik(model, data, samples: dict) -> dict:
+    """observed site -> (S, *its batch shape): log p(y_i | draw s) of every observation, for S
+    flat draws of the latent sites. NumPyro's `log_likelihood`; a model with enumerated discrete
+    sites gets them summed out per observation (log sum_z p(z) p(y_i | z))."""
+    import jax
+    import jax.numpy as jnp
+
+    from runner import posterior
+
+    args = () if data is None else (jax.tree.map(jnp.asarray, data),)
+    samples = {k: jnp.asarray(v) for k, v in samples.items()}
+    if not posterior.enumerated_sites(model, data):
+        from numpyro.infer.util import log_likelihood
+
+        out = log_likelihood(model, samples, *args, batch_ndims=1)
+        return {k: np.asarray(v) for k, v in out.items()}
+    one = enumerated_loglik(model, data)
+    return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(lambda s: one(s, *args)))(samples).items()}
+
+
+def enumerated_loglik(model, data):
+    """(latents, data) -> {observed site: log sum_z p(z) p(y_i | z)} for one draw: the model run
+    under NumPyro's parallel enumeration; every enumerated site's log-probability is added to the
+    observation's and the enumerated dimensions (left of the plates) are summed out. This is the
+    mixture's per-observation likelihood when each observation has its own discrete sites."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro import handlers
+    from numpyro.contrib.funsor import enum
+
+    from runner import posterior
+
+    sites = posterior.model_sites(model, data)
+    plates = max((-f.dim for s in sites.values() for f in s.get("cond_indep_stack", [])), default=0)
+    shapes = {n: tuple(s["fn"].batch_shape) for n, s in sites.items() if s["type"] == "sample" and s["is_observed"]}
+
+    def one(latents, *args):
+        run = enum(handlers.substitute(handlers.seed(model, 0), data=latents), first_available_dim=-plates - 1)
+        with handlers.block():
+            tr = handlers.trace(run).get_trace(*args)
+        enum_lp = sum((s["fn"].log_prob(s["value"]) for s in tr.values() if s["type"] == "sample"
+                       and (s.get("infer") or {}).get("enumerate") == "parallel" and not s["is_observed"]), 0.0)
+        out = {}
+        for name, shape in shapes.items():
+            site = tr[name]
+            lp = jnp.asarray(site["fn"].log_prob(site["value"]) + enum_lp)
+            lp = jax.nn.logsumexp(lp.reshape(-1, *lp.shape[lp.ndim - plates:]) if lp.ndim > plates else lp[None], 0)
+            out[name] = lp.reshape(shape) if lp.size == int(np.prod(shape)) else jnp.broadcast_to(lp, shape)
+        return out
+
+    return one
+
+
+def write(exp, run_dir: Path, samples: dict, **kwargs) -> list[str]:
+    """`write_file`, never failing a fit that has finished: what goes wrong is one note on stderr
+    and the run goes on without the file (a user's model whose log-likelihood cannot be traced)."""
+    try:
+        return write_file(exp, run_dir, samples, **kwargs)
+    except Exception as e:
+        import sys
+
+        from runner.errors import describe
+
+        print(f"runner: note: no {FILE} for this run ({describe(e)})", file=sys.stderr)
+        return []
+
+
+def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predictive: dict | None = None,
+               point_loglik: dict | None = None) -> list[str]:
+    """inference_data.nc from the latent (and deterministic) draws `samples`: site -> (draws, ...)
+    or, with `chains`, (chains, draws, ...); `predictive`: observed site -> (draws, ...) mock
+    observations (posterior.samples); `point_loglik`: observed site -> per-observation
+    log-likelihood of a point estimate whose parameters are not the model's sites (EM's).
+    Returns the artifact paths ([] without data)."""
+    import warnings
+
+    if exp.data is None or not samples:
+        return []
+    from runner import posterior
+
+    samples = {k: np.asarray(v) for k, v in samples.items()}
+    if not chains:  # one chain (draws of different sites may differ in number: keep the common ones)
+        n = min(len(v) for v in samples.values())
+        samples = {k: v[None, :n] for k, v in samples.items()}
+    point = point_loglik is not None or is_point({k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()})
+    if point:
+        samples = {k: np.repeat(v[:1, :1], POINT_DRAWS, axis=1) for k, v in samples.items()}
+    C, D = next(iter(samples.values())).shape[:2]
+    observed = {k: np.asarray(v) for k, v in posterior.observed_data(exp.model, exp.data).items()}
+    if not observed:
+        names = posterior.observed_sites(exp.model, exp.data)
+        observed = {n: None for n in names}
+    sites = posterior.model_sites(exp.model, exp.data)
+    points = sum(int(np.prod(sites[n]["fn"].batch_shape)) for n in observed)  # log-likelihood values per draw
+    elements = sum(1 if v is None else v.size for v in observed.values())  # a mock data set per draw
+    per_draw = sum(int(np.prod(v.shape[2:])) for v in samples.values()) + points + elements * (predictive is not None)
+    idx = kept_draws(C, D, per_draw)
+    samples = {k: v[:, idx] for k, v in samples.items()}
+    S = C * len(idx)
+    latent = set(posterior.latent_sites(exp.model, exp.data))
+    flat = {k: v.reshape(S, *v.shape[2:]) for k, v in samples.items() if k in latent}
+    if point_loglik is not None:
+        loglik = {k: np.broadcast_to(np.asarray(v), (C, len(idx), *np.shape(v))) for k, v in point_loglik.items()}
+    else:
+        loglik = {k: v.reshape(C, len(idx), *v.shape[1:])
+                  for k, v in pointwise_loglik(exp.model, exp.data, flat).items()}
+    groups = {"posterior": samples, "log_likelihood": loglik,
+              "observed_data": {k: v for k, v in observed.items() if v is not None and v.size <= MAX_OBSERVED}}
+    if predictive is not None:
+        pp = {k: np.asarray(v) for k, v in predictive.items() if k in observed}
+        n = min(len(v) for v in pp.values()) if pp else 0
+        keep = np.unique(np.linspace(0, n - 1, min(n, MAX_DRAWS, max(1, MAX_ELEMENTS // max(per_draw, 1))))
+                         .round().astype(int)) if n else []
+        groups["posterior_predictive"] = {k: v[keep][None] for k, v in pp.items()} if n else {}
+    dims = {}
+    for name in observed:  # the same dimension names in every group where the site appears
+        shape = next((g[name].shape[2:] for g in (loglik, groups.get("posterior_predictive") or {}) if name in g),
+                     np.shape(observed[name]) if observed[name] is not None else ())
+        dims[name] = [f"{name}_dim_{i}" for i in range(len(shape))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        az = import_arviz()
+
+        idata = az.from_dict(**{g: v for g, v in groups.items() if v}, dims=dims,
+                             attrs={"inference": exp.method, "point_estimate": int(point),
+                                    "model": exp.model.name, "draws_per_chain": len(idx)})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        idata.to_netcdf(str(run_dir / FILE))
+    return [FILE]

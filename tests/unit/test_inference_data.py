@@ -1,0 +1,108 @@
+"""runner/inference_data.py: every run's inference_data.nc loads with arviz.from_netcdf and
+arviz.summary / arviz.loo run on it, with numbers that have known answers: the coin's pointwise
+log-likelihood is Bernoulli's, its PSIS-LOO the exact leave-one-out of Beta-Bernoulli; the GMM's
+is the mixture's log sum_k w_k N(x | mu_k, s) per point (the assignment summed out); EM's point
+estimate gives p_loo = 0 and elpd = N x avg_loglik."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from conftest import run_recorded
+
+from runner import inference_data
+
+pytestmark = pytest.mark.usefixtures("xla_cache")
+
+COIN = np.array([1.0] * 12 + [0.0] * 8)  # seed 004's data: 12 heads, 8 tails
+# exact LOO of the coin under a uniform prior: leave a head out -> Beta(12, 9), p(head) = 12/21
+COIN_EXACT_LOO = 12 * math.log(12 / 21) + 8 * math.log(8 / 21)
+
+
+def load(run_dir):
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return az, az.from_netcdf(str(run_dir / inference_data.FILE))
+
+
+def test_coin_file_has_every_group_and_the_exact_loo(tmp_path):
+    record, out = run_recorded(tmp_path / "run", "model=coin", "guide=manual", "posterior.samples=1000")
+    assert inference_data.FILE in record["artifacts"]
+    az, idata = load(out.run_dir)
+    assert set(idata.groups()) == {"posterior", "log_likelihood", "observed_data", "posterior_predictive"}
+    f = idata.posterior["latent_fairness"].values
+    assert f.shape == (1, 1000)
+    np.testing.assert_array_equal(idata.observed_data["obs"].values, COIN)
+    ll = idata.log_likelihood["obs"].values
+    assert ll.shape == (1, 1000, 20)  # pointwise: one value per draw and observation
+    np.testing.assert_allclose(ll, np.where(COIN == 1, np.log(f)[..., None], np.log1p(-f)[..., None]), rtol=1e-5)
+    pp = idata.posterior_predictive["obs"].values
+    assert pp.shape == (1, 1000, 20) and set(np.unique(pp)) <= {0.0, 1.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = az.loo(idata)
+        summary = az.summary(idata)
+    assert float(loo.elpd_loo) == pytest.approx(COIN_EXACT_LOO, abs=0.1)  # -14.436
+    assert not loo.warning
+    assert summary.loc["latent_fairness", "mean"] == pytest.approx(13 / 22, abs=0.02)
+
+
+def test_gmm_nuts_chains_and_the_mixture_likelihood(tmp_path):
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    _, out = run_recorded(tmp_path / "run", "model=gmm", "inference=nuts", "inference.chains=2")
+    az, idata = load(out.run_dir)
+    post = idata.posterior
+    assert dict(post.sizes)["chain"] == 2 and dict(post.sizes)["draw"] == 250
+    x = np.array([0.0, 1.0, 10.0, 11.0, 12.0])
+    w, mu, s = post["weights"].values, post["locs"].values, post["scale"].values
+    expected = logsumexp(np.log(w)[..., None, :] + norm.logpdf(x[:, None], mu[..., None, :], s[..., None, None]), axis=-1)
+    np.testing.assert_allclose(idata.log_likelihood["obs"].values, expected, rtol=1e-4, atol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isfinite(float(az.loo(idata).elpd_loo))
+        assert "r_hat" in az.summary(idata).columns
+
+
+def test_em_point_estimate(tmp_path):
+    record, out = run_recorded(tmp_path / "run", "model=gmm", "inference=em")
+    az, idata = load(out.run_dir)
+    assert idata.attrs["point_estimate"] == 1 and dict(idata.posterior.sizes)["draw"] == inference_data.POINT_DRAWS
+    assert set(idata.posterior.data_vars) == {"weights", "locs", "variances"}  # EM's own parameters
+    ll = idata.log_likelihood["obs"].values
+    assert ll.mean(axis=-1)[0, 0] == pytest.approx(record["scalars"]["avg_loglik"], rel=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loo = az.loo(idata)
+    # a point estimate: LOO is the plug-in log density (no correction), and every k is flagged
+    assert float(loo.p_loo) == pytest.approx(0, abs=1e-4)  # (float32 sums)
+    assert float(loo.elpd_loo) == pytest.approx(5 * record["scalars"]["avg_loglik"], rel=1e-5)
+    assert loo.warning
+
+
+def test_draws_are_capped():
+    """At most MAX_DRAWS over all chains, and draws x values per draw within MAX_ELEMENTS: the
+    tutorial keeps 1000 draws; 60,000 MNIST-size images (log-likelihood of 60,000 points plus
+    20 x 784 locs per draw) keep 54 (16 MB of float32 before compression); at least 2 draws per
+    chain are kept."""
+    assert len(inference_data.kept_draws(1, 2000, 10)) == 1000
+    assert len(inference_data.kept_draws(4, 250, 10)) == 250
+    mnist = inference_data.kept_draws(1, 2000, 60000 + 20 * 784 + 784 + 20)
+    assert len(mnist) == inference_data.MAX_ELEMENTS // (60000 + 20 * 784 + 784 + 20) == 54
+    assert len(inference_data.kept_draws(2, 250, 10**9)) == 2
+
+
+def test_arviz_is_imported_only_to_write_or_compare():
+    """ArviZ (about 1 s to import) is not imported by runner's entry modules: only when a run
+    writes its file (in a background thread while the fit compiles) or LOO compares runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runner, runner.app, runner.compare, runner.sweep, runner.loo, runner.inference_data, "
+            "runner.inference.svi, runner.inference.nuts, runner.inference.em; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('arviz', 'xarray', 'h5netcdf')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
