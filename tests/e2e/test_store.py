@@ -64,7 +64,9 @@ def test_the_command_process_never_imports_mlflow(tmp_path):
     assert run.data.tags["runner.pid"] == pid and run.data.metrics["final_loss"] > 0
 
 
-def test_a_dead_tracking_worker_is_one_clear_error(tmp_path):
+def test_a_dead_tracking_worker_is_replaced_once_then_one_clear_error(tmp_path):
+    """A worker that dies is replaced by a new one, which answers the same call; a second death
+    of the same tracker's worker is one clear error (no endless restarts)."""
     from runner.tracking import Tracker, TrackingError
     from runner.tracking.worker import client
 
@@ -72,9 +74,12 @@ def test_a_dead_tracking_worker_is_one_clear_error(tmp_path):
     tracker = Tracker(uri, "gone").start()
     tracker.wait()
     client().proc.kill()
+    assert tracker.find_finished("x") is None  # through a new worker
+    first = tracker.experiment_id
+    client().proc.kill()
     with pytest.raises(TrackingError, match=r"^the tracking worker process exited \(code -9\); nothing more "
                                             rf"could be logged to {uri}$"):
         tracker.find_finished("x")
     again = Tracker(uri, "gone").start()  # the next tracker starts a fresh worker
     again.wait()
-    assert again.find_finished("x") is None and again.experiment_id == tracker.experiment_id
+    assert again.find_finished("x") is None and again.experiment_id == first
