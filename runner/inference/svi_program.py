@@ -254,7 +254,8 @@ def make_programs(exp) -> Programs:
 
         def stopping(i, c, out, loss):
             """A stopped restart keeps its params and optimizer state (a masked update); a running
-            one stops once its smoothed loss has not improved by rtol for `patience` steps."""
+            one stops once its smoothed loss has not improved by rtol for `patience` steps (the
+            first `window` steps, while the average fills, count as improving)."""
             active = c["stop_at"] == steps
 
             def keep(new, old):
@@ -264,7 +265,8 @@ def make_programs(exp) -> Programs:
             out["opt_state"] = jax.tree.map(keep, out["opt_state"], c["opt_state"])
             out["bad"] = jnp.where(active, out["bad"], c["bad"])
             ema = jnp.where(jnp.isnan(c["ema"]), loss, stop.decay * c["ema"] + (1 - stop.decay) * loss)
-            improved = ema < c["best_ema"] - stop.rtol * jnp.abs(c["best_ema"])
+            best = c["best_ema"]  # +inf before the first step
+            improved = (i < stop.window) | jnp.isinf(best) | (ema < best - stop.rtol * jnp.abs(jnp.where(jnp.isinf(best), 0.0, best)))
             since = jnp.where(improved, 0, c["since"] + 1)
             now = active & (since >= stop.patience)
             return dict(out, ema=jnp.where(active, ema, c["ema"]),
