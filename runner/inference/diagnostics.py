@@ -72,6 +72,7 @@ def agreement(result, latent_names) -> tuple[dict, dict]:
     spread = float((finals[top[-1]] - finals[top[0]]) / unit)
     finite = finals[np.isfinite(finals)]
     metrics = {"restart_loss_spread": spread, "restart_loss_noise": unit, "restarts_compared": len(top),
+               "restarts_finite": int(finite.size),
                "restarts_at_best": int(np.sum(finite - finals[top[0]] <= AGREE_NOISE * unit))}
     rhat = np.nan
     if result.top_draws:
