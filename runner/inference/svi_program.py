@@ -40,6 +40,7 @@ KEY_DERIVATION = (
 FIGURE_SAMPLES = 2000
 TOP_RESTARTS = 4  # restart agreement compares this many of the best restarts (select=final)
 AGREEMENT_DRAWS = 500  # guide draws per compared restart for their split-R-hat
+PSIS_BATCH = 100  # the PSIS draws are evaluated this many at a time (a model over large data)
 
 
 @dataclass
@@ -369,7 +370,7 @@ def log_weights(model, guide, params, key, args, num: int):
         model_lp, guide_lp = get_importance_log_probs(seed(model, k_model), seed(guide, k_guide), args, {}, params)
         return sum(v.sum() for v in model_lp.values()) - sum(v.sum() for v in guide_lp.values())
 
-    return jax.vmap(one)(jax.random.split(key, num))
+    return jax.lax.map(one, jax.random.split(key, num), batch_size=PSIS_BATCH)  # memory: PSIS_BATCH x the data
 
 
 def guide_draws(guide, params, key, args, num: int) -> dict:
