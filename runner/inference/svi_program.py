@@ -115,6 +115,42 @@ def scale_plates(model, plates: frozenset, factor: float):
 
 
 @dataclass
+class Checkpoint:
+    """Where and how often the fit writes its carry (params, optimizer state, curves so far, the
+    step reached), and whether to continue from what is there. Written between chunks of
+    `advance` (never from inside the program), to a temporary file renamed over the last one."""
+    path: object  # pathlib.Path of checkpoint.npz
+    every_s: float = 60.0
+    resume: bool = False
+
+    def save(self, carry, step: int) -> None:
+        import os
+
+        import jax
+
+        leaves = jax.tree.leaves(jax.device_get(carry))
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, step=np.asarray(step), **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+        os.replace(tmp, self.path)
+
+    def load(self, carry) -> tuple[object, int]:
+        """(the saved carry in the structure of `carry`, the step it reached)."""
+        import jax
+
+        from runner.errors import ConfigError
+
+        if not self.path.exists():
+            raise ConfigError(f"resume: no checkpoint at {self.path}")
+        with np.load(self.path) as f:
+            leaves, tree = jax.tree.flatten(carry)
+            saved = [f[f"leaf_{i}"] for i in range(len(leaves))] if f"leaf_{len(leaves) - 1}" in f else None
+            if saved is None or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(saved, leaves)):
+                raise ConfigError(f"resume: {self.path} was written by a different fit (config or runner version)")
+            return jax.tree.unflatten(tree, [jax.numpy.asarray(x) for x in saved]), int(f["step"])
+
+
+@dataclass
 class Programs:
     prepare: Callable  # (roots, data) -> (carry, fixed)
     advance: Callable  # (carry, fixed, data, start, stop) -> (carry, best loss at stop-1)
@@ -122,25 +158,36 @@ class Programs:
     steps: int
     curve_steps: np.ndarray = None  # the steps kept on the curves
 
-    def run(self, roots, data, progress=None) -> dict:
+    def run(self, roots, data, progress=None, checkpoint: Checkpoint | None = None) -> dict:
         """The whole fit; with `progress` (runner.progress.Progress), in chunks of about
         `progress.chunk_s` seconds, reporting the best restart's loss after each. With early
-        stopping, the chunks end once every restart has stopped."""
+        stopping, the chunks end once every restart has stopped. With `checkpoint`, the carry is
+        written every `checkpoint.every_s` seconds (and at the end), and `checkpoint.resume`
+        continues from the saved one: the same step keys on the same state, the same numbers."""
         carry, fixed = self.prepare(roots, data)
-        if progress is None:
+        start = 0
+        if checkpoint is not None and checkpoint.resume:
+            carry, start = checkpoint.load(carry)
+        if progress is None and checkpoint is None:
             carry, _ = self.advance(carry, fixed, data, 0, self.steps)
-        else:
-            start, chunk = 0, max(1, self.steps // 100)
-            try:
-                while start < self.steps and not ("stop_at" in carry and bool((carry["stop_at"] < self.steps).all())):
-                    stop = min(self.steps, start + chunk)
-                    t = time.perf_counter()
-                    carry, best = self.advance(carry, fixed, data, start, stop)
-                    best = float(best)  # waits for the chunk
-                    rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+            return self.finish(carry, fixed, roots, data)
+        chunk_s = progress.chunk_s if progress is not None else 0.25
+        chunk, saved = max(1, self.steps // 100), time.perf_counter()
+        try:
+            while start < self.steps and not ("stop_at" in carry and bool((carry["stop_at"] < self.steps).all())):
+                stop = min(self.steps, start + chunk)
+                t = time.perf_counter()
+                carry, best = self.advance(carry, fixed, data, start, stop)
+                best = float(best)  # waits for the chunk
+                rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+                if checkpoint is not None and (time.perf_counter() - saved >= checkpoint.every_s or stop == self.steps):
+                    checkpoint.save(carry, stop)
+                    saved = time.perf_counter()
+                if progress is not None:
                     progress.update(stop, best)
-                    start, chunk = stop, max(1, int(rate * progress.chunk_s))
-            finally:  # also on Ctrl-C: end the terminal line
+                start, chunk = stop, max(1, int(rate * chunk_s))
+        finally:  # also on Ctrl-C: end the terminal line
+            if progress is not None:
                 progress.close()
         return self.finish(carry, fixed, roots, data)
 
@@ -390,9 +437,10 @@ def guide_draws(guide, params, key, args, num: int) -> dict:
     return Predictive(guide, params=params, num_samples=num)(key, *args)
 
 
-def fit(exp, progress=None) -> list[FitResult]:
+def fit(exp, progress=None, checkpoint: Checkpoint | None = None) -> list[FitResult]:
     """One FitResult per replicate (seed, seed+1, ..., seed+replicates-1), all restarts and
-    replicates in the same compiled programs. `progress`: a runner.progress.Progress, or None."""
+    replicates in the same compiled programs. `progress`: a runner.progress.Progress, or None;
+    `checkpoint`: where to write the carry (and whether to resume from it), or None."""
     import jax
     import jax.numpy as jnp
 
@@ -400,7 +448,7 @@ def fit(exp, progress=None) -> list[FitResult]:
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(replicates)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     programs = make_programs(exp)
-    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress)))
+    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint)))
     results = []
     for i in range(replicates):
         out = jax.tree.map(lambda x: x[i], batched)

@@ -186,3 +186,64 @@ def test_summary_table_rows_say_each_verdict():
         ("restarts", "several modes (best 4: losses within 0.212 noise sd of the best, R-hat 5.02; 4 of 4 at the best loss)"),
         ("stopped", "not converged: 0 restarts stopped before the last step")]
     assert diagnostic_rows({"final_loss": 1.0}, {}) == []  # EM, NUTS, point-mass guides: nothing to add
+
+
+# --- checkpoint and resume (the program level; the CLI's resume= is not wired yet) ---------------------
+
+@pytest.mark.parametrize("extra", [["guide=autonormal"],
+                                   ["guide=autodelta", "stop.rtol=1e-6", "stop.patience=50", "stop.window=10"]])
+def test_a_fit_interrupted_and_resumed_from_its_checkpoint_gives_the_same_numbers(tmp_path, extra):
+    """The carry is written between chunks; a fit killed half way and resumed from the file ends
+    with every number equal, bit for bit, to the fit that was never interrupted (CPU)."""
+    import jax
+
+    from runner.api import compose
+    from runner.app import configure_jax
+    from runner.experiment import build
+    from runner.inference.svi_program import Checkpoint, fit
+
+    cfg, _ = compose(["model=gmm", "select=final", "restarts=3", "replicates=2", "steps=1500", *extra])
+    exp = build(cfg)
+    configure_jax(exp.cache_dir)
+    whole = fit(exp)
+    end = max(int(r.stopped.max()) for r in whole) if whole[0].stopped is not None else 1500
+    half = end // 2  # with early stopping: before the last restart stops, after some have
+
+    class Interrupt:  # a progress display that is Ctrl-C'd half way
+        chunk_s = 1e-6
+        steps_seen = []
+
+        def update(self, step, best):
+            self.steps_seen.append(step)
+            if step >= half:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(KeyboardInterrupt):
+        fit(exp, progress=Interrupt(), checkpoint=Checkpoint(path, every_s=0.0))
+    with np.load(path) as f:
+        assert half <= int(f["step"]) < end
+    resumed = fit(exp, checkpoint=Checkpoint(path, every_s=0.0, resume=True))
+    for a, b in zip(whole, resumed):
+        for x, y in zip(jax.tree.leaves(a.__dict__), jax.tree.leaves(b.__dict__)):
+            np.testing.assert_array_equal(x, y)
+    with np.load(path) as f:
+        assert int(f["step"]) >= end  # written at the last chunk
+
+
+def test_resume_refuses_a_checkpoint_of_another_fit(tmp_path):
+    from runner.api import compose
+    from runner.experiment import build
+    from runner.inference.svi_program import Checkpoint, fit
+
+    path = tmp_path / "checkpoint.npz"
+    exp = build(compose(["model=gmm", "guide=autodelta", "restarts=2", "select=final", "steps=20"])[0])
+    fit(exp, checkpoint=Checkpoint(path, every_s=0.0))
+    other = build(compose(["model=gmm", "guide=autodelta", "restarts=3", "select=final", "steps=20"])[0])
+    with pytest.raises(ConfigError, match="was written by a different fit"):
+        fit(other, checkpoint=Checkpoint(path, resume=True))
+    with pytest.raises(ConfigError, match="resume: no checkpoint at"):
+        fit(exp, checkpoint=Checkpoint(tmp_path / "none.npz", resume=True))
