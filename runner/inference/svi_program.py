@@ -21,6 +21,13 @@ summaries (the final loss's tail sum, the last loss, the first non-finite step),
 per step. Minibatches (`data.batch_size=B`): each step draws B rows of the data (without
 replacement, from the step's key) and scales the sites of the data's plates by N/B, as NumPyro's
 plate subsampling does; the final losses are then evaluated on the full data.
+
+Did it work (runner/inference/diagnostics.py reads what `finish` returns): the selected restart's
+PSIS log importance weights (continuous guides), each restart's loss noise over its final-loss
+steps, and the best restarts' guide draws (select=final). Early stopping (`stop.rtol`) freezes a
+restart's params once its smoothed loss stops improving (a masked update) and `advance` becomes
+one while_loop that ends when every restart has stopped. `Checkpoint` writes the carry between
+chunks and resumes from it.
 """
 from __future__ import annotations
 
