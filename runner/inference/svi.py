@@ -61,7 +61,7 @@ class SVI(Method):
     batch_size: int | None = None  # data.batch_size: rows per step (None: all)
     rows: int = 0  # the data's rows (with batch_size)
     data_plates: frozenset = frozenset()  # the plates over the data's rows (with batch_size)
-    psis_draws: int = 1000  # guide draws for the PSIS k-hat diagnostic (0: none)
+    psis_draws: int = 1000  # guide draws for the PSIS k-hat diagnostic (diagnostics.psis_draws; 0: none)
     continuous: bool = False  # the guide is a density over every latent site (k-hat applies)
     stop: Stop | None = None  # early stopping (the top-level `stop` block; None: every step trained)
 
@@ -87,8 +87,10 @@ class SVI(Method):
         if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
             raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
         self.deterministic, self.continuous = check_guide(self, model, data)
-        if self.psis_draws and self.psis_draws < 10:
-            raise ConfigError(f"inference.psis_draws must be 0 (off) or at least 10, got {self.psis_draws!r}")
+        self.psis_draws = (cfg.get("diagnostics") or {}).get("psis_draws", 1000)
+        if (not isinstance(self.psis_draws, int) or isinstance(self.psis_draws, bool)
+                or not (self.psis_draws == 0 or self.psis_draws >= 10)):
+            raise ConfigError(f"diagnostics.psis_draws must be 0 (off) or an integer >= 10, got {self.psis_draws!r}")
         self.stop = stop_settings(cfg)
         if self.stop is not None and self.optimizer.needs_deterministic:
             raise ConfigError("stop.rtol applies to the step optimizers (adam, sgd, ...); optim=lbfgs stops by its own tolerance")

@@ -59,13 +59,14 @@ def test_no_khat_for_point_masses_or_enumerated_models():
                       ["model=gmm", "guide=autonormal", "steps=10", "restarts=2"]):  # enumerated assignments
         exp, r = fit_config(overrides)
         assert not exp.inference.continuous and r.log_weights is None and diagnostics.psis(r) == ({}, {})
-    exp, r = fit_config(["model=coin", "guide=manual", "steps=10", "inference.psis_draws=0"])
+    exp, r = fit_config(["model=coin", "guide=manual", "steps=10", "diagnostics.psis_draws=0"])
     assert r.log_weights is None
 
 
 def test_psis_draws_refused_when_too_few():
-    with pytest.raises(ConfigError, match="inference.psis_draws must be 0 .off. or at least 10, got 3"):
-        fit_config(["model=coin", "guide=manual", "inference.psis_draws=3"])
+    for bad in ("3", "abc", "1e3"):
+        with pytest.raises(ConfigError, match=f"diagnostics.psis_draws must be 0 .off. or an integer >= 10, got "):
+            fit_config(["model=coin", "guide=manual", f"diagnostics.psis_draws={bad}"])
 
 
 # --- restart agreement ------------------------------------------------------------------------------
