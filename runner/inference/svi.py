@@ -13,6 +13,37 @@ from runner.errors import ConfigError
 from runner.inference.base import Child, Method, Report
 
 
+@dataclass(frozen=True)
+class Stop:
+    """stop.rtol / stop.patience / stop.window: a restart stops once its smoothed loss (an
+    exponential moving average over about `window` steps) has not fallen by `rtol` (relative)
+    for `patience` steps."""
+    rtol: float
+    patience: int
+    window: int
+
+    @property
+    def decay(self) -> float:
+        return 1.0 - 1.0 / self.window
+
+
+def stop_settings(cfg) -> Stop | None:
+    """The `stop` block, checked (one ConfigError line), or None when stop.rtol is null (off)."""
+    import math
+
+    node = cfg.get("stop") or {}
+    rtol = node.get("rtol")
+    if rtol is None:
+        return None
+    if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not math.isfinite(rtol) or rtol < 0:
+        raise ConfigError(f"stop.rtol must be a number >= 0 (or null: no early stopping), got {rtol!r}")
+    for key in ("patience", "window"):
+        value = node.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"stop.{key} must be a positive integer, got {value!r}")
+    return Stop(float(rtol), node["patience"], node["window"])
+
+
 @dataclass
 class SVI(Method):
     name = "svi"
@@ -30,6 +61,9 @@ class SVI(Method):
     batch_size: int | None = None  # data.batch_size: rows per step (None: all)
     rows: int = 0  # the data's rows (with batch_size)
     data_plates: frozenset = frozenset()  # the plates over the data's rows (with batch_size)
+    psis_draws: int = 1000  # guide draws for the PSIS k-hat diagnostic (diagnostics.psis_draws; 0: none)
+    continuous: bool = False  # the guide is a density over every latent site (k-hat applies)
+    stop: Stop | None = None  # early stopping (the top-level `stop` block; None: every step trained)
 
     def prepare(self, cfg, model, data) -> None:
         from numpyro.infer import TraceEnum_ELBO
@@ -52,7 +86,14 @@ class SVI(Method):
             raise ConfigError(f"optim.lr must be a positive finite number, got {self.lr!r}")
         if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
             raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
-        self.deterministic = check_guide(self, model, data)
+        self.deterministic, self.continuous = check_guide(self, model, data)
+        self.psis_draws = (cfg.get("diagnostics") or {}).get("psis_draws", 1000)
+        if (not isinstance(self.psis_draws, int) or isinstance(self.psis_draws, bool)
+                or not (self.psis_draws == 0 or self.psis_draws >= 10)):
+            raise ConfigError(f"diagnostics.psis_draws must be 0 (off) or an integer >= 10, got {self.psis_draws!r}")
+        self.stop = stop_settings(cfg)
+        if self.stop is not None and self.optimizer.needs_deterministic:
+            raise ConfigError("stop.rtol applies to the step optimizers (adam, sgd, ...); optim=lbfgs stops by its own tolerance")
         if self.optimizer.needs_deterministic and not self.deterministic:
             raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
                               "this guide samples, so use a stochastic optimizer such as optim=adam")
@@ -122,6 +163,9 @@ def outputs(exp, results, run_dir: Path) -> Report:
                    "best_replicate": best, "replicates": len(results)}
         children = replicate_children(exp, results, run_dir)
     latent_names = posterior.latent_sites(exp.model, exp.data)
+    checks, tags, stop_words = diagnose(exp, result, latent_names, run_dir)
+    scalars.update(checks)
+    artifacts.append("diagnostics.json")
     latents = posterior.point_estimate(result.samples, latent_names)
     draws = posterior.with_deterministic(exp.model, exp.data, result.samples)
     summary = posterior.summarize(draws, [*latent_names, *posterior.deterministic_sites(exp.model, exp.data)])
@@ -148,9 +192,37 @@ def outputs(exp, results, run_dir: Path) -> Report:
             if len(results) == 1 else
             f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
             f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
+    if stop_words:
+        line += " " + stop_words
     return Report(scalars=scalars, curves=curves, curve_steps=metrics["steps"], artifacts=artifacts, line=line,
                   key_derivation=KEY_DERIVATION, result=result, results=results, children=children,
-                  predictable=exp.data is not None)
+                  predictable=exp.data is not None, tags=tags)
+
+
+def diagnose(exp, result, latent_names, run_dir: Path) -> tuple[dict, dict, str]:
+    """Did it work? k-hat, restart agreement and early stopping of the selected replicate
+    (runner/inference/diagnostics.py): (metrics, tags, words for the summary line); the
+    per-restart figures go to diagnostics.json."""
+    from runner.inference import diagnostics
+    from runner.outputs import write_json
+
+    metrics, tags = {}, {}
+    for m, t in (diagnostics.psis(result), diagnostics.agreement(result, latent_names)):
+        metrics.update(m)
+        tags.update(t)
+    m, t, words = diagnostics.stopping(result, exp.inference.steps)
+    metrics.update(m)
+    tags.update(t)
+
+    def floats(x):
+        return None if x is None else [float(v) if np.isfinite(v) else None for v in np.asarray(x, dtype=float)]
+
+    write_json(run_dir / "diagnostics.json", {
+        **metrics, **tags, "restarts": np.asarray(result.trained).tolist(),
+        "final_losses": floats(result.final_losses), "loss_noise": floats(result.noise),
+        "top_restarts": None if result.top is None else np.asarray(result.trained)[result.top].tolist(),
+        "stop_steps": None if result.stopped is None else np.asarray(result.stopped).tolist()})
+    return metrics, tags, words
 
 
 def arviz_file(exp, draws: dict, run_dir: Path) -> list[str]:
@@ -274,10 +346,14 @@ def _base(fn):
     return fn
 
 
-def check_guide(svi: SVI, model, data) -> bool:
+def check_guide(svi: SVI, model, data) -> tuple[bool, bool]:
     """Trace the guide and the model once: the guide's sample sites must be the model's latent
-    sites (NumPyro only warns), and the objective is deterministic when every guide site is a
-    Delta and every other latent site is enumerated."""
+    sites (NumPyro only warns). Returns (deterministic, continuous): the objective is
+    deterministic when every guide site is a Delta and every other latent site is enumerated; the
+    guide is continuous (a density over every latent site, so PSIS applies) when the model
+    enumerates nothing and no guide site is a point mass, or its point masses are transforms
+    of auxiliary densities (an AutoContinuous guide, seed 004's MixtureGeneral guide: their
+    Deltas carry the transform's log-Jacobian, which the ELBO relies on too)."""
     import jax
     import numpyro.distributions as dist
     from numpyro import handlers
@@ -315,8 +391,9 @@ def check_guide(svi: SVI, model, data) -> bool:
     missing = sorted(n for n, s in model_latent.items() if n not in guide_latent and not is_enumerated(s))
     if missing:
         raise ConfigError(f"guide does not cover the model's latent sites {missing}")
-    for site in guide_tr.values():
-        if site["type"] == "sample" and not site["is_observed"] and not is_enumerated(site):
-            if not isinstance(_base(site["fn"]), dist.Delta):
-                return False
-    return True
+    sampled = [s for s in guide_tr.values() if s["type"] == "sample" and not s["is_observed"] and not is_enumerated(s)]
+    points = [isinstance(_base(s["fn"]), dist.Delta) for s in sampled]
+    deterministic = all(points)
+    aux_density = any(not p for s, p in zip(sampled, points) if (s.get("infer") or {}).get("is_auxiliary"))
+    continuous = not deterministic and not model.enumerated and (not any(points) or aux_density)
+    return deterministic, continuous

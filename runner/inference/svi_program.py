@@ -21,6 +21,13 @@ summaries (the final loss's tail sum, the last loss, the first non-finite step),
 per step. Minibatches (`data.batch_size=B`): each step draws B rows of the data (without
 replacement, from the step's key) and scales the sites of the data's plates by N/B, as NumPyro's
 plate subsampling does; the final losses are then evaluated on the full data.
+
+Did it work (runner/inference/diagnostics.py reads what `finish` returns): the selected restart's
+PSIS log importance weights (continuous guides), each restart's loss noise over its final-loss
+steps, and the best restarts' guide draws (select=final). Early stopping (`stop.rtol`) freezes a
+restart's params once its smoothed loss stops improving (a masked update) and `advance` becomes
+one while_loop that ends when every restart has stopped. `Checkpoint` writes the carry between
+chunks and resumes from it.
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ KEY_DERIVATION = (
     "k_values,k_params=split(split(k_init,R)[r]); step keys=split(fold_in(k_train,r),steps)"
 )
 FIGURE_SAMPLES = 2000
+TOP_RESTARTS = 4  # restart agreement compares this many of the best restarts (select=final)
+AGREEMENT_DRAWS = 500  # guide draws per compared restart for their split-R-hat
+PSIS_BATCH = 100  # the PSIS draws are evaluated this many at a time (a model over large data)
 
 
 @dataclass
@@ -53,6 +63,11 @@ class FitResult:
     deterministic: bool
     steps: np.ndarray = None  # (P,) the step of each curve point: every step, or an even stride + the last
     failure_steps: np.ndarray = None  # (T,) first step whose loss was NaN/inf (the number of steps if none)
+    log_weights: np.ndarray = None  # (S,) log p(x, z) - log q(z) at S guide draws of the selected restart (PSIS)
+    noise: np.ndarray = None  # (T,) the loss's Monte-Carlo noise (sd of one step's loss) over the final loss's steps
+    top: np.ndarray = None  # (K,) the K best trained rows by final loss (select=final, restarts > 1)
+    top_draws: dict = None  # site -> (K, D, ...) guide draws of those restarts (stochastic guides)
+    stopped: np.ndarray = None  # (T,) the step at which each restart stopped (stop.rtol), the number of steps if it did not
 
     @property
     def best_row(self) -> int:
@@ -107,6 +122,42 @@ def scale_plates(model, plates: frozenset, factor: float):
 
 
 @dataclass
+class Checkpoint:
+    """Where and how often the fit writes its carry (params, optimizer state, curves so far, the
+    step reached), and whether to continue from what is there. Written between chunks of
+    `advance` (never from inside the program), to a temporary file renamed over the last one."""
+    path: object  # pathlib.Path of checkpoint.npz
+    every_s: float = 60.0
+    resume: bool = False
+
+    def save(self, carry, step: int) -> None:
+        import os
+
+        import jax
+
+        leaves = jax.tree.leaves(jax.device_get(carry))
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, step=np.asarray(step), **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+        os.replace(tmp, self.path)
+
+    def load(self, carry) -> tuple[object, int]:
+        """(the saved carry in the structure of `carry`, the step it reached)."""
+        import jax
+
+        from runner.errors import ConfigError
+
+        if not self.path.exists():
+            raise ConfigError(f"resume: no checkpoint at {self.path}")
+        with np.load(self.path) as f:
+            leaves, tree = jax.tree.flatten(carry)
+            saved = [f[f"leaf_{i}"] for i in range(len(leaves))] if f"leaf_{len(leaves) - 1}" in f else None
+            if saved is None or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(saved, leaves)):
+                raise ConfigError(f"resume: {self.path} was written by a different fit (config or runner version)")
+            return jax.tree.unflatten(tree, [jax.numpy.asarray(x) for x in saved]), int(f["step"])
+
+
+@dataclass
 class Programs:
     prepare: Callable  # (roots, data) -> (carry, fixed)
     advance: Callable  # (carry, fixed, data, start, stop) -> (carry, best loss at stop-1)
@@ -114,9 +165,12 @@ class Programs:
     steps: int
     curve_steps: np.ndarray = None  # the steps kept on the curves
 
-    def run(self, roots, data, progress=None) -> dict:
+    def run(self, roots, data, progress=None, checkpoint: Checkpoint | None = None) -> dict:
         """The whole fit; with `progress` (runner.progress.Progress), in chunks of about
-        `progress.chunk_s` seconds, reporting the best restart's loss after each."""
+        `progress.chunk_s` seconds, reporting the best restart's loss after each. With early
+        stopping, the chunks end once every restart has stopped. With `checkpoint`, the carry is
+        written every `checkpoint.every_s` seconds (and at the end), and `checkpoint.resume`
+        continues from the saved one: the same step keys on the same state, the same numbers."""
         import jax
 
         from runner.inference.budget import compile_within_budget
@@ -126,20 +180,29 @@ class Programs:
             self.advance, carry_shape, fixed_shape, data, 0, self.steps, what="the fit",
             hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
         carry, fixed = self.prepare(roots, data)
-        if progress is None:
+        start = 0
+        if checkpoint is not None and checkpoint.resume:
+            carry, start = checkpoint.load(carry)
+        if progress is None and checkpoint is None:
             carry, _ = advance(carry, fixed, data, 0, self.steps)
-        else:
-            start, chunk = 0, max(1, self.steps // 100)
-            try:
-                while start < self.steps:
-                    stop = min(self.steps, start + chunk)
-                    t = time.perf_counter()
-                    carry, best = advance(carry, fixed, data, start, stop)
-                    best = float(best)  # waits for the chunk
-                    rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+            return self.finish(carry, fixed, roots, data)
+        chunk_s = progress.chunk_s if progress is not None else 0.25
+        chunk, saved = max(1, self.steps // 100), time.perf_counter()
+        try:
+            while start < self.steps and not ("stop_at" in carry and bool((carry["stop_at"] < self.steps).all())):
+                stop = min(self.steps, start + chunk)
+                t = time.perf_counter()
+                carry, best = advance(carry, fixed, data, start, stop)
+                best = float(best)  # waits for the chunk
+                rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+                if checkpoint is not None and (time.perf_counter() - saved >= checkpoint.every_s or stop == self.steps):
+                    checkpoint.save(carry, stop)
+                    saved = time.perf_counter()
+                if progress is not None:
                     progress.update(stop, best)
-                    start, chunk = stop, max(1, int(rate * progress.chunk_s))
-            finally:  # also on Ctrl-C: end the terminal line
+                start, chunk = stop, max(1, int(rate * chunk_s))
+        finally:  # also on Ctrl-C: end the terminal line
+            if progress is not None:
                 progress.close()
         return self.finish(carry, fixed, roots, data)
 
@@ -157,6 +220,8 @@ def make_programs(exp) -> Programs:
     kept = curve_steps(steps, method.curve_points)
     P, stride, tail = len(kept), int(kept[1] - kept[0]) if len(kept) > 1 else 1, tail_length(steps)
     batch = method.batch_size  # None: every step sees all the data
+    stop = getattr(method, "stop", None)  # runner.inference.svi.Stop or None (train every step)
+    psis_draws = getattr(method, "psis_draws", 0) if getattr(method, "continuous", False) else 0
     if batch:
         n_rows, factor = method.rows, method.rows / batch
         batch_model = scale_plates(model, method.data_plates, factor)
@@ -215,12 +280,16 @@ def make_programs(exp) -> Programs:
                      losses=jnp.full((B, P), jnp.nan, dtype),
                      grad_norms={n: jnp.full((B, P), jnp.nan, dtype) for n in start},
                      tail=jnp.zeros(B, dtype), tail_c=jnp.zeros(B, dtype), last=jnp.full(B, jnp.nan, dtype),
-                     bad=jnp.full(B, steps, jnp.int32))
+                     bad=jnp.full(B, steps, jnp.int32), tail_d2=jnp.zeros(B, dtype))
+        if stop is not None:  # early stopping: per restart, its smoothed loss and since when it has not improved
+            carry.update(stop_at=jnp.full(B, steps, jnp.int32), ema=jnp.full(B, jnp.nan, dtype),
+                         best_ema=jnp.full(B, jnp.inf, dtype), since=jnp.zeros(B, jnp.int32),
+                         since_sum=jnp.zeros(B, dtype), since_d2=jnp.zeros(B, dtype), i=jnp.zeros((), jnp.int32))
         return carry, fixed
 
-    def advance(carry, fixed, data, start, stop):
-        """Steps [start, stop) for every trained restart (bounds are traced: one compile for any
-        chunk). Returns the new carry and the best loss at step stop-1."""
+    def advance(carry, fixed, data, start, stop_):
+        """Steps [start, stop_) for every trained restart (bounds are traced: one compile for any
+        chunk). Returns the new carry and the best loss at step stop_-1."""
         step_loss_fn = setup(fixed["template_key"], data)[4]
 
         def one(p, s, k):
@@ -236,12 +305,47 @@ def make_programs(exp) -> Programs:
             def record(curve, value):
                 return curve.at[:, slot].set(jnp.where(point, value, curve[:, slot]))
 
-            return dict(params=p, opt_state=s, losses=record(c["losses"], loss),
-                        grad_norms={n: record(g, norms[n]) for n, g in c["grad_norms"].items()},
-                        **kahan(c["tail"], c["tail_c"], loss, i >= steps - tail), last=loss,
-                        bad=jnp.where((c["bad"] == steps) & ~jnp.isfinite(loss), i, c["bad"]))
+            in_tail = i >= steps - tail
+            out = dict(params=p, opt_state=s, losses=record(c["losses"], loss),
+                       grad_norms={n: record(g, norms[n]) for n, g in c["grad_norms"].items()},
+                       **kahan(c["tail"], c["tail_c"], loss, in_tail), last=loss,
+                       bad=jnp.where((c["bad"] == steps) & ~jnp.isfinite(loss), i, c["bad"]),
+                       tail_d2=jnp.where(in_tail & (i > 0), c["tail_d2"] + (loss - c["last"]) ** 2, c["tail_d2"]))
+            if stop is None:
+                return out
+            return stopping(i, c, out, loss)
 
-        carry = jax.lax.fori_loop(start, stop, body, carry)
+        def stopping(i, c, out, loss):
+            """A stopped restart keeps its params and optimizer state (a masked update); a running
+            one stops once its smoothed loss has not improved by rtol for `patience` steps (the
+            first `window` steps, while the average fills, count as improving)."""
+            active = c["stop_at"] == steps
+
+            def keep(new, old):
+                return jnp.where(active.reshape(-1, *[1] * (new.ndim - 1)), new, old)
+
+            out["params"] = jax.tree.map(keep, out["params"], c["params"])
+            out["opt_state"] = jax.tree.map(keep, out["opt_state"], c["opt_state"])
+            out["bad"] = jnp.where(active, out["bad"], c["bad"])
+            ema = jnp.where(jnp.isnan(c["ema"]), loss, stop.decay * c["ema"] + (1 - stop.decay) * loss)
+            best = c["best_ema"]  # +inf before the first step
+            improved = (i < stop.window) | jnp.isinf(best) | (ema < best - stop.rtol * jnp.abs(jnp.where(jnp.isinf(best), 0.0, best)))
+            since = jnp.where(improved, 0, c["since"] + 1)
+            now = active & (since >= stop.patience)
+            return dict(out, ema=jnp.where(active, ema, c["ema"]),
+                        best_ema=jnp.where(active & improved, ema, c["best_ema"]),
+                        since=jnp.where(active, since, c["since"]),
+                        since_sum=jnp.where(active, jnp.where(improved, 0.0, c["since_sum"] + loss), c["since_sum"]),
+                        since_d2=jnp.where(active, jnp.where(improved, 0.0, c["since_d2"] + (loss - c["last"]) ** 2),
+                                           c["since_d2"]),
+                        stop_at=jnp.where(now, i + 1, c["stop_at"]), i=i + 1)
+
+        if stop is None:
+            carry = jax.lax.fori_loop(start, stop_, body, carry)
+        else:  # one while_loop: it ends when every restart has stopped
+            carry = dict(carry, i=jnp.asarray(start, jnp.int32))
+            carry = jax.lax.while_loop(lambda c: (c["i"] < stop_) & jnp.any(c["stop_at"] == steps),
+                                       lambda c: body(c["i"], c), carry)
         return carry, jnp.nanmin(carry["last"])
 
     def kahan(total, compensation, value, on):
@@ -265,6 +369,12 @@ def make_programs(exp) -> Programs:
             finals = jnp.where(carry["bad"] < steps, jnp.nan, finals)
         else:
             finals = carry["last"] if det else carry["tail"] / tail
+        noise = jnp.sqrt(carry["tail_d2"] / (2 * max(1, min(tail, steps - 1))))
+        if stop is not None:  # a stopped restart: the mean (and noise) of its last `patience` losses
+            stopped = carry["stop_at"] < steps
+            if not det and not batch:
+                finals = jnp.where(stopped, carry["since_sum"] / stop.patience, finals)
+            noise = jnp.where(stopped, jnp.sqrt(carry["since_d2"] / (2 * stop.patience)), noise)
         finals = per_replicate(finals)  # (N, T)
         if select == "final":
             col = best = nan_argmin(finals)
@@ -275,10 +385,25 @@ def make_programs(exp) -> Programs:
         args = () if data is None else (data,)
         samples = jax.vmap(lambda p, k: guide_draws(guide, p, k, args, FIGURE_SAMPLES))(
             best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 1))
-        return dict(initial_losses=fixed["initial_losses"], trained=fixed["trained"],
-                    losses=per_replicate(carry["losses"]), grad_norms=jax.tree.map(per_replicate, carry["grad_norms"]),
-                    final_losses=finals, best=best, params=best_params, samples=samples,
-                    failure_steps=per_replicate(carry["bad"]))
+        out = dict(initial_losses=fixed["initial_losses"], trained=fixed["trained"],
+                   losses=per_replicate(carry["losses"]), grad_norms=jax.tree.map(per_replicate, carry["grad_norms"]),
+                   final_losses=finals, best=best, params=best_params, samples=samples,
+                   failure_steps=per_replicate(carry["bad"]), noise=per_replicate(noise))
+        if stop is not None:
+            out["stopped"] = per_replicate(carry["stop_at"])
+        if psis_draws:  # PSIS: log importance weights of the selected restart's guide (Yao et al. 2018)
+            out["log_weights"] = jax.vmap(lambda p, k: log_weights(model, guide, p, k, args, psis_draws))(
+                best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 2))
+        if select == "final" and R > 1:  # restart agreement: the K best restarts of each replicate
+            K = min(R, TOP_RESTARTS)
+            top = jnp.argsort(jnp.where(jnp.isnan(finals), jnp.inf, finals), axis=-1)[:, :K]  # (N, K)
+            out["top"] = top
+            if not det:
+                top_params = jax.tree.map(lambda x: x[rows[:, None], top].reshape(N * K, *x.shape[2:]), params)
+                keys = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, 3), K))(roots).reshape(N * K, -1)
+                draws = jax.vmap(lambda p, k: guide_draws(guide, constrain(p), k, args, AGREEMENT_DRAWS))(top_params, keys)
+                out["top_draws"] = jax.tree.map(lambda x: x.reshape(N, K, *x.shape[1:]), draws)
+        return out
 
     return Programs(prepare=jax.jit(prepare), advance=jax.jit(advance, donate_argnums=0),
                     finish=jax.jit(finish), steps=steps, curve_steps=kept)
@@ -293,6 +418,21 @@ def grad_norm(g):
     if len(leaves) == 1:
         return jnp.linalg.norm(jnp.ravel(leaves[0]))
     return jnp.sqrt(sum(jnp.sum(x ** 2) for x in leaves))
+
+
+def log_weights(model, guide, params, key, args, num: int):
+    """(num,) log p(x, z) - log q(z) at `num` draws z of the guide: the importance weights whose
+    tail NumPyro's `psis_diagnostic` fits (its per-draw computation, here inside the program)."""
+    import jax
+    from numpyro.handlers import seed
+    from numpyro.infer.elbo import get_importance_log_probs
+
+    def one(k):
+        k_model, k_guide = jax.random.split(k)
+        model_lp, guide_lp = get_importance_log_probs(seed(model, k_model), seed(guide, k_guide), args, {}, params)
+        return sum(v.sum() for v in model_lp.values()) - sum(v.sum() for v in guide_lp.values())
+
+    return jax.lax.map(one, jax.random.split(key, num), batch_size=PSIS_BATCH)  # memory: PSIS_BATCH x the data
 
 
 def guide_draws(guide, params, key, args, num: int) -> dict:
@@ -312,9 +452,10 @@ def guide_draws(guide, params, key, args, num: int) -> dict:
     return Predictive(guide, params=params, num_samples=num)(key, *args)
 
 
-def fit(exp, progress=None) -> list[FitResult]:
+def fit(exp, progress=None, checkpoint: Checkpoint | None = None) -> list[FitResult]:
     """One FitResult per replicate (seed, seed+1, ..., seed+replicates-1), all restarts and
-    replicates in the same compiled programs. `progress`: a runner.progress.Progress, or None."""
+    replicates in the same compiled programs. `progress`: a runner.progress.Progress, or None;
+    `checkpoint`: where to write the carry (and whether to resume from it), or None."""
     import jax
     import jax.numpy as jnp
 
@@ -322,7 +463,7 @@ def fit(exp, progress=None) -> list[FitResult]:
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(replicates)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     programs = make_programs(exp)
-    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress)))
+    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint)))
     results = []
     for i in range(replicates):
         out = jax.tree.map(lambda x: x[i], batched)
@@ -330,5 +471,15 @@ def fit(exp, progress=None) -> list[FitResult]:
             initial_losses=out["initial_losses"], trained=out["trained"], losses=out["losses"],
             grad_norms=out["grad_norms"], final_losses=out["final_losses"], best=int(out["best"]),
             params=out["params"], samples=out["samples"], deterministic=exp.inference.deterministic,
-            steps=programs.curve_steps, failure_steps=out["failure_steps"]))
+            steps=programs.curve_steps, failure_steps=out["failure_steps"], noise=out["noise"],
+            log_weights=out.get("log_weights"), top=out.get("top"), top_draws=out.get("top_draws"),
+            stopped=out.get("stopped")))
+    if results[0].stopped is not None:  # every restart stopped early: the curves end where the last one did
+        last = max(int(r.stopped.max()) for r in results) - 1
+        keep = programs.curve_steps <= last
+        if not keep.all():
+            for r in results:
+                r.steps = programs.curve_steps[keep]
+                r.losses = r.losses[:, keep]
+                r.grad_norms = {n: g[:, keep] for n, g in r.grad_norms.items()}
     return results

@@ -166,7 +166,9 @@ def test_run_name_tags_dataset_and_summary(tmp_path):
     assert (inp.dataset.name, inp.dataset.digest) == ("coin", expected.digest)
     assert "runner.data.coin_flips" in inp.dataset.source
     lines = proc.stdout.strip().splitlines()
-    table = dict(line.split(None, 1) for line in lines[-6:])
+    table = dict(line.split(None, 1) for line in lines if line.startswith("  "))
+    assert list(table) == ["run", "choices", "final_loss", "best_restart", "psis_khat", "outputs", "look"]
+    assert table["psis_khat"] == f"{run.data.metrics['psis_khat']:.3g} ({tags['psis_verdict']}; 1000 draws)"
     assert table["run"] == f"coin-manual-steps30-lr0.01-seed3  ({run.info.run_id})"
     assert float(table["final_loss"]) == pytest.approx(run.data.metrics["final_loss"], rel=1e-5)
     assert table["look"] == f"mlflow ui --backend-store-uri {uri}"
