@@ -130,6 +130,13 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         tracker.start(open_run=tags)  # created in the background while the fit compiles
     else:
         tracker.open(tags)  # the sweep's tracker is already started
+        twin = tracker.claim(chash, finished=not rerun)  # the same sweep started twice at once
+        if twin:
+            tracker.drop()
+            write_status(run_dir, "skipped", run_id=twin)
+            print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: the same config is already "
+                         f"run by run {twin}"))
+            return None
     method = exp.inference
     try:
         progress = Progress(method.steps, label=naming.job_label(sweep)) if exp.progress and hasattr(method, "steps") else None
@@ -158,7 +165,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
                                  status="FAILED" if report.failed else "FINISHED", into_open_run=True,
                                  dataset=naming.dataset_info(exp, choices), model=model,
                                  curve_steps=report.curve_steps)
-        child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
+        child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId", "seed")}
         for child in report.children:
             tracker.log_child(child, parent_id=run_id, tags=child_tags, params=params)
         tracker.flush()  # the replicates' child runs: done, or their error raised here
@@ -175,7 +182,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         from runner.sweep import group_label
 
         write_status(run_dir, "run", run_id=run_id, config_group=group_label(sweep["overrides"]),
-                     final_loss=report.scalars.get("final_loss"))
+                     final_loss=report.scalars.get("final_loss"), config_hash=exp.config_hash, seed=exp.seed)
     if not quiet:
         print(naming.summary_line(exp, choices, report, run_id, sweep, run_dir))
         if sweep is None:  # a short table for a person; sweeps keep to one line per job

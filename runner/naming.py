@@ -12,8 +12,10 @@ CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
 
 def run_name(choices: dict, label: str, overrides) -> str:
     """A name a person can read: the model, the method's label (SVI: the guide), then the
-    overrides that change the result, e.g. `gmm-autodelta-lr0.1-seed3`."""
-    from runner.sweep import result_overrides
+    overrides that change the result, e.g. `gmm-autodelta-lr0.1-seed3`. A file is named by its
+    stem and any value longer than 24 characters is cut in the middle, so a long data.path does
+    not fill the runs table (the whole value is in the params and the tag `overrides`)."""
+    from runner.sweep import result_overrides, short_value
 
     head = [choices.get("model") or "run", label]
     rest = []
@@ -22,8 +24,9 @@ def run_name(choices: dict, label: str, overrides) -> str:
         if key in ("model", "guide", "inference", "model.fn") or key.startswith("hydra"):
             continue
         if key.endswith(".path"):  # a file: its name, not its whole path
-            rest.append(Path(value).stem)
+            rest.append(short_value("", Path(value).stem, 24))
             continue
+        value = short_value("", value, 24)
         rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{key.split('.')[-1]}{value}")
     return re.sub(r"[^\w.\-]+", "_", "-".join(str(x) for x in [*head, *rest] if x))[:250]
 
@@ -49,7 +52,7 @@ def run_tags(exp, choices: dict, run_dir: Path, sweep: dict | None, overrides) -
     name = run_name({**choices, "model": label}, exp.inference.label(choices),
                     sweep["overrides"] if sweep is not None else overrides)
     tags = {**{g: c for g, c in choices.items() if c is not None and g in exp.inference.groups},
-            "run_dir": str(run_dir), "config_hash": exp.config_hash, "inference": exp.method,
+            "run_dir": str(run_dir), "config_hash": exp.config_hash, "inference": exp.method, "seed": exp.seed,
             "mlflow.runName": name, **machine_tags()}
     if getattr(exp.model, "fn_path", None):
         tags["model.fn"] = exp.model.fn_path

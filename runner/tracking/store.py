@@ -50,6 +50,20 @@ def log_files(client, run_id: str, artifact_dir: Path, artifacts) -> None:
         client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
 
 
+def log_table(client, run_id: str, table: dict, artifact_file: str, folder: Path) -> None:
+    """`MlflowClient.log_table` (the UI shows it as a table), replacing the file where the run
+    has it already (log_table would append the rows a second time)."""
+    have = {a.path for a in client.list_artifacts(run_id)}
+    if artifact_file not in have:
+        client.log_table(run_id, data=table, artifact_file=artifact_file)
+        return
+    import pandas as pd
+
+    path = folder / artifact_file
+    pd.DataFrame(table).to_json(path, orient="split", index=False)  # log_table's own format
+    client.log_artifact(run_id, str(path))
+
+
 def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
     """mlflow.log_input for a client run: the UI's Dataset column (name, digest, source)."""
     import mlflow.data
@@ -218,49 +232,99 @@ class Store:
     def open_parent(self, *, name: str, sweep_hash: str, tags: dict, reuse: bool) -> tuple[str, bool]:
         """The sweep's parent run: the one from an earlier run of the same sweep when `reuse`."""
         self.wait()
-        if reuse:
-            runs = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.sweep_hash = '{sweep_hash}'",
-                order_by=["attributes.start_time DESC"], max_results=1)
-            if runs:
-                self.client.update_run(runs[0].info.run_id, status="RUNNING")
-                for k, v in process_tags().items():
-                    self.client.set_tag(runs[0].info.run_id, k, v)
-                return runs[0].info.run_id, True
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep",
-                                           **process_tags()})
-        return run.info.run_id, False
+        with store_lock(self.uri):  # the same sweep started twice at once: one parent, shared
+            if reuse:
+                runs = self.client.search_runs(
+                    [self.experiment_id], filter_string=f"tags.sweep_hash = '{sweep_hash}'",
+                    order_by=["attributes.start_time DESC"], max_results=1)
+                if runs:
+                    self.client.update_run(runs[0].info.run_id, status="RUNNING")
+                    for k, v in process_tags().items():
+                        self.client.set_tag(runs[0].info.run_id, k, v)
+                    return runs[0].info.run_id, True
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep",
+                                               **process_tags()})
+            return run.info.run_id, False
 
     def children(self, parent_id: str, curves: int = 50) -> list[dict]:
         """A sweep's child runs as plain dicts (runner.sweep aggregates them): run_id, status,
-        config_group, final_loss; `loss` (the curve) for the first `curves` finished ones."""
+        config_group, config_hash, seed, start_time, final_loss; `loss` (the curve) for the first
+        `curves` finished ones (one per config hash)."""
         self.wait()
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
-        out = []
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            order_by=["attributes.start_time ASC"], max_results=10000)
+        out, drawn = [], set()
         for r in runs:
-            row = {"run_id": r.info.run_id, "status": r.info.status,
-                   "config_group": r.data.tags.get("config_group", "(defaults)"),
-                   "final_loss": r.data.metrics.get("final_loss")}
-            if r.info.status == "FINISHED" and row["final_loss"] is not None and curves > 0:
-                curves -= 1
+            tags = r.data.tags
+            row = {"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time,
+                   "config_group": tags.get("config_group", "(defaults)"), "config_hash": tags.get("config_hash"),
+                   "seed": tags.get("seed"), "final_loss": r.data.metrics.get("final_loss")}
+            if (r.info.status == "FINISHED" and row["final_loss"] is not None and len(drawn) < curves
+                    and row["config_hash"] not in drawn):
+                drawn.add(row["config_hash"])
                 history = self.client.get_metric_history(r.info.run_id, "loss")
                 row["loss"] = [m.value for m in sorted(history, key=lambda m: m.step)]
             out.append(row)
         return out
 
     def finish_parent(self, parent_id: str, *, scalars: dict, artifact_dir: Path, artifacts: list,
+                      tags: dict | None = None, table: dict | None = None, table_file: str | None = None,
                       status: str = "FINISHED") -> None:
-        """The sweep's aggregate onto its parent run (metrics, files), then `status`."""
-        from mlflow.entities import Metric
+        """The sweep's aggregate onto its parent run (metrics, tags, the table as MLflow's table
+        artifact, files), then `status`. A resumed parent's table is replaced, not appended to
+        (MLflow's log_table appends to an existing file)."""
+        from mlflow.entities import Metric, RunTag
 
         self.wait()
         now = int(time.time() * 1000)
         log_batches(self.client, parent_id, metrics=[Metric(metric_name(k), float(v), now, 0)
                                                      for k, v in scalars.items()])
+        if tags:
+            self.client.log_batch(parent_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if table is not None and table_file:
+            log_table(self.client, parent_id, table, table_file, Path(artifact_dir))
         log_files(self.client, parent_id, Path(artifact_dir), artifacts)
         self.client.set_terminated(parent_id, status)
+
+    def claim(self, config_hash: str, finished: bool = True) -> str | None:
+        """After this command's run is open: the id of another run of the same config that makes
+        this one redundant, a FINISHED one or a RUNNING one started earlier by a live process (the
+        same sweep started twice at once; `finished=False`: RUNNING ones only, for rerun=true).
+        Each of two racing commands opens its run first and then looks, so exactly one of them
+        goes on. None: this run goes on."""
+        self.wait()
+        import socket
+
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and "
+            "attributes.status != 'FAILED' and attributes.status != 'KILLED'",
+            order_by=["attributes.start_time ASC"], max_results=1000)
+        mine = next((r for r in runs if r.info.run_id == self.run_id), None)
+        for r in runs:
+            if r.info.run_id == self.run_id or r.data.tags.get("mlflow.parentRunId") == self.run_id:
+                continue  # this run, or its own replicates
+            if r.info.status == "FINISHED":
+                if finished:
+                    return r.info.run_id
+                continue
+            if r.info.status != "RUNNING" or mine is None:
+                continue
+            pid = r.data.tags.get("runner.pid", "")
+            if r.data.tags.get("runner.host") == host and pid.isdigit() and not _alive(int(pid)):
+                continue  # left by a process that is gone: reaped, not a twin
+            if (r.info.start_time, r.info.run_id) < (mine.info.start_time, mine.info.run_id):
+                return r.info.run_id
+        return None
+
+    def drop(self) -> None:
+        """Delete this command's opened run (a twin of it runs elsewhere, see claim)."""
+        self.wait()
+        if self.run_id is not None:
+            self.client.delete_run(self.run_id)
+            self.run_id = None
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
