@@ -129,13 +129,11 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     if sweep is None:
         tracker.start(open_run=tags)  # created in the background while the fit compiles
     else:
-        tracker.open(tags)  # the sweep's tracker is already started
-        twin = tracker.claim(chash, finished=not rerun)  # the same sweep started twice at once
-        if twin:
-            tracker.drop()
+        twin = tracker.open_job(tags, chash, finished=not rerun)  # the sweep's tracker is already started
+        if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
             write_status(run_dir, "skipped", run_id=twin)
-            print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: the same config is already "
-                         f"run by run {twin}"))
+            print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: run {twin} has the same config "
+                         "(RUNNING in another process, or FINISHED)"))
             return None
     method = exp.inference
     try:
@@ -179,7 +177,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         where = f"run {run_id} is FAILED" if run_id else f"the run in {run_dir} failed"
         raise RunFailed(f"{report.failed}; {where}, what was finite is logged")
     if sweep is not None:
-        from runner.sweep import group_label
+        from runner.naming import group_label
 
         write_status(run_dir, "run", run_id=run_id, config_group=group_label(sweep["overrides"]),
                      final_loss=report.scalars.get("final_loss"), config_hash=exp.config_hash, seed=exp.seed)

@@ -1,33 +1,66 @@
-"""`python -m runner.compare`: an experiment's runs as a table, best final loss first.
+"""`python -m runner.compare`: an experiment's runs as a table that fits a terminal, best final
+loss first.
 
-Columns: the config choices and params that differ between the runs, final loss, status, run id.
-`--sweep <parent run id>` limits the table to one sweep's child runs.
+Columns: the config choices and the params that differ between the runs (a param that only some
+runs have follows from a choice and is left out), final_loss, status, run id; long values are
+cut in the middle, and differing columns that do not fit the terminal's width are left out (named
+below the table). `--all`: every differing param and every metric, uncut, whatever the width. `--sweep <parent run id>`: one sweep's child runs only.
+The store is only read: a sqlite file that is not there is one line and exit 2, never a new store.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from pathlib import Path
 
 CHOICES = ("model", "guide", "loss", "optim", "data", "inference")
 SKIP_PARAMS = ("jax_version", "key_derivation", "tracking.", "jax.", "hydra.")
+KEY_METRICS = ("final_loss",)  # every method logs it (EM: -avg_loglik), so runs of any method rank on it
+CELL = 24  # characters of a value shown by default
 
 
-def table(runs: list[dict]) -> list[list[str]]:
-    columns = [c for c in CHOICES if len({r["tags"].get(c) for r in runs}) > 1]
+def varying_params(runs: list[dict], everything: bool) -> list[str]:
     keys = sorted({k for r in runs for k in r["params"]})
-    varying = [k for k in keys if not k.startswith(SKIP_PARAMS) and k not in CHOICES
-               and not k.endswith(("._target_", "._partial_"))
-               and len({r["params"].get(k) for r in runs}) > 1]
+    return [k for k in keys if not k.startswith(SKIP_PARAMS) and k not in CHOICES
+            and not k.endswith(("._target_", "._partial_"))
+            and len({r["params"].get(k) for r in runs}) > 1
+            and (everything or all(k in r["params"] for r in runs))]
+
+
+def metric_names(runs: list[dict], everything: bool) -> list[str]:
+    if not everything:
+        return list(KEY_METRICS)
+    have = {k for r in runs for k in (r.get("metrics") or {})}
+    return ["final_loss", *sorted(have - {"final_loss"})]
+
+
+def fmt(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def table(runs: list[dict], everything: bool = False) -> list[list[str]]:
+    from runner.naming import short_value
+
+    columns = [c for c in CHOICES if len({r["tags"].get(c) for r in runs}) > 1]
+    varying = varying_params(runs, everything)
+    metrics = metric_names(runs, everything)
+
+    def cell(key, value):
+        return str(value) if everything else short_value(key, str(value), CELL)
 
     def loss(r):
         v = r["final_loss"]
         return math.inf if v is None or math.isnan(v) else v
 
-    rows = [[*columns, *varying, "final_loss", "status", "run_id"]]
+    rows = [[*columns, *varying, *metrics, "status", "run_id"]]
     for r in sorted(runs, key=loss):
-        rows.append([*(r["tags"].get(c, "") for c in columns), *(r["params"].get(k, "") for k in varying),
-                     "" if r["final_loss"] is None else f"{r['final_loss']:.6g}", r["status"], r["run_id"]])
+        values = {**(r.get("metrics") or {}), "final_loss": r["final_loss"]}
+        rows.append([*(cell(c, r["tags"].get(c, "")) for c in columns),
+                     *(cell(k, r["params"].get(k, "")) for k in varying),
+                     *(fmt(values.get(m)) for m in metrics), r["status"], r["run_id"]])
     return rows
 
 
@@ -36,26 +69,77 @@ def render(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def fit(rows: list[list[str]], width: int, keep_right: int) -> tuple[list[list[str]], list[str]]:
+    """Drop the rightmost differing columns (before the last `keep_right`: metrics, status, run id)
+    until the table is at most `width` wide; (rows, dropped column names)."""
+    dropped = []
+    while len(rows[0]) > keep_right + 1 and max(map(len, render(rows).splitlines())) > width:
+        i = len(rows[0]) - keep_right - 1
+        dropped.insert(0, rows[0][i])
+        rows = [row[:i] + row[i + 1:] for row in rows]
+    return rows, dropped
+
+
+def check_store(uri: str) -> str | None:
+    """Why `uri` is no MLflow store to read (a sqlite file that is missing or is not MLflow's), or
+    None. Read-only: MLflow's client would create (and migrate) a missing or empty file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    import sqlite3
+
+    path = Path(uri[len("sqlite:///"):]).expanduser()
+    if not path.is_file():
+        return f"no MLflow store at {path} (no such file): check --uri (default sqlite:///mlflow.db, in this folder)"
+    try:
+        with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as db:
+            found = db.execute("select name from sqlite_master where type='table' and name='experiments'").fetchone()
+    except sqlite3.DatabaseError as e:
+        return f"{path} is not an MLflow store ({e})"
+    return None if found else f"{path} is not an MLflow store (it has no experiments table)"
+
+
 def main(argv=None) -> int:
+    import shutil
+
     p = argparse.ArgumentParser(prog="python -m runner.compare", description=__doc__.splitlines()[0])
     p.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
     p.add_argument("--experiment", default="runner", help="experiment name")
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the child runs of this sweep")
+    p.add_argument("--all", action="store_true", dest="everything",
+                   help="every param that differs and every metric, values uncut, whatever the width")
     args = p.parse_args(argv)
+    from runner.redact import redact
+
+    problem = check_store(args.uri)
+    if problem:
+        print(f"runner.compare: error: {redact(problem)}", file=sys.stderr)
+        return 2
     from runner.tracking import list_runs
 
     try:
         runs = list_runs(args.uri, args.experiment, args.sweep)
     except LookupError as e:
-        print(f"runner.compare: error: {e}", file=sys.stderr)
+        print(f"runner.compare: error: {redact(str(e))}", file=sys.stderr)
         return 2
     runs = [r for r in runs if args.sweep or r["tags"].get("runner.role") != "sweep"]
     if not runs:
         print("no runs")
         return 0
-    print(render(table(runs)))
+    rows = table(runs, args.everything)
+    dropped = []
+    if not args.everything:
+        keep = len(metric_names(runs, False)) + 2
+        rows, dropped = fit(rows, shutil.get_terminal_size((120, 24)).columns, keep)
+    print(render(rows))
+    if dropped:
+        print(f"({len(dropped)} more differing column(s) left out to fit the terminal: {', '.join(dropped)}; "
+              "--all shows every column)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `| head`: the reader is done
+        sys.stderr.close()
+        sys.exit(0)

@@ -10,13 +10,30 @@ import numpy as np
 CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
 
 
+def result_overrides(overrides) -> list[str]:
+    """Overrides that can change a result (not where it is logged or cached)."""
+    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|hydra)", o)]
+
+
+def group_label(overrides) -> str:
+    """A job's overrides without its seed: the configuration that seeds are replicates of."""
+    kept = [o for o in result_overrides(overrides) if not re.match(r"^[+~]*seed=", o)]
+    return " ".join(sorted(kept)) or "(defaults)"
+
+
+def short_value(key: str, value: str, width: int = 32) -> str:
+    """A value as a person reads it in a name or a description: a file by its name, not its
+    whole path; anything longer than `width` cut in the middle."""
+    if key.endswith(".path") and "/" in value:
+        value = Path(value).name
+    return value if len(value) <= width else f"{value[:width // 2 - 1]}..{value[-(width // 2 - 1):]}"
+
+
 def run_name(choices: dict, label: str, overrides) -> str:
     """A name a person can read: the model, the method's label (SVI: the guide), then the
     overrides that change the result, e.g. `gmm-autodelta-lr0.1-seed3`. A file is named by its
     stem and any value longer than 24 characters is cut in the middle, so a long data.path does
     not fill the runs table (the whole value is in the params and the tag `overrides`)."""
-    from runner.sweep import result_overrides, short_value
-
     head = [choices.get("model") or "run", label]
     rest = []
     for o in result_overrides(overrides or []):
@@ -46,8 +63,6 @@ def job_label(sweep: dict | None) -> str:
 def run_tags(exp, choices: dict, run_dir: Path, sweep: dict | None, overrides) -> dict:
     """The run's tags: the choices that act on its method's result, where its files are, its
     config hash, method, name, provenance and machine; in a sweep, its overrides and group."""
-    from runner.sweep import group_label
-
     label = model_label(exp, choices)
     name = run_name({**choices, "model": label}, exp.inference.label(choices),
                     sweep["overrides"] if sweep is not None else overrides)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from runner.naming import group_label, result_overrides, short_value  # noqa: F401 (group_label: re-exported)
 
 SWEEP_FILE = "mlflow_sweep.json"
 #: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
@@ -72,17 +73,6 @@ def named_files(data: dict) -> dict:
 def file_digest(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
-
-
-def result_overrides(overrides) -> list[str]:
-    """Overrides that can change a result (not where it is logged or cached)."""
-    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|hydra)", o)]
-
-
-def group_label(overrides) -> str:
-    """A job's overrides without its seed: the configuration that seeds are replicates of."""
-    kept = [o for o in result_overrides(overrides) if not re.match(r"^[+~]*seed=", o)]
-    return " ".join(sorted(kept)) or "(defaults)"
 
 
 def parent_name(overrides) -> str:
@@ -234,14 +224,6 @@ def split_overrides(overrides) -> tuple[list[tuple[str, list[str]]], list[str]]:
         else:
             fixed.append(f"{o.get_key_element()}={short_value(o.get_key_element(), o.get_value_element_as_str())}")
     return varied, fixed
-
-
-def short_value(key: str, value: str, width: int = 32) -> str:
-    """A value as a person reads it in a name or a description: a file by its name, not its
-    whole path; anything longer than `width` cut in the middle."""
-    if key.endswith(".path") and "/" in value:
-        value = Path(value).name
-    return value if len(value) <= width else f"{value[:width // 2 - 1]}..{value[-(width // 2 - 1):]}"
 
 
 TABLE_FILE = "sweep_table.json"

@@ -5,9 +5,9 @@ implements what it records and nothing else. A backend is a class named by `_tar
 conf/tracking/<name>.yaml; `runner.tracking.from_config` builds it. Backends: `mlflow`
 (runner/tracking/mlflow_tracking.py, the default: the store in a worker process) and `none`
 (runner/tracking/none.py: the run directory only, no MLflow import).
-Calls happen in this order: check (before any fit) -> start -> [find_finished] -> [open -> claim
--> drop] -> log_run or end -> log_child... -> flush. A sweep: open_parent (before its jobs) ->
-children -> finish_parent.
+Calls happen in this order: check (before any fit) -> start -> [find_finished] -> open or open_job
+(a sweep's job) -> log_run or end -> log_child... -> flush. A sweep: open_parent (before its
+jobs) -> children -> finish_parent.
 """
 from __future__ import annotations
 
@@ -51,14 +51,12 @@ class Tracking:
         """The id of a finished run with this config hash (a sweep skips its job), if any."""
         return None
 
-    def claim(self, config_hash: str, finished: bool = True) -> str | None:
-        """Once this command's run is open (a sweep's job): the id of another run of the same
-        config that makes it redundant (FINISHED, or RUNNING in a live process and started
-        earlier), if any; the job then drops its run and is skipped."""
+    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
+        """A sweep's job: open its run (as `open`) unless another run of the same config makes it
+        redundant (FINISHED when `finished`, or RUNNING in a live process: the same sweep started
+        twice at once); then return that run's id and open nothing."""
+        self.open(tags)
         return None
-
-    def drop(self) -> None:
-        """Delete the opened run (claim found a twin)."""
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list, status: str = "FINISHED", dataset: dict | None = None,

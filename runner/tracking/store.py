@@ -288,13 +288,28 @@ class Store:
         log_files(self.client, parent_id, Path(artifact_dir), artifacts)
         self.client.set_terminated(parent_id, status)
 
-    def claim(self, config_hash: str, finished: bool = True) -> str | None:
-        """After this command's run is open: the id of another run of the same config that makes
-        this one redundant, a FINISHED one or a RUNNING one started earlier by a live process (the
-        same sweep started twice at once; `finished=False`: RUNNING ones only, for rerun=true).
-        Each of two racing commands opens its run first and then looks, so exactly one of them
-        goes on. None: this run goes on."""
+    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
+        """Open a sweep job's run unless another run of the same config makes it redundant: a
+        FINISHED one (`finished`; rerun=true passes False) or a RUNNING one of a live process (the
+        same sweep started twice at once). Returns that twin's id (nothing opened), or None (this
+        run is open). A sqlite store is looked at and the run created under its file lock, so of
+        two racing commands exactly one runs the job; on a server each command looks again
+        after creating its run and the later of two twins deletes its own."""
         self.wait()
+        with store_lock(self.uri):
+            twin = self._twin(config_hash, finished)
+            if twin:
+                return twin
+            self._create_run(tags)
+        twin = self._twin(config_hash, finished, mine=self.run_id)
+        if twin:
+            self.client.delete_run(self.run_id)
+            self.run_id = None
+        return twin
+
+    def _twin(self, config_hash: str, finished: bool, mine: str | None = None) -> str | None:
+        """Another run of this config that a job yields to; with `mine` (this job's open run),
+        a RUNNING one only if it started before it."""
         import socket
 
         host = socket.gethostname()
@@ -302,29 +317,22 @@ class Store:
             [self.experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and "
             "attributes.status != 'FAILED' and attributes.status != 'KILLED'",
             order_by=["attributes.start_time ASC"], max_results=1000)
-        mine = next((r for r in runs if r.info.run_id == self.run_id), None)
+        me = next((r for r in runs if r.info.run_id == mine), None)
         for r in runs:
-            if r.info.run_id == self.run_id or r.data.tags.get("mlflow.parentRunId") == self.run_id:
+            if r.info.run_id == mine or (mine and r.data.tags.get("mlflow.parentRunId") == mine):
                 continue  # this run, or its own replicates
             if r.info.status == "FINISHED":
                 if finished:
                     return r.info.run_id
                 continue
-            if r.info.status != "RUNNING" or mine is None:
+            if r.info.status != "RUNNING":
                 continue
             pid = r.data.tags.get("runner.pid", "")
             if r.data.tags.get("runner.host") == host and pid.isdigit() and not _alive(int(pid)):
-                continue  # left by a process that is gone: reaped, not a twin
-            if (r.info.start_time, r.info.run_id) < (mine.info.start_time, mine.info.run_id):
+                continue  # left by a process that is gone (reaped later), not a twin
+            if me is None or (r.info.start_time, r.info.run_id) < (me.info.start_time, me.info.run_id):
                 return r.info.run_id
         return None
-
-    def drop(self) -> None:
-        """Delete this command's opened run (a twin of it runs elsewhere, see claim)."""
-        self.wait()
-        if self.run_id is not None:
-            self.client.delete_run(self.run_id)
-            self.run_id = None
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
@@ -384,7 +392,7 @@ def list_runs(uri: str, experiment: str, parent: str | None = None) -> list[dict
     query = f"tags.`mlflow.parentRunId` = '{parent}'" if parent else ""
     runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
     return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
-             "tags": dict(r.data.tags), "params": dict(r.data.params),
+             "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
              "final_loss": r.data.metrics.get("final_loss")} for r in runs]
 
 

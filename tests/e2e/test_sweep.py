@@ -27,6 +27,15 @@ def sweep(tmp_path, extra=(), launcher=None, experiment="sweep"):
     return proc, client, parents, children
 
 
+def compare(folder, *args, uri=None, columns=80):
+    """`python -m runner.compare` on the folder's store, in a terminal `columns` wide."""
+    import os
+
+    return subprocess.run([sys.executable, "-m", "runner.compare", "--uri", uri or f"sqlite:///{folder}/mlflow.db",
+                           "--experiment", "sweep", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": str(columns)})
+
+
 def check_sweep(client, parents, children, n_jobs=4):
     assert len(parents) == 1
     parent = parents[0]
@@ -38,42 +47,77 @@ def check_sweep(client, parents, children, n_jobs=4):
     assert len({c.data.tags["config_hash"] for c in children}) == n_jobs
     assert {c.info.run_name for c in children} == {f"gmm-{g}-seed{s}-steps20-restarts4"
                                                    for g in ("autodelta", "autonormal") for s in (0, 1)}
-    # aggregates per configuration across seeds equal what the children logged
+    # the aggregate per configuration across seeds is a table artifact, not metric names: the
+    # parent's only metric is the children's own `final_loss` (the best), so it adds no chart
     parent = client.get_run(parent.info.run_id)
     groups = {}
     for c in children:
-        groups.setdefault(c.data.tags["config_group"], []).append(c.data.metrics["final_loss"])
+        groups.setdefault(c.data.tags["config_group"], []).append(c)
     assert sorted(groups) == ["guide=autodelta model=gmm restarts=4 steps=20",
                               "guide=autonormal model=gmm restarts=4 steps=20"]
-    for label, losses in groups.items():
-        assert len(losses) == 2
-        key = label.replace("=", "-")
-        m = parent.data.metrics
-        assert m[f"final_loss_mean/{key}"] == pytest.approx(np.mean(losses), rel=1e-6)
-        assert m[f"final_loss_std/{key}"] == pytest.approx(np.std(losses), rel=1e-6, abs=1e-9)
-        assert m[f"final_loss_min/{key}"] == pytest.approx(np.min(losses), rel=1e-6)
-    assert parent.data.metrics["children_finished"] == n_jobs
+    assert all(sorted(c.data.tags["seed"] for c in runs) == ["0", "1"] for runs in groups.values())
+    losses = {c.info.run_id: c.data.metrics["final_loss"] for c in children}
+    best = min(losses, key=losses.get)
+    assert parent.data.metrics == {"final_loss": pytest.approx(losses[best], rel=1e-6)}
+    tags = parent.data.tags
+    assert (tags["best_run_id"], tags["children_finished"], tags["configs"]) == (best, str(n_jobs), "2")
+    assert tags["mlflow.note.content"].startswith(
+        "Sweep of 4 jobs over guide (autodelta, autonormal) x seed (0, 1); fixed: model=gmm steps=20 restarts=4.")
+    table = read_table(client, parent)
+    assert list(table["config"]) == sorted(groups) and list(table["n"]) == [2, 2]
+    assert list(table["seeds"]) == ["0 1", "0 1"]
+    for row in table.itertuples():
+        values = [losses[c.info.run_id] for c in groups[row.config]]
+        assert row.mean == pytest.approx(np.mean(values), rel=1e-6)
+        assert row.std == pytest.approx(np.std(values), rel=1e-6, abs=1e-9)
+        assert (row.min, row.max) == (pytest.approx(min(values), rel=1e-6), pytest.approx(max(values), rel=1e-6))
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert "summary.json" in arts and "plots" in arts
+    assert {"summary.json", "sweep_table.json", "plots"} <= arts
+
+
+def read_table(client, parent):
+    """The parent's table artifact (MLflow's table format: columns and rows), one row per configuration."""
+    import json
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as d:
+        path = client.download_artifacts(parent.info.run_id, "sweep_table.json", d)
+        table = json.loads(open(path).read())
+    return pd.DataFrame(table["data"], columns=table["columns"]).sort_values("config").reset_index(drop=True)
 
 
 def test_basic_launcher_parent_children_and_resume(tmp_path):
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
     assert "4 jobs, 4 run, 0 skipped" in proc.stdout
-    jobs = [line.split()[1:3] for line in proc.stdout.splitlines() if "final_loss=" in line]
+    jobs = [line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith("runner: job")]
     assert jobs == [["job", f"{i}/4"] for i in (1, 2, 3, 4)]  # each job's line says which of the 4 it is
-    # runner.compare: one sweep's children, best final loss first
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert (f"runner: sweep best final_loss={best.data.metrics['final_loss']:.6g} {best.data.tags['config_group']} "
+            f"(run {best.info.run_id})") in proc.stdout.splitlines()
+    # runner.compare: one sweep's children, best final loss first, in an 80-column terminal
     parent_id = parents[0].info.run_id
-    out = subprocess.run([sys.executable, "-m", "runner.compare", "--uri", f"sqlite:///{tmp_path}/mlflow.db",
-                          "--experiment", "sweep", "--sweep", parent_id], capture_output=True, text=True)
+    out = compare(tmp_path, "--sweep", parent_id)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines[0].split() == ["guide", "guide.init_scale", "seed", "final_loss", "status", "run_id"]
+    # guide.init_scale (autonormal's alone) follows from the guide column: left out
+    assert lines[0].split() == ["guide", "seed", "final_loss", "status", "run_id"]
+    assert max(map(len, lines)) == 72  # guide 10, seed 4, final_loss 10, status 8, run id 32, 4 gaps of 2
     rows = [line.split() for line in lines[1:]]
     by_loss = sorted(children, key=lambda c: c.data.metrics["final_loss"])
     assert [r[-1] for r in rows] == [c.info.run_id for c in by_loss]
     assert all(r[-2] == "FINISHED" for r in rows)
+    everything = compare(tmp_path, "--sweep", parent_id, "--all").stdout.splitlines()
+    assert everything[0].split()[:4] == ["guide", "guide.init_scale", "seed", "final_loss"]
+    assert len(everything[0].split()) == 3 + len({m for c in children for m in c.data.metrics}) + 2
+    # a mistyped store: one line, exit 2, and no store created
+    out = compare(tmp_path, uri=f"sqlite:///{tmp_path}/mlfow.db")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr.splitlines() == [f"runner.compare: error: no MLflow store at {tmp_path}/mlfow.db (no such "
+                                       "file): check --uri (default sqlite:///mlflow.db, in this folder)"]
+    assert not (tmp_path / "mlfow.db").exists()
     # the same command again: every job is skipped, the parent is reused, nothing is duplicated
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
@@ -138,5 +182,5 @@ def test_sweep_goes_on_when_a_job_fails(tmp_path):
     assert "2 jobs, 1 run, 0 skipped, 1 failed" in proc.stdout
     runs = read_runs(uri)[1]
     parent = [r for r in runs if r.data.tags.get("runner.role") == "sweep"][0]
-    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 1
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs_failed"] == "1"
     assert [r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId")] == ["FINISHED"]

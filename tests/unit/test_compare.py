@@ -1,8 +1,10 @@
 """runner/compare.py on plain run records: the table's columns are the choices and params that
-differ between the runs (never where they are logged, the jax settings or a `_target_`), rows best
-final loss first (a missing or NaN loss last), and the rendered text is aligned columns. (The
-command against a real sweep: tests/e2e/test_sweep.py.)"""
-from runner.compare import render, table
+differ between the runs (never where they are logged, the jax settings or a `_target_`; by
+default not a param that only some runs have, and long values cut), rows best final loss first (a
+missing or NaN loss last), the rendered text is aligned columns that fit the terminal, and a
+sqlite path that is no MLflow store is refused without creating one. (The command against a
+real sweep: tests/e2e/test_sweep.py.)"""
+from runner.compare import check_store, fit, render, table
 
 
 def run(run_id, loss, status="FINISHED", **params):
@@ -41,3 +43,54 @@ def test_render_aligns_the_columns():
     assert text.splitlines() == ["guide       final_loss  run_id",
                                  "autonormal  17.4433     c",
                                  "autodelta               abc"]
+
+
+LONG = "/data/" + "x" * 90 + ".csv"
+
+
+def test_a_param_only_some_runs_have_follows_from_a_choice_and_is_left_out():
+    gmm = run("g", 17.4, **{"model.K": "2", "data.path": LONG})
+    coin = run("k", 14.8, seed="1", **{"data.path": "/data/coin.json"})
+    coin["tags"]["model"] = "coin"
+    rows = table([gmm, coin])
+    assert rows[0] == ["model", "data.path", "seed", "final_loss", "status", "run_id"]  # no model.K
+    assert rows[2][1] == "xxxxxxxxxxx..xxxxxxx.csv" and len(rows[2][1]) == 24  # a file by its name, cut
+    everything = table([gmm, coin], everything=True)
+    assert everything[0] == ["model", "data.path", "model.K", "seed", "final_loss", "status", "run_id"]
+    assert everything[2][1] == LONG
+
+
+def test_key_metrics_by_default_every_metric_with_all():
+    a, b = run("a", 2.0), run("b", 1.0, seed="1")
+    a["metrics"] = {"final_loss": 2.0, "avg_loglik": -2.0, "posterior/mu/mean": 0.5}
+    b["metrics"] = {"final_loss": 1.0, "initial_loss": 9.0}
+    assert table([a, b])[0] == ["seed", "final_loss", "status", "run_id"]
+    assert table([a, b], everything=True)[0] == [
+        "seed", "final_loss", "avg_loglik", "initial_loss", "posterior/mu/mean", "status", "run_id"]
+    assert table([a, b], everything=True)[1] == ["1", "1", "", "9", "", "FINISHED", "b"]
+
+
+def test_fit_drops_the_rightmost_differing_columns_until_the_table_fits():
+    rows = [["guide", "optim.lr", "seed", "final_loss", "status", "run_id"],
+            ["autonormal", "0.01", "0", "17.4433", "FINISHED", "c" * 32]]
+    assert len(render(rows).splitlines()[1]) == 82
+    assert fit(rows, 82, keep_right=3) == (rows, [])
+    fitted, dropped = fit(rows, 80, keep_right=3)
+    assert fitted[0] == ["guide", "optim.lr", "final_loss", "status", "run_id"] and dropped == ["seed"]
+    fitted, dropped = fit(rows, 70, keep_right=3)
+    assert fitted[0] == ["guide", "final_loss", "status", "run_id"] and dropped == ["optim.lr", "seed"]
+    assert max(len(line) for line in render(fitted).splitlines()) <= 70
+
+
+def test_a_missing_or_foreign_sqlite_file_is_refused_and_not_created(tmp_path):
+    import sqlite3
+
+    missing = tmp_path / "mlfow.db"
+    assert check_store(f"sqlite:///{missing}").startswith(f"no MLflow store at {missing} (no such file)")
+    assert not missing.exists()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("create table t (x)").connection.commit()
+    assert check_store(f"sqlite:///{other}") == f"{other} is not an MLflow store (it has no experiments table)"
+    (tmp_path / "text.db").write_text("not a database at all, not even close to one")
+    assert check_store(f"sqlite:///{tmp_path}/text.db").startswith(f"{tmp_path}/text.db is not an MLflow store (")
+    assert check_store("http://127.0.0.1:5000") is None  # a server: the client reads it
