@@ -20,12 +20,23 @@ KEY_METRICS = ("final_loss",)  # every method logs it (EM: -avg_loglik), so runs
 CELL = 24  # characters of a value shown by default
 
 
-def varying_params(runs: list[dict], everything: bool) -> list[str]:
+def varying_params(runs: list[dict], everything: bool = True) -> list[str]:
+    """Params that differ between the runs (never where runs are logged, the jax settings or a
+    `_target_`). Not `everything`: those that differ between runs of the same choices first (what
+    a person overrode: optim.lr, seed), then those every run has (steps, a model's hints); a param
+    that only some runs have follows from a choice (guide.init_scale, model.K) and is left out."""
     keys = sorted({k for r in runs for k in r["params"]})
-    return [k for k in keys if not k.startswith(SKIP_PARAMS) and k not in CHOICES
-            and not k.endswith(("._target_", "._partial_"))
-            and len({r["params"].get(k) for r in runs}) > 1
-            and (everything or all(k in r["params"] for r in runs))]
+    differ = [k for k in keys if not k.startswith(SKIP_PARAMS) and k not in CHOICES
+              and not k.endswith(("._target_", "._partial_"))
+              and len({r["params"].get(k) for r in runs}) > 1]
+    if everything:
+        return differ
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(tuple(r["tags"].get(c) for c in CHOICES), []).append(r)
+    within = [k for k in differ if any(len({r["params"].get(k) for r in g}) > 1 for g in groups.values())]
+    shared = [k for k in differ if k not in within and all(k in r["params"] for r in runs)]
+    return within + shared
 
 
 def metric_names(runs: list[dict], everything: bool) -> list[str]:
@@ -69,13 +80,28 @@ def render(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def fit(rows: list[list[str]], width: int, keep_right: int) -> tuple[list[list[str]], list[str]]:
-    """Drop the rightmost differing columns (before the last `keep_right`: metrics, status, run id)
-    until the table is at most `width` wide; (rows, dropped column names)."""
+def drop_order(runs: list[dict]) -> list[str]:
+    """The columns `fit` leaves out first: params every run has (from the right), then choices
+    but the first, then the params a person varied between runs of the same choices."""
+    choices = [c for c in CHOICES if len({r["tags"].get(c) for r in runs}) > 1]
+    params = varying_params(runs, everything=False)
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(tuple(r["tags"].get(c) for c in CHOICES), []).append(r)
+    within = [k for k in params if any(len({r["params"].get(k) for r in g}) > 1 for g in groups.values())]
+    shared = [k for k in params if k not in within]
+    return [*reversed(shared), *reversed(choices[1:]), *reversed(within)]
+
+
+def fit(rows: list[list[str]], width: int, order: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Leave out columns, in `order`, until the table is at most `width` wide; (rows, the names
+    left out, in table order)."""
     dropped = []
-    while len(rows[0]) > keep_right + 1 and max(map(len, render(rows).splitlines())) > width:
-        i = len(rows[0]) - keep_right - 1
-        dropped.insert(0, rows[0][i])
+    for name in order:
+        if max(map(len, render(rows).splitlines())) <= width:
+            break
+        i = rows[0].index(name)
+        dropped.append(name)
         rows = [row[:i] + row[i + 1:] for row in rows]
     return rows, dropped
 
@@ -128,10 +154,11 @@ def main(argv=None) -> int:
     rows = table(runs, args.everything)
     dropped = []
     if not args.everything:
-        keep = len(metric_names(runs, False)) + 2
-        rows, dropped = fit(rows, shutil.get_terminal_size((120, 24)).columns, keep)
+        rows, dropped = fit(rows, shutil.get_terminal_size((120, 24)).columns, drop_order(runs))
     print(render(rows))
     if dropped:
+        header = table(runs)[0]
+        dropped.sort(key=header.index)
         print(f"({len(dropped)} more differing column(s) left out to fit the terminal: {', '.join(dropped)}; "
               "--all shows every column)")
     return 0

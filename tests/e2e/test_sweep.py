@@ -2,6 +2,7 @@
 store: exact parent/child counts and statuses, aggregates equal to what the children logged,
 resume skips the right jobs, an interrupted sweep resumes, a failed job does not stop the sweep.
 (The sweep's helpers and aggregate, in-process: tests/unit/test_sweep.py, test_sweep_aggregate.py.)"""
+import re
 import signal
 import subprocess
 import sys
@@ -184,3 +185,68 @@ def test_sweep_goes_on_when_a_job_fails(tmp_path):
     parent = [r for r in runs if r.data.tags.get("runner.role") == "sweep"][0]
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs_failed"] == "1"
     assert [r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId")] == ["FINISHED"]
+
+
+def test_a_long_data_path_sweep_ends_finished_with_short_names(tmp_path):
+    """Issue 16: long labels (a 90-character data file name, deep in a folder) made per-config metric
+    names longer than MLflow's 250 characters: the parent ended FAILED, and once names were cut at
+    250 two configurations' statistics fell into one name. The parent now has no per-config metric
+    names: its table has one row per configuration, and names stay short."""
+    folder = tmp_path / ("p" * 120)
+    folder.mkdir()
+    data = folder / ("d" * 86 + ".csv")  # a 90-character file name; the whole path is over 200
+    data.write_text("0.0\n1.0\n10.0\n11.0\n12.0\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "model=gmm", "data=file", f"data.path={data}", "optim.lr=0.05,0.1", "seed=0,1", "steps=20",
+                    "restarts=2", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 jobs, 4 run, 0 skipped, 0 failed; 4 finished child runs" in proc.stdout
+    client, runs = read_runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert parent.info.status == "FINISHED" and [c.info.status for c in children] == ["FINISHED"] * 4
+    losses = {c.info.run_id: c.data.metrics["final_loss"] for c in children}
+    assert parent.data.metrics == {"final_loss": pytest.approx(min(losses.values()), rel=1e-6)}
+    assert parent.info.run_name == ("sweep model=gmm data=file data.path=ddddddddddddddd..ddddddddddd.csv "
+                                    "optim.lr=0.05,0.1 seed=0,1 steps=20 restarts=2")
+    assert sorted(c.info.run_name for c in children) == sorted(
+        f"gmm-autodelta-file-ddddddddddd..ddddddddddd-lr{lr}-seed{s}-steps20-restarts2"
+        for lr in ("0.05", "0.1") for s in (0, 1))
+    groups = {f"data.path={data} data=file model=gmm optim.lr={lr} restarts=2 steps=20": lr for lr in ("0.05", "0.1")}
+    assert {c.data.tags["config_group"] for c in children} == set(groups)  # whole, in a tag (no 250 limit)
+    table = read_table(client, parent)
+    assert table["config"].tolist() == sorted(groups) and table["n"].tolist() == [2, 2]
+    for row in table.itertuples():
+        mine = [losses[c.info.run_id] for c in children if c.data.tags["config_group"] == row.config]
+        assert row.mean == pytest.approx(np.mean(mine), rel=1e-6)
+
+
+def test_the_same_sweep_started_twice_at_once_runs_and_counts_each_job_once(tmp_path):
+    """Issue 16: two copies of one sweep command at once ran a job twice and counted it twice
+    (final_loss_n=4 for 3 seeds). A job now opens its run under the store's lock only when no
+    other run of its config is RUNNING (in a live process) or FINISHED, and the parent's table
+    counts each config hash once. Two real processes on one fresh store, each its own sweep dir."""
+    import os
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["-m", "model=gmm", "guide=autodelta", "seed=0,1,2", "steps=300", "restarts=8",
+            f"tracking.uri={uri}", "tracking.experiment=twice"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    procs = [subprocess.Popen([sys.executable, "-m", "runner", *args, f"hydra.sweep.dir={tmp_path}/multirun{i}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    client, runs = read_runs(uri, "twice")
+    parents = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # one parent, shared
+    assert sorted(c.data.tags["seed"] for c in children) == ["0", "1", "2"]  # each job ran once
+    assert all(c.info.status == "FINISHED" for c in children) and len({c.data.tags["config_hash"] for c in children}) == 3
+    # between them the two commands ran 3 jobs and skipped 3 (each job: run by one, skipped by the other)
+    done = [re.search(r"3 jobs, (\d) run, (\d) skipped, 0 failed", o[0]).groups() for o in outs]
+    assert sum(int(r) for r, _ in done) == 3 and sum(int(s) for _, s in done) == 3, [o[0] for o in outs]
+    table = read_table(client, client.get_run(parents[0].info.run_id))
+    assert table["n"].tolist() == [3] and table["seeds"].tolist() == ["0 1 2"]
+    losses = [c.data.metrics["final_loss"] for c in children]
+    assert table["mean"].tolist() == [pytest.approx(np.mean(losses), rel=1e-6)]
