@@ -230,8 +230,10 @@ TABLE_FILE = "sweep_table.json"
 
 
 def table_frame(table: list[dict]) -> dict:
-    """The table as MLflow's table artifact wants it (column -> values), run ids as text."""
-    return {c: [row[c] for row in table] for c in TABLE_COLUMNS}
+    """The table as MLflow's table artifact wants it (column -> values), numbers to 6 significant
+    digits as a person reads them (summary.json keeps them whole)."""
+    return {c: [float(f"{row[c]:.6g}") if isinstance(row[c], float) else row[c] for row in table]
+            for c in TABLE_COLUMNS}
 
 
 def finish(tracker, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs: int | None = None) -> dict:

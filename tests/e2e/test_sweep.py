@@ -69,9 +69,9 @@ def check_sweep(client, parents, children, n_jobs=4):
     assert list(table["seeds"]) == ["0 1", "0 1"]
     for row in table.itertuples():
         values = [losses[c.info.run_id] for c in groups[row.config]]
-        assert row.mean == pytest.approx(np.mean(values), rel=1e-6)
-        assert row.std == pytest.approx(np.std(values), rel=1e-6, abs=1e-9)
-        assert (row.min, row.max) == (pytest.approx(min(values), rel=1e-6), pytest.approx(max(values), rel=1e-6))
+        assert row.mean == pytest.approx(np.mean(values), rel=1e-5)  # 6 significant digits
+        assert row.std == pytest.approx(np.std(values), rel=1e-5, abs=1e-9)
+        assert (row.min, row.max) == (pytest.approx(min(values), rel=1e-5), pytest.approx(max(values), rel=1e-5))
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"summary.json", "sweep_table.json", "plots"} <= arts
 
@@ -218,7 +218,7 @@ def test_a_long_data_path_sweep_ends_finished_with_short_names(tmp_path):
     assert table["config"].tolist() == sorted(groups) and table["n"].tolist() == [2, 2]
     for row in table.itertuples():
         mine = [losses[c.info.run_id] for c in children if c.data.tags["config_group"] == row.config]
-        assert row.mean == pytest.approx(np.mean(mine), rel=1e-6)
+        assert row.mean == pytest.approx(np.mean(mine), rel=1e-5)
 
 
 def test_the_same_sweep_started_twice_at_once_runs_and_counts_each_job_once(tmp_path):
@@ -249,4 +249,4 @@ def test_the_same_sweep_started_twice_at_once_runs_and_counts_each_job_once(tmp_
     table = read_table(client, client.get_run(parents[0].info.run_id))
     assert table["n"].tolist() == [3] and table["seeds"].tolist() == ["0 1 2"]
     losses = [c.data.metrics["final_loss"] for c in children]
-    assert table["mean"].tolist() == [pytest.approx(np.mean(losses), rel=1e-6)]
+    assert table["mean"].tolist() == [pytest.approx(np.mean(losses), rel=1e-5)]

@@ -140,6 +140,31 @@ def look_at_charts(server: str, experiment_id: str, parent: str, groups: list[st
     return seen
 
 
+def look_at_parent(server: str, experiment_id: str, run_id: str, description: str, shots: Path) -> str:
+    """The sweep parent's page: its description says what the sweep varied; its artifact
+    sweep_table.json shows as a table (MLflow's table artifact). The table's text."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{server}/#/experiments/{experiment_id}/runs/{run_id}")
+            page.get_by_text(description, exact=True).first.wait_for(timeout=90_000)
+            close = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
+            if close.count():
+                close.first.click()
+            page.screenshot(path=str(shots / "parent_overview.png"))
+            page.goto(f"{server}/#/experiments/{experiment_id}/runs/{run_id}/artifacts")
+            page.get_by_text("sweep_table.json", exact=True).first.click()
+            page.get_by_text("View as table").first.wait_for(timeout=60_000)
+            page.get_by_text("best_run_id", exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(shots / "parent_table.png"))
+            return page.locator("main, body").first.inner_text()
+        finally:
+            browser.close()
+
+
 def test_a_sweeps_chart_view_shows_its_runs_and_groups_by_config(mlflow_server, tmp_path):
     """Issue 18: the chart view of a 2x2 sweep with 2 seeds has no chart of the parent's own (it
     logs only final_loss, the children's name), and Group by -> config_group draws one series per
@@ -169,7 +194,13 @@ def test_a_sweeps_chart_view_shows_its_runs_and_groups_by_config(mlflow_server, 
     # config_group: MLflow lists it as "Unassigned" (the table's "Additional runs", one eye-click hides it)
     for chart in ("final_loss", "loss"):
         assert sorted(seen[chart]) == sorted([*groups, "Unassigned"]), (chart, seen[chart])
-    for name in ("charts_collapsed", "charts_expanded", "charts_grouped_final_loss", "charts_grouped_loss"):
+    first = ("Sweep of 8 jobs over guide (autodelta, autonormal) x optim.lr (0.05, 0.1) x seed (0, 1); "
+             "fixed: model=gmm steps=50 restarts=4.")
+    assert parent.data.tags["mlflow.note.content"].splitlines()[0] == first
+    text = look_at_parent(mlflow_server, parent.info.experiment_id, parent.info.run_id, first, shots)
+    assert all(g in text for g in groups), text[-2000:]  # one row per configuration
+    for name in ("charts_collapsed", "charts_expanded", "charts_grouped_final_loss", "charts_grouped_loss",
+                 "parent_overview", "parent_table"):
         assert (shots / f"{name}.png").stat().st_size > 10_000
 
 

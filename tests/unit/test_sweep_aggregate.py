@@ -34,6 +34,7 @@ def test_aggregate_groups_by_config_across_seeds_into_a_table_not_metric_names()
     frame = table_frame(table)  # MLflow's table artifact: column -> values, no list cells
     assert list(frame) == ["config", "n", "seeds", "mean", "std", "min", "max", "best_run_id"]
     assert frame["n"] == [1, 2] and frame["best_run_id"] == ["c", "a"]
+    assert frame["std"] == [0.0, 1.0] and table_frame([{**lr01, "mean": 17.443256378}])["mean"] == [17.4433]
 
 
 def test_a_config_and_seed_run_twice_counts_once():
