@@ -152,15 +152,16 @@ def main(argv=None) -> int:
         print("no runs")
         return 0
     rows = table(runs, args.everything)
-    dropped = []
+    dropped, width = [], shutil.get_terminal_size((120, 24)).columns
     if not args.everything:
-        rows, dropped = fit(rows, shutil.get_terminal_size((120, 24)).columns, drop_order(runs))
+        rows, dropped = fit(rows, width, drop_order(runs))
     print(render(rows))
     if dropped:
-        header = table(runs)[0]
-        dropped.sort(key=header.index)
-        print(f"({len(dropped)} more differing column(s) left out to fit the terminal: {', '.join(dropped)}; "
-              "--all shows every column)")
+        import textwrap
+
+        dropped.sort(key=table(runs)[0].index)
+        print(textwrap.fill(f"({len(dropped)} more differing column(s) left out to fit the terminal: "
+                            f"{', '.join(dropped)}; --all shows every column)", max(width, 40)))
     return 0
 
 

@@ -110,6 +110,9 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     by_loss = sorted(children, key=lambda c: c.data.metrics["final_loss"])
     assert [r[-1] for r in rows] == [c.info.run_id for c in by_loss]
     assert all(r[-2] == "FINISHED" for r in rows)
+    narrow = compare(tmp_path, "--sweep", parent_id, columns=70).stdout.splitlines()
+    assert narrow[0].split() == ["guide", "final_loss", "status", "run_id"] and max(map(len, narrow)) <= 70
+    assert " ".join(narrow[5:]) == "(1 more differing column(s) left out to fit the terminal: seed; --all shows every column)"
     everything = compare(tmp_path, "--sweep", parent_id, "--all").stdout.splitlines()
     assert everything[0].split()[:4] == ["guide", "guide.init_scale", "seed", "final_loss"]
     assert len(everything[0].split()) == 3 + len({m for c in children for m in c.data.metrics}) + 2
