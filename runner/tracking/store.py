@@ -274,7 +274,8 @@ class Store:
                       status: str = "FINISHED") -> None:
         """The sweep's aggregate onto its parent run (metrics, tags, the table as MLflow's table
         artifact, files), then `status`. A resumed parent's table is replaced, not appended to
-        (MLflow's log_table appends to an existing file)."""
+        (MLflow's log_table appends to an existing file). A parent that a live command of the same
+        sweep opened after this one stays RUNNING: that command ends it, with every job counted."""
         from mlflow.entities import Metric, RunTag
 
         self.wait()
@@ -286,7 +287,19 @@ class Store:
         if table is not None and table_file:
             log_table(self.client, parent_id, table, table_file, Path(artifact_dir))
         log_files(self.client, parent_id, Path(artifact_dir), artifacts)
+        if status == "FINISHED" and self._shared_with_live(parent_id):
+            return  # the same sweep, started again while this one ran, ends the parent when it ends
         self.client.set_terminated(parent_id, status)
+
+    def _shared_with_live(self, parent_id: str) -> bool:
+        """Whether another live process of this host took the parent over (open_parent tags it
+        with the pid of the last command that opened it: the same sweep started again)."""
+        import socket
+
+        tags = self.client.get_run(parent_id).data.tags
+        pid = tags.get("runner.pid", "")
+        return (tags.get("runner.host") == socket.gethostname() and pid.isdigit()
+                and int(pid) != (OWNER_PID or os.getpid()) and _alive(int(pid)))
 
     def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
         """Open a sweep job's run unless another run of the same config makes it redundant: a
