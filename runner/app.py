@@ -138,7 +138,12 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     if sweep is None:
         tracker.start(open_run=tags)  # created in the background while the fit compiles
     else:
-        tracker.open(tags)  # the sweep's tracker is already started
+        twin = tracker.open_job(tags, chash, finished=not rerun)  # the sweep's tracker is already started
+        if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
+            write_status(run_dir, "skipped", run_id=twin)
+            print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: run {twin} has the same config "
+                         "(RUNNING in another process, or FINISHED)"))
+            return None
     method = exp.inference
     if exp.data is not None:  # every run with data writes inference_data.nc after its fit
         from runner.inference_data import preimport
@@ -184,7 +189,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
                                  status="FAILED" if report.failed else "FINISHED", into_open_run=True,
                                  dataset=naming.dataset_info(exp, choices), model=model,
                                  curve_steps=report.curve_steps)
-        child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId")}
+        child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId", "seed")}
         for child in report.children:
             tracker.log_child(child, parent_id=run_id, tags=child_tags, params=params)
         tracker.flush()  # the replicates' child runs: done, or their error raised here
@@ -205,10 +210,10 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         where = f"run {run_id} is FAILED" if run_id else f"the run in {run_dir} failed"
         raise RunFailed(f"{report.failed}; {where}, what was finite is logged")
     if sweep is not None:
-        from runner.sweep import group_label
+        from runner.naming import group_label
 
         write_status(run_dir, "run", run_id=run_id, config_group=group_label(sweep["overrides"]),
-                     final_loss=report.scalars.get("final_loss"))
+                     final_loss=report.scalars.get("final_loss"), config_hash=exp.config_hash, seed=exp.seed)
     if not quiet:
         print(naming.summary_line(exp, choices, report, run_id, sweep, run_dir))
         if sweep is None:  # a short table for a person; sweeps keep to one line per job

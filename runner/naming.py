@@ -10,11 +10,30 @@ import numpy as np
 CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
 
 
+def result_overrides(overrides) -> list[str]:
+    """Overrides that can change a result (not where it is logged or cached)."""
+    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|hydra)", o)]
+
+
+def group_label(overrides) -> str:
+    """A job's overrides without its seed: the configuration that seeds are replicates of."""
+    kept = [o for o in result_overrides(overrides) if not re.match(r"^[+~]*seed=", o)]
+    return " ".join(sorted(kept)) or "(defaults)"
+
+
+def short_value(key: str, value: str, width: int = 32) -> str:
+    """A value as a person reads it in a name or a description: a file by its name, not its
+    whole path; anything longer than `width` cut in the middle."""
+    if key.endswith(".path") and "/" in value:
+        value = Path(value).name
+    return value if len(value) <= width else f"{value[:width // 2 - 1]}..{value[-(width // 2 - 1):]}"
+
+
 def run_name(choices: dict, label: str, overrides) -> str:
     """A name a person can read: the model, the method's label (SVI: the guide), then the
-    overrides that change the result, e.g. `gmm-autodelta-lr0.1-seed3`."""
-    from runner.sweep import result_overrides
-
+    overrides that change the result, e.g. `gmm-autodelta-lr0.1-seed3`. A file is named by its
+    stem and any value longer than 24 characters is cut in the middle, so a long data.path does
+    not fill the runs table (the whole value is in the params and the tag `overrides`)."""
     head = [choices.get("model") or "run", label]
     rest = []
     for o in result_overrides(overrides or []):
@@ -22,8 +41,9 @@ def run_name(choices: dict, label: str, overrides) -> str:
         if key in ("model", "guide", "inference", "model.fn") or key.startswith("hydra"):
             continue
         if key.endswith(".path"):  # a file: its name, not its whole path
-            rest.append(Path(value).stem)
+            rest.append(short_value("", Path(value).stem, 24))
             continue
+        value = short_value("", value, 24)
         rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{key.split('.')[-1]}{value}")
     return re.sub(r"[^\w.\-]+", "_", "-".join(str(x) for x in [*head, *rest] if x))[:250]
 
@@ -43,13 +63,11 @@ def job_label(sweep: dict | None) -> str:
 def run_tags(exp, choices: dict, run_dir: Path, sweep: dict | None, overrides) -> dict:
     """The run's tags: the choices that act on its method's result, where its files are, its
     config hash, method, name, provenance and machine; in a sweep, its overrides and group."""
-    from runner.sweep import group_label
-
     label = model_label(exp, choices)
     name = run_name({**choices, "model": label}, exp.inference.label(choices),
                     sweep["overrides"] if sweep is not None else overrides)
     tags = {**{g: c for g, c in choices.items() if c is not None and g in exp.inference.groups},
-            "run_dir": str(run_dir), "config_hash": exp.config_hash, "inference": exp.method,
+            "run_dir": str(run_dir), "config_hash": exp.config_hash, "inference": exp.method, "seed": exp.seed,
             "mlflow.runName": name, **machine_tags()}
     if getattr(exp.model, "fn_path", None):
         tags["model.fn"] = exp.model.fn_path

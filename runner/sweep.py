@@ -5,9 +5,12 @@ asks the tracking backend (runner.tracking) for the parent run (MLflow: the stor
 and parent are created under a file lock, since several processes creating a fresh sqlite store
 at once crash in its schema migration) and writes the parent's id into the sweep directory,
 where every job finds it whatever launcher runs it (basic, joblib, ray). When the sweep ends it
-aggregates the children's final losses per configuration (across seeds) here, from the
-backend's children or, with tracking=none, from the jobs' run directories, and hands the
-aggregate to the backend for the parent.
+aggregates the children's final losses per configuration (across seeds, each config hash once)
+here, from the backend's children or, with tracking=none, from the jobs' run directories, and
+hands the aggregate to the backend for the parent: one metric (`final_loss`, the best child's),
+tags (the best run, counts of jobs), the per-configuration table as an MLflow table artifact.
+Per-configuration numbers are never metric names: MLflow draws one chart per metric name, and
+its own Group by (children's tag `config_group`) already draws mean and min/max over seeds.
 
 Resume: each job's run carries a hash of its resolved config (tag `config_hash`); a job whose
 hash already has a FINISHED run in the experiment is skipped, unless `rerun=true`. Running the
@@ -18,11 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from runner.naming import group_label, result_overrides, short_value  # noqa: F401 (group_label: re-exported)
 
 SWEEP_FILE = "mlflow_sweep.json"
 #: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
@@ -71,15 +75,13 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
-def result_overrides(overrides) -> list[str]:
-    """Overrides that can change a result (not where it is logged or cached)."""
-    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|hydra)", o)]
-
-
-def group_label(overrides) -> str:
-    """A job's overrides without its seed: the configuration that seeds are replicates of."""
-    kept = [o for o in result_overrides(overrides) if not re.match(r"^[+~]*seed=", o)]
-    return " ".join(sorted(kept)) or "(defaults)"
+def parent_name(overrides) -> str:
+    """`sweep <overrides>`, a file by its name (a long data.path would fill the runs table)."""
+    shown = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        shown.append(f"{key}={','.join(short_value(key, v) for v in value.split(','))}" if eq else o)
+    return f"sweep {' '.join(shown)}"[:250]
 
 
 def backend(tracking):
@@ -130,7 +132,8 @@ def local_children(sweep_dir: Path) -> list[dict]:
         if status["status"] not in ("run", "failed"):
             continue
         row = {"run_id": status.get("run_id") or path.parent.name, "config_group": status.get("config_group", "(defaults)"),
-               "status": "FINISHED" if status["status"] == "run" else "FAILED", "final_loss": status.get("final_loss")}
+               "status": "FINISHED" if status["status"] == "run" else "FAILED", "final_loss": status.get("final_loss"),
+               "config_hash": status.get("config_hash"), "seed": status.get("seed")}
         metrics = path.parent / "metrics.json"
         if row["status"] == "FINISHED" and metrics.is_file():
             row["loss"] = json.loads(metrics.read_text()).get("curves", {}).get("loss")
@@ -138,48 +141,125 @@ def local_children(sweep_dir: Path) -> list[dict]:
     return out
 
 
-def aggregate(children: list[dict], counts: dict) -> tuple[dict, list[dict]]:
-    """Per configuration (children grouped across seeds): mean/std/min/n of final_loss, as
-    scalars for the parent (`final_loss_<stat>/<config>`, jobs_<status>, children_finished) and
-    as a table (one row per configuration, with its run ids)."""
+def unique_children(children: list[dict]) -> list[dict]:
+    """One FINISHED child per config hash (a config and its seed): the earliest. The same sweep
+    started twice at once, or a job run again by hand, must not count twice in the table."""
+    finished = [c for c in children if c["status"] == "FINISHED" and c.get("final_loss") is not None]
+    kept: dict = {}
+    for c in sorted(finished, key=lambda c: (c.get("start_time") or 0, c["run_id"])):
+        kept.setdefault(c.get("config_hash") or c["run_id"], c)
+    return list(kept.values())
+
+
+TABLE_COLUMNS = ("config", "n", "seeds", "mean", "std", "min", "max", "best_run_id")
+
+
+def aggregate(children: list[dict], counts: dict) -> tuple[dict, dict, list[dict]]:
+    """The sweep's result: (metrics, tags, table). Metrics: `final_loss`, the best child's (the
+    children's own metric name, so a parent adds no chart of its own in the UI and sweeps compare
+    on it). Tags: the best child's run id and configuration, the counts of jobs. Table: one row
+    per configuration (children grouped across seeds, each config hash once): n, seeds,
+    mean/std/min/max of final_loss, the best run. Per-configuration numbers never become metric
+    names: the UI's Group by (tag config_group) draws them from the children."""
     import numpy as np
 
-    from runner.tracking.base import metric_safe
-
-    finished = [c for c in children if c["status"] == "FINISHED" and c.get("final_loss") is not None]
+    finished = unique_children(children)
     groups: dict[str, list] = {}
     for c in finished:
         groups.setdefault(c.get("config_group") or "(defaults)", []).append(c)
-    scalars, table = {}, []
+    table = []
     for label, runs in sorted(groups.items()):
         losses = np.array([r["final_loss"] for r in runs], dtype=float)
-        stats = {"mean": float(losses.mean()), "std": float(losses.std()), "min": float(losses.min()),
-                 "n": len(losses)}
-        table.append({"config": label, **stats, "run_ids": [r["run_id"] for r in runs]})
-        scalars.update({f"final_loss_{k}/{metric_safe(label)}": v for k, v in stats.items()})
-    scalars.update({f"jobs_{k}": float(v) for k, v in counts.items()})
-    scalars["children_finished"] = float(len(finished))
-    return scalars, table
+        best = runs[int(np.nanargmin(losses))] if np.isfinite(losses).any() else runs[0]
+        seeds = sorted({str(r["seed"]) for r in runs if r.get("seed") is not None}, key=_seed_key)
+        table.append({"config": label, "n": len(runs), "seeds": " ".join(seeds),
+                      "mean": float(losses.mean()), "std": float(losses.std()), "min": float(losses.min()),
+                      "max": float(losses.max()), "best_run_id": best["run_id"],
+                      "run_ids": [r["run_id"] for r in runs]})
+    tags = {f"jobs_{k}": int(v) for k, v in counts.items()}
+    tags.update(children_finished=len(finished), configs=len(table))
+    metrics = {}
+    scored = [c for c in finished if np.isfinite(c["final_loss"])]
+    if scored:
+        best = min(scored, key=lambda c: c["final_loss"])
+        metrics["final_loss"] = float(best["final_loss"])
+        tags.update(best_run_id=best["run_id"], best_config=best.get("config_group") or "(defaults)")
+    return metrics, tags, table
 
 
-def finish(tracker, parent_id, sweep_dir: Path, counts: dict) -> dict:
-    """The sweep's aggregate: summary.json and plots/final_losses.png under <sweep dir>/sweep,
-    the scalars and files onto the parent run; the parent ends FINISHED."""
+def _seed_key(seed: str):
+    return (0, int(seed), "") if seed.isdigit() else (1, 0, seed)
+
+
+def description(overrides, jobs: int | None, result: dict | None = None) -> str:
+    """The parent's description (MLflow's run note): what the sweep varied and held, how to see
+    the mean and min/max over seeds per configuration in the UI, and (at the end) its result."""
+    varied, fixed = split_overrides(overrides)
+    lines = [f"Sweep of {jobs if jobs is not None else 'its'} jobs over "
+             + (" x ".join(f"{k} ({', '.join(v)})" for k, v in varied) or "one configuration")
+             + (f"; fixed: {' '.join(fixed)}" if fixed else "") + ".",
+             "Each child run is tagged `config_group` (its overrides without the seed) and `seed`: "
+             "in the runs table or the chart view, Group by -> tag config_group draws the mean and "
+             "min/max over seeds per configuration. The table per configuration is the artifact "
+             f"`{TABLE_FILE}`."]
+    if result and result.get("best_run_id"):
+        lines.append(f"Best final_loss {result['final_loss']:.6g}: run {result['best_run_id']} "
+                     f"({result['best_config']}).")
+    return "\n\n".join(lines)
+
+
+def split_overrides(overrides) -> tuple[list[tuple[str, list[str]]], list[str]]:
+    """([(key, values)] of the swept overrides, [the fixed overrides]), as Hydra parses them."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:
+        return [], list(overrides)
+    varied, fixed = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            varied.append((o.get_key_element(), [short_value(o.get_key_element(), str(v))
+                                                 for v in o.sweep_string_iterator()]))
+        else:
+            fixed.append(f"{o.get_key_element()}={short_value(o.get_key_element(), o.get_value_element_as_str())}")
+    return varied, fixed
+
+
+TABLE_FILE = "sweep_table.json"
+
+
+def table_frame(table: list[dict]) -> dict:
+    """The table as MLflow's table artifact wants it (column -> values), numbers to 6 significant
+    digits as a person reads them (summary.json keeps them whole)."""
+    return {c: [float(f"{row[c]:.6g}") if isinstance(row[c], float) else row[c] for row in table]
+            for c in TABLE_COLUMNS}
+
+
+def finish(tracker, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs: int | None = None) -> dict:
+    """The sweep's aggregate: summary.json and plots/final_losses.png under <sweep dir>/sweep;
+    onto the parent run the best final loss, tags, the table (MLflow table artifact) and the
+    files; the parent ends FINISHED."""
     from runner import plots
 
     children = tracker.children(parent_id)
     if children is None:
         children = local_children(sweep_dir)
-    scalars, table = aggregate(children, counts)
+    metrics, tags, table = aggregate(children, counts)
     out = Path(sweep_dir) / "sweep"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(table, indent=1))
-    curves = {c["run_id"]: c["loss"] for c in children if c.get("loss")}
+    kept = {c["run_id"] for c in unique_children(children)}
+    curves = {c["run_id"]: c["loss"] for c in children if c.get("loss") and c["run_id"] in kept}
     drawn = plots.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
+    from runner.redact import redact
+
+    tags["mlflow.note.content"] = redact(description(overrides, jobs, {**tags, **metrics}))[:5000]
     files = ["summary.json", *(["plots/final_losses.png"] if drawn else [])]
     files += loo_files(sweep_dir, out)
-    tracker.finish_parent(parent_id, scalars=scalars, artifact_dir=out, artifacts=files)
-    return {"children": int(scalars["children_finished"]), "groups": table}
+    tracker.finish_parent(parent_id, scalars=metrics, tags=tags, table=table_frame(table), table_file=TABLE_FILE,
+                          artifact_dir=out, artifacts=files)
+    return {"children": tags["children_finished"], "groups": table, **metrics, **tags}
 
 
 def loo_files(sweep_dir: Path, out: Path) -> list[str]:
@@ -206,15 +286,17 @@ class SweepCallback(Callback):
         tracker = backend(config.tracking)
         sweep_hash = _digest({"overrides": sorted(overrides), "experiment": tracking.get("experiment")})
         tracker.check()
-        parent_id, reused = tracker.open_parent(
-            name=f"sweep {' '.join(overrides)}"[:250], sweep_hash=sweep_hash,
-            tags={"sweep_overrides": " ".join(overrides), "sweep_dir": str(sweep_dir)},
-            reuse=not config.get("rerun", False))
         from runner.redact import redact, redact_folder
 
+        jobs = count_jobs(config.hydra.overrides.task)
+        parent_id, reused = tracker.open_parent(
+            name=redact(parent_name(overrides)), sweep_hash=sweep_hash,
+            tags={"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir),
+                  "mlflow.note.content": redact(description(overrides, jobs))[:5000]},
+            reuse=not config.get("rerun", False))
         (sweep_dir / SWEEP_FILE).write_text(redact(json.dumps(  # the jobs read the parent's id; the
             {"parent_run_id": parent_id, "tracking": tracking, "reused": reused,  # end, config.tracking
-             "jobs": count_jobs(config.hydra.overrides.task)})))
+             "jobs": jobs})))
         redact_folder(sweep_dir)  # Hydra's multirun.yaml
         CURRENT.update(tracking=tracking, parent_run_id=parent_id)
         if parent_id:
@@ -235,7 +317,8 @@ class SweepCallback(Callback):
         CURRENT.clear()
         tracker = backend(config.tracking)  # the real URI: the sweep file's is masked
         try:
-            summary = finish(tracker, info["parent_run_id"], sweep_dir, counts)
+            summary = finish(tracker, info["parent_run_id"], sweep_dir, counts,
+                             result_overrides(config.hydra.overrides.task), info.get("jobs"))
         except Exception as e:  # the parent must not stay RUNNING
             tracker.run_id = info["parent_run_id"]
             try:
@@ -255,6 +338,9 @@ class SweepCallback(Callback):
         print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, "
               f"{counts['skipped']} skipped, {counts['failed']} failed; "
               f"{summary['children']} finished child runs{under}")
+        if summary.get("best_run_id"):
+            print(f"runner: sweep best final_loss={summary['final_loss']:.6g} {summary['best_config']} "
+                  f"(run {summary['best_run_id']})")
 
 
 MlflowSweep = SweepCallback  # the callback's name in configs composed before backends

@@ -267,7 +267,7 @@ def replicate_children(exp, results, run_dir: Path) -> list[Child]:
     for i, r in enumerate(results):
         sub = run_dir / f"replicate_{i}"
         files, m = write_fit(sub, exp, r, figures=False)
-        children.append(Child(name=f"replicate {i} (seed {exp.seed + i})", tags={"replicate": i},
+        children.append(Child(name=f"replicate {i} (seed {exp.seed + i})", tags={"replicate": i, "seed": exp.seed + i},
                               params={"seed": exp.seed + i, "replicate": i}, scalars=m["scalars"],
                               curves=m["curves"], artifact_dir=sub, artifacts=files[1:], curve_steps=m["steps"]))
     return children

@@ -5,8 +5,9 @@ implements what it records and nothing else. A backend is a class named by `_tar
 conf/tracking/<name>.yaml; `runner.tracking.from_config` builds it. Backends: `mlflow`
 (runner/tracking/mlflow_tracking.py, the default: the store in a worker process) and `none`
 (runner/tracking/none.py: the run directory only, no MLflow import).
-Calls happen in this order: check (before any fit) -> start -> [find_finished] -> log_run or end
--> log_child... -> flush. A sweep: open_parent (before its jobs) -> children -> finish_parent.
+Calls happen in this order: check (before any fit) -> start -> [find_finished] -> open or open_job
+(a sweep's job) -> log_run or end -> log_child... -> flush. A sweep: open_parent (before its
+jobs) -> children -> finish_parent.
 """
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ class Tracking:
         """The id of a finished run with this config hash (a sweep skips its job), if any."""
         return None
 
+    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
+        """A sweep's job: open its run (as `open`) unless another run of the same config makes it
+        redundant (FINISHED when `finished`, or RUNNING in a live process: the same sweep started
+        twice at once); then return that run's id and open nothing."""
+        self.open(tags)
+        return None
+
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list, status: str = "FINISHED", dataset: dict | None = None,
                 model: dict | None = None, into_open_run: bool = True, max_points: int | None = None,
@@ -77,13 +85,15 @@ class Tracking:
 
     def children(self, parent_id: str | None, curves: int = 50) -> list[dict] | None:
         """A sweep's finished and failed children as plain dicts (run_id, status, config_group,
-        final_loss, and the loss curve of the first `curves` finished ones); None: the backend
-        keeps no runs, the sweep reads its run directories."""
+        config_hash, seed, start_time, final_loss, and the loss curve of the first `curves`
+        finished ones); None: the backend keeps no runs, the sweep reads its run directories."""
         return None
 
     def finish_parent(self, parent_id: str | None, *, scalars: dict, artifact_dir: Path, artifacts: list,
+                      tags: dict | None = None, table: dict | None = None, table_file: str | None = None,
                       status: str = "FINISHED") -> None:
-        """The sweep's aggregate (runner.sweep) onto its parent run, which then ends `status`."""
+        """The sweep's aggregate (runner.sweep) onto its parent run: metrics `scalars`, `tags`,
+        `table` (column -> values) as a table artifact `table_file`, the files; then `status`."""
 
     def look(self) -> str | None:
         """How a person looks at the runs (a command line), if the backend has a viewer."""

@@ -245,6 +245,9 @@ class MlflowTracking(Tracking):
     def find_finished(self, config_hash: str) -> str | None:
         return self._call("find_finished", config_hash)
 
+    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
+        return self._call("open_job", tags, config_hash, finished)
+
     def open_parent(self, **kwargs) -> tuple[str, bool]:
         return self._call("open_parent", **kwargs)
 

@@ -50,6 +50,20 @@ def log_files(client, run_id: str, artifact_dir: Path, artifacts) -> None:
         client.log_artifact(run_id, str(artifact_dir / rel), None if parent == "." else parent)
 
 
+def log_table(client, run_id: str, table: dict, artifact_file: str, folder: Path) -> None:
+    """`MlflowClient.log_table` (the UI shows it as a table), replacing the file where the run
+    has it already (log_table would append the rows a second time)."""
+    have = {a.path for a in client.list_artifacts(run_id)}
+    if artifact_file not in have:
+        client.log_table(run_id, data=table, artifact_file=artifact_file)
+        return
+    import pandas as pd
+
+    path = folder / artifact_file
+    pd.DataFrame(table).to_json(path, orient="split", index=False)  # log_table's own format
+    client.log_artifact(run_id, str(path))
+
+
 def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
     """mlflow.log_input for a client run: the UI's Dataset column (name, digest, source)."""
     import mlflow.data
@@ -251,49 +265,120 @@ class Store:
     def open_parent(self, *, name: str, sweep_hash: str, tags: dict, reuse: bool) -> tuple[str, bool]:
         """The sweep's parent run: the one from an earlier run of the same sweep when `reuse`."""
         self.wait()
-        if reuse:
-            runs = self.client.search_runs(
-                [self.experiment_id], filter_string=f"tags.sweep_hash = '{sweep_hash}'",
-                order_by=["attributes.start_time DESC"], max_results=1)
-            if runs:
-                self.client.update_run(runs[0].info.run_id, status="RUNNING")
-                for k, v in process_tags().items():
-                    self.client.set_tag(runs[0].info.run_id, k, v)
-                return runs[0].info.run_id, True
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep",
-                                           **process_tags()})
-        return run.info.run_id, False
+        with store_lock(self.uri):  # the same sweep started twice at once: one parent, shared
+            if reuse:
+                runs = self.client.search_runs(
+                    [self.experiment_id], filter_string=f"tags.sweep_hash = '{sweep_hash}'",
+                    order_by=["attributes.start_time DESC"], max_results=1)
+                if runs:
+                    self.client.update_run(runs[0].info.run_id, status="RUNNING")
+                    for k, v in process_tags().items():
+                        self.client.set_tag(runs[0].info.run_id, k, v)
+                    return runs[0].info.run_id, True
+            run = self.client.create_run(self.experiment_id, run_name=name,
+                                         tags={**tags, "sweep_hash": sweep_hash, "runner.role": "sweep",
+                                               **process_tags()})
+            return run.info.run_id, False
 
     def children(self, parent_id: str, curves: int = 50) -> list[dict]:
         """A sweep's child runs as plain dicts (runner.sweep aggregates them): run_id, status,
-        config_group, final_loss; `loss` (the curve) for the first `curves` finished ones."""
+        config_group, config_hash, seed, start_time, final_loss; `loss` (the curve) for the first
+        `curves` finished ones (one per config hash)."""
         self.wait()
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=10000)
-        out = []
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            order_by=["attributes.start_time ASC"], max_results=10000)
+        out, drawn = [], set()
         for r in runs:
-            row = {"run_id": r.info.run_id, "status": r.info.status,
-                   "config_group": r.data.tags.get("config_group", "(defaults)"),
-                   "final_loss": r.data.metrics.get("final_loss")}
-            if r.info.status == "FINISHED" and row["final_loss"] is not None and curves > 0:
-                curves -= 1
+            tags = r.data.tags
+            row = {"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time,
+                   "config_group": tags.get("config_group", "(defaults)"), "config_hash": tags.get("config_hash"),
+                   "seed": tags.get("seed"), "final_loss": r.data.metrics.get("final_loss")}
+            if (r.info.status == "FINISHED" and row["final_loss"] is not None and len(drawn) < curves
+                    and row["config_hash"] not in drawn):
+                drawn.add(row["config_hash"])
                 history = self.client.get_metric_history(r.info.run_id, "loss")
                 row["loss"] = [m.value for m in sorted(history, key=lambda m: m.step)]
             out.append(row)
         return out
 
     def finish_parent(self, parent_id: str, *, scalars: dict, artifact_dir: Path, artifacts: list,
+                      tags: dict | None = None, table: dict | None = None, table_file: str | None = None,
                       status: str = "FINISHED") -> None:
-        """The sweep's aggregate onto its parent run (metrics, files), then `status`."""
-        from mlflow.entities import Metric
+        """The sweep's aggregate onto its parent run (metrics, tags, the table as MLflow's table
+        artifact, files), then `status`. A resumed parent's table is replaced, not appended to
+        (MLflow's log_table appends to an existing file). A parent that a live command of the same
+        sweep opened after this one stays RUNNING: that command ends it, with every job counted."""
+        from mlflow.entities import Metric, RunTag
 
         self.wait()
         now = int(time.time() * 1000)
         log_batches(self.client, parent_id, metrics=[Metric(metric_name(k), float(v), now, 0)
                                                      for k, v in scalars.items()])
+        if tags:
+            self.client.log_batch(parent_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if table is not None and table_file:
+            log_table(self.client, parent_id, table, table_file, Path(artifact_dir))
         log_files(self.client, parent_id, Path(artifact_dir), artifacts)
+        if status == "FINISHED" and self._shared_with_live(parent_id):
+            return  # the same sweep, started again while this one ran, ends the parent when it ends
         self.client.set_terminated(parent_id, status)
+
+    def _shared_with_live(self, parent_id: str) -> bool:
+        """Whether another live process of this host took the parent over (open_parent tags it
+        with the pid of the last command that opened it: the same sweep started again)."""
+        import socket
+
+        tags = self.client.get_run(parent_id).data.tags
+        pid = tags.get("runner.pid", "")
+        return (tags.get("runner.host") == socket.gethostname() and pid.isdigit()
+                and int(pid) != (OWNER_PID or os.getpid()) and _alive(int(pid)))
+
+    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
+        """Open a sweep job's run unless another run of the same config makes it redundant: a
+        FINISHED one (`finished`; rerun=true passes False) or a RUNNING one of a live process (the
+        same sweep started twice at once). Returns that twin's id (nothing opened), or None (this
+        run is open). A sqlite store is looked at and the run created under its file lock, so of
+        two racing commands exactly one runs the job; on a server each command looks again
+        after creating its run and the later of two twins deletes its own."""
+        self.wait()
+        with store_lock(self.uri):
+            twin = self._twin(config_hash, finished)
+            if twin:
+                return twin
+            self._create_run(tags)
+        twin = self._twin(config_hash, finished, mine=self.run_id)
+        if twin:
+            self.client.delete_run(self.run_id)
+            self.run_id = None
+        return twin
+
+    def _twin(self, config_hash: str, finished: bool, mine: str | None = None) -> str | None:
+        """Another run of this config that a job yields to; with `mine` (this job's open run),
+        a RUNNING one only if it started before it."""
+        import socket
+
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.config_hash = '{config_hash}' and "
+            "attributes.status != 'FAILED' and attributes.status != 'KILLED'",
+            order_by=["attributes.start_time ASC"], max_results=1000)
+        me = next((r for r in runs if r.info.run_id == mine), None)
+        for r in runs:
+            if r.info.run_id == mine or (mine and r.data.tags.get("mlflow.parentRunId") == mine):
+                continue  # this run, or its own replicates
+            if r.info.status == "FINISHED":
+                if finished:
+                    return r.info.run_id
+                continue
+            if r.info.status != "RUNNING":
+                continue
+            pid = r.data.tags.get("runner.pid", "")
+            if r.data.tags.get("runner.host") == host and pid.isdigit() and not _alive(int(pid)):
+                continue  # left by a process that is gone (reaped later), not a twin
+            if me is None or (r.info.start_time, r.info.run_id) < (me.info.start_time, me.info.run_id):
+                return r.info.run_id
+        return None
 
     def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
                 artifacts: list[str], max_points: int | None = None, status: str = "FINISHED",
@@ -353,7 +438,7 @@ def list_runs(uri: str, experiment: str, parent: str | None = None) -> list[dict
     query = f"tags.`mlflow.parentRunId` = '{parent}'" if parent else ""
     runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
     return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
-             "tags": dict(r.data.tags), "params": dict(r.data.params),
+             "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
              "final_loss": r.data.metrics.get("final_loss")} for r in runs]
 
 

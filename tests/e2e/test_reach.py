@@ -136,9 +136,11 @@ def test_a_bad_timeout_is_one_line(tmp_path, value, shown):
 def test_side_commands_never_create_a_store(tmp_path):
     """A mistyped sqlite path is one line, exit 2: compare and predict only read."""
     uri = f"sqlite:///{tmp_path}/mlfow.db"
-    for argv in list(commands(uri, tmp_path).values())[1:]:
+    said = {"compare": f"runner.compare: error: no MLflow store at {tmp_path}/mlfow.db (no such file)",
+            "predict": f"runner.predict: error: no tracking store at {tmp_path}/mlfow.db ({uri}): check the path, "
+                       "or run python -m runner first"}
+    for name, argv in list(commands(uri, tmp_path).items())[1:]:
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip().splitlines()[0].endswith(
-            f"error: no tracking store at {tmp_path}/mlfow.db ({uri}): check the path, or run python -m runner first")
+        assert proc.stderr.strip().splitlines() == [said[name]]
         assert not (tmp_path / "mlfow.db").exists()

@@ -2,6 +2,7 @@
 store: exact parent/child counts and statuses, aggregates equal to what the children logged,
 resume skips the right jobs, an interrupted sweep resumes, a failed job does not stop the sweep.
 (The sweep's helpers and aggregate, in-process: tests/unit/test_sweep.py, test_sweep_aggregate.py.)"""
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,15 @@ def sweep(tmp_path, extra=(), launcher=None, experiment="sweep"):
     return proc, client, parents, children
 
 
+def compare(folder, *args, uri=None, columns=80):
+    """`python -m runner.compare` on the folder's store, in a terminal `columns` wide."""
+    import os
+
+    return subprocess.run([sys.executable, "-m", "runner.compare", "--uri", uri or f"sqlite:///{folder}/mlflow.db",
+                           "--experiment", "sweep", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": str(columns)})
+
+
 def check_sweep(client, parents, children, n_jobs=4):
     assert len(parents) == 1
     parent = parents[0]
@@ -38,42 +48,80 @@ def check_sweep(client, parents, children, n_jobs=4):
     assert len({c.data.tags["config_hash"] for c in children}) == n_jobs
     assert {c.info.run_name for c in children} == {f"gmm-{g}-seed{s}-steps20-restarts4"
                                                    for g in ("autodelta", "autonormal") for s in (0, 1)}
-    # aggregates per configuration across seeds equal what the children logged
+    # the aggregate per configuration across seeds is a table artifact, not metric names: the
+    # parent's only metric is the children's own `final_loss` (the best), so it adds no chart
     parent = client.get_run(parent.info.run_id)
     groups = {}
     for c in children:
-        groups.setdefault(c.data.tags["config_group"], []).append(c.data.metrics["final_loss"])
+        groups.setdefault(c.data.tags["config_group"], []).append(c)
     assert sorted(groups) == ["guide=autodelta model=gmm restarts=4 steps=20",
                               "guide=autonormal model=gmm restarts=4 steps=20"]
-    for label, losses in groups.items():
-        assert len(losses) == 2
-        key = label.replace("=", "-")
-        m = parent.data.metrics
-        assert m[f"final_loss_mean/{key}"] == pytest.approx(np.mean(losses), rel=1e-6)
-        assert m[f"final_loss_std/{key}"] == pytest.approx(np.std(losses), rel=1e-6, abs=1e-9)
-        assert m[f"final_loss_min/{key}"] == pytest.approx(np.min(losses), rel=1e-6)
-    assert parent.data.metrics["children_finished"] == n_jobs
+    assert all(sorted(c.data.tags["seed"] for c in runs) == ["0", "1"] for runs in groups.values())
+    losses = {c.info.run_id: c.data.metrics["final_loss"] for c in children}
+    best = min(losses, key=losses.get)
+    assert parent.data.metrics == {"final_loss": pytest.approx(losses[best], rel=1e-6)}
+    tags = parent.data.tags
+    assert (tags["best_run_id"], tags["children_finished"], tags["configs"]) == (best, str(n_jobs), "2")
+    assert tags["mlflow.note.content"].startswith(
+        "Sweep of 4 jobs over guide (autodelta, autonormal) x seed (0, 1); fixed: model=gmm steps=20 restarts=4.")
+    table = read_table(client, parent)
+    assert list(table["config"]) == sorted(groups) and list(table["n"]) == [2, 2]
+    assert list(table["seeds"]) == ["0 1", "0 1"]
+    for row in table.itertuples():
+        values = [losses[c.info.run_id] for c in groups[row.config]]
+        assert row.mean == pytest.approx(np.mean(values), rel=1e-5)  # 6 significant digits
+        assert row.std == pytest.approx(np.std(values), rel=1e-5, abs=1e-9)
+        assert (row.min, row.max) == (pytest.approx(min(values), rel=1e-5), pytest.approx(max(values), rel=1e-5))
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert "summary.json" in arts and "plots" in arts
+    assert {"summary.json", "sweep_table.json", "plots"} <= arts
+
+
+def read_table(client, parent):
+    """The parent's table artifact (MLflow's table format: columns and rows), one row per configuration."""
+    import json
+    import tempfile
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as d:
+        path = client.download_artifacts(parent.info.run_id, "sweep_table.json", d)
+        table = json.loads(open(path).read())
+    return pd.DataFrame(table["data"], columns=table["columns"]).sort_values("config").reset_index(drop=True)
 
 
 def test_basic_launcher_parent_children_and_resume(tmp_path):
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
     assert "4 jobs, 4 run, 0 skipped" in proc.stdout
-    jobs = [line.split()[1:3] for line in proc.stdout.splitlines() if "final_loss=" in line]
+    jobs = [line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith("runner: job")]
     assert jobs == [["job", f"{i}/4"] for i in (1, 2, 3, 4)]  # each job's line says which of the 4 it is
-    # runner.compare: one sweep's children, best final loss first
+    best = min(children, key=lambda c: c.data.metrics["final_loss"])
+    assert (f"runner: sweep best final_loss={best.data.metrics['final_loss']:.6g} {best.data.tags['config_group']} "
+            f"(run {best.info.run_id})") in proc.stdout.splitlines()
+    # runner.compare: one sweep's children, best final loss first, in an 80-column terminal
     parent_id = parents[0].info.run_id
-    out = subprocess.run([sys.executable, "-m", "runner.compare", "--uri", f"sqlite:///{tmp_path}/mlflow.db",
-                          "--experiment", "sweep", "--sweep", parent_id], capture_output=True, text=True)
+    out = compare(tmp_path, "--sweep", parent_id)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert lines[0].split() == ["guide", "guide.init_scale", "seed", "final_loss", "status", "run_id"]
+    # guide.init_scale (autonormal's alone) follows from the guide column: left out
+    assert lines[0].split() == ["guide", "seed", "final_loss", "status", "run_id"]
+    assert max(map(len, lines)) == 72  # guide 10, seed 4, final_loss 10, status 8, run id 32, 4 gaps of 2
     rows = [line.split() for line in lines[1:]]
     by_loss = sorted(children, key=lambda c: c.data.metrics["final_loss"])
     assert [r[-1] for r in rows] == [c.info.run_id for c in by_loss]
     assert all(r[-2] == "FINISHED" for r in rows)
+    narrow = compare(tmp_path, "--sweep", parent_id, columns=70).stdout.splitlines()
+    assert narrow[0].split() == ["guide", "final_loss", "status", "run_id"] and max(map(len, narrow)) <= 70
+    assert " ".join(narrow[5:]) == "(1 more differing column(s) left out to fit the terminal: seed; --all shows every column)"
+    everything = compare(tmp_path, "--sweep", parent_id, "--all").stdout.splitlines()
+    assert everything[0].split()[:4] == ["guide", "guide.init_scale", "seed", "final_loss"]
+    assert len(everything[0].split()) == 3 + len({m for c in children for m in c.data.metrics}) + 2
+    # a mistyped store: one line, exit 2, and no store created
+    out = compare(tmp_path, uri=f"sqlite:///{tmp_path}/mlfow.db")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr.splitlines() == [f"runner.compare: error: no MLflow store at {tmp_path}/mlfow.db (no such "
+                                       "file): check --uri (default sqlite:///mlflow.db, in this folder)"]
+    assert not (tmp_path / "mlfow.db").exists()
     # the same command again: every job is skipped, the parent is reused, nothing is duplicated
     proc, client, parents, children = sweep(tmp_path)
     check_sweep(client, parents, children)
@@ -138,7 +186,7 @@ def test_sweep_goes_on_when_a_job_fails(tmp_path):
     assert "2 jobs, 1 run, 0 skipped, 1 failed" in proc.stdout
     runs = read_runs(uri)[1]
     parent = [r for r in runs if r.data.tags.get("runner.role") == "sweep"][0]
-    assert parent.info.status == "FINISHED" and parent.data.metrics["jobs_failed"] == 1
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs_failed"] == "1"
     assert [r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId")] == ["FINISHED"]
 
 
@@ -204,3 +252,68 @@ def test_loo_of_guides_agrees_with_their_elbo(tmp_path):
     assert point["elpd_loo"] == pytest.approx(-point["final_loss"], abs=1e-3)
     assert point["pareto_k_bad"] == "20/20"
     assert "coin-autodelta" in table.splitlines()[1]
+
+
+def test_a_long_data_path_sweep_ends_finished_with_short_names(tmp_path):
+    """Issue 16: long labels (a 90-character data file name, deep in a folder) made per-config metric
+    names longer than MLflow's 250 characters: the parent ended FAILED, and once names were cut at
+    250 two configurations' statistics fell into one name. The parent now has no per-config metric
+    names: its table has one row per configuration, and names stay short."""
+    folder = tmp_path / ("p" * 120)
+    folder.mkdir()
+    data = folder / ("d" * 86 + ".csv")  # a 90-character file name; the whole path is over 200
+    data.write_text("0.0\n1.0\n10.0\n11.0\n12.0\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["-m", "model=gmm", "data=file", f"data.path={data}", "optim.lr=0.05,0.1", "seed=0,1", "steps=20",
+                    "restarts=2", f"tracking.uri={uri}", f"hydra.sweep.dir={tmp_path}/multirun"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 jobs, 4 run, 0 skipped, 0 failed; 4 finished child runs" in proc.stdout
+    client, runs = read_runs(uri)
+    (parent,) = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert parent.info.status == "FINISHED" and [c.info.status for c in children] == ["FINISHED"] * 4
+    losses = {c.info.run_id: c.data.metrics["final_loss"] for c in children}
+    assert parent.data.metrics == {"final_loss": pytest.approx(min(losses.values()), rel=1e-6)}
+    assert parent.info.run_name == ("sweep model=gmm data=file data.path=ddddddddddddddd..ddddddddddd.csv "
+                                    "optim.lr=0.05,0.1 seed=0,1 steps=20 restarts=2")
+    assert sorted(c.info.run_name for c in children) == sorted(
+        f"gmm-autodelta-file-ddddddddddd..ddddddddddd-lr{lr}-seed{s}-steps20-restarts2"
+        for lr in ("0.05", "0.1") for s in (0, 1))
+    groups = {f"data.path={data} data=file model=gmm optim.lr={lr} restarts=2 steps=20": lr for lr in ("0.05", "0.1")}
+    assert {c.data.tags["config_group"] for c in children} == set(groups)  # whole, in a tag (no 250 limit)
+    table = read_table(client, parent)
+    assert table["config"].tolist() == sorted(groups) and table["n"].tolist() == [2, 2]
+    for row in table.itertuples():
+        mine = [losses[c.info.run_id] for c in children if c.data.tags["config_group"] == row.config]
+        assert row.mean == pytest.approx(np.mean(mine), rel=1e-5)
+
+
+def test_the_same_sweep_started_twice_at_once_runs_and_counts_each_job_once(tmp_path):
+    """Issue 16: two copies of one sweep command at once ran a job twice and counted it twice
+    (final_loss_n=4 for 3 seeds). A job now opens its run under the store's lock only when no
+    other run of its config is RUNNING (in a live process) or FINISHED, and the parent's table
+    counts each config hash once. Two real processes on one fresh store, each its own sweep dir."""
+    import os
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["-m", "model=gmm", "guide=autodelta", "seed=0,1,2", "steps=300", "restarts=8",
+            f"tracking.uri={uri}", "tracking.experiment=twice"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    procs = [subprocess.Popen([sys.executable, "-m", "runner", *args, f"hydra.sweep.dir={tmp_path}/multirun{i}"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    client, runs = read_runs(uri, "twice")
+    parents = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # one parent, shared
+    assert sorted(c.data.tags["seed"] for c in children) == ["0", "1", "2"]  # each job ran once
+    assert all(c.info.status == "FINISHED" for c in children) and len({c.data.tags["config_hash"] for c in children}) == 3
+    # between them the two commands ran 3 jobs and skipped 3 (each job: run by one, skipped by the other)
+    done = [re.search(r"3 jobs, (\d) run, (\d) skipped, 0 failed", o[0]).groups() for o in outs]
+    assert sum(int(r) for r, _ in done) == 3 and sum(int(s) for _, s in done) == 3, [o[0] for o in outs]
+    table = read_table(client, client.get_run(parents[0].info.run_id))
+    assert table["n"].tolist() == [3] and table["seeds"].tolist() == ["0 1 2"]
+    losses = [c.data.metrics["final_loss"] for c in children]
+    assert table["mean"].tolist() == [pytest.approx(np.mean(losses), rel=1e-5)]

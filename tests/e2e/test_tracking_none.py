@@ -38,6 +38,7 @@ def test_a_sweep_without_mlflow_aggregates_its_run_directories(tmp_path):
     table = json.loads((tmp_path / "sweep" / "sweep" / "summary.json").read_text())
     assert [(row["config"], row["n"]) for row in table] == [
         ("guide=manual model=coin optim.lr=0.01 steps=300", 2), ("guide=manual model=coin optim.lr=0.02 steps=300", 2)]
+    assert [row["seeds"] for row in table] == ["0 1", "0 1"]  # each (config, seed) once, as with MLflow
     for row in table:  # each configuration's mean is that of its two jobs' final losses
         finals = [json.loads((tmp_path / "sweep" / job / "runner_status.json").read_text())["final_loss"]
                   for job in ("0", "1", "2", "3")]

@@ -23,6 +23,10 @@ CHOICES = {"model": "gmm", "guide": "autodelta", "loss": "traceenum", "optim": "
     ({"model": "gmm"}, "nuts", ["inference=nuts", "inference.chains=4", "+hints={lr: 0.1}"],
      "gmm-nuts-chains4-hints_lr_0.1_"),  # characters a name should not hold become _
     ({}, "svi", [], "run-svi"),
+    # issue 18: a long file name or value is cut in the middle to 24 characters (the name stays readable)
+    ({"model": "gmm"}, "autodelta", ["data=file", f"data.path=/{'p' * 120}/{'d' * 86}.csv", "seed=1"],
+     "gmm-autodelta-file-ddddddddddd..ddddddddddd-seed1"),
+    ({"model": "gmm"}, "autodelta", [f"+note={'n' * 40}"], "gmm-autodelta-notennnnnnnnnnn..nnnnnnnnnnn"),
 ])
 def test_run_name(choices, label, overrides, name):
     assert run_name(choices, label, overrides) == name
@@ -60,6 +64,7 @@ def test_a_sweeps_job_is_tagged_with_its_overrides_group_and_parent():
     assert {k: tags[k] for k in ("overrides", "config_group", "mlflow.parentRunId", "mlflow.runName")} == {
         "overrides": "model=gmm seed=2 tracking.uri=x", "config_group": "model=gmm", "mlflow.parentRunId": "P",
         "mlflow.runName": "gmm-autodelta-seed2"}
+    assert tags["seed"] == 2  # the seed, so runs group by config_group and tell their seeds apart
 
 
 def test_a_function_model_is_named_by_its_function():

@@ -1,27 +1,65 @@
-"""runner/sweep.py's aggregate: per configuration across seeds, from plain child records."""
+"""runner/sweep.py's aggregate: per configuration across seeds, from plain child records; each
+config hash counted once; per-configuration numbers never become metric names; the parent's
+description and name say what the sweep varied."""
 import json
 
 import numpy as np
 import pytest
 
-from runner.sweep import aggregate, local_children
+from runner.sweep import aggregate, description, local_children, parent_name, table_frame, unique_children
 
 
-def test_aggregate_groups_by_config_across_seeds():
-    children = [
-        {"run_id": "a", "status": "FINISHED", "config_group": "optim.lr=0.1", "final_loss": 1.0},
-        {"run_id": "b", "status": "FINISHED", "config_group": "optim.lr=0.1", "final_loss": 3.0},
-        {"run_id": "c", "status": "FINISHED", "config_group": "optim.lr=0.05", "final_loss": 2.0},
-        {"run_id": "d", "status": "FAILED", "config_group": "optim.lr=0.05", "final_loss": None},
-    ]
-    scalars, table = aggregate(children, {"run": 3, "skipped": 0, "failed": 1})
-    assert scalars["final_loss_mean/optim.lr-0.1"] == 2.0  # '=' is not allowed in a metric name
-    assert scalars["final_loss_std/optim.lr-0.1"] == pytest.approx(np.std([1.0, 3.0]))
-    assert scalars["final_loss_min/optim.lr-0.1"] == 1.0 and scalars["final_loss_n/optim.lr-0.1"] == 2
-    assert scalars["final_loss_n/optim.lr-0.05"] == 1
-    assert (scalars["jobs_run"], scalars["jobs_failed"], scalars["children_finished"]) == (3.0, 1.0, 3.0)
+def child(run_id, group, loss, seed, status="FINISHED", chash=None, start=0):
+    return {"run_id": run_id, "status": status, "config_group": group, "final_loss": loss, "seed": str(seed),
+            "config_hash": chash or f"{group}/{seed}", "start_time": start}
+
+
+CHILDREN = [
+    child("a", "optim.lr=0.1", 1.0, 0), child("b", "optim.lr=0.1", 3.0, 1),
+    child("c", "optim.lr=0.05", 2.0, 0), child("d", "optim.lr=0.05", None, 1, status="FAILED"),
+]
+
+
+def test_aggregate_groups_by_config_across_seeds_into_a_table_not_metric_names():
+    metrics, tags, table = aggregate(CHILDREN, {"run": 3, "skipped": 0, "failed": 1})
+    assert metrics == {"final_loss": 1.0}  # the best child's, under the children's own metric name
+    assert tags == {"jobs_run": 3, "jobs_skipped": 0, "jobs_failed": 1, "children_finished": 3, "configs": 2,
+                    "best_run_id": "a", "best_config": "optim.lr=0.1"}
     assert [row["config"] for row in table] == ["optim.lr=0.05", "optim.lr=0.1"]
-    assert table[1]["run_ids"] == ["a", "b"]
+    lr01 = table[1]
+    assert (lr01["n"], lr01["seeds"], lr01["mean"], lr01["min"], lr01["max"], lr01["best_run_id"]) == (
+        2, "0 1", 2.0, 1.0, 3.0, "a")
+    assert lr01["std"] == pytest.approx(np.std([1.0, 3.0])) and lr01["run_ids"] == ["a", "b"]
+    assert table[0]["n"] == 1 and table[0]["seeds"] == "0"  # the failed seed is not counted
+    frame = table_frame(table)  # MLflow's table artifact: column -> values, no list cells
+    assert list(frame) == ["config", "n", "seeds", "mean", "std", "min", "max", "best_run_id"]
+    assert frame["n"] == [1, 2] and frame["best_run_id"] == ["c", "a"]
+    assert frame["std"] == [0.0, 1.0] and table_frame([{**lr01, "mean": 17.443256378}])["mean"] == [17.4433]
+
+
+def test_a_config_and_seed_run_twice_counts_once():
+    # the same sweep started twice at once: seed 1 of lr=0.1 finished in both processes
+    twice = [*CHILDREN, child("b2", "optim.lr=0.1", 3.0, 1, chash="optim.lr=0.1/1", start=5)]
+    _, tags, table = aggregate(twice, {"run": 4, "skipped": 0, "failed": 1})
+    assert table[1]["n"] == 2 and table[1]["run_ids"] == ["a", "b"] and tags["children_finished"] == 3
+    assert [c["run_id"] for c in unique_children(twice)] == ["a", "b", "c"]  # the earliest of the twins
+
+
+def test_no_finished_child_gives_no_metric_and_no_best():
+    metrics, tags, table = aggregate([CHILDREN[3]], {"run": 0, "skipped": 0, "failed": 1})
+    assert metrics == {} and table == [] and "best_run_id" not in tags and tags["children_finished"] == 0
+
+
+def test_the_parents_description_and_name_say_what_varied():
+    overrides = ["model=gmm", "guide=autodelta,autonormal", "optim.lr=0.05,0.1", "seed=0,1"]
+    text = description(overrides, 8, {"final_loss": 17.44331, "best_run_id": "r1", "best_config": "guide=autodelta"})
+    assert text.splitlines()[0] == ("Sweep of 8 jobs over guide (autodelta, autonormal) x optim.lr (0.05, 0.1) x "
+                                    "seed (0, 1); fixed: model=gmm.")
+    assert "Group by -> tag config_group" in text
+    assert text.splitlines()[-1] == "Best final_loss 17.4433: run r1 (guide=autodelta)."
+    path = "/data/" + "x" * 90 + ".csv"
+    assert parent_name(["model=gmm", f"data.path={path}", "seed=0,1"]) == (
+        "sweep model=gmm data.path=xxxxxxxxxxxxxxx..xxxxxxxxxxx.csv seed=0,1")
 
 
 def test_local_children_read_the_jobs_run_directories(tmp_path):
@@ -29,8 +67,9 @@ def test_local_children_read_the_jobs_run_directories(tmp_path):
         d = tmp_path / str(job)
         d.mkdir()
         (d / "runner_status.json").write_text(json.dumps({"status": status, "config_group": "seed-less",
-                                                          "final_loss": loss}))
+                                                          "final_loss": loss, "config_hash": f"h{job}", "seed": job}))
         (d / "metrics.json").write_text(json.dumps({"scalars": {}, "curves": {"loss": [5.0, 4.0]}}))
     rows = local_children(tmp_path)
-    assert [(r["run_id"], r["status"]) for r in rows] == [("0", "FINISHED"), ("1", "FAILED")]
+    assert [(r["run_id"], r["status"], r["config_hash"], r["seed"]) for r in rows] == [
+        ("0", "FINISHED", "h0", 0), ("1", "FAILED", "h1", 1)]
     assert rows[0]["loss"] == [5.0, 4.0] and rows[0]["final_loss"] == 4.0
