@@ -108,6 +108,11 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     tracker = from_config(cfg.tracking)
     rerun = bool(cfg.get("rerun", False))
     tracker.check()
+    resume_dir = None
+    if cfg.get("resume") is not None:
+        if sweep is not None:
+            raise ConfigError("resume= continues one run: run it without -m")
+        resume_dir = resume_folder(str(cfg.resume), tracker)
     chash = None
     if sweep is not None:  # the sweep made the store: check for a finished twin before any work
         from runner.sweep import config_hash
@@ -120,6 +125,15 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
             print(redact(f"runner: skipped {' '.join(sweep['overrides'])}: already FINISHED as run {done}"))
             return None
     exp = build(cfg, chash)  # the last reader of cfg
+    exp.run_dir, exp.resume_dir = run_dir, resume_dir
+    if resume_dir is not None:  # checked before the interrupted run is reopened
+        from runner.inference.svi_program import Checkpoint
+
+        if exp.method != "svi":
+            raise ConfigError(f"resume= continues an SVI fit (inference=svi), not inference={exp.method}")
+        if Checkpoint.saved_config_hash(resume_dir / "checkpoint.npz") not in ("", exp.config_hash):
+            raise ConfigError(f"resume: {resume_dir} was a run of another config: resume with the same command "
+                              "(and data) as that run, plus resume=...")
 
     import jax
 
@@ -127,6 +141,8 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
 
     tags = naming.run_tags(exp, choices, run_dir, sweep, overrides)
     params = {**exp.params, "jax_version": jax.__version__}
+    if resume_dir is not None:  # the reopened run keeps its own (MLflow params are written once)
+        params = {k: v for k, v in params.items() if k != "resume" and not k.startswith("checkpoint.")}
     tracker.check_params(params)
     try:
         write_config(run_dir, exp.config_yaml)
@@ -136,7 +152,8 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; nothing was run") from None
     configure_jax(exp.cache_dir)
     if sweep is None:
-        tracker.start(open_run=tags)  # created in the background while the fit compiles
+        # created in the background while the fit compiles; a resumed fit reopens its interrupted run
+        tracker.start(open_run={**tags, "runner.resumes": str(resume_dir)} if resume_dir else tags)
     else:
         twin = tracker.open_job(tags, chash, finished=not rerun)  # the sweep's tracker is already started
         if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
@@ -220,6 +237,24 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
             print(naming.summary_table(exp, choices, report, run_id, tags["mlflow.runName"], run_dir, tracker.look()))
     return Outcome(run_id=run_id, result=report.result, run_dir=run_dir, results=report.results,
                    scalars=report.scalars, experiment=exp)
+
+
+def resume_folder(resume: str, tracker) -> Path:
+    """resume=<run directory or MLflow run id> -> the run directory holding checkpoint.npz."""
+    import re
+
+    folder = Path(resume).expanduser()
+    if not folder.is_dir() and re.fullmatch(r"[0-9a-f]{32}", resume):
+        found = tracker.run_dir_of(resume)
+        if found is None:
+            raise ConfigError(f"resume={resume}: no such run in the store (or it has no run directory)")
+        folder = Path(found)
+    if not folder.is_dir():
+        raise ConfigError(f"resume={resume} is neither a run directory nor a run id of the store")
+    if not (folder / "checkpoint.npz").is_file():
+        raise ConfigError(f"resume: no checkpoint.npz in {folder} (an SVI fit writes one every checkpoint.every_s "
+                          "seconds once it runs that long)")
+    return folder.resolve()
 
 
 def _end_quietly(tracker, status: str, params: dict, run_dir: Path, tags: dict | None = None) -> str | None:

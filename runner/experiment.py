@@ -4,6 +4,7 @@ parts: SVI's guide, loss and optimizer), and every refusal that can be known bef
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -32,6 +33,9 @@ class Experiment:
     config_hash: str = ""  # runner.sweep.config_hash: a finished run of the same config is skipped
     data_source: str | None = None  # where the data came from (data.path, or the loader)
     cache_dir: str | None = None  # XLA's persistent compile cache
+    checkpoint_every_s: float | None = 60.0  # SVI: write the fit's state this often (None: never)
+    run_dir: Path | None = None  # where the run's files go (set by runner.app; None in a notebook's fit)
+    resume_dir: Path | None = None  # the run directory whose checkpoint.npz this fit continues
 
     @property
     def method(self) -> str:
@@ -68,11 +72,15 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
         raise ConfigError(f"data.batch_size applies to inference=svi, not inference={inference.name}")
     node = cfg.get("data") or {}
     cache = cfg.get("jax", {}).get("cache_dir")
+    every = (cfg.get("checkpoint") or {}).get("every_s", 60.0)
+    if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0):
+        raise ConfigError(f"checkpoint.every_s must be a positive number of seconds or null, got {every!r}")
     return Experiment(model=model, data=data, inference=inference, seed=cfg.seed, restarts=restarts,
                       posterior_samples=posterior_samples, progress=cfg.get("progress", True),
                       config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
                       params={k: redact(v) for k, v in flatten(cfg).items()},
                       config_hash=chash or config_hash(cfg), cache_dir=str(cache) if cache else None,
+                      checkpoint_every_s=None if every is None else float(every),
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
 
 

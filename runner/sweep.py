@@ -35,7 +35,7 @@ FAILED_JOBS = 0
 CURRENT: dict = {}
 STATUS_FILE = "runner_status.json"
 #: config keys that do not change a fit's result, left out of its hash
-NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress")
+NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress", "checkpoint", "resume")
 
 
 def _digest(obj) -> str:

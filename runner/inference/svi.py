@@ -124,9 +124,20 @@ class SVI(Method):
 
     def fit(self, exp, progress=None):
         """One FitResult per replicate."""
-        from runner.inference.svi_program import fit
+        from runner.inference.svi_program import Checkpoint, fit
 
-        return fit(exp, progress=progress)
+        checkpoint = None
+        run_dir = getattr(exp, "run_dir", None)
+        if run_dir is not None and (exp.checkpoint_every_s is not None or exp.resume_dir is not None):
+            path = Path(run_dir) / "checkpoint.npz"
+            if exp.resume_dir is not None and Path(exp.resume_dir).resolve() != Path(run_dir).resolve():
+                import shutil
+
+                path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(exp.resume_dir) / "checkpoint.npz", path)  # continued here
+            checkpoint = Checkpoint(path, every_s=exp.checkpoint_every_s or float("inf"),
+                                    resume=exp.resume_dir is not None, config_hash=exp.config_hash)
+        return fit(exp, progress=progress, checkpoint=checkpoint)
 
     def outputs(self, exp, results, run_dir: Path) -> Report:
         return outputs(exp, results, run_dir)

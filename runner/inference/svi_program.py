@@ -129,6 +129,7 @@ class Checkpoint:
     path: object  # pathlib.Path of checkpoint.npz
     every_s: float = 60.0
     resume: bool = False
+    config_hash: str = ""  # the fit's config (runner.sweep.config_hash): another config's checkpoint is refused
 
     def save(self, carry, step: int) -> None:
         import os
@@ -138,8 +139,15 @@ class Checkpoint:
         leaves = jax.tree.leaves(jax.device_get(carry))
         tmp = self.path.with_name(self.path.name + ".tmp.npz")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(tmp, step=np.asarray(step), **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+        np.savez(tmp, step=np.asarray(step), config_hash=np.asarray(self.config_hash),
+                 **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
         os.replace(tmp, self.path)
+
+    @staticmethod
+    def saved_config_hash(path) -> str:
+        """The config hash a checkpoint was written for ("" if it has none)."""
+        with np.load(path) as f:
+            return str(f["config_hash"]) if "config_hash" in f else ""
 
     def load(self, carry) -> tuple[object, int]:
         """(the saved carry in the structure of `carry`, the step it reached)."""
@@ -150,6 +158,10 @@ class Checkpoint:
         if not self.path.exists():
             raise ConfigError(f"resume: no checkpoint at {self.path}")
         with np.load(self.path) as f:
+            saved_hash = str(f["config_hash"]) if "config_hash" in f else ""
+            if self.config_hash and saved_hash and saved_hash != self.config_hash:
+                raise ConfigError(f"resume: {self.path} was written by a run of another config: resume with "
+                                  "the same command (and data) as that run, plus resume=...")
             leaves, tree = jax.tree.flatten(carry)
             saved = [f[f"leaf_{i}"] for i in range(len(leaves))] if f"leaf_{len(leaves) - 1}" in f else None
             if saved is None or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(saved, leaves)):
@@ -183,24 +195,35 @@ class Programs:
         start = 0
         if checkpoint is not None and checkpoint.resume:
             carry, start = checkpoint.load(carry)
-        if progress is None and checkpoint is None:
+        saving = checkpoint is not None and checkpoint.every_s < float("inf")
+        if progress is None and not saving and start == 0:  # one call
             carry, _ = advance(carry, fixed, data, 0, self.steps)
             return self.finish(carry, fixed, roots, data)
-        chunk_s = progress.chunk_s if progress is not None else 0.25
+        # chunks: for the progress line (about 0.25 s each) or, without one, for the checkpoints
+        chunk_s = progress.chunk_s if progress is not None else (min(checkpoint.every_s, 60.0) if saving else 1e9)
         chunk, saved = max(1, self.steps // 100), time.perf_counter()
+        done = (carry, start)  # the last carry known complete (a chunk's result waited for) and its step
         try:
             while start < self.steps and not ("stop_at" in carry and bool((carry["stop_at"] < self.steps).all())):
                 stop = min(self.steps, start + chunk)
                 t = time.perf_counter()
                 carry, best = advance(carry, fixed, data, start, stop)
                 best = float(best)  # waits for the chunk
+                done = (carry, stop)
                 rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
-                if checkpoint is not None and (time.perf_counter() - saved >= checkpoint.every_s or stop == self.steps):
+                if saving and time.perf_counter() - saved >= checkpoint.every_s:
                     checkpoint.save(carry, stop)
                     saved = time.perf_counter()
                 if progress is not None:
                     progress.update(stop, best)
                 start, chunk = stop, max(1, int(rate * chunk_s))
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: what was done is kept for resume=
+            if saving and done[0] is carry and done[1] > 0:
+                try:
+                    checkpoint.save(*done)
+                except Exception:
+                    pass
+            raise
         finally:  # also on Ctrl-C: end the terminal line
             if progress is not None:
                 progress.close()

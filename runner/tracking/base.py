@@ -43,6 +43,10 @@ class Tracking:
         command's run now, so that an interrupted fit leaves a record."""
         return self
 
+    def run_dir_of(self, run_id: str) -> str | None:
+        """The run directory (tag run_dir) of a logged run, for resume=<run id>; None: unknown."""
+        return None
+
     def open(self, tags: dict) -> str | None:
         """Open this command's run (a backend started without open_run)."""
         return None

@@ -236,6 +236,9 @@ class MlflowTracking(Tracking):
     def wait(self) -> None:
         self._call("wait")
 
+    def run_dir_of(self, run_id: str) -> str | None:
+        return self._call("run_dir_of", run_id)
+
     def open(self, tags: dict) -> str:
         return self._call("open", tags)
 

@@ -177,8 +177,30 @@ class Store:
         self.wait()
         return self._create_run(tags)
 
+    def run_dir_of(self, run_id: str) -> str | None:
+        self.wait()
+        try:
+            return self.client.get_run(run_id).data.tags.get("run_dir")
+        except Exception:
+            return None
+
     def _create_run(self, tags: dict) -> str:
-        """This command's run, RUNNING, tagged with the process that owns it (see reap_stale)."""
+        """This command's run, RUNNING, tagged with the process that owns it (see reap_stale). With
+        the tag runner.resumes (a run directory): that directory's interrupted run, reopened, so a
+        resumed fit ends as one MLflow run."""
+        tags = dict(tags)
+        resumes = tags.pop("runner.resumes", None)
+        if resumes:
+            found = self.client.search_runs([self.experiment_id], filter_string=(
+                f"tags.run_dir = '{resumes}' and attributes.status != 'FINISHED'"),
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if found:
+                run_id = found[0].info.run_id
+                self.client.update_run(run_id, status="RUNNING")
+                for k, v in {**tags, **process_tags(), "runner.resumed_from": resumes}.items():
+                    self.client.set_tag(run_id, k, str(v))
+                self.run_id = run_id
+                return run_id
         run = self.client.create_run(self.experiment_id, tags={**{k: str(v) for k, v in tags.items()},
                                                                **process_tags()})
         self.run_id = run.info.run_id

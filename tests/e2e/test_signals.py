@@ -2,6 +2,7 @@
 run KILLED (exit 130 / 143), Ctrl-C to the whole process group too (the tracking worker outlives
 the command long enough to record it, then exits), and a run left RUNNING by SIGKILL is marked
 FAILED by the next command. (An interrupted sweep: tests/e2e/test_sweep.py.)"""
+import json
 import os
 import signal
 import subprocess
@@ -165,3 +166,43 @@ def test_ctrl_c_while_the_results_are_logged_lets_the_run_complete(tmp_path):
                                             f"{run.info.run_id} is complete and FINISHED")
     assert run.info.status == "FINISHED" and "final_loss" in run.data.metrics
     assert "final_loss" not in out  # the summary is not printed: the command stopped
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_numbers_as_one_run(tmp_path):
+    """checkpoint.every_s: a long SVI fit writes its state between chunks; Ctrl-C keeps the last
+    one. resume=<run id> (or the run directory) with the same command continues from it: the same
+    numbers bit for bit as the uninterrupted fit, and the interrupted MLflow run, reopened, ends
+    FINISHED as one run."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    fit = ["model=gmm", "steps=1500000", f"tracking.uri={uri}"]
+    whole = run_cli([*fit, f"hydra.run.dir={tmp_path}/whole"], cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *fit, "checkpoint.every_s=0.5", f"hydra.run.dir={tmp_path}/cut"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "cut" / "checkpoint.npz").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    (cut,) = [r for r in read_runs(uri)[1] if r.data.tags["run_dir"] == f"{tmp_path}/cut"]
+    assert cut.info.status == "KILLED"
+    # refusals first: one line, exit 2, before any fit
+    for args, said in [(["resume=nowhere"], "resume=nowhere is neither a run directory nor a run id of the store"),
+                       ([f"resume={'0' * 32}"], f"resume={'0' * 32}: no such run in the store"),
+                       (["resume=whole"], "resume: no checkpoint.npz in whole (an SVI fit writes one every checkpoint.every_s"),
+                       (["model.K=3", f"resume={cut.info.run_id}"], f"resume: {tmp_path}/cut was a run of another config")]:
+        bad = run_cli([*fit, *args, f"hydra.run.dir={tmp_path}/bad"], cwd=tmp_path)
+        assert bad.returncode == 2 and bad.stderr.startswith(f"runner: error: {said}"), bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    again = run_cli([*fit, f"resume={cut.info.run_id}", f"hydra.run.dir={tmp_path}/again"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again" / "latents.json").read_bytes() == (tmp_path / "whole" / "latents.json").read_bytes()
+    assert json.loads((tmp_path / "again" / "metrics.json").read_text())["curves"]["loss"] == \
+        json.loads((tmp_path / "whole" / "metrics.json").read_text())["curves"]["loss"]
+    runs = {r.info.run_id: r for r in read_runs(uri)[1]}
+    assert len(runs) == 2  # the whole fit's, and the interrupted one, reopened and finished
+    done = runs[cut.info.run_id]
+    assert done.info.status == "FINISHED" and done.data.tags["runner.resumed_from"] == f"{tmp_path}/cut"
+    assert done.data.metrics["final_loss"] == runs[next(i for i in runs if i != cut.info.run_id)].data.metrics["final_loss"]

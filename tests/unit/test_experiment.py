@@ -32,6 +32,8 @@ REFUSED = [  # (overrides, the ConfigError's line: the start of it)
     (["data=file", "data.path={tmp}/empty.csv"], "data {tmp}/empty.csv is empty"),
     (["model=bmm", "data=file", "data.path={tmp}/flat.csv"], "model 'bmm' needs data of shape (N, D), got (3,)"),
     (["model.K=10"], "model.K=10 is larger than the number of data points (5)"),
+    (["checkpoint.every_s=0"], "checkpoint.every_s must be a positive number of seconds or null, got 0"),
+    (["checkpoint.every_s=abc"], "checkpoint.every_s must be a positive number of seconds or null, got 'abc'"),
     (["model=bmm", "data=digits"], "model 'bmm' needs binary data: set data.binarize=<threshold>"),
     # the user's own command is their code, as in Hydra: the target is used (here called with the
     # model's keys); configs read back from a store are held to runner.trust (tests/unit/test_trust.py)
