@@ -187,11 +187,15 @@ class Programs:
 
         from runner.inference.budget import compile_within_budget
 
-        carry_shape, fixed_shape = jax.eval_shape(self.prepare, roots, data)  # nothing allocated yet
+        # nothing allocated before the check: prepare is compiled, not run, for its output shapes and
+        # shardings (restarts spread over devices), and advance is compiled for those
+        prepare = self.prepare.lower(roots, data).compile()
+        shapes = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                              jax.eval_shape(self.prepare, roots, data), prepare.output_shardings)
         advance = compile_within_budget(
-            self.advance, carry_shape, fixed_shape, data, 0, self.steps, what="the fit",
+            self.advance, *shapes, data, 0, self.steps, what="the fit",
             hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
-        carry, fixed = self.prepare(roots, data)
+        carry, fixed = prepare(roots, data)
         start = 0
         if checkpoint is not None and checkpoint.resume:
             carry, start = checkpoint.load(carry)

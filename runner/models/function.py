@@ -70,7 +70,7 @@ class FunctionModel(Model):
         self.needs_data = bool(self.required)
 
     # --- data -----------------------------------------------------------------------------
-    def bind(self, data, observed=()):
+    def bind(self, data, observed=(), fitting: bool = True):
         """The data as the fit passes it: arrays the function takes, by name; its Python scalars
         are kept as constants of the model. Refuses data that misses a required parameter."""
         if data is not None and not isinstance(data, dict):  # one unnamed array: the first parameter

@@ -238,7 +238,9 @@ def test_binary_outcome_through_the_console_scripts(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert fit.returncode == 0, fit.stderr[-2000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert json.loads((tmp_path / "run" / "sites.json").read_text()) == {"observed": ["y"], "enumerated": []}
+    sites = json.loads((tmp_path / "run" / "sites.json").read_text())
+    assert sites["observed"] == ["y"] and sites["enumerated"] == []
+    assert set(sites["point_shapes"]) == {"x", "y"} and sites["point_shapes"]["y"] == []  # what predict checks
     _, runs = read_runs(f"sqlite:///{tmp_path}/mlflow.db")
     pred = subprocess.run([bin_dir / "runner-predict", f"run_id={runs[0].info.run_id}", "data.path=new.csv",
                            "trust=logit", "samples=4000", "out=p.json"], cwd=tmp_path, env=env,
