@@ -6,16 +6,12 @@ never exits; `run` is the Hydra task, which turns those into one line and an exi
 """
 from __future__ import annotations
 
-import errno
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import ConfigError, RunFailed, TrackingError, describe
-
-#: errno of a write that failed for want of room (or a read-only mount): one line, the run FAILED
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+from runner.errors import ConfigError, RunFailed, TrackingError, describe, disk_full
 from runner.redact import redact, redact_folder
 
 
@@ -147,9 +143,9 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     try:
         write_config(run_dir, exp.config_yaml)
     except OSError as e:  # before the run is opened: nothing to end
-        if e.errno not in DISK_ERRORS:
+        if not disk_full(e):
             raise
-        raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; nothing was run") from None
+        raise _cannot_write(e, run_dir, "nothing was run") from None
     configure_jax(exp.cache_dir)
     if sweep is None:
         # created in the background while the fit compiles; a resumed fit reopens its interrupted run
@@ -170,6 +166,8 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         progress = Progress(method.steps, label=naming.job_label(sweep)) if exp.progress and hasattr(method, "steps") else None
         result = method.fit(exp, progress=progress)
         report = method.outputs(exp, result, run_dir)
+        params["key_derivation"] = report.key_derivation
+        report.artifacts += model_files(exp, run_dir)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C (130) or SIGTERM (143): KILLED
         if sweep is not None:
             write_status(run_dir, "failed", error="interrupted")
@@ -180,19 +178,9 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
 
         status = "KILLED" if INTERRUPTED["code"] else "FAILED"
         ended = _end_quietly(tracker, status, params, run_dir, {"error": redact(f"{type(e).__name__}: {e}")[:500]})
-        if isinstance(e, OSError) and e.errno in DISK_ERRORS:  # a full disk is one line, not a traceback
-            raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; "
-                            + (f"run {ended} is FAILED" if ended else "the run failed")) from None
+        if disk_full(e):  # a full disk is one line, not a traceback
+            raise _cannot_write(e, run_dir, f"run {ended} is FAILED" if ended else "the run failed") from None
         raise
-    params["key_derivation"] = report.key_derivation
-    try:
-        report.artifacts += model_files(exp, run_dir)
-    except OSError as e:
-        ended = _end_quietly(tracker, "FAILED", params, run_dir, {"error": redact(f"{type(e).__name__}: {e}")[:500]})
-        if e.errno not in DISK_ERRORS:
-            raise
-        raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; "
-                        + (f"run {ended} is FAILED" if ended else "the run failed")) from None
     model = None
     if tracker.log_model and report.predictable and not report.failed:
         model = {"files": predict_files(run_dir), "method": exp.method, "data": exp.data,
@@ -237,6 +225,10 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
             print(naming.summary_table(exp, choices, report, run_id, tags["mlflow.runName"], run_dir, tracker.look()))
     return Outcome(run_id=run_id, result=report.result, run_dir=run_dir, results=report.results,
                    scalars=report.scalars, experiment=exp)
+
+
+def _cannot_write(e: OSError, run_dir: Path, outcome: str) -> RunFailed:
+    return RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; {outcome}")
 
 
 def resume_folder(resume: str, tracker) -> Path:

@@ -1,4 +1,5 @@
 """Errors a user can cause. The CLI prints them as one line and exits 2."""
+import errno
 
 
 class ConfigError(Exception):
@@ -7,6 +8,15 @@ class ConfigError(Exception):
 
 class TrackingError(Exception):
     """The tracking store cannot be reached or written (one line, names the URI)."""
+
+
+#: errno of a write that failed for want of room (or a read-only mount): the run's failure, said in
+#: one line (runner.app), never a figure skipped or a traceback
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def disk_full(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in DISK_ERRORS
 
 
 #: set by runner.__main__'s SIGINT / SIGTERM handlers: the exit code (130 / 143) once a signal came.

@@ -21,11 +21,9 @@ def figure(fn):
             fn(*args, **kwargs)
             return True
         except Exception as e:  # a figure is a courtesy: the fit and its numbers are kept
-            import errno
+            from runner.errors import describe, disk_full
 
-            from runner.errors import describe
-
-            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if disk_full(e):
                 _plt().close("all")
                 raise  # a full disk is the run's failure (one line, runner.app), not a figure's
 

@@ -189,9 +189,10 @@ class Programs:
 
         # nothing allocated before the check: prepare is compiled, not run, for its output shapes and
         # shardings (restarts spread over devices), and advance is compiled for those
-        prepare = self.prepare.lower(roots, data).compile()
+        lowered = self.prepare.lower(roots, data)  # traced once: its shapes, then its program
+        prepare = lowered.compile()
         shapes = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                              jax.eval_shape(self.prepare, roots, data), prepare.output_shardings)
+                              lowered.out_info, prepare.output_shardings)
         advance = compile_within_budget(
             self.advance, *shapes, data, 0, self.steps, what="the fit",
             hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
