@@ -155,9 +155,11 @@ def test_ctrl_c_while_the_results_are_logged_lets_the_run_complete(tmp_path):
                              f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (tmp_path / "run" / "metrics.json").exists() and time.time() < deadline:
+    # sites.json is the run directory's last file (after metrics.json, the figures, inference_data.nc):
+    # the command goes on to logging, which takes seconds for 60000 points
+    while not (tmp_path / "run" / "sites.json").exists() and time.time() < deadline:
         time.sleep(0.1)
-    time.sleep(1.0)  # the run directory is written: the command is logging now (60000 points take seconds)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
