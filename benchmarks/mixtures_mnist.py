@@ -116,13 +116,13 @@ def hand_written_svi(X, K, steps, restarts, batch=None):
 
 
 def runner_svi(extra):
-    """runner's compiled SVI programs (runner/inference/svi_program.py) for the seed's config:
+    """runner's compiled SVI programs (runner/inference/svi/program.py) for the seed's config:
     (first run incl. trace + compile, second run of the same programs, final loss)."""
     import jax
     import jax.numpy as jnp
 
     import runner
-    from runner.inference.svi_program import make_programs
+    from runner.inference.svi.program import make_programs
 
     cfg, _ = runner.compose(["model=bmm", "data=mnist_sample", "data.n=2000", "data.binarize=0.5", "model.K=20",
                              "steps=200", "restarts=2", "optim.lr=0.1", "jax.cache_dir=null", *extra])

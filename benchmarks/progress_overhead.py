@@ -31,7 +31,7 @@ def main(steps: int = 20000, restarts: int = 20, repeats: int = 5) -> None:
 
     from runner.api import compose
     from runner.experiment import build
-    from runner.inference.svi_program import make_programs
+    from runner.inference.svi.program import make_programs
     from runner.progress import Progress
 
     cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", f"restarts={restarts}",

@@ -19,7 +19,7 @@ def main(sizes):
     from runner.experiment import build
     import jax.numpy as jnp
 
-    from runner.inference.svi_program import make_programs
+    from runner.inference.svi.program import make_programs
 
     print(f"devices: {jax.devices()}")
     for R in sizes:

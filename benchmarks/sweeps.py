@@ -69,10 +69,10 @@ def agree(*per_seed: dict) -> str:
 def logging_share(tmp: Path) -> float:
     from runner.api import compose
     from runner.app import execute
-    from runner.tracking import Tracker
+    from runner.tracking.mlflow.backend import MlflowTracking
 
     spent = []
-    original = Tracker.log_run
+    original = MlflowTracking.log_run
 
     def timed(self, **kw):
         t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def logging_share(tmp: Path) -> float:
         finally:
             spent.append(time.perf_counter() - t0)
 
-    Tracker.log_run = timed
+    MlflowTracking.log_run = timed
     cfg, choices = compose(["model=gmm", f"tracking.uri=sqlite:///{tmp}/share.db", "jax.cache_dir=null"])
     execute(cfg, choices, tmp / "share-warmup")  # creates the store
     spent.clear()

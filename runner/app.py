@@ -1,6 +1,6 @@
 """One run, orchestrated: build -> fit -> outputs -> tracking. Nothing here fits, writes a file
 or talks to a store itself: runner.experiment makes the typed experiment (the last reader of the
-config), runner.inference.<method> fits it and writes its outputs, runner.naming names and tags
+config), runner.inference.<method> fits it and writes its outputs, runner.identity names and tags
 it, runner.tracking records it. `execute` raises (ConfigError, TrackingError, RunFailed) and
 never exits; `run` is the Hydra task, which turns those into one line and an exit code.
 """
@@ -57,7 +57,7 @@ def run(cfg):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from runner.naming import CHOICE_GROUPS
+    from runner.identity import CHOICE_GROUPS
     from runner.sweep import read_sweep
 
     hc = HydraConfig.get()
@@ -96,7 +96,8 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     The tracking backend opens the run (MLflow: RUNNING, with pid and host tags, in the
     background while the fit compiles); an interruption ends it KILLED, a crash FAILED, so the
     store tells the truth. Raises ConfigError / TrackingError before any fit, RunFailed after."""
-    from runner import naming
+    from runner import identity
+    from runner import report as console_report
     from runner.experiment import build
     from runner.progress import Progress
     from runner.tracking import from_config
@@ -111,7 +112,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         resume_dir = resume_folder(str(cfg.resume), tracker)
     chash = None
     if sweep is not None:  # the sweep made the store: check for a finished twin before any work
-        from runner.sweep import config_hash
+        from runner.identity import config_hash
 
         tracker.start()
         chash = config_hash(cfg)  # it reads the data file and the model's source: once, reused by build
@@ -123,7 +124,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
     exp = build(cfg, chash)  # the last reader of cfg
     exp.run_dir, exp.resume_dir = run_dir, resume_dir
     if resume_dir is not None:  # checked before the interrupted run is reopened
-        from runner.inference.svi_program import Checkpoint
+        from runner.inference.svi.program import Checkpoint
 
         if exp.method != "svi":
             raise ConfigError(f"resume= continues an SVI fit (inference=svi), not inference={exp.method}")
@@ -135,7 +136,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
 
     from runner.outputs import model_files, predict_files, write_config
 
-    tags = naming.run_tags(exp, choices, run_dir, sweep, overrides)
+    tags = identity.run_tags(exp, choices, run_dir, sweep, overrides)
     params = {**exp.params, "jax_version": jax.__version__}
     if resume_dir is not None:  # the reopened run keeps its own (MLflow params are written once)
         params = {k: v for k, v in params.items() if k != "resume" and not k.startswith("checkpoint.")}
@@ -163,7 +164,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
 
         preimport()
     try:
-        progress = Progress(method.steps, label=naming.job_label(sweep)) if exp.progress and hasattr(method, "steps") else None
+        progress = Progress(method.steps, label=identity.job_label(sweep)) if exp.progress and hasattr(method, "steps") else None
         result = method.fit(exp, progress=progress)
         report = method.outputs(exp, result, run_dir)
         params["key_derivation"] = report.key_derivation
@@ -192,7 +193,7 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         run_id = tracker.log_run(tags={**tags, **report.tags}, params=params, scalars=report.scalars,
                                  curves=report.curves, artifact_dir=run_dir, artifacts=report.artifacts,
                                  status="FAILED" if report.failed else "FINISHED", into_open_run=True,
-                                 dataset=naming.dataset_info(exp, choices), model=model,
+                                 dataset=identity.dataset_info(exp, choices), model=model,
                                  curve_steps=report.curve_steps)
         child_tags = {k: v for k, v in tags.items() if k not in ("config_group", "mlflow.parentRunId", "seed")}
         for child in report.children:
@@ -215,14 +216,14 @@ def execute(cfg, choices: dict, run_dir: Path, sweep: dict | None = None, overri
         where = f"run {run_id} is FAILED" if run_id else f"the run in {run_dir} failed"
         raise RunFailed(f"{report.failed}; {where}, what was finite is logged")
     if sweep is not None:
-        from runner.naming import group_label
+        from runner.identity import group_label
 
         write_status(run_dir, "run", run_id=run_id, config_group=group_label(sweep["overrides"]),
                      final_loss=report.scalars.get("final_loss"), config_hash=exp.config_hash, seed=exp.seed)
     if not quiet:
-        print(naming.summary_line(exp, choices, report, run_id, sweep, run_dir))
+        print(console_report.summary_line(exp, choices, report, run_id, sweep, run_dir))
         if sweep is None:  # a short table for a person; sweeps keep to one line per job
-            print(naming.summary_table(exp, choices, report, run_id, tags["mlflow.runName"], run_dir, tracker.look()))
+            print(console_report.summary_table(exp, choices, report, run_id, tags["mlflow.runName"], run_dir, tracker.look()))
     return Outcome(run_id=run_id, result=report.result, run_dir=run_dir, results=report.results,
                    scalars=report.scalars, experiment=exp)
 

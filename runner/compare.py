@@ -55,7 +55,7 @@ def fmt(value) -> str:
 
 
 def table(runs: list[dict], everything: bool = False) -> list[list[str]]:
-    from runner.naming import short_value
+    from runner.identity import short_value
 
     columns = [c for c in CHOICES if len({r["tags"].get(c) for r in runs}) > 1]
     varying = varying_params(runs, everything)

@@ -30,7 +30,7 @@ class Experiment:
     progress: bool = True  # a progress line for long fits
     config_yaml: str = ""  # the resolved config, written as config.yaml
     params: dict = field(default_factory=dict)  # every leaf of the resolved config (MLflow params)
-    config_hash: str = ""  # runner.sweep.config_hash: a finished run of the same config is skipped
+    config_hash: str = ""  # runner.identity.config_hash: a finished run of the same config is skipped
     data_source: str | None = None  # where the data came from (data.path, or the loader)
     cache_dir: str | None = None  # XLA's persistent compile cache
     checkpoint_every_s: float | None = 60.0  # SVI: write the fit's state this often (None: never)
@@ -47,7 +47,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     can be known before a fit. `chash`: the config's hash when the caller already has it (a
     sweep's job checks it against the store first)."""
     from runner.inference import from_config
-    from runner.sweep import config_hash
+    from runner.identity import config_hash
 
     check_targets(cfg)
     restarts = positive_int(cfg, "restarts")

@@ -56,10 +56,10 @@ def write_guide_draws(samples: dict, sites, run_dir: Path) -> list[str]:
 
 def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:
     """posterior.npz (no pickle) and the posterior predictive plot."""
-    from runner import plots, posterior
+    from runner import figures, posterior
 
     np.savez_compressed(run_dir / "posterior.npz", **draws)
-    drawn = plots.predictive_plot(draws, posterior.observed_data(exp.model, exp.data),
+    drawn = figures.predictive_plot(draws, posterior.observed_data(exp.model, exp.data),
                                   run_dir / "plots" / "posterior_predictive.png")
     return ["posterior.npz", *(["plots/posterior_predictive.png"] if drawn else [])]
 

@@ -111,7 +111,7 @@ def predictive_draws(model, data, num: int, key, guide=None, params=None, poster
     if posterior is not None:
         posterior = {k: jnp.asarray(v)[:num] for k, v in posterior.items()}
     else:  # the guide's draws of the latents, then the model given them (both are returned)
-        from runner.inference.svi_program import guide_draws
+        from runner.inference.svi.program import guide_draws
 
         posterior = guide_draws(guide, params, k_guide, args, num)
     pred = Predictive(unobserve(model), posterior_samples=posterior, batch_ndims=1)

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from runner.errors import ConfigError
-from runner.prediction import data_size, load_fitted, predict_data
+from runner.fitted import data_size, load_fitted, predict_data
 
 ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz", "constants.json", "sites.json")
 

@@ -19,62 +19,20 @@ FINISHED child per job.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner.naming import group_label, result_overrides, short_value  # noqa: F401 (group_label: re-exported)
+from runner.identity import digest, result_overrides, short_value
 
-SWEEP_FILE = "mlflow_sweep.json"
+SWEEP_FILE = "sweep.json"
 #: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
 FAILED_JOBS = 0
 #: the running sweep's parent (tracking config, parent_run_id), for ending it KILLED on Ctrl-C
 CURRENT: dict = {}
 STATUS_FILE = "runner_status.json"
-#: config keys that do not change a fit's result, left out of its hash
-NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress", "checkpoint", "resume")
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """The resolved config (less where it is logged), and the contents of the files it names: the
-    data file and a function model's source, so an edited model or data set is not 'already run'."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    kept = {k: v for k, v in data.items() if k not in NOT_HASHED}
-    files = {key: file_digest(path) for key, path in named_files(data).items()}
-    return _digest({**kept, "_files": files} if files else kept)
-
-
-def named_files(data: dict) -> dict:
-    """data.path and model.fn's source file, where they are files."""
-    out = {}
-    path = (data.get("data") or {}).get("path")
-    if isinstance(path, str) and Path(path).expanduser().is_file():
-        out["data.path"] = Path(path).expanduser()
-    fn = (data.get("model") or {}).get("fn")
-    if isinstance(fn, str) and "." in fn:
-        import importlib.util
-
-        try:  # finds the module's file; a top-level module is not run (a package's __init__ is)
-            spec = importlib.util.find_spec(fn.rpartition(".")[0])
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.origin and Path(spec.origin).is_file():
-            out["model.fn"] = Path(spec.origin)
-    return out
-
-
-def file_digest(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
-
-
 def parent_name(overrides) -> str:
     """`sweep <overrides>`, a file by its name (a long data.path would fill the runs table)."""
     shown = []
@@ -240,7 +198,7 @@ def finish(tracker, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs
     """The sweep's aggregate: summary.json and plots/final_losses.png under <sweep dir>/sweep;
     onto the parent run the best final loss, tags, the table (MLflow table artifact) and the
     files; the parent ends FINISHED."""
-    from runner import plots
+    from runner import figures
 
     children = tracker.children(parent_id)
     if children is None:
@@ -251,7 +209,7 @@ def finish(tracker, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs
     (out / "summary.json").write_text(json.dumps(table, indent=1))
     kept = {c["run_id"] for c in unique_children(children)}
     curves = {c["run_id"]: c["loss"] for c in children if c.get("loss") and c["run_id"] in kept}
-    drawn = plots.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
+    drawn = figures.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
     from runner.redact import redact
 
     tags["mlflow.note.content"] = redact(description(overrides, jobs, {**tags, **metrics}))[:5000]
@@ -284,7 +242,7 @@ class SweepCallback(Callback):
         overrides = result_overrides(config.hydra.overrides.task)
         tracking = OmegaConf.to_container(config.tracking, resolve=True)
         tracker = backend(config.tracking)
-        sweep_hash = _digest({"overrides": sorted(overrides), "experiment": tracking.get("experiment")})
+        sweep_hash = digest({"overrides": sorted(overrides), "experiment": tracking.get("experiment")})
         tracker.check()
         from runner.redact import redact, redact_folder
 
@@ -342,5 +300,3 @@ class SweepCallback(Callback):
             print(f"runner: sweep best final_loss={summary['final_loss']:.6g} {summary['best_config']} "
                   f"(run {summary['best_run_id']})")
 
-
-MlflowSweep = SweepCallback  # the callback's name in configs composed before backends

@@ -69,31 +69,14 @@ class Method:
         return self.name
 
 
-#: `inference.method: <name>` (configs written before methods had a `_target_`) -> the class
-BUILT_IN = {"svi": "runner.inference.svi.SVI", "em": "runner.inference.em.EM", "nuts": "runner.inference.nuts.NUTS"}
-
-
 def from_config(node) -> Method:
-    """The inference method of a config's `inference` node (a `_target_`, or an older config's
-    `method: svi|em|nuts`)."""
-    from omegaconf import DictConfig, OmegaConf
+    """The inference method of a config's `inference` node (its `_target_` names the class)."""
+    from omegaconf import DictConfig
 
     from runner.checks import instantiate
 
-    if node is None:
-        node = OmegaConf.create({"_target_": BUILT_IN["svi"]})
-    if not isinstance(node, DictConfig):
-        raise ConfigError(f"inference must be a config group (inference=svi|em|nuts), got {node!r}")
-    if "_target_" not in node:
-        method = node.get("method")
-        if method not in BUILT_IN:
-            raise ConfigError(f"inference needs a _target_ (an inference method class) or method: "
-                              f"{'|'.join(BUILT_IN)}, got {method!r}")
-        node = OmegaConf.create({**OmegaConf.to_container(node, resolve=True), "_target_": BUILT_IN[method]})
-        del node["method"]
-    elif "method" in node:
-        node = node.copy()
-        del node["method"]
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"inference must be a config group with a _target_ (inference=svi|em|nuts), got {node!r}")
     method = instantiate(node, "inference")
     if not isinstance(method, Method):
         raise ConfigError(f"inference._target_ must name an inference method (a runner.inference.Method), "

@@ -235,7 +235,7 @@ def compiled_e_step(model, from_latents: bool = False):
 
 
 def outputs(exp, res: EMResult, run_dir: Path) -> Report:
-    from runner import plots, posterior
+    from runner import figures, posterior
     from runner.outputs import to_lists, write_json, write_metrics
 
     curve = res.loglik[res.best]
@@ -252,16 +252,16 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
     sites = posterior.enumerated_sites(exp.model, exp.data)
     artifacts.append(write_json(run_dir / "assignments.json",  # (K=1 has no assignment site)
                                 {sites[0] if sites else "assignment": res.assignments.tolist()}))
-    if plots.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
+    if figures.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
                          f"EM, {exp.restarts} restart(s)"):
         artifacts.append("plots/loglik.png")
     X = np.asarray(em_data(exp.model, exp.data))
     if X.ndim > 1:
-        from runner.models.plots import image_side
+        from runner.models.drawing import image_side
 
         if image_side(X.shape[-1]):
             one = {k: np.asarray(v)[None] for k, v in res.params.items()}
-            if plots.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
+            if figures.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
                                      X, run_dir / "plots" / "components.png"):
                 artifacts.append("plots/components.png")
     artifacts += arviz_file(exp, res, run_dir)

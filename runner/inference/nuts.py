@@ -76,7 +76,7 @@ def fit_nuts(exp) -> NUTSResult:
 def outputs(exp, res: NUTSResult, run_dir: Path) -> Report:
     import jax
 
-    from runner import plots, posterior
+    from runner import figures, posterior
     from runner.inference.latents import discrete_outputs
     from runner.outputs import write_json, write_metrics, write_posterior
 
@@ -104,9 +104,9 @@ def outputs(exp, res: NUTSResult, run_dir: Path) -> Report:
     artifacts += inference_data.write(exp, run_dir, res.samples, chains=True,
                                       predictive={k: v for k, v in draws.items() if k in observed}
                                       if exp.posterior_samples else None)
-    if plots.trace_plot(res.samples, run_dir / "plots" / "trace.png"):
+    if figures.trace_plot(res.samples, run_dir / "plots" / "trace.png"):
         artifacts.append("plots/trace.png")
-    if plots.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png"):
+    if figures.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png"):
         artifacts.append(f"plots/{exp.model.name}.png")
     worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
     nuts = exp.inference

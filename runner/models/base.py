@@ -62,7 +62,7 @@ class Model(ABC):
     def figure(self, fig, samples: dict, data) -> None:
         """Draw a picture a person would want of the fit, from guide samples of the latent sites.
         By default: the marginal posteriors of the sites and a pair plot of the first few."""
-        from runner.models.plots import marginals
+        from runner.models.drawing import marginals
 
         marginals(fig, samples)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from runner.models.base import Model
-from runner.models.plots import image_grid
+from runner.models.drawing import image_grid
 from runner.errors import ConfigError
 
 

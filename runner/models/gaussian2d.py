@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from runner.models.base import Model
-from runner.models.plots import density_with_samples
+from runner.models.drawing import density_with_samples
 
 
 class Gaussian2D(Model):

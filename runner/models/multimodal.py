@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from runner.models.base import Model
-from runner.models.plots import density_with_samples
+from runner.models.drawing import density_with_samples
 
 
 class Multimodal(Model):

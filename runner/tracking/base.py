@@ -3,7 +3,7 @@
 Every method has a do-nothing default (the shape of Sacred's RunObserver), so a backend
 implements what it records and nothing else. A backend is a class named by `_target_` in
 conf/tracking/<name>.yaml; `runner.tracking.from_config` builds it. Backends: `mlflow`
-(runner/tracking/mlflow_tracking.py, the default: the store in a worker process) and `none`
+(runner/tracking/mlflow/backend.py, the default: the store in a worker process) and `none`
 (runner/tracking/none.py: the run directory only, no MLflow import).
 Calls happen in this order: check (before any fit) -> start -> [find_finished] -> open or open_job
 (a sweep's job) -> log_run or end -> log_child... -> flush. A sweep: open_parent (before its

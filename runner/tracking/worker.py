@@ -156,7 +156,7 @@ def serve(req_fd: int, rep_fd: int, owner: int) -> None:
 
     sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)  # MLflow prints run URLs
     mask_log_records()
-    import runner.tracking.store as tracking
+    import runner.tracking.mlflow.store as tracking
 
     tracking.OWNER_PID = owner  # runs are tagged with the command's pid (stale-run reaping)
     inbox = Connection(req_fd, writable=False)

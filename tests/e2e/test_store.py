@@ -14,9 +14,9 @@ N_WRITERS, N_POINTS = 16, 300
 
 def writer(uri, i, barrier):
     sys.path.insert(0, str(ROOT))
-    from runner.tracking import Tracker
+    from runner.tracking.mlflow.backend import MlflowTracking
 
-    tracker = Tracker(uri, "many").start(open_run={"writer": i})
+    tracker = MlflowTracking(uri, "many").start(open_run={"writer": i})
     tracker.wait()
     barrier.wait()
     tracker.log_run(tags={"writer": i}, params={f"p{k}": k * i for k in range(50)},
@@ -67,11 +67,12 @@ def test_the_command_process_never_imports_mlflow(tmp_path):
 def test_a_dead_tracking_worker_is_replaced_once_then_one_clear_error(tmp_path):
     """A worker that dies is replaced by a new one, which answers the same call; a second death
     of the same tracker's worker is one clear error (no endless restarts)."""
-    from runner.tracking import Tracker, TrackingError
+    from runner.tracking import TrackingError
+    from runner.tracking.mlflow.backend import MlflowTracking
     from runner.tracking.worker import client
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = Tracker(uri, "gone").start()
+    tracker = MlflowTracking(uri, "gone").start()
     tracker.wait()
     client().proc.kill()
     assert tracker.find_finished("x") is None  # through a new worker
@@ -80,6 +81,6 @@ def test_a_dead_tracking_worker_is_replaced_once_then_one_clear_error(tmp_path):
     with pytest.raises(TrackingError, match=r"^the tracking worker process exited \(code -9\); nothing more "
                                             rf"could be logged to {uri}$"):
         tracker.find_finished("x")
-    again = Tracker(uri, "gone").start()  # the next tracker starts a fresh worker
+    again = MlflowTracking(uri, "gone").start()  # the next tracker starts a fresh worker
     again.wait()
     assert again.find_finished("x") is None and again.experiment_id == first

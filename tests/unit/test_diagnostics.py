@@ -159,7 +159,7 @@ def test_early_stopping_in_chunks_changes_no_number():
     from runner.api import compose
     from runner.app import configure_jax
     from runner.experiment import build
-    from runner.inference.svi_program import fit
+    from runner.inference.svi.program import fit
     from runner.progress import Progress
 
     cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", "restarts=3", "steps=2000",
@@ -177,7 +177,7 @@ def test_early_stopping_in_chunks_changes_no_number():
 
 
 def test_summary_table_rows_say_each_verdict():
-    from runner.naming import diagnostic_rows
+    from runner.report import diagnostic_rows
 
     s = {"psis_khat": 0.857, "psis_draws": 1000, "restarts_compared": 4, "restart_loss_spread": 0.212,
          "restart_rhat": 5.02, "restarts_at_best": 4, "restarts_finite": 4, "stop_step": 200, "restarts_converged": 0}
@@ -201,7 +201,7 @@ def test_a_fit_interrupted_and_resumed_from_its_checkpoint_gives_the_same_number
     from runner.api import compose
     from runner.app import configure_jax
     from runner.experiment import build
-    from runner.inference.svi_program import Checkpoint, fit
+    from runner.inference.svi.program import Checkpoint, fit
 
     cfg, _ = compose(["model=gmm", "select=final", "restarts=3", "replicates=2", "steps=1500", *extra])
     exp = build(cfg)
@@ -238,7 +238,7 @@ def test_a_fit_interrupted_and_resumed_from_its_checkpoint_gives_the_same_number
 def test_resume_refuses_a_checkpoint_of_another_fit(tmp_path):
     from runner.api import compose
     from runner.experiment import build
-    from runner.inference.svi_program import Checkpoint, fit
+    from runner.inference.svi.program import Checkpoint, fit
 
     path = tmp_path / "checkpoint.npz"
     exp = build(compose(["model=gmm", "guide=autodelta", "restarts=2", "select=final", "steps=20"])[0])

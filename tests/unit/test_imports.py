@@ -9,7 +9,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "runner"
 #: the MLflow backend: the store, the model it logs, and the file MLflow runs to load that model
-MLFLOW_BACKEND = {"runner.tracking.store", "runner.tracking.pyfunc", "runner.tracking.pyfunc_code"}
+MLFLOW_BACKEND = {"runner.tracking.mlflow.store", "runner.tracking.mlflow.pyfunc", "runner.tracking.mlflow.pyfunc_code"}
 
 
 def modules() -> dict[str, Path]:

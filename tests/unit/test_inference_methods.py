@@ -1,5 +1,5 @@
 """runner/inference: methods chosen by `_target_`, their settings checked when built, EM's model
-protocol (EMFamily) checked by the EM method, and the legacy `method: <name>` form."""
+protocol (EMFamily) checked by the EM method."""
 import pytest
 from omegaconf import OmegaConf
 
@@ -42,14 +42,12 @@ def test_bad_settings_are_one_config_error(override, message):
         from_config(cfg.inference)
 
 
-def test_a_config_written_before_targets_names_its_method():
-    """Stored configs of earlier runs say `method: em`, with the settings beside it."""
-    method = from_config(OmegaConf.create({"method": "em", "iterations": 5, "tol": 0.01, "reg_covar": 1e-6,
-                                           "init": "kmeans"}))
+def test_an_inference_node_needs_its_target():
+    method = from_config(OmegaConf.create({"_target_": "runner.inference.em.EM", "iterations": 5}))
     assert isinstance(method, EM) and method.iterations == 5
-    assert isinstance(from_config(None), SVI)
-    with pytest.raises(ConfigError, match="method: svi|em|nuts, got 'gibbs'"):
-        from_config(OmegaConf.create({"method": "gibbs"}))
+    for node in (None, OmegaConf.create({"method": "em"})):
+        with pytest.raises(ConfigError, match="inference must be a config group with a _target_"):
+            from_config(node)
 
 
 def test_em_family_is_a_protocol_of_the_method_not_of_every_model():

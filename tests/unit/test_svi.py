@@ -1,4 +1,4 @@
-"""runner/inference/svi.py and svi_program.py: every model x guide x loss x optim combination either
+"""runner/inference/svi/method.py and svi_program.py: every model x guide x loss x optim combination either
 fits a few steps (finite losses, right shapes) or is refused before any fit with a ConfigError,
 exactly by the rules below; restarts, `select`, replicates (N seeds in one program, the same
 numbers as N runs) and the progress display's chunks (no number changes)."""
@@ -99,7 +99,7 @@ def test_ten_thousand_restarts():
 
 def test_the_final_loss_tail_and_the_curves_kept_steps():
     """(A long fit's capped curves and its final loss: test_svi_memory.py.)"""
-    from runner.inference.svi_program import curve_steps, tail_length
+    from runner.inference.svi.program import curve_steps, tail_length
 
     assert [tail_length(n) for n in (1, 3, 10, 20, 10000)] == [1, 1, 1, 2, 1000]  # the last 10%, at least one
     assert curve_steps(10, None).tolist() == list(range(10)) and curve_steps(10, 10).tolist() == list(range(10))
@@ -107,7 +107,7 @@ def test_the_final_loss_tail_and_the_curves_kept_steps():
 
 
 def test_grad_norm_of_a_param_and_of_a_pytree_param():
-    from runner.inference.svi_program import grad_norm
+    from runner.inference.svi.program import grad_norm
 
     assert float(grad_norm(np.array([[3.0, 4.0]]))) == 5.0
     assert float(grad_norm({"w": np.array([1.0, 2.0]), "b": np.array([2.0])})) == 3.0  # a flow's weights
@@ -154,7 +154,7 @@ def test_progress_chunks_change_no_number():
     from runner.api import compose
     from runner.app import configure_jax
     from runner.experiment import build
-    from runner.inference.svi_program import fit
+    from runner.inference.svi.program import fit
     from runner.progress import Progress
 
     cfg, _ = compose(["model=gmm", "guide=autodelta", "select=final", "restarts=3", "replicates=2", "steps=60"])

@@ -1,4 +1,4 @@
-"""runner/inference/svi_program.py keeps what is logged, not a value per step: the compiled
+"""runner/inference/svi/program.py keeps what is logged, not a value per step: the compiled
 fit's state is the same size for 10^4 and 10^6 steps (the curves at tracking.max_points_per_curve
 steps, running summaries, step keys computed when needed), and the curves keep the right steps."""
 import jax
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import runner
-from runner.inference.svi_program import curve_steps, make_programs, nth_key
+from runner.inference.svi.program import curve_steps, make_programs, nth_key
 
 
 def state_bytes(steps: int, restarts: int = 500) -> int:

@@ -5,7 +5,8 @@ test_sweep_aggregate.py; real multiruns: tests/e2e/test_sweep.py.)"""
 import pytest
 
 from runner.api import compose
-from runner.sweep import config_hash, count_jobs, group_label, named_files, read_sweep, result_overrides
+from runner.identity import config_hash, group_label, named_files, result_overrides
+from runner.sweep import count_jobs, read_sweep
 
 
 def test_result_overrides_leave_out_where_a_run_is_logged_or_cached():
@@ -63,5 +64,5 @@ def test_count_jobs_as_hydras_basic_sweeper(overrides, jobs):
 
 def test_read_sweep_is_none_before_the_sweep_starts(tmp_path):
     assert read_sweep(tmp_path) is None
-    (tmp_path / "mlflow_sweep.json").write_text('{"parent_run_id": "p", "jobs": 4}')
+    (tmp_path / "sweep.json").write_text('{"parent_run_id": "p", "jobs": 4}')
     assert read_sweep(tmp_path) == {"parent_run_id": "p", "jobs": 4}

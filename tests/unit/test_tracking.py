@@ -12,7 +12,7 @@ from runner.tracking.none import NoTracking
 
 
 def test_default_is_mlflow_with_its_settings():
-    from runner.tracking.mlflow_tracking import MlflowTracking
+    from runner.tracking.mlflow.backend import MlflowTracking
 
     cfg, _ = runner.compose(["tracking.uri=sqlite:///x.db", "tracking.max_points_per_curve=10"])
     backend = from_config(cfg.tracking)
@@ -21,11 +21,11 @@ def test_default_is_mlflow_with_its_settings():
     assert backend.look() == "mlflow ui --backend-store-uri sqlite:///x.db"
 
 
-def test_none_and_legacy_nodes():
+def test_none_and_a_node_without_target():
     cfg, _ = runner.compose(["tracking=none"])
     assert type(from_config(cfg.tracking)) is NoTracking
-    old = from_config(OmegaConf.create({"uri": "sqlite:///y.db", "experiment": "e"}))  # no _target_
-    assert type(old).__name__ == "MlflowTracking" and old.experiment == "e"
+    with pytest.raises(ConfigError, match="tracking must be a config group with a _target_"):
+        from_config(OmegaConf.create({"uri": "sqlite:///y.db", "experiment": "e"}))
     with pytest.raises(ConfigError, match="tracking._target_ must name a tracking backend"):
         from_config(OmegaConf.create({"_target_": "builtins.dict"}))
 

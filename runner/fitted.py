@@ -1,7 +1,7 @@
 """Predictions from a logged fit, read back: the fit's files (config.yaml checked by
 runner.trust, latents.json, params.json, posterior.npz, constants.json, sites.json) -> the
 model and its posterior -> assignments or posterior predictive draws for new data. Used by
-`python -m runner.predict` (runner/predict.py) and the pyfunc model (runner/tracking/pyfunc.py);
+`python -m runner.predict` (runner/predict.py) and the pyfunc model (runner/tracking/mlflow/pyfunc.py);
 it reads no store itself.
 """
 from __future__ import annotations
@@ -28,38 +28,6 @@ class Fitted:
     sites: dict | None = None  # sites.json: the fit's observed and enumerated sites
 
 
-#: targets of configs stored by earlier runner versions -> the names they have now (exact strings)
-LEGACY = {"numpyro.infer.Trace_ELBO": "runner.losses.trace_elbo",
-          "numpyro.infer.TraceEnum_ELBO": "runner.losses.traceenum_elbo",
-          "optax.cosine_decay_schedule": "runner.optim.cosine_schedule"}
-LEGACY_PREFIXES = {"models.": "runner.models.", "guides.": "runner.guides."}
-
-
-def legacy_targets(cfg):
-    """A stored config of an earlier runner (top-level models/guides, numpyro/optax targets) with
-    its `_target_` strings renamed to runner's current ones; the result is then checked as usual."""
-    from omegaconf import DictConfig, ListConfig
-
-    def walk(node):
-        if isinstance(node, DictConfig):
-            for key in list(node.keys()):
-                child = node._get_node(key)
-                if key == "_target_" and isinstance(child._value(), str):
-                    t = child._value()
-                    new = LEGACY.get(t) or next((n + t[len(o):] for o, n in LEGACY_PREFIXES.items()
-                                                 if t.startswith(o)), None)
-                    if new:
-                        node[key] = new
-                else:
-                    walk(child)
-        elif isinstance(node, ListConfig):
-            for item in node._iter_ex(resolve=False):
-                walk(item)
-
-    walk(cfg)
-    return cfg
-
-
 def load_fitted(files: dict, method: str, roots=None) -> Fitted:
     """`files`: artifact name -> local path (config.yaml required). The stored config is checked
     whole (runner.trust) before anything in it is instantiated; `roots`: the trusted packages,
@@ -76,7 +44,6 @@ def load_fitted(files: dict, method: str, roots=None) -> Fitted:
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"config.yaml cannot be read: {first}") from None
-    cfg = legacy_targets(cfg)
     check_stored_config(cfg, trusted_roots() if roots is None else roots)
 
     def read_json(name):

@@ -1,6 +1,6 @@
 """inference=svi: stochastic variational inference. The guide, loss and optimizer come from their
 config groups; `restarts` initialisations (and `replicates` seeds) train side by side in one
-compiled program (runner/inference/svi_program.py); `select` keeps the best by initial or final loss."""
+compiled program (runner/inference/svi/program.py); `select` keeps the best by initial or final loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -124,7 +124,7 @@ class SVI(Method):
 
     def fit(self, exp, progress=None):
         """One FitResult per replicate."""
-        from runner.inference.svi_program import Checkpoint, fit
+        from runner.inference.svi.program import Checkpoint, fit
 
         checkpoint = None
         run_dir = getattr(exp, "run_dir", None)
@@ -147,7 +147,7 @@ def outputs(exp, results, run_dir: Path) -> Report:
     import jax
 
     from runner import posterior
-    from runner.inference.svi_program import KEY_DERIVATION
+    from runner.inference.svi.program import KEY_DERIVATION
     from runner.inference.latents import discrete_outputs
     from runner.outputs import write_guide_draws, write_json, write_posterior
 
@@ -251,7 +251,7 @@ def arviz_file(exp, draws: dict, run_dir: Path) -> list[str]:
 def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[str], dict]:
     """params.json, metrics.json (the selected restart's curves) and, with `figures`, the loss
     plot and the model's own figure. Returns the artifact paths and the metrics."""
-    from runner import plots
+    from runner import figures
     from runner.outputs import to_lists, write_json, write_metrics
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -267,8 +267,8 @@ def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[st
     if not figures:
         return files, metrics
     model_png = f"plots/{exp.model.name}.png"
-    drawn = [rel for rel, ok in [("plots/loss.png", plots.loss_plot(result, run_dir / "plots" / "loss.png")),
-                                 (model_png, plots.model_plot(exp.model, result, exp.data, run_dir / model_png))] if ok]
+    drawn = [rel for rel, ok in [("plots/loss.png", figures.loss_plot(result, run_dir / "plots" / "loss.png")),
+                                 (model_png, figures.model_plot(exp.model, result, exp.data, run_dir / model_png))] if ok]
     return [*files, *drawn], metrics
 
 

@@ -1,11 +1,15 @@
-"""How a run presents itself: its name, its tags (choices, provenance, the machine), the label of
-a sweep's job, and the summary a person reads at the end. Plain data; no MLflow."""
+"""A run's identity: the hash of its config (a finished run of the same config is not run again),
+its readable name, the label of a sweep's job and configuration group, its tags (choices,
+provenance, the machine). Plain data; no tracking backend's words."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig, OmegaConf
 
 CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
 
@@ -132,42 +136,42 @@ def dataset_info(exp, choices: dict) -> dict | None:
             "array": array}
 
 
-def summary_line(exp, choices: dict, report, run_id: str | None, sweep: dict | None, run_dir: Path) -> str:
-    """The one line every run prints: `runner: [job i/n ]model/guide <numbers> run_id=...`."""
-    what = f"{model_label(exp, choices)}/{exp.inference.label(choices)}"
-    where = f"run_id={run_id}" if run_id else f"outputs={run_dir}"
-    return f"runner: {job_label(sweep)}{what} {report.line} {where}"
+#: config keys that do not change a fit's result, left out of its hash
+NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress", "checkpoint", "resume")
 
 
-def summary_table(exp, choices: dict, report, run_id: str | None, name: str, run_dir: Path,
-                  look: str | None) -> str:
-    """A short table for a person at the end of a single run (sweeps keep to one line per job)."""
-    s = report.scalars
-    rows = [("run", f"{name}  ({run_id})" if run_id else name),
-            ("choices", " ".join(f"{g}={choices[g]}" for g in exp.inference.groups if choices.get(g))),
-            *([("final_loss", f"{s['final_loss']:.6g}")] if "final_loss" in s else []),
-            *([("avg_loglik", f"{s['avg_loglik']:.6g}")] if "avg_loglik" in s else []),
-            *([("best_restart", f"{s['best_restart']:.0f} of {exp.restarts}")] if "best_restart" in s else []),
-            *diagnostic_rows(s, getattr(report, "tags", None) or {}),
-            ("outputs", str(run_dir)),
-            *([("look", look)] if look else [])]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def diagnostic_rows(s: dict, tags: dict) -> list[tuple[str, str]]:
-    """Did it work? k-hat, restart agreement, early stopping, for the summary table."""
-    rows = []
-    if "psis_verdict" in tags:
-        k = f"{s['psis_khat']:.3g}" if "psis_khat" in s else "n/a"
-        rows.append(("psis_khat", f"{k} ({tags['psis_verdict']}; {s['psis_draws']:.0f} draws)"))
-    if "restart_agreement" in tags:
-        rhat = f", R-hat {s['restart_rhat']:.3g}" if "restart_rhat" in s else ""
-        rows.append(("restarts", f"{tags['restart_agreement']} (best {s['restarts_compared']:.0f}: losses within "
-                                 f"{s['restart_loss_spread']:.3g} noise sd of the best{rhat}; "
-                                 f"{s['restarts_at_best']:.0f} of {s['restarts_finite']:.0f} at the best loss)"))
-    if "converged" in tags:
-        rows.append(("stopped", f"step {s['stop_step']:.0f}; {s['restarts_converged']:.0f} restarts converged"
-                     if tags["converged"] == "yes" else
-                     f"not converged: {s['restarts_converged']:.0f} restarts stopped before the last step"))
-    return rows
+def config_hash(cfg: DictConfig) -> str:
+    """The resolved config (less where it is logged), and the contents of the files it names: the
+    data file and a function model's source, so an edited model or data set is not 'already run'."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    kept = {k: v for k, v in data.items() if k not in NOT_HASHED}
+    files = {key: file_digest(path) for key, path in named_files(data).items()}
+    return digest({**kept, "_files": files} if files else kept)
+
+
+def named_files(data: dict) -> dict:
+    """data.path and model.fn's source file, where they are files."""
+    out = {}
+    path = (data.get("data") or {}).get("path")
+    if isinstance(path, str) and Path(path).expanduser().is_file():
+        out["data.path"] = Path(path).expanduser()
+    fn = (data.get("model") or {}).get("fn")
+    if isinstance(fn, str) and "." in fn:
+        import importlib.util
+
+        try:  # finds the module's file; a top-level module is not run (a package's __init__ is)
+            spec = importlib.util.find_spec(fn.rpartition(".")[0])
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and Path(spec.origin).is_file():
+            out["model.fn"] = Path(spec.origin)
+    return out
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]

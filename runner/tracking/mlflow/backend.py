@@ -1,5 +1,5 @@
-"""tracking=default: the MLflow backend of runner.tracking.base.Tracking (`MlflowTracking`, also
-known as `Tracker`): the command's handle. The MLflow work (`Store` in
+"""tracking=mlflow: the MLflow backend of runner.tracking.base.Tracking (`MlflowTracking`): the
+command's handle. The MLflow work (`Store` in
 store.py: the import and the store/experiment set-up, about 2.5 s of CPU, and every run's
 logging, a few `log_batch` calls each) runs in the tracking worker process
 (runner/tracking/worker.py), beside the JAX compile and fit rather than sharing the GIL with them.
@@ -147,7 +147,7 @@ class MlflowTracking(Tracking):
         self.experiment_id: str | None = None
         self.run_id: str | None = None
         self.reaped: list[str] = []
-        self._handle = next(Tracker._handles)
+        self._handle = next(MlflowTracking._handles)
         self._pending: list[tuple] = []  # (request, method, kwargs) submitted, not yet answered
         self._worker = None  # this process's worker, when first used
         self._restarted = False  # a worker that dies is replaced once (see _again)
@@ -227,7 +227,7 @@ class MlflowTracking(Tracking):
         if errors:
             raise errors[0]
 
-    def start(self, open_run: dict | None = None) -> "Tracker":
+    def start(self, open_run: dict | None = None) -> "MlflowTracking":
         """Set up (in the worker, without waiting); with `open_run` (tags), also create the run,
         RUNNING, so that an interrupted or killed fit leaves a record."""
         self._send("prepare", open_run, wait=False)
@@ -301,5 +301,3 @@ class MlflowTracking(Tracking):
 
         return f"mlflow ui --backend-store-uri {redact(self.uri)}"
 
-
-Tracker = MlflowTracking  # the name tests, benchmarks and older code use

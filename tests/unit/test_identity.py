@@ -1,4 +1,4 @@
-"""runner/naming.py: a run's readable name, its tags (the choices that act on its method's result,
+"""runner/identity.py and runner/report.py: a run's readable name, its tags (the choices that act on its method's result,
 where it ran, its sweep), the label of a sweep's job, and the lines a person reads at the end.
 (What MLflow receives, end to end: tests/e2e/test_cli.py.)"""
 from pathlib import Path
@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from runner.api import build, compose
-from runner.naming import job_label, model_label, run_name, run_tags, summary_line, summary_table
+from runner.identity import job_label, model_label, run_name, run_tags
+from runner.report import summary_line, summary_table
 
 CHOICES = {"model": "gmm", "guide": "autodelta", "loss": "traceenum", "optim": "adam", "data": "gmm1d"}
 

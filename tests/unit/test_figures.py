@@ -1,4 +1,4 @@
-"""runner/plots.py: a figure never kills a run. What used to raise (a histogram of one restart's
+"""runner/figures.py: a figure never kills a run. What used to raise (a histogram of one restart's
 initial loss of 9e5: "Too many bins for data range") draws; what cannot be drawn is skipped with
 one warning line and no file."""
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner import plots
-from runner.inference.svi_program import FitResult
+from runner import figures
+from runner.inference.svi.program import FitResult
 
 
 def result(initial, losses):
@@ -24,7 +24,7 @@ def result(initial, losses):
     ([1e-3, 1e9], [[1e-3, 1e-4, 1e-5], [1e9, 1e8, 1e7]]),  # twelve orders of magnitude
 ])
 def test_loss_plot_draws_any_scale(tmp_path, initial, losses):
-    assert plots.loss_plot(result(initial, losses), tmp_path / "loss.png")
+    assert figures.loss_plot(result(initial, losses), tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
@@ -35,7 +35,7 @@ def test_a_figure_that_cannot_be_drawn_is_one_warning(tmp_path, capsys):
         def figure(self, fig, samples, data):
             raise ValueError("no picture of this")
 
-    drawn = plots.components_plot(Broken(), {"x": np.ones((3, 2))}, np.ones((4, 2)), tmp_path / "plots" / "broken.png")
+    drawn = figures.components_plot(Broken(), {"x": np.ones((3, 2))}, np.ones((4, 2)), tmp_path / "plots" / "broken.png")
     assert drawn is False and not (tmp_path / "plots" / "broken.png").exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("runner: warning: figure broken.png skipped (ValueError: no picture of this")

@@ -408,7 +408,7 @@ class Store:
                 curve_steps: list | None = None) -> str:
         """One run: tags, params, scalar metrics, per-step curves, artifacts; then `status`
         (FAILED if logging itself fails). `into_open_run`: the run made by start(open_run=...).
-        `model`: {files, method, data} for the pyfunc model (runner/tracking/pyfunc.py)."""
+        `model`: {files, method, data} for the pyfunc model (runner/tracking/mlflow/pyfunc.py)."""
         from mlflow.entities import Metric, Param, RunTag
 
         steps_of = curve_steps  # the step of each curve point (None: point i is step i)
@@ -433,7 +433,7 @@ class Store:
                 log_dataset(client, run_id, **dataset)
             log_files(client, run_id, artifact_dir, artifacts)
             if model is not None:
-                from runner.tracking.pyfunc import log_model
+                from runner.tracking.mlflow.pyfunc import log_model
 
                 log_model(run_id, **model)
         except BaseException as e:

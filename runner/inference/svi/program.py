@@ -129,7 +129,7 @@ class Checkpoint:
     path: object  # pathlib.Path of checkpoint.npz
     every_s: float = 60.0
     resume: bool = False
-    config_hash: str = ""  # the fit's config (runner.sweep.config_hash): another config's checkpoint is refused
+    config_hash: str = ""  # the fit's config (runner.identity.config_hash): another config's checkpoint is refused
 
     def save(self, carry, step: int) -> None:
         import os

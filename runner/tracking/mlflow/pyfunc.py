@@ -33,7 +33,7 @@ class RunnerModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context):
-        from runner.prediction import load_fitted
+        from runner.fitted import load_fitted
         from runner.trust import trusted_roots
 
         self.meta = json.loads(Path(context.artifacts["model.json"]).read_text())
@@ -42,7 +42,7 @@ class RunnerModel(mlflow.pyfunc.PythonModel):
         self.fitted = load_fitted(dict(context.artifacts), self.meta["method"], trusted_roots())
 
     def predict(self, context, model_input, params=None):
-        from runner.prediction import predict_data
+        from runner.fitted import predict_data
 
         x = self._inputs(model_input)
         samples = int((params or {}).get("samples", DRAWS))

@@ -1,0 +1,48 @@
+"""What a person reads at the end of a run: the one summary line every run prints and, for a
+single run, a short table."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.identity import job_label, model_label
+
+
+def summary_line(exp, choices: dict, report, run_id: str | None, sweep: dict | None, run_dir: Path) -> str:
+    """The one line every run prints: `runner: [job i/n ]model/guide <numbers> run_id=...`."""
+    what = f"{model_label(exp, choices)}/{exp.inference.label(choices)}"
+    where = f"run_id={run_id}" if run_id else f"outputs={run_dir}"
+    return f"runner: {job_label(sweep)}{what} {report.line} {where}"
+
+
+def summary_table(exp, choices: dict, report, run_id: str | None, name: str, run_dir: Path,
+                  look: str | None) -> str:
+    """A short table for a person at the end of a single run (sweeps keep to one line per job)."""
+    s = report.scalars
+    rows = [("run", f"{name}  ({run_id})" if run_id else name),
+            ("choices", " ".join(f"{g}={choices[g]}" for g in exp.inference.groups if choices.get(g))),
+            *([("final_loss", f"{s['final_loss']:.6g}")] if "final_loss" in s else []),
+            *([("avg_loglik", f"{s['avg_loglik']:.6g}")] if "avg_loglik" in s else []),
+            *([("best_restart", f"{s['best_restart']:.0f} of {exp.restarts}")] if "best_restart" in s else []),
+            *diagnostic_rows(s, getattr(report, "tags", None) or {}),
+            ("outputs", str(run_dir)),
+            *([("look", look)] if look else [])]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def diagnostic_rows(s: dict, tags: dict) -> list[tuple[str, str]]:
+    """Did it work? k-hat, restart agreement, early stopping, for the summary table."""
+    rows = []
+    if "psis_verdict" in tags:
+        k = f"{s['psis_khat']:.3g}" if "psis_khat" in s else "n/a"
+        rows.append(("psis_khat", f"{k} ({tags['psis_verdict']}; {s['psis_draws']:.0f} draws)"))
+    if "restart_agreement" in tags:
+        rhat = f", R-hat {s['restart_rhat']:.3g}" if "restart_rhat" in s else ""
+        rows.append(("restarts", f"{tags['restart_agreement']} (best {s['restarts_compared']:.0f}: losses within "
+                                 f"{s['restart_loss_spread']:.3g} noise sd of the best{rhat}; "
+                                 f"{s['restarts_at_best']:.0f} of {s['restarts_finite']:.0f} at the best loss)"))
+    if "converged" in tags:
+        rows.append(("stopped", f"step {s['stop_step']:.0f}; {s['restarts_converged']:.0f} restarts converged"
+                     if tags["converged"] == "yes" else
+                     f"not converged: {s['restarts_converged']:.0f} restarts stopped before the last step"))
+    return rows
