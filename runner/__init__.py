@@ -24,4 +24,8 @@ def __getattr__(name: str):
         from runner import api
 
         return getattr(api, name)
+    if name == "FitOutput":  # what runner.fit returns, for every method
+        from runner.inference.base import FitOutput
+
+        return FitOutput
     raise AttributeError(f"module 'runner' has no attribute {name!r}")

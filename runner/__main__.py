@@ -1,4 +1,5 @@
-"""`python -m runner ...` and the `runner` console script. Thin: Hydra composes, app.run works.
+"""`python -m runner ...` and the `runner` console script. Thin: Hydra composes, runner.lifecycle
+handles Ctrl-C and SIGTERM, runner.app.run works.
 
 Hydra's own errors (unknown option or key, bad override syntax) become one line on stderr and
 exit code 2, as the runner's own config errors do; Ctrl-C exits 130 and SIGTERM 143.
@@ -7,7 +8,6 @@ Set HYDRA_FULL_ERROR=1 to get Hydra's full report instead.
 Shell completion (bash): eval "$(runner -sc install=bash)"
 """
 import os
-import signal
 import sys
 
 import hydra
@@ -21,17 +21,6 @@ def _hydra_main(cfg):
     from runner.app import run
 
     return run(cfg)
-
-
-def _interrupt(signum, frame):
-    from runner.errors import INTERRUPTED
-
-    INTERRUPTED["code"] = 143 if signum == signal.SIGTERM else 130
-    if INTERRUPTED["defer"]:  # the run's results are being logged: it ends complete, then we stop
-        return
-    if signum == signal.SIGTERM:
-        raise SystemExit(143)
-    raise KeyboardInterrupt
 
 
 def _completion_config_dir() -> None:
@@ -59,7 +48,7 @@ def _long_key() -> str | None:
         key = arg.split("=", 1)[0].lstrip("+~") if "=" in arg and not arg.startswith("-") else ""
         if len(key) > 250:
             return (f"config key '{key[:40]}...' is {len(key)} characters long: keys are at most 250 "
-                    "(MLflow's limit for a param name)")
+                    "(a tracking store's limit for a param name)")
     return None
 
 
@@ -68,36 +57,25 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from runner.lifecycle import SIGNALS
+    from runner.redact import mask_log_records, redact
+
     full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises; we report
-    from runner.errors import INTERRUPTED
-
-    from runner.redact import mask_log_records
-
     mask_log_records()  # Hydra logs each job's overrides, tracking.uri included
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    SIGNALS.install()
     _completion_config_dir()
     if (problem := _long_key()) is not None:
         print(f"runner: error: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    if "tracking=none" not in sys.argv[1:]:
-        from runner.tracking.worker import client
+    from runner.tracking.worker import start_early
 
-        client()  # the tracking worker imports MLflow while this process imports JAX and composes
+    start_early(sys.argv[1:], CONF_DIR)  # a background backend imports while this process imports JAX
     try:
         _hydra_main()
-        from runner import sweep
-
-        if sweep.FAILED_JOBS:
-            print(f"runner: error: {sweep.FAILED_JOBS} job(s) of the sweep failed (see above and "
-                  "runner_status.json in their directories)", file=sys.stderr)
-            raise SystemExit(1)
     except (HydraException, OmegaConfBaseException) as e:
         if full:
             raise
-        from runner.redact import redact
-
         print(f"runner: error: {redact(one_line(e))}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as e:  # from Hydra's own set-up (the run's errors end in app.run): its output folder
@@ -107,13 +85,11 @@ def main() -> None:
               "for -m) to a writable folder", file=sys.stderr)
         raise SystemExit(2) from None
     except BaseException as e:
-        code = INTERRUPTED["code"] or (130 if isinstance(e, KeyboardInterrupt) else None)
+        code = SIGNALS.exit_code(e)
         if code is None:
             raise
-        from runner import sweep
-
-        sweep.kill_current()
-        if not INTERRUPTED["said"]:
+        SIGNALS.stop_sweep()
+        if not SIGNALS.said:
             print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
         raise SystemExit(code) from None
 

@@ -5,8 +5,8 @@ runner.errors.ConfigError (the input), TrackingError (the store), RunFailed (aft
     import runner
     cfg, choices = runner.compose(["model=coin", "guide=beta", "tracking=none"])
     exp = runner.build(cfg)   # the typed experiment; refusals here, before any fit
-    result = runner.fit(exp)  # the method's result (SVI: a FitResult)
-    out = runner.run(["model=coin", "tracking=none"])   # the whole run: files, tracking, Outcome
+    out = runner.fit(exp)     # a FitOutput, the same type for every method
+    run = runner.run(["model=coin", "tracking=none"])   # the whole run: files, tracking, Outcome
 """
 from __future__ import annotations
 
@@ -42,41 +42,44 @@ def build(cfg):
 
 
 def fit(exp, progress: bool = False):
-    """Fit a built experiment with its inference method, in memory (no files, no tracking):
-    SVI gives a list of FitResult (one per replicate), EM an EMResult, NUTS a NUTSResult. XLA's
-    persistent compile cache (jax.cache_dir) is on, as in the CLI."""
+    """Fit a built experiment with its inference method, in memory (no files, no tracking): a
+    runner.inference.FitOutput, the same type for every method (its draws, scalars, curves;
+    `extras`: the method's own result). XLA's persistent compile cache (jax.cache_dir) is on, as
+    in the CLI."""
     from runner.app import configure_jax
-    from runner.progress import Progress
+    from runner.inference import FitContext
 
     configure_jax(exp.cache_dir)
-    method = exp.inference
-    shown = Progress(method.steps) if progress and hasattr(method, "steps") else None
-    return method.fit(exp, progress=shown)
+    return exp.inference.fit(exp, FitContext(progress="" if progress else None))
 
 
 def run(overrides: list[str] | tuple = (), config_dir: str | None = None, run_dir: str | Path | None = None,
         quiet: bool = False):
     """The whole run, as `python -m runner <overrides>` does it: the run directory (default
     outputs/<date>/<time>, as Hydra's), the tracking backend of the config (`tracking=none` for
-    none), the summary lines. Returns runner.app.Outcome (run_id, result, run_dir, scalars)."""
+    none), the summary lines. Returns runner.app.Outcome (run_id, output, scalars, run_dir)."""
     import datetime
 
-    from runner.app import execute
+    from runner.app import start
+    from runner.identity import CHOICE_GROUPS
+    from runner.job import Job
 
     cfg, choices = compose(overrides, config_dir)
     if run_dir is None:
         now = datetime.datetime.now()
         run_dir = Path("outputs") / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S-%f")
-    choices = {g: choices.get(g) for g in ("model", "guide", "loss", "optim", "data", "inference")}
-    return execute(cfg, choices, Path(run_dir), overrides=list(overrides), quiet=quiet)
+    job = Job(run_dir=Path(run_dir), choices={g: choices.get(g) for g in CHOICE_GROUPS}, overrides=tuple(overrides),
+              quiet=quiet)
+    return start(cfg, job)
 
 
 def fit_config(overrides: list[str] | tuple = (), config_dir: str | None = None):
-    """(experiment, FitResult) for the composed config; (experiment, [FitResult, ...]) when
-    replicates > 1; (experiment, result) for EM and NUTS."""
+    """(experiment, the method's own result) for the composed config, for tests and benchmarks:
+    SVI's FitResult (a list of them when replicates > 1), EM's EMResult, NUTS's NUTSResult."""
     cfg, _ = compose(overrides, config_dir)
     exp = build(cfg)
-    results = fit(exp)
-    if isinstance(results, list):
+    extras = fit(exp).extras
+    results = getattr(extras, "results", None)
+    if results is not None:
         return exp, results[0] if len(results) == 1 else results
-    return exp, results
+    return exp, extras

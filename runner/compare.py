@@ -108,30 +108,12 @@ def fit(rows: list[list[str]], width: int, order: list[str]) -> tuple[list[list[
     return rows, dropped
 
 
-def check_store(uri: str) -> str | None:
-    """Why `uri` is no MLflow store to read (a sqlite file that is missing or is not MLflow's), or
-    None. Read-only: MLflow's client would create (and migrate) a missing or empty file."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    import sqlite3
-
-    path = Path(uri[len("sqlite:///"):]).expanduser()
-    if not path.is_file():
-        return f"no MLflow store at {path} (no such file): check --uri (default sqlite:///mlflow.db, in this folder)"
-    try:
-        with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as db:
-            found = db.execute("select name from sqlite_master where type='table' and name='experiments'").fetchone()
-    except sqlite3.DatabaseError as e:
-        return f"{path} is not an MLflow store ({e})"
-    return None if found else f"{path} is not an MLflow store (it has no experiments table)"
-
-
 def main(argv=None) -> int:
     import shutil
 
     p = argparse.ArgumentParser(prog="python -m runner.compare", description=__doc__.splitlines()[0])
-    p.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow tracking URI")
-    p.add_argument("--experiment", default="runner", help="experiment name")
+    p.add_argument("--uri", help="the tracking store (default: runner's tracking.uri)")
+    p.add_argument("--experiment", help="experiment name (default: runner's tracking.experiment)")
     p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the child runs of this sweep")
     p.add_argument("--timeout", default="5", help="seconds to reach the store (default 5)")
     p.add_argument("--loo", action="store_true",
@@ -144,16 +126,11 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     from runner.redact import redact
+    from runner.tracking import TrackingError, reader
 
-    problem = check_store(args.uri)
-    if problem:
-        print(f"runner.compare: error: {redact(problem)}", file=sys.stderr)
-        return 2
-    from runner.tracking import TrackingError, check_reachable, check_timeout, list_runs
-
-    try:  # one line within the deadline, not MLflow's minutes of retries; never creates a store
-        check_reachable(args.uri, check_timeout(args.timeout), create=False)
-        runs = list_runs(args.uri, args.experiment, args.sweep)
+    try:  # one line within the deadline, not a client's minutes of retries; never creates a store
+        backend = reader(uri=args.uri, experiment=args.experiment, timeout=args.timeout)
+        runs = backend.runs(args.sweep)
     except (LookupError, TrackingError) as e:
         print(f"runner.compare: error: {redact(str(e))}", file=sys.stderr)
         return 2
@@ -165,7 +142,7 @@ def main(argv=None) -> int:
         from runner.errors import ConfigError
 
         try:
-            print(loo_table(args.uri, [r for r in runs if r["status"] == "FINISHED"]))
+            print(loo_table(backend, [r for r in runs if r["status"] == "FINISHED"]))
         except (ConfigError, LookupError) as e:
             print(f"runner.compare: error: {e}", file=sys.stderr)
             return 2
@@ -184,20 +161,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def loo_table(uri: str, runs: list[dict]) -> str:
+def loo_table(backend, runs: list[dict]) -> str:
     """The runs ranked by PSIS-LOO, their inference_data.nc read back from the store."""
     import tempfile
     from pathlib import Path
 
     from runner import loo
     from runner.inference_data import FILE
-    from runner.tracking import fetch_run
 
     with tempfile.TemporaryDirectory() as tmp:
         found = []
         for r in runs:
             dst = Path(tmp) / r["run_id"]
-            fetch_run(uri, r["run_id"], dst, (FILE,))
+            backend.fetch(r["run_id"], (FILE,), dst)
             if (dst / FILE).is_file():
                 found.append({"label": r["name"] or r["run_id"], "path": dst / FILE, "run_id": r["run_id"],
                               "final_loss": r["final_loss"]})

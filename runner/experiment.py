@@ -4,7 +4,6 @@ parts: SVI's guide, loss and optimizer), and every refusal that can be known bef
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -17,10 +16,10 @@ from runner.redact import redact
 SELECT = ("initial", "final")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Experiment:
     """Everything a run needs after `build`: the fit, its outputs and its tracking read this,
-    never the config."""
+    never the config; nothing is set on it afterwards."""
     model: Any
     data: Any  # numpy array, dict of named numpy arrays (a function model's keyword arguments), or None
     inference: Any  # a runner.inference.Method with its settings (SVI: guide, loss, optimizer, steps, ...)
@@ -33,9 +32,7 @@ class Experiment:
     config_hash: str = ""  # runner.identity.config_hash: a finished run of the same config is skipped
     data_source: str | None = None  # where the data came from (data.path, or the loader)
     cache_dir: str | None = None  # XLA's persistent compile cache
-    checkpoint_every_s: float | None = 60.0  # SVI: write the fit's state this often (None: never)
-    run_dir: Path | None = None  # where the run's files go (set by runner.app; None in a notebook's fit)
-    resume_dir: Path | None = None  # the run directory whose checkpoint.npz this fit continues
+    checkpoint_every_s: float | None = 60.0  # a method that checkpoints writes its state this often (None: never)
 
     @property
     def method(self) -> str:

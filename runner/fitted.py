@@ -110,7 +110,8 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
         source = {n: np.asarray(draws[n])[take] for n in fit_latents}
     else:  # the point estimate, repeated
         source = {n: np.repeat(np.asarray(fitted.latents[n])[None], samples, axis=0) for n in fit_latents}
-    pred = posterior.predictive_draws(model, data, samples, jax.random.PRNGKey(seed), posterior=source)
+    _, k_model = jax.random.split(jax.random.PRNGKey(seed))
+    pred = posterior.predictive_draws(model, data, source, k_model)
     sites = posterior.model_sites(model, data)
     if fit_observed is not None:  # what the fit observed is what is predicted
         observed = [n for n in fit_observed if n in sites]

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
             if key not in runs:
                 run_dir = Path(tmp) / f"run{len(runs)}"
                 cmd = [sys.executable, "-m", "runner", *overrides, f"hydra.run.dir={run_dir}",
-                       f"tracking.uri=sqlite:///{tmp}/mlflow.db", "progress=false"]
+                       f"tracking.uri=sqlite:///{tmp}/runs.db", "progress=false"]
                 print("$", " ".join(["python -m runner", *overrides]), flush=True)
                 subprocess.run(cmd, check=True, cwd=tmp, stdout=subprocess.DEVNULL)
                 runs[key] = run_dir

@@ -57,31 +57,71 @@ def model_label(exp, choices: dict) -> str:
     return exp.model.name if choices.get("model") in (None, "fn") else choices["model"]
 
 
-def job_label(sweep: dict | None) -> str:
-    """`job 3/8 ` inside a sweep (Hydra's job number, counted from 1), else empty."""
-    if not sweep or sweep.get("job") is None:
-        return ""
-    return f"job {sweep['job'] + 1}/{sweep['jobs']} " if sweep.get("jobs") else f"job {sweep['job'] + 1} "
-
-
-def run_tags(exp, choices: dict, run_dir: Path, sweep: dict | None, overrides) -> dict:
+def run_tags(exp, job) -> dict:
     """The run's tags: the choices that act on its method's result, where its files are, its
-    config hash, method, name, provenance and machine; in a sweep, its overrides and group."""
-    label = model_label(exp, choices)
-    name = run_name({**choices, "model": label}, exp.inference.label(choices),
-                    sweep["overrides"] if sweep is not None else overrides)
-    tags = {**{g: c for g, c in choices.items() if c is not None and g in exp.inference.groups},
-            "run_dir": str(run_dir), "config_hash": exp.config_hash, "inference": exp.method, "seed": exp.seed,
-            "mlflow.runName": name, **machine_tags()}
+    config hash, method, provenance and machine; a sweep's job adds its overrides and group."""
+    tags = {**{g: c for g, c in job.choices.items() if c is not None and g in exp.inference.groups},
+            "run_dir": str(job.run_dir), "config_hash": exp.config_hash, "inference": exp.method, "seed": exp.seed,
+            **machine_tags(), **job.tags()}
     if getattr(exp.model, "fn_path", None):
         tags["model.fn"] = exp.model.fn_path
-    if sweep is not None:
-        from runner.redact import redact
-
-        tags.update({"overrides": redact(" ".join(sweep["overrides"])), "config_group": group_label(sweep["overrides"])})
-        if sweep.get("parent_run_id"):
-            tags["mlflow.parentRunId"] = sweep["parent_run_id"]
     return tags
+
+
+def name_of(exp, job) -> str:
+    """The run's readable name (`run_name` of its choices and overrides)."""
+    return run_name({**job.choices, "model": model_label(exp, job.choices)}, exp.inference.label(job.choices),
+                    job.overrides)
+
+
+def run_start(exp, job, resume=None):
+    """What the run is opened with: its name, tags, config hash, parent and twin policy; with
+    `resume` (a run directory), that directory's interrupted run is reopened."""
+    from runner.tracking.base import RunStart
+
+    return RunStart(name=name_of(exp, job), tags=run_tags(exp, job), config_hash=exp.config_hash,
+                    parent_id=job.parent_id, resumes=None if resume is None else str(resume),
+                    yield_to_finished=job.yield_to_finished)
+
+
+def run_params(exp, resumed: bool = False) -> dict:
+    """Every leaf of the resolved config and the JAX version; a resumed run keeps its own
+    (params are written once) of resume= and checkpoint.*."""
+    import jax
+
+    params = {**exp.params, "jax_version": jax.__version__}
+    if resumed:
+        params = {k: v for k, v in params.items() if k != "resume" and not k.startswith("checkpoint.")}
+    return params
+
+
+def run_record(exp, job, out, written, params: dict):
+    """The run's record for the tracking backend: its tags (the fit's too), params, scalars,
+    curves, files, input data and, when predictions can be made from it, its model files."""
+    from runner.outputs import predict_files
+    from runner.tracking.base import RunRecord
+
+    model = None
+    if exp.data is not None and not out.failed:
+        model = {"files": predict_files(job.run_dir), "method": exp.method, "data": exp.data,
+                 "constants": dict(getattr(exp.model, "constants", None) or {})}
+    return RunRecord(name=name_of(exp, job), tags={**run_tags(exp, job), **out.tags},
+                     params={**params, "key_derivation": out.key_derivation}, scalars=written.scalars,
+                     curves=out.curves, curve_steps=out.curve_steps, artifact_dir=job.run_dir, artifacts=written.files,
+                     status="FAILED" if out.failed else "FINISHED", dataset=dataset_info(exp, job.choices),
+                     model=model, parent_id=job.parent_id)
+
+
+def child_records(exp, job, written, params: dict) -> list:
+    """The records of a run's children (SVI's replicates): the run's tags, less its group, seed
+    and parent, and their own."""
+    from runner.tracking.base import RunRecord
+
+    tags = {k: v for k, v in run_tags(exp, job).items() if k not in ("config_group", "seed")}
+    return [RunRecord(name=child.name, tags={**tags, **child.tags}, params={**params, **child.params},
+                      scalars=child.scalars, curves=child.curves, curve_steps=child.curve_steps,
+                      artifact_dir=job.run_dir / child.folder, artifacts=files)
+            for child, files in written.children]
 
 
 def git_commit(folder: Path) -> str | None:
@@ -107,7 +147,7 @@ def runner_version() -> str:
 
 def machine_tags() -> dict:
     """Where the run ran: JAX backend, device kind and count; provenance: the git commit of the
-    user's project (the repository of the current directory) as MLflow's source commit, runner's
+    user's project (the repository of the current directory) as the run's source commit, runner's
     own version (and its commit when runner runs from a git checkout)."""
     import os
 
@@ -118,7 +158,7 @@ def machine_tags() -> dict:
             "jax.device_count": len(devices), "runner.version": runner_version()}
     project = git_commit(Path(os.getcwd()))
     if project:
-        tags["mlflow.source.git.commit"] = project
+        tags["source.git_commit"] = project
     here = Path(__file__).resolve().parent
     own = git_commit(here) if (here.parent / ".git").exists() else None
     if own:

@@ -1,11 +1,36 @@
-"""The run directory's writers: every file a run leaves, written before anything is logged, so a
-tracking failure loses no fit. Plain data in, files out; no MLflow, no Hydra."""
+"""The run directory, from a FitOutput: one writer for every method. Every file a run leaves is
+written before anything is recorded, so a tracking failure loses no fit. Plain data in, files
+out; no tracking store, no Hydra.
+
+    params.json       the fitted parameters (a guide's, EM's)
+    metrics.json      every scalar and every curve as the fit kept it (and the curves' steps)
+    summary.json      the posterior per site (mean, std, median, 90% interval; n_eff and r_hat
+                      for Markov chains), and posterior/<site>/mean|std metrics
+    latents.json      a point estimate of the latent sites (what runner.predict conditions on)
+    assignments.json  the discrete sites' MAP values (infer_discrete) or the method's own
+    posterior.npz     draws of the latent sites (or, with posterior.samples, posterior predictive
+                      draws and plots/posterior_predictive.png)
+    inference_data.nc the posterior as ArviZ InferenceData (runner/inference_data.py)
+    plots/<model>.png the model's own figure from the draws; the method's figures (`extras`)
+    <child>/          a child run's params.json and metrics.json (SVI's replicates)
+    model_source/, sites.json, constants.json   what predictions and provenance need (last)
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass
+class Written:
+    """What the writer left: the run's files (relative to the run directory), its scalars (the
+    fit's and the writer's: summary metrics, avg_loglik), and each child's files."""
+    files: list
+    scalars: dict
+    children: list = field(default_factory=list)  # (Child, its files relative to its folder)
 
 
 def to_lists(tree):
@@ -35,15 +60,106 @@ def write_metrics(run_dir: Path, scalars: dict, curves: dict, steps: list | None
                                                   **({"steps": steps} if steps is not None else {})})
 
 
-MAX_DRAW_BYTES = 16 * 2**20  # posterior.npz of the guide's draws: thinned to stay below this
+def write(exp, out, run_dir: Path) -> Written:
+    """The run directory of a fit (see the module docstring). A failed fit (every restart
+    diverged) leaves its params and metrics, no figures; its scalars are the finite ones."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files = ["config.yaml"]
+    if out.params is not None:
+        files.append(write_json(run_dir / "params.json", to_lists(out.params)))
+    scalars = dict(out.scalars)
+    if out.failed:
+        files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
+        files += model_files(exp, run_dir)
+        return Written(files, {k: v for k, v in scalars.items() if np.isfinite(v)})
+    files += posterior_files(exp, out, run_dir, scalars)
+    files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
+    files += exp.inference.extras(exp, out, run_dir)
+    children = [(child, child_files(child, run_dir / child.folder)) for child in out.children]
+    files += model_files(exp, run_dir)
+    return Written(files, scalars, children)
+
+
+def child_files(child, folder: Path) -> list[str]:
+    """A child run's params.json and metrics.json in its own folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [write_json(folder / "params.json", to_lists(child.fitted))] if child.fitted is not None else []
+    return [*files, write_metrics(folder, child.scalars, child.curves, child.curve_steps)]
+
+
+def posterior_files(exp, out, run_dir: Path, scalars: dict) -> list[str]:
+    """What the draws give (summary, latents, assignments, posterior.npz, inference_data.nc, the
+    model's figure); a method without draws of the model's sites (EM) leaves its assignments."""
+    if not out.draws:
+        return point_files(exp, out, None, run_dir, scalars)
+    from runner import figures, inference_data, posterior
+
+    flat = out.flat()
+    model, data = exp.model, exp.data
+    sites = [*posterior.latent_sites(model, data), *posterior.deterministic_sites(model, data)]
+    full = flat if out.markov else posterior.with_deterministic(model, data, flat)
+    summary = posterior.summarize(out.draws if out.markov else full, sites, by_chain=out.markov)
+    files = [write_json(run_dir / "summary.json", summary)]
+    scalars.update(posterior.summary_metrics(summary))
+    files += point_files(exp, out, out.latents, run_dir, scalars)
+    predictive = None
+    if exp.posterior_samples:
+        drawn = predictive_draws(exp, out)
+        files += write_posterior(exp, drawn, run_dir)
+        observed = set(posterior.observed_sites(model, data)) if data is not None else set()
+        predictive = {k: v for k, v in drawn.items() if k in observed} or None
+    else:
+        files += write_draws(flat, run_dir)
+    idata = out.draws if out.markov else {k: v for k, v in full.items() if k in sites}
+    files += inference_data.write(exp, run_dir, idata, chains=out.markov, predictive=predictive)
+    model_png = f"plots/{model.name}.png"
+    if figures.components_plot(model, flat, data, run_dir / model_png):
+        files.append(model_png)
+    return files
+
+
+def point_files(exp, out, latents: dict | None, run_dir: Path, scalars: dict) -> list[str]:
+    """latents.json (a point estimate of the global latent sites), assignments.json (the
+    method's own assignments, or MAP values of the enumerated sites from infer_discrete) and,
+    for mixture families (EM's protocol), avg_loglik at the point estimate."""
+    from runner import posterior
+    from runner.inference import em
+
+    files = [] if latents is None else [write_json(run_dir / "latents.json", to_lists(latents))]
+    if exp.data is None:
+        return files
+    if latents is not None and em.supports(exp.model):
+        scalars["avg_loglik"] = em.average_loglik(exp.model, latents, exp.data)
+    found = out.assignments
+    if found is None and latents is not None:
+        found = posterior.assignments(exp.model, latents, exp.data)
+    if found:
+        files.append(write_json(run_dir / "assignments.json", to_lists(found)))
+    return files
+
+
+def predictive_draws(exp, out) -> dict:
+    """exp.posterior_samples posterior predictive draws: latent draws (the method's own `draw`,
+    or its first draws), then the model given them."""
+    import jax
+
+    from runner import posterior
+
+    k_draws, k_model = jax.random.split(jax.random.PRNGKey(exp.seed + 2**20))
+    n = exp.posterior_samples
+    latents = out.draw(n, k_draws) if out.draw is not None else {k: v[:n] for k, v in out.flat().items()}
+    return posterior.predictive_draws(exp.model, exp.data, latents, k_model)
+
+
+MAX_DRAW_BYTES = 16 * 2**20  # posterior.npz of the draws: thinned to stay below this
 MIN_DRAWS = 100
 
 
-def write_guide_draws(samples: dict, sites, run_dir: Path) -> list[str]:
-    """posterior.npz: the fitted guide's draws of the latent sites, so that predictions are
-    posterior predictive (runner.predict, the pyfunc model). Skipped for a point estimate (every
-    draw the same) and where even MIN_DRAWS would not fit MAX_DRAW_BYTES (images x components)."""
-    draws = {n: np.asarray(samples[n]) for n in sites if n in samples}
+def write_draws(samples: dict, run_dir: Path) -> list[str]:
+    """posterior.npz: the fit's draws, so that predictions are posterior predictive
+    (runner.predict, the pyfunc model). Skipped for a point estimate (every draw the same) and
+    where even MIN_DRAWS would not fit MAX_DRAW_BYTES (images x components)."""
+    draws = {n: np.asarray(v) for n, v in samples.items()}
     if not draws or all(np.ptp(v, axis=0).max(initial=0) == 0 for v in draws.values()):
         return []
     per_draw = sum(v[0].nbytes for v in draws.values())
@@ -60,7 +176,7 @@ def write_posterior(exp, draws: dict, run_dir: Path) -> list[str]:
 
     np.savez_compressed(run_dir / "posterior.npz", **draws)
     drawn = figures.predictive_plot(draws, posterior.observed_data(exp.model, exp.data),
-                                  run_dir / "plots" / "posterior_predictive.png")
+                                    run_dir / "plots" / "posterior_predictive.png")
     return ["posterior.npz", *(["plots/posterior_predictive.png"] if drawn else [])]
 
 
@@ -80,8 +196,6 @@ def source_artifacts(model, run_dir: Path) -> list[str]:
 def point_shapes(data) -> dict:
     """The shape of one data point of each array (all but the first axis), by name ("" for one
     unnamed array): new data for predictions must have the same."""
-    import numpy as np
-
     if isinstance(data, dict):
         return {k: list(np.shape(v)[1:]) for k, v in data.items() if np.ndim(v) > 0}
     return {"": list(np.shape(data)[1:])}
@@ -92,6 +206,8 @@ def model_files(exp, run_dir: Path) -> list[str]:
     sites.json (the fit's observed and enumerated sites: what predict draws or assigns) and
     constants.json (a function model's scalar data, such as sizes: predict reuses them)."""
     files = source_artifacts(exp.model, run_dir)
+    if getattr(exp.model, "constants", None):
+        files.append(write_json(run_dir / "constants.json", exp.model.constants))
     if exp.data is not None:
         from runner import posterior
 
@@ -99,8 +215,6 @@ def model_files(exp, run_dir: Path) -> list[str]:
             "observed": posterior.observed_sites(exp.model, exp.data),
             "enumerated": posterior.enumerated_sites(exp.model, exp.data),
             "point_shapes": point_shapes(exp.data)}))
-    if getattr(exp.model, "constants", None):
-        files.append(write_json(run_dir / "constants.json", exp.model.constants))
     return files
 
 

@@ -97,26 +97,19 @@ def assignments(model, latents: dict, data, key=None) -> dict:
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 
-def predictive_draws(model, data, num: int, key, guide=None, params=None, posterior=None) -> dict:
-    """`num` posterior predictive draws of every sample site (latents and mock observations of
-    the data's shape), from a fitted guide (SVI) or from posterior samples (NUTS)."""
-    from numpyro.infer import Predictive
-
+def predictive_draws(model, data, latents: dict, key) -> dict:
+    """Posterior predictive draws: `latents` (site -> (draws, ...) of the latent sites, from a
+    fitted guide or a posterior), and every other sample site of the model given them (mock
+    observations of the data's shape); both are returned."""
     import jax
     import jax.numpy as jnp
+    from numpyro.infer import Predictive
 
     args = () if data is None else (jax.tree.map(jnp.asarray, data),)
-    params = None if params is None else {k: jnp.asarray(v) for k, v in params.items()}
-    k_guide, k_model = jax.random.split(key)
-    if posterior is not None:
-        posterior = {k: jnp.asarray(v)[:num] for k, v in posterior.items()}
-    else:  # the guide's draws of the latents, then the model given them (both are returned)
-        from runner.inference.svi.program import guide_draws
-
-        posterior = guide_draws(guide, params, k_guide, args, num)
-    pred = Predictive(unobserve(model), posterior_samples=posterior, batch_ndims=1)
-    return {**{k: np.asarray(v) for k, v in posterior.items()},
-            **{k: np.asarray(v) for k, v in pred(k_model, *args).items()}}
+    latents = {k: jnp.asarray(v) for k, v in latents.items()}
+    pred = Predictive(unobserve(model), posterior_samples=latents, batch_ndims=1)
+    return {**{k: np.asarray(v) for k, v in latents.items()},
+            **{k: np.asarray(v) for k, v in pred(key, *args).items()}}
 
 
 def observed_sites(model, data) -> list[str]:

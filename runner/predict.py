@@ -7,8 +7,8 @@ models with discrete sites (mixtures) it prints and writes each point's MAP assi
 assignment probabilities for mixture families); for the others, posterior predictive draws of
 the observations for the new data.
 
-Options (key=value, Hydra style): run_id (required), tracking.uri (default sqlite:///mlflow.db),
-tracking.timeout (seconds to reach the store, default 5),
+Options (key=value, Hydra style): run_id (required), tracking.uri (default: runner's, the file
+in this folder), tracking.timeout (seconds to reach the store, default 5),
 data / data.* (the new data, as for `python -m runner`; default: the run's own data),
 samples (posterior predictive draws, default 100), out (default predictions.json),
 trust (packages, comma-separated, whose code a stored config may name, e.g. trust=mymodels).
@@ -27,12 +27,12 @@ from pathlib import Path
 
 from runner.errors import ConfigError
 from runner.fitted import data_size, load_fitted, predict_data
+from runner.outputs import PREDICT_FILES
 
-ARTIFACTS = ("config.yaml", "latents.json", "params.json", "posterior.npz", "constants.json", "sites.json")
 
 
 def parse(argv: list[str]) -> dict:
-    opts = {"tracking.uri": "sqlite:///mlflow.db", "tracking.timeout": "5", "samples": "100", "out": "predictions.json"}
+    opts = {"tracking.uri": None, "tracking.timeout": "5", "samples": "100", "out": "predictions.json"}
     data = []
     for arg in argv:
         if "=" not in arg:
@@ -78,19 +78,17 @@ def new_data(cfg, tags: dict, overrides: list[str], roots=None):
 
 
 def predict(opts: dict) -> dict:
-    from runner.tracking import fetch_run
+    from runner.tracking import TrackingError, reader
     from runner.trust import trusted_roots
 
-    from runner.tracking import TrackingError, check_reachable, check_timeout
-
     roots = trusted_roots(opts.get("trust", ""))
-    try:  # one line within the deadline, not MLflow's minutes of retries; never creates a store
-        check_reachable(opts["tracking.uri"], check_timeout(opts["tracking.timeout"]), create=False)
+    try:  # one line within the deadline, not a client's minutes of retries; never creates a store
+        backend = reader(uri=opts["tracking.uri"], timeout=opts["tracking.timeout"])
     except TrackingError as e:
         raise ConfigError(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            tags = fetch_run(opts["tracking.uri"], opts["run_id"], Path(tmp), ARTIFACTS)
+            tags = backend.fetch(opts["run_id"], PREDICT_FILES, Path(tmp))
         except LookupError as e:
             raise ConfigError(str(e)) from None
         try:

@@ -2,29 +2,27 @@
 single run, a short table."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from runner.identity import job_label, model_label
+from runner.identity import model_label, name_of
 
 
-def summary_line(exp, choices: dict, report, run_id: str | None, sweep: dict | None, run_dir: Path) -> str:
+def summary_line(exp, job, out, run_id: str | None) -> str:
     """The one line every run prints: `runner: [job i/n ]model/guide <numbers> run_id=...`."""
-    what = f"{model_label(exp, choices)}/{exp.inference.label(choices)}"
-    where = f"run_id={run_id}" if run_id else f"outputs={run_dir}"
-    return f"runner: {job_label(sweep)}{what} {report.line} {where}"
+    what = f"{model_label(exp, job.choices)}/{exp.inference.label(job.choices)}"
+    where = f"run_id={run_id}" if run_id else f"outputs={job.run_dir}"
+    return f"runner: {job.label}{what} {out.line} {where}"
 
 
-def summary_table(exp, choices: dict, report, run_id: str | None, name: str, run_dir: Path,
-                  look: str | None) -> str:
-    """A short table for a person at the end of a single run (sweeps keep to one line per job)."""
-    s = report.scalars
+def summary_table(exp, job, record, run_id: str | None, look: str | None) -> str:
+    """A short table for a person at the end of a single run (sweeps keep to one line per job):
+    `record` is the run's runner.tracking.base.RunRecord."""
+    s, choices, name = record.scalars, job.choices, name_of(exp, job)
     rows = [("run", f"{name}  ({run_id})" if run_id else name),
             ("choices", " ".join(f"{g}={choices[g]}" for g in exp.inference.groups if choices.get(g))),
             *([("final_loss", f"{s['final_loss']:.6g}")] if "final_loss" in s else []),
             *([("avg_loglik", f"{s['avg_loglik']:.6g}")] if "avg_loglik" in s else []),
             *([("best_restart", f"{s['best_restart']:.0f} of {exp.restarts}")] if "best_restart" in s else []),
-            *diagnostic_rows(s, getattr(report, "tags", None) or {}),
-            ("outputs", str(run_dir)),
+            *diagnostic_rows(s, record.tags),
+            ("outputs", str(job.run_dir)),
             *([("look", look)] if look else [])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -20,19 +20,15 @@ FINISHED child per job.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner.identity import digest, result_overrides, short_value
 
-SWEEP_FILE = "sweep.json"
-#: jobs that failed in the last sweep of this process (runner.__main__ exits 1 when > 0)
-FAILED_JOBS = 0
-#: the running sweep's parent (tracking config, parent_run_id), for ending it KILLED on Ctrl-C
-CURRENT: dict = {}
-STATUS_FILE = "runner_status.json"
+
 def parent_name(overrides) -> str:
     """`sweep <overrides>`, a file by its name (a long data.path would fill the runs table)."""
     shown = []
@@ -42,48 +38,25 @@ def parent_name(overrides) -> str:
     return f"sweep {' '.join(shown)}"[:250]
 
 
-def backend(tracking):
-    """The tracking backend of a tracking config node (or of its container, as stored in the
-    sweep file)."""
-    from omegaconf import OmegaConf
-
-    from runner.tracking import from_config
-
-    return from_config(tracking if isinstance(tracking, DictConfig) else OmegaConf.create(tracking))
-
-
-def kill_current() -> None:
-    """Ctrl-C / SIGTERM during a sweep: its parent run ends KILLED (the jobs that finished stay)."""
-    if not CURRENT:
-        return
-    try:
-        tracker = backend(CURRENT["tracking"])
-        tracker.run_id = CURRENT.pop("parent_run_id")
-        tracker.end("KILLED", children=True)  # jobs in launcher processes (joblib, ray) that were running
-    except Exception:
-        pass
-
-
 def count_jobs(overrides) -> int | None:
-    """How many jobs Hydra's basic sweeper makes of these overrides (None if they do not parse)."""
+    """How many jobs a grid of these overrides makes (the product of the swept values' counts);
+    None for a sweep that is not a grid (a range or an interval of Optuna's) or does not parse."""
+    import math
+
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(list(overrides)), None)
-        return sum(len(b) for b in batches)
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        return math.prod(len(list(o.sweep_string_iterator())) for o in parsed if o.is_sweep_override())
     except Exception:
         return None
-
-
-def read_sweep(sweep_dir) -> dict | None:
-    path = Path(sweep_dir) / SWEEP_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def local_children(sweep_dir: Path) -> list[dict]:
     """A sweep's jobs read from their run directories (runner_status.json, metrics.json): the
     children, for a backend that keeps no runs (tracking=none)."""
+    from runner.job import STATUS_FILE
+
     out = []
     for path in sorted(Path(sweep_dir).glob(f"*/{STATUS_FILE}")):
         status = json.loads(path.read_text())
@@ -194,13 +167,14 @@ def table_frame(table: list[dict]) -> dict:
             for c in TABLE_COLUMNS}
 
 
-def finish(tracker, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs: int | None = None) -> dict:
+def finish(backend, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs: int | None = None) -> dict:
     """The sweep's aggregate: summary.json and plots/final_losses.png under <sweep dir>/sweep;
-    onto the parent run the best final loss, tags, the table (MLflow table artifact) and the
-    files; the parent ends FINISHED."""
+    onto the parent run the best final loss, tags, the table (a table artifact) and the files;
+    the parent ends FINISHED."""
     from runner import figures
+    from runner.tracking.base import SweepResult
 
-    children = tracker.children(parent_id)
+    children = backend.children(parent_id)
     if children is None:
         children = local_children(sweep_dir)
     metrics, tags, table = aggregate(children, counts)
@@ -212,11 +186,11 @@ def finish(tracker, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs
     drawn = figures.sweep_plot(table, dict(list(curves.items())[:50]), out / "plots" / "final_losses.png")
     from runner.redact import redact
 
-    tags["mlflow.note.content"] = redact(description(overrides, jobs, {**tags, **metrics}))[:5000]
     files = ["summary.json", *(["plots/final_losses.png"] if drawn else [])]
     files += loo_files(sweep_dir, out)
-    tracker.finish_parent(parent_id, scalars=metrics, tags=tags, table=table_frame(table), table_file=TABLE_FILE,
-                          artifact_dir=out, artifacts=files)
+    backend.sweep_completed(parent_id, SweepResult(
+        scalars=metrics, tags=tags, description=redact(description(overrides, jobs, {**tags, **metrics}))[:5000],
+        table=table_frame(table), table_file=TABLE_FILE, artifact_dir=out, artifacts=files))
     return {"children": tags["children_finished"], "groups": table, **metrics, **tags}
 
 
@@ -225,6 +199,7 @@ def loo_files(sweep_dir: Path, out: Path) -> list[str]:
     on the same data left an inference_data.nc; a failure here never fails the sweep."""
     try:
         from runner import loo
+        from runner.job import STATUS_FILE
 
         rows = loo.sweep_table(sweep_dir, STATUS_FILE)
         return loo.write(rows, out) if rows else []
@@ -236,67 +211,73 @@ def loo_files(sweep_dir: Path, out: Path) -> list[str]:
 
 
 class SweepCallback(Callback):
+    """conf/config.yaml's hydra.callbacks.runner_sweep: the parent run before the jobs, the
+    aggregate after them. A sweep with a failed job (or whose summary failed) ends the command
+    with exit code 1 (SystemExit: Hydra reports a callback's other exceptions as warnings)."""
+
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from runner.job import SWEEP_FILE
+        from runner.lifecycle import SIGNALS
+        from runner.redact import redact, redact_folder
+        from runner.tracking import from_config
+        from runner.tracking.base import SweepStart
+
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = result_overrides(config.hydra.overrides.task)
-        tracking = OmegaConf.to_container(config.tracking, resolve=True)
-        tracker = backend(config.tracking)
-        sweep_hash = digest({"overrides": sorted(overrides), "experiment": tracking.get("experiment")})
-        tracker.check()
-        from runner.redact import redact, redact_folder
-
+        backend = from_config(config.tracking)
+        backend.check()
         jobs = count_jobs(config.hydra.overrides.task)
-        parent_id, reused = tracker.open_parent(
-            name=redact(parent_name(overrides)), sweep_hash=sweep_hash,
-            tags={"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir),
-                  "mlflow.note.content": redact(description(overrides, jobs))[:5000]},
-            reuse=not config.get("rerun", False))
-        (sweep_dir / SWEEP_FILE).write_text(redact(json.dumps(  # the jobs read the parent's id; the
-            {"parent_run_id": parent_id, "tracking": tracking, "reused": reused,  # end, config.tracking
-             "jobs": jobs})))
+        parent_id, reused = backend.sweep_started(SweepStart(
+            name=redact(parent_name(overrides)), reuse=not config.get("rerun", False),
+            sweep_hash=digest({"overrides": sorted(overrides), "experiment": config.tracking.get("experiment")}),
+            tags={"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir)},
+            description=redact(description(overrides, jobs))[:5000]))
+        # every job reads the parent's id here, whatever launcher runs it
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused, "jobs": jobs}))
         redact_folder(sweep_dir)  # Hydra's multirun.yaml
-        CURRENT.update(tracking=tracking, parent_run_id=parent_id)
+        SIGNALS.sweep = (backend, parent_id)  # ended KILLED if the command is interrupted
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from runner.redact import redact_folder
+        from runner.job import STATUS_FILE, read_sweep
+        from runner.lifecycle import SIGNALS
+        from runner.redact import redact, redact_folder
+        from runner.tracking import from_config
 
         sweep_dir = Path(config.hydra.sweep.dir)
         redact_folder(sweep_dir)  # Hydra's multirun.yaml is written after on_multirun_start
         info = read_sweep(sweep_dir)
         if info is None:
             return
+        backend, parent_id = SIGNALS.sweep or (from_config(config.tracking), info["parent_run_id"])
+        SIGNALS.sweep = None
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
         counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
-        global FAILED_JOBS
-        FAILED_JOBS = counts["failed"]
-        CURRENT.clear()
-        tracker = backend(config.tracking)  # the real URI: the sweep file's is masked
         try:
-            summary = finish(tracker, info["parent_run_id"], sweep_dir, counts,
+            summary = finish(backend, parent_id, sweep_dir, counts,
                              result_overrides(config.hydra.overrides.task), info.get("jobs"))
         except Exception as e:  # the parent must not stay RUNNING
-            tracker.run_id = info["parent_run_id"]
+            error = redact(f"{type(e).__name__}: {e}")
             try:
-                from runner.redact import redact
-
-                tracker.end("FAILED", tags={"error": redact(f"{type(e).__name__}: {e}")[:500]})
+                backend.sweep_failed(parent_id, error[:500])
             finally:
-                FAILED_JOBS = max(FAILED_JOBS, 1)
-                import sys
+                print(f"runner: error: summarising the sweep failed ({error}); parent run {parent_id} is FAILED",
+                      file=sys.stderr)
+            raise SystemExit(1) from None
+        said(summary, statuses, counts, parent_id, sweep_dir)
+        if counts["failed"]:
+            print(f"runner: error: {counts['failed']} job(s) of the sweep failed (see above and {STATUS_FILE} "
+                  "in their directories)", file=sys.stderr)
+            raise SystemExit(1)
 
-                from runner.redact import redact
 
-                print(redact(f"runner: error: summarising the sweep failed ({type(e).__name__}: {e}); "
-                             f"parent run {info['parent_run_id']} is FAILED"), file=sys.stderr)
-            return
-        under = f" under parent {info['parent_run_id']}" if info["parent_run_id"] else f" in {sweep_dir}"
-        print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, "
-              f"{counts['skipped']} skipped, {counts['failed']} failed; "
-              f"{summary['children']} finished child runs{under}")
-        if summary.get("best_run_id"):
-            print(f"runner: sweep best final_loss={summary['final_loss']:.6g} {summary['best_config']} "
-                  f"(run {summary['best_run_id']})")
-
+def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, sweep_dir: Path) -> None:
+    """The sweep's two lines: what ran, and the best configuration."""
+    under = f" under parent {parent_id}" if parent_id else f" in {sweep_dir}"
+    print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, {counts['skipped']} skipped, "
+          f"{counts['failed']} failed; {summary['children']} finished child runs{under}")
+    if summary.get("best_run_id"):
+        print(f"runner: sweep best final_loss={summary['final_loss']:.6g} {summary['best_config']} "
+              f"(run {summary['best_run_id']})")

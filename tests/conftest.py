@@ -127,8 +127,8 @@ class Recorder(Tracking):
     def __init__(self, **settings):
         pass
 
-    def log_run(self, **record):
-        Recorder.records.append(record)
+    def run_completed(self, record):
+        Recorder.records.append(vars(record))
         return f"recorded-{len(Recorder.records)}"
 
 

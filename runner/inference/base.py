@@ -4,45 +4,72 @@ A method is a small object built by Hydra from `conf/inference/<name>.yaml`: its
 names the class, the other keys are its settings, checked when it is built (a ConfigError of
 one line). `prepare` builds what the method needs from the rest of the config (SVI: the guide,
 loss and optimizer groups) and refuses combinations that cannot work, before any fit. `fit` is
-the compiled fit; `outputs` writes the run directory and says what to log.
+the compiled fit and returns a `FitOutput`, the same type for every method: runner/outputs.py
+turns it into the run directory. A method's own files (SVI's loss figure, EM's components) come
+from its `extras`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from runner.errors import ConfigError
 
 
 @dataclass
 class Child:
-    """A run logged under this one (SVI replicates): its own files in its own folder."""
+    """A run recorded under this one (SVI's replicates): its own params.json and metrics.json in
+    its own folder of the run directory."""
     name: str
+    folder: str
     tags: dict
-    params: dict
+    params: dict  # the config params that differ from the parent's (seed)
     scalars: dict
     curves: dict
-    artifact_dir: Path
-    artifacts: list
-    curve_steps: list | None = None  # the step of each curve point (None: point i is step i)
+    curve_steps: list | None = None
+    fitted: dict | None = None  # params.json
 
 
 @dataclass
-class Report:
-    """What one inference method produced, already written into the run directory."""
-    scalars: dict  # metrics logged once
-    curves: dict  # name -> per-step values (logged with steps)
-    artifacts: list  # files relative to the run directory
-    line: str  # the end-of-run summary (without the run id)
+class FitOutput:
+    """What every method's fit gives (the CLI writes it into the run directory; a notebook's
+    runner.fit returns it)."""
+    method: str
+    scalars: dict  # metrics recorded once (every method has final_loss)
+    line: str  # the numbers of the summary line
     key_derivation: str  # how the PRNG keys derive from the seed (a param)
-    result: Any = None  # the method's result (FitResult, EMResult, NUTSResult)
-    results: list | None = None  # SVI: one FitResult per replicate
-    failed: str | None = None  # the fit failed (every restart diverged): why; the run ends FAILED
-    tags: dict = field(default_factory=dict)  # extra tags (e.g. failure_step)
-    children: list = field(default_factory=list)  # Child runs (SVI replicates)
-    predictable: bool = False  # the run directory holds what runner.predict needs
+    curves: dict = field(default_factory=dict)  # name -> values of the selected fit
     curve_steps: list | None = None  # the step of each curve point (None: point i is step i)
+    draws: dict = field(default_factory=dict)  # latent (and deterministic) site -> (chains, draws, ...)
+    point: bool = False  # the draws are a point estimate (every draw the same)
+    markov: bool = False  # the draws are Markov chains (their summary has n_eff and r_hat)
+    params: dict | None = None  # the fitted parameters (params.json): a guide's, EM's
+    latents: dict | None = None  # a point estimate of the latent sites (latents.json)
+    assignments: dict | None = None  # the discrete sites' values, where the method has its own (EM)
+    pointwise_loglik: dict | None = None  # observed site -> per-observation log-likelihood (EM's point estimate)
+    draw: Callable | None = None  # (num, key) -> num posterior draws of the latent sites (posterior.samples)
+    tags: dict = field(default_factory=dict)
+    failed: str | None = None  # why the fit failed (every restart diverged): the run ends FAILED
+    children: list = field(default_factory=list)  # Child runs (SVI's replicates)
+    extras: Any = None  # the method's own result (SVI: its FitResults; EM: EMResult; NUTS: NUTSResult)
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.scalars.get("final_loss")
+
+    def flat(self) -> dict:
+        """The draws with their chains joined: site -> (draws, ...)."""
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.draws.items()}
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What the run gives a fit beyond the experiment; a notebook's fit gets the defaults."""
+    progress: str | None = None  # a progress line for long fits, with this label ("job 3/8 "); None: none
+    checkpoint: Path | None = None  # where a method that checkpoints writes its state (checkpoint.npz)
+    resume: Path | None = None  # a checkpoint.npz this fit continues, bit for bit
+    safe_point: Callable | None = None  # called between chunks of a long fit: raises to stop it (Ctrl-C)
 
 
 class Method:
@@ -53,16 +80,19 @@ class Method:
     groups: tuple = ("model", "data", "inference")
     #: True if the method fits `replicates` (seeds seed..seed+N-1) in one program
     replicates: int = 1
+    #: the fit writes checkpoints (FitContext.checkpoint) and continues one (resume=)
+    checkpoints: bool = False
 
     def prepare(self, cfg, model, data) -> None:
         """Build what the method needs from the composed config, and refuse what cannot work
         with this model and data (ConfigError, one line). Called by runner.experiment, before any fit."""
 
-    def fit(self, exp, progress=None):
+    def fit(self, exp, context: FitContext = FitContext()) -> FitOutput:
         raise NotImplementedError
 
-    def outputs(self, exp, result, run_dir: Path) -> Report:
-        raise NotImplementedError
+    def extras(self, exp, output: FitOutput, run_dir: Path) -> list[str]:
+        """The method's own files in the run directory (its figures); their paths."""
+        return []
 
     def label(self, choices: dict) -> str:
         """The word after the model in run names and summary lines."""

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from runner.errors import ConfigError
-from runner.inference.base import Method, Report, one_of, positive_int
+from runner.inference.base import FitOutput, Method, one_of, positive_int
 
 KEY_DERIVATION = "root=PRNGKey(seed); restart r initialises (k-means++ or random points) from split(root,R)[r]"
 
@@ -79,11 +79,11 @@ class EM(Method):
             raise ConfigError("posterior.samples needs a posterior: use inference=svi or inference=nuts "
                               "(EM gives a point estimate)")
 
-    def fit(self, exp, progress=None):
-        return fit_em(exp)
+    def fit(self, exp, context=None) -> FitOutput:
+        return output(exp, fit_em(exp))
 
-    def outputs(self, exp, result, run_dir: Path) -> Report:
-        return outputs(exp, result, run_dir)
+    def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:
+        return extra_files(exp, out.extras, run_dir)
 
 
 @dataclass
@@ -234,9 +234,10 @@ def compiled_e_step(model, from_latents: bool = False):
     return model_program(model, ("e_step", "params"), lambda: jax.jit(lambda params, data: e_step(model, params, data)))
 
 
-def outputs(exp, res: EMResult, run_dir: Path) -> Report:
-    from runner import figures, posterior
-    from runner.outputs import to_lists, write_json, write_metrics
+def output(exp, res: EMResult) -> FitOutput:
+    """EM's fit as every method's: its parameters (not the model's sites: no draws), the best
+    restart's average log-likelihood per iteration, each point's assignment."""
+    from runner import posterior
 
     curve = res.loglik[res.best]
     curve = curve[np.isfinite(curve)]
@@ -246,15 +247,22 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
                "iterations": len(curve), "avg_loglik_min": float(np.nanmin(finals)),
                "avg_loglik_median": float(np.nanmedian(finals)), "avg_loglik_max": float(np.nanmax(finals)),
                "restarts_converged": int(np.isnan(res.loglik[:, -1]).sum())}
-    curves = {"loglik": curve.tolist()}  # per-iteration average log-likelihood (avg_loglik: the final one)
-    artifacts = ["config.yaml", write_metrics(run_dir, scalars, curves),
-                 write_json(run_dir / "params.json", to_lists(res.params))]
-    sites = posterior.enumerated_sites(exp.model, exp.data)
-    artifacts.append(write_json(run_dir / "assignments.json",  # (K=1 has no assignment site)
-                                {sites[0] if sites else "assignment": res.assignments.tolist()}))
+    sites = posterior.enumerated_sites(exp.model, exp.data)  # (K=1 has no assignment site)
+    return FitOutput(method="em", scalars=scalars, curves={"loglik": curve.tolist()}, params=res.params,
+                     assignments={sites[0] if sites else "assignment": res.assignments},
+                     line=f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}",
+                     key_derivation=KEY_DERIVATION, extras=res)
+
+
+def extra_files(exp, res: EMResult, run_dir: Path) -> list[str]:
+    """Every restart's log-likelihood curve, the components as images (image data), and
+    inference_data.nc of the point estimate."""
+    from runner import figures
+
+    files = []
     if figures.curves_plot(res.loglik, res.best, run_dir / "plots" / "loglik.png", "average log-likelihood",
-                         f"EM, {exp.restarts} restart(s)"):
-        artifacts.append("plots/loglik.png")
+                           f"EM, {exp.restarts} restart(s)"):
+        files.append("plots/loglik.png")
     X = np.asarray(em_data(exp.model, exp.data))
     if X.ndim > 1:
         from runner.models.drawing import image_side
@@ -262,12 +270,9 @@ def outputs(exp, res: EMResult, run_dir: Path) -> Report:
         if image_side(X.shape[-1]):
             one = {k: np.asarray(v)[None] for k, v in res.params.items()}
             if figures.components_plot(exp.model, {**one, "scale": np.sqrt(one.get("variances", 1.0))},
-                                     X, run_dir / "plots" / "components.png"):
-                artifacts.append("plots/components.png")
-    artifacts += arviz_file(exp, res, run_dir)
-    line = f"avg_loglik={final:.6g} best_restart={res.best}/{exp.restarts} iterations={len(curve)}"
-    return Report(scalars=scalars, curves=curves, artifacts=artifacts, line=line,
-                  key_derivation=KEY_DERIVATION, result=res, predictable=exp.data is not None)
+                                       X, run_dir / "plots" / "components.png"):
+                files.append("plots/components.png")
+    return files + arviz_file(exp, res, run_dir)
 
 
 def arviz_file(exp, res: EMResult, run_dir: Path) -> list[str]:

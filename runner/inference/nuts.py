@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import ConfigError
-from runner.inference.base import Method, Report, one_of, positive_int
+from runner.inference.base import FitOutput, Method, one_of, positive_int
 
 KEY_DERIVATION = "root=PRNGKey(seed); MCMC.run(root) (chains split from it)"
 
@@ -35,11 +35,13 @@ class NUTS(Method):
         if cfg.replicates != 1:
             raise ConfigError("replicates applies to inference=svi; for inference=nuts sweep seeds with -m seed=0,1,...")
 
-    def fit(self, exp, progress=None):
-        return fit_nuts(exp)
+    def fit(self, exp, context=None) -> FitOutput:
+        return output(exp, fit_nuts(exp))
 
-    def outputs(self, exp, result, run_dir: Path) -> Report:
-        return outputs(exp, result, run_dir)
+    def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:
+        from runner import figures
+
+        return ["plots/trace.png"] if figures.trace_plot(out.draws, run_dir / "plots" / "trace.png") else []
 
 
 @dataclass
@@ -56,6 +58,8 @@ class NUTSResult:
 
 
 def fit_nuts(exp) -> NUTSResult:
+    import warnings
+
     import jax
     from numpyro.diagnostics import summary
     from numpyro.infer import NUTS as numpyro_nuts
@@ -70,46 +74,21 @@ def fit_nuts(exp) -> NUTSResult:
     mcmc.run(jax.random.PRNGKey(exp.seed), *args, extra_fields=("diverging",))
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     diverging = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    return NUTSResult(samples=samples, summary=summary(samples, group_by_chain=True), divergences=diverging)
+    with warnings.catch_warnings():  # n_eff of a site without spread divides by 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = summary({k: v.astype(np.float64) for k, v in samples.items()}, group_by_chain=True)
+    return NUTSResult(samples=samples, summary=stats, divergences=diverging)
 
 
-def outputs(exp, res: NUTSResult, run_dir: Path) -> Report:
-    import jax
-
-    from runner import figures, posterior
-    from runner.inference.latents import discrete_outputs
-    from runner.outputs import write_json, write_metrics, write_posterior
-
+def output(exp, res: NUTSResult) -> FitOutput:
+    """NUTS's fit as every method's: its chains, their means as the point estimate, the
+    divergences and each site's worst R-hat and effective sample size."""
     scalars = {"divergences": res.divergences}
-    summary = posterior.summarize(res.samples, list(res.samples), by_chain=True)
-    for name, stats in summary.items():
+    for name, stats in res.summary.items():
         scalars[f"r_hat/{name}"] = float(np.nanmax(stats["r_hat"]))
         scalars[f"n_eff/{name}"] = float(np.nanmin(stats["n_eff"]))
-    scalars.update(posterior.summary_metrics(summary))
-    artifacts = ["config.yaml", "metrics.json", write_json(run_dir / "summary.json", summary)]
-    flat = res.flat()
-    draws = dict(flat)
-    artifacts += discrete_outputs(exp, res.means(), run_dir, scalars)
-    write_metrics(run_dir, scalars, {})  # after discrete_outputs: avg_loglik included
-    if exp.posterior_samples:
-        draws.update(posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
-                                                jax.random.PRNGKey(exp.seed + 2**20), posterior=draws))
-        artifacts += write_posterior(exp, draws, run_dir)
-    else:
-        np.savez_compressed(run_dir / "posterior.npz", **draws)
-        artifacts.append("posterior.npz")
-    from runner import inference_data
-
-    observed = set(posterior.observed_sites(exp.model, exp.data)) if exp.data is not None else set()
-    artifacts += inference_data.write(exp, run_dir, res.samples, chains=True,
-                                      predictive={k: v for k, v in draws.items() if k in observed}
-                                      if exp.posterior_samples else None)
-    if figures.trace_plot(res.samples, run_dir / "plots" / "trace.png"):
-        artifacts.append("plots/trace.png")
-    if figures.components_plot(exp.model, flat, exp.data, run_dir / f"plots/{exp.model.name}.png"):
-        artifacts.append(f"plots/{exp.model.name}.png")
     worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
     nuts = exp.inference
-    line = f"samples={nuts.samples}x{nuts.chains} max_r_hat={worst:.4g} divergences={res.divergences}"
-    return Report(scalars=scalars, curves={}, artifacts=artifacts, line=line,
-                  key_derivation=KEY_DERIVATION, result=res, predictable=exp.data is not None)
+    return FitOutput(method="nuts", scalars=scalars, draws=res.samples, markov=True, latents=res.means(),
+                     line=f"samples={nuts.samples}x{nuts.chains} max_r_hat={worst:.4g} divergences={res.divergences}",
+                     key_derivation=KEY_DERIVATION, extras=res)

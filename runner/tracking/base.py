@@ -1,104 +1,201 @@
-"""The tracking interface: what a run and a sweep tell the place that records them.
+"""The tracking interface: a run's and a sweep's lifecycle events, and a few questions about what
+is recorded (the shape of Sacred's RunObserver).
 
-Every method has a do-nothing default (the shape of Sacred's RunObserver), so a backend
-implements what it records and nothing else. A backend is a class named by `_target_` in
-conf/tracking/<name>.yaml; `runner.tracking.from_config` builds it. Backends: `mlflow`
-(runner/tracking/mlflow/backend.py, the default: the store in a worker process) and `none`
-(runner/tracking/none.py: the run directory only, no MLflow import).
-Calls happen in this order: check (before any fit) -> start -> [find_finished] -> open or open_job
-(a sweep's job) -> log_run or end -> log_child... -> flush. A sweep: open_parent (before its
-jobs) -> children -> finish_parent.
+A backend implements the events it records; every one has a do-nothing default. Events, in the
+order a command sends them:
+
+    check -> check_params -> connect -> run_started -> (run_completed | run_failed | run_killed)
+    -> child_logged... -> flush
+    a sweep: sweep_started (before its jobs) ... sweep_completed | sweep_failed | sweep_killed
+
+Queries: `finished_run` (a finished run of a config hash), `children` (a sweep's runs),
+`run_dir_of` (the run directory of a run id); for the side commands `runs` (an experiment's runs
+as plain dicts) and `fetch` (a run's files). A backend whose work is slow Python (MLflow: ~2.5 s
+of imports and store set-up) sets `background = True`: runner.tracking.from_config then runs it
+in the tracking worker process (runner/tracking/worker.py), any backend the same way.
+
+The records are plain data in runner's own words (a run's `name`, its `parent_id`); each backend
+maps them to its own (MLflow's system tags live in runner/tracking/mlflow/ only).
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
 def metric_safe(label: str) -> str:
-    """A label as MLflow accepts it in a metric name (alphanumerics, _ - . space : /)."""
+    """A label as the stores accept it in a metric name (alphanumerics, _ - . space : /)."""
     return re.sub(r"[^\w.\- :/]", "-", label)
 
 
+@dataclass
+class RunStart:
+    """What a run is opened with (RUNNING, so that an interrupted fit leaves a record)."""
+    name: str
+    tags: dict
+    config_hash: str
+    parent_id: str | None = None  # a sweep's job: its sweep's parent run
+    resumes: str | None = None  # a run directory whose interrupted run is reopened (resume=)
+    #: a sweep's job yields to a run of the same config: a FINISHED one (unless rerun=true) or a
+    #: RUNNING one of a live process (the same sweep started twice at once). None: never.
+    yield_to_finished: bool | None = None
+
+
+@dataclass
+class RunRecord:
+    """Everything a run leaves in the store, logged in one event."""
+    name: str
+    tags: dict
+    params: dict
+    scalars: dict
+    curves: dict  # name -> values (logged with their steps)
+    artifact_dir: Path
+    artifacts: list  # files, relative to artifact_dir
+    curve_steps: list | None = None  # the step of each curve point (None: point i is step i)
+    status: str = "FINISHED"  # FAILED: the fit failed (every restart diverged); what was finite is logged
+    dataset: dict | None = None  # name, source, array: the run's input
+    model: dict | None = None  # files, method, data, constants: a model that predicts (logged where the backend can)
+    parent_id: str | None = None
+
+
+@dataclass
+class RunEnd:
+    """What an interrupted or failed run records before it ends KILLED or FAILED."""
+    params: dict = field(default_factory=dict)
+    error: str | None = None
+    artifact_dir: Path | None = None
+    artifacts: tuple = ("config.yaml", "metrics.json")  # those that exist
+
+
+@dataclass
+class SweepStart:
+    name: str
+    sweep_hash: str
+    tags: dict
+    description: str
+    reuse: bool  # an earlier parent of the same sweep is reopened (not when rerun=true)
+
+
+@dataclass
+class SweepResult:
+    """A sweep's aggregate (runner.sweep.aggregate) for its parent run."""
+    scalars: dict
+    tags: dict
+    description: str
+    table: dict  # column -> values
+    table_file: str
+    artifact_dir: Path
+    artifacts: list
+
+
 class Tracking:
-    #: the run this command opened (None until `start` opens one, or for a backend without runs)
+    #: run this backend in the tracking worker process (runner/tracking/worker.py)
+    background: bool = False
+    #: the run this command opened (None before run_started or after it ended)
     run_id: str | None = None
-    #: runs a backend found left RUNNING by a process that is gone, and ended FAILED
+    #: runs found left RUNNING by a process that is gone, and ended FAILED
     reaped: list = []
     #: per-step curves logged at most this many points each (all steps stay in metrics.json)
     max_points: int | None = None
-    #: log the fit as a model (MLflow pyfunc) where the backend can
-    log_model: bool = False
 
-    def check(self) -> None:
-        """Raise runner.errors.TrackingError (one line) if the backend cannot be reached or
-        written: called before any fit, so that nothing is fitted for nothing."""
+    # --- before anything ---------------------------------------------------------------------
+    def check(self, create: bool = True) -> None:
+        """Raise runner.errors.TrackingError (one line) if the store cannot be reached or written
+        (`create=False`: only read, by the side commands; a store that is not there is an error)."""
 
     def check_params(self, params: dict) -> None:
-        """Raise TrackingError (one line) for a param the backend cannot store: called after the
-        config is built, before any fit."""
+        """Raise TrackingError (one line) for a param the store cannot keep, before any fit."""
 
-    def start(self, open_run: dict | None = None) -> "Tracking":
-        """Get ready (a backend may do it in the background); with `open_run` (tags), open this
-        command's run now, so that an interrupted fit leaves a record."""
-        return self
+    def connect(self) -> None:
+        """Get ready (a background backend does it while the fit compiles)."""
 
-    def run_dir_of(self, run_id: str) -> str | None:
-        """The run directory (tag run_dir) of a logged run, for resume=<run id>; None: unknown."""
+    # --- a run ---------------------------------------------------------------------------------
+    def run_started(self, start: RunStart) -> str | None:
+        """Open the run; returns the id of a run it yields to (RunStart.yield_to_finished), in
+        which case nothing is opened and nothing follows."""
         return None
 
-    def open(self, tags: dict) -> str | None:
-        """Open this command's run (a backend started without open_run)."""
+    def run_completed(self, record: RunRecord) -> str | None:
+        """The run's record, into the opened run (or a new one); ends it with record.status.
+        Returns its id."""
         return None
 
-    def find_finished(self, config_hash: str) -> str | None:
-        """The id of a finished run with this config hash (a sweep skips its job), if any."""
+    def run_failed(self, end: RunEnd) -> str | None:
+        """End the opened run FAILED with what there is; its id."""
         return None
 
-    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
-        """A sweep's job: open its run (as `open`) unless another run of the same config makes it
-        redundant (FINISHED when `finished`, or RUNNING in a live process: the same sweep started
-        twice at once); then return that run's id and open nothing."""
-        self.open(tags)
+    def run_killed(self, end: RunEnd) -> str | None:
+        """End the opened run KILLED (Ctrl-C, SIGTERM) with what there is; its id."""
         return None
 
-    def log_run(self, *, tags: dict, params: dict, scalars: dict, curves: dict, artifact_dir: Path,
-                artifacts: list, status: str = "FINISHED", dataset: dict | None = None,
-                model: dict | None = None, into_open_run: bool = True, max_points: int | None = None,
-                curve_steps: list | None = None) -> str | None:
-        """The run's record, into the opened run (or a new one); returns its id. `curve_steps`:
-        the step of each curve point (None: point i is step i)."""
-        return None
-
-    def log_child(self, child, *, parent_id: str | None, tags: dict, params: dict) -> None:
-        """A run under the run `parent_id` (an SVI replicate, runner.inference.base.Child); may be
-        asynchronous: flush() waits for every child and raises the first error."""
+    def child_logged(self, record: RunRecord) -> None:
+        """A run under record.parent_id (an SVI replicate); may be asynchronous: flush() waits."""
 
     def flush(self) -> None:
-        """Wait for what log_child started."""
+        """Wait for what child_logged started; raise the first error."""
 
-    def end(self, status: str, params: dict | None = None, tags: dict | None = None,
-            artifact_dir: Path | None = None, artifacts=(), children: bool = False) -> str | None:
-        """End the opened run with `status` (KILLED, FAILED), recording what is there; `children`:
-        its child runs still running (an interrupted sweep's jobs in other processes) too."""
-        return None
-
-    def open_parent(self, *, name: str, sweep_hash: str, tags: dict, reuse: bool) -> tuple[str | None, bool]:
-        """A sweep's parent run (an earlier one of the same sweep when `reuse`): (id, reused)."""
+    # --- a sweep -------------------------------------------------------------------------------
+    def sweep_started(self, start: SweepStart) -> tuple[str | None, bool]:
+        """The sweep's parent run (an earlier one of the same sweep when start.reuse): (id, reused)."""
         return None, False
 
-    def children(self, parent_id: str | None, curves: int = 50) -> list[dict] | None:
-        """A sweep's finished and failed children as plain dicts (run_id, status, config_group,
-        config_hash, seed, start_time, final_loss, and the loss curve of the first `curves`
-        finished ones); None: the backend keeps no runs, the sweep reads its run directories."""
+    def sweep_completed(self, parent_id: str | None, result: SweepResult) -> None:
+        """The aggregate onto the parent, which ends FINISHED (unless a live command of the same
+        sweep shares it: that command ends it)."""
+
+    def sweep_failed(self, parent_id: str | None, error: str) -> None:
+        """The sweep's summary failed: the parent ends FAILED."""
+
+    def sweep_killed(self, parent_id: str | None) -> None:
+        """Ctrl-C or SIGTERM during a sweep: the parent and its jobs that were running end KILLED."""
+
+    # --- questions -----------------------------------------------------------------------------
+    def finished_run(self, config_hash: str) -> str | None:
+        """The id of a FINISHED run of this config hash, if any."""
         return None
 
-    def finish_parent(self, parent_id: str | None, *, scalars: dict, artifact_dir: Path, artifacts: list,
-                      tags: dict | None = None, table: dict | None = None, table_file: str | None = None,
-                      status: str = "FINISHED") -> None:
-        """The sweep's aggregate (runner.sweep) onto its parent run: metrics `scalars`, `tags`,
-        `table` (column -> values) as a table artifact `table_file`, the files; then `status`."""
+    def children(self, parent_id: str | None, curves: int = 50) -> list[dict] | None:
+        """A sweep's finished and failed runs as plain dicts (run_id, status, config_group,
+        config_hash, seed, start_time, final_loss; the loss curve of the first `curves`
+        finished ones); None: the backend keeps no runs (the sweep reads its run directories)."""
+        return None
+
+    def run_dir_of(self, run_id: str) -> str | None:
+        """The run directory of a recorded run (resume=<run id>); None: unknown."""
+        return None
+
+    def runs(self, parent_id: str | None = None) -> list[dict]:
+        """The experiment's runs (or one sweep's) as plain dicts: run_id, status, name, tags,
+        params, metrics, final_loss (runner.compare)."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no runs to list")
+
+    def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:
+        """The run's files among `names` (those it has) downloaded into dst; its tags. LookupError
+        if there is no such run."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no runs to fetch")
 
     def look(self) -> str | None:
         """How a person looks at the runs (a command line), if the backend has a viewer."""
         return None
+
+    def where(self) -> str:
+        """The store, as error messages name it."""
+        return type(self).__name__
+
+    @staticmethod
+    def preimport() -> None:
+        """Import what the backend's events need (the worker does it while it waits)."""
+
+    # --- the worker's bookkeeping ----------------------------------------------------------------
+    def state(self) -> dict:
+        """What a command's proxy keeps of this backend between calls (runner/tracking/worker.py)."""
+        return {"run_id": self.run_id, "reaped": list(self.reaped)}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a proxy's state (a new worker takes over from one that died)."""
+        self.run_id = state.get("run_id")
+
+    def adopt(self) -> str | None:
+        """The run this command opened, found in the store (a new worker after one died); its id."""
+        return self.run_id

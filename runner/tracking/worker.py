@@ -1,22 +1,27 @@
-"""The tracking worker: a second process that does a command's MLflow work.
+"""The tracking worker: any backend's events, in a second process.
 
-MLflow's import and store set-up (~2.5 s of CPU) and the logging of every run are Python work.
-In a thread they shared the GIL with the fit's tracing and the figures, so they ran one after
-the other on a 2-core machine; in their own process they run beside them. The command's process
-(`Tracker`, runner/tracking/__init__.py) sends each call here and waits for its answer, so the
-store is written in the same order and by the time the command returns.
+A backend's work can be slow Python (MLflow's import and store set-up, ~2.5 s of CPU, and the
+logging of every run). In a thread it shared the GIL with the fit's tracing and the figures, so
+on a 2-core machine they ran one after the other; in their own process they run beside them.
+`Background` (the command's side) wraps a backend whose class says `background = True`: it sends
+each event here with the backend's class and settings, and waits for the answer, so the store is
+written in the same order and by the time the command returns. This process builds the same
+backend from its class and settings and calls it.
 
-- started once per process that tracks (the CLI starts it first thing, so MLflow imports while
-  JAX does); a forked child starts its own.
+- started once per process that tracks (the CLI starts it first thing, `start_early`, so the
+  backend imports while JAX does); a forked child starts its own.
 - ignores SIGINT and SIGTERM: a Ctrl-C reaches the whole process group, and the command ends its
   runs KILLED through this process, so it must outlive the signal. It exits when the command's
   end of the pipe closes (also when the command is SIGKILLed: its RUNNING run is then reaped
-  by a later command, as before).
-- answers (request id, ok, value or exception, run state); an exception that does not pickle
+  by a later command).
+- a worker that dies (killed, crashed) is replaced once: the new one adopts the command's open run
+  (backend.adopt) and does the lost calls again; a second death is one TrackingError line.
+- answers (request id, ok, value or exception, backend state); an exception that does not pickle
   comes back as a RuntimeError with its type name and message.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import queue
@@ -26,25 +31,47 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
+
+from runner.errors import TrackingError
+from runner.tracking.base import Tracking
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+OWNER_ENV = "RUNNER_TRACKING_OWNER"  # in the worker: the pid of the command it works for
+
+
+def owner_pid() -> int:
+    """The pid of the command a backend works for (its runs are tagged with it: stale-run reaping)."""
+    return int(os.environ.get(OWNER_ENV) or os.getpid())
 
 
 class WorkerGone(Exception):
     """The tracking worker exited (it was killed, or crashed)."""
 
 
-class Client:
-    """The command's side: requests go through a sender thread and answers come back through a
-    receiver thread, so a Ctrl-C while the command waits never cuts a message in half."""
+class Call(NamedTuple):
+    """One request: the backend (its handle in this command, its class and settings), the event or
+    query, its arguments, and the state the command's side keeps of the backend."""
+    handle: int
+    target: str
+    settings: dict
+    method: str
+    args: tuple
+    kwargs: dict
+    state: dict
 
-    def __init__(self):
+
+class Client:
+    """The command's side of the pipe: requests go through a sender thread and answers come back
+    through a receiver thread, so a Ctrl-C while the command waits never cuts a message in half."""
+
+    def __init__(self, warm: str | None = None):
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.tracking.worker", str(req_r), str(rep_w), str(os.getpid())],
+            [sys.executable, "-m", "runner.tracking.worker", str(req_r), str(rep_w), str(os.getpid()), warm or ""],
             pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env)
         os.close(req_r)
         os.close(rep_w)
@@ -85,16 +112,14 @@ class Client:
                     self._replies[req] = (ok, value, state)
                     self._cond.notify_all()
 
-    def send(self, handle: int, target: tuple, method: str, args=(), kwargs=None, state=None,
-             wait: bool = True) -> int:
+    def send(self, call: Call) -> int:
         with self._cond:
             if self._gone:
                 raise WorkerGone(self._gone)
             self._next += 1
             req = self._next
-            if wait:
-                self._waiting.add(req)
-        self._outbox.put(pickle.dumps((req, handle, target, os.getcwd(), method, args, kwargs or {}, state)))
+            self._waiting.add(req)
+        self._outbox.put(pickle.dumps((req, os.getcwd(), call)))
         return req
 
     def result(self, req: int):
@@ -123,16 +148,140 @@ _CLIENT: Client | None = None
 _LOCK = threading.Lock()
 
 
-def client() -> Client:
-    """This process's worker, started on first use (a forked child gets its own)."""
+def client(warm: str | None = None) -> Client:
+    """This process's worker, started on first use (a forked child gets its own). `warm`: a
+    backend class whose `preimport()` the new worker runs while it waits for its first request."""
     global _CLIENT
     with _LOCK:
         if _CLIENT is None or _CLIENT.owner != os.getpid() or _CLIENT._gone:
             import atexit
 
-            _CLIENT = Client()
+            _CLIENT = Client(warm)
             atexit.register(_CLIENT.close)
         return _CLIENT
+
+
+#: the events and queries a Background backend forwards (those that return nothing useful too,
+#: so the store is written in order and errors surface in the command)
+FORWARDED = ("run_started", "run_completed", "run_failed", "run_killed", "sweep_started",
+             "sweep_completed", "sweep_failed", "sweep_killed", "finished_run", "children", "run_dir_of",
+             "runs", "fetch", "adopt")
+
+
+class Background(Tracking):
+    """Any backend, run in the tracking worker: its events are sent there (child_logged without
+    waiting: flush waits); check and look run here (they must not need the backend's heavy imports)."""
+
+    _handles = itertools.count(1)
+
+    def __init__(self, backend: Tracking, target: str, settings: dict):
+        self.backend, self.target, self.settings = backend, target, settings
+        self.max_points = backend.max_points
+        self.reaped: list = []
+        self._state: dict = {}
+        self._handle = next(Background._handles)
+        self._pending: list[tuple] = []  # (request, method, args) sent, not yet answered
+        self._worker: Client | None = None
+        self._restarted = False  # a worker that dies is replaced once (see _again)
+
+    def __getattr__(self, name):  # what the backend's state says (run_id, its own ids)
+        state = self.__dict__.get("_state") or {}
+        if name in state:
+            return state[name]
+        raise AttributeError(name)
+
+    @property
+    def run_id(self):
+        return self._state.get("run_id")
+
+    def check(self, create: bool = True) -> None:
+        self.backend.check(create)
+
+    def check_params(self, params: dict) -> None:
+        self.backend.check_params(params)
+
+    def look(self) -> str | None:
+        return self.backend.look()
+
+    def where(self) -> str:
+        return self.backend.where()
+
+    def connect(self) -> None:
+        """The worker sets the backend up while this process goes on (errors come with the next call)."""
+        self._send("connect")
+
+    def _send(self, method: str, *args, **kwargs) -> int:
+        if self._worker is None:
+            self._worker = client()
+        return self._worker.send(Call(self._handle, self.target, self.settings, method, args, kwargs, self._state))
+
+    def _collect(self, req: int):
+        value, state = self._worker.result(req)
+        self._state = state
+        self.reaped = state.get("reaped", [])
+        return value
+
+    def call(self, method: str, *args, **kwargs):
+        try:
+            return self._collect(self._send(method, *args, **kwargs))
+        except WorkerGone as e:
+            return self._again(e, [(method, args, kwargs)])
+
+    def _again(self, gone, calls: list):
+        """The worker exited while this command still had things to record: one fresh worker adopts
+        the same run (named by its id, owned by this command's pid) and does `calls` again, so the
+        run ends as what happened instead of staying RUNNING. A second loss is a TrackingError."""
+        if self._restarted:
+            raise TrackingError(f"{gone}; nothing more could be logged to {self.backend.where()}") from None
+        self._restarted = True
+        self._worker = client()
+        value = None
+        try:
+            self._collect(self._send("adopt"))
+            print(f"runner: {gone}; a new tracking worker goes on" + (f" with run {self.run_id}" if self.run_id else ""),
+                  file=sys.stderr)
+            for method, args, kwargs in calls:
+                value = self._collect(self._send(method, *args, **kwargs))
+        except WorkerGone as e:
+            raise TrackingError(f"{e}; nothing more could be logged to {self.backend.where()}") from None
+        return value
+
+    def child_logged(self, record) -> None:
+        """Sent without waiting: the worker logs it while this process goes on (flush waits)."""
+        try:
+            self._pending.append((self._send("child_logged", record), ("child_logged", (record,), {})))
+        except WorkerGone:
+            self._pending.append((None, ("child_logged", (record,), {})))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        errors, lost = [], []
+        for req, call in pending:
+            try:
+                if req is None:
+                    raise WorkerGone("the tracking worker process exited")
+                self._collect(req)
+            except WorkerGone as e:
+                lost.append((e, call))
+            except Exception as e:
+                errors.append(e)
+        if lost:
+            self._again(lost[0][0], [call for _, call in lost])
+        if errors:
+            raise errors[0]
+
+
+def _forward(name: str):
+    def method(self, *args, **kwargs):
+        return self.call(name, *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(Tracking, name).__doc__
+    return method
+
+
+for _name in FORWARDED:
+    setattr(Background, _name, _forward(_name))
 
 
 def _reply(req: int, ok: bool, value, state: dict) -> bytes:
@@ -148,38 +297,80 @@ def _reply(req: int, ok: bool, value, state: dict) -> bytes:
         return pickle.dumps((req, False, RuntimeError(f"{type(bad).__name__}: {bad}"), state))
 
 
-def serve(req_fd: int, rep_fd: int, owner: int) -> None:
+def start_early(argv: list[str], conf_dir: str) -> None:
+    """Start the worker before Hydra composes when the command's backend (its `tracking=` choice
+    among runner's own configs, else the default) runs in the background, so that it imports
+    while this process imports JAX. A choice from a user's config folder starts it on first use."""
+    from omegaconf import OmegaConf
+
+    choice = next((a.split("=", 1)[1] for a in argv if a.startswith("tracking=")), None)
+    conf = Path(conf_dir)
+    if choice is None:
+        defaults = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml")).get("defaults") or []
+        choice = next((d["tracking"] for d in defaults if isinstance(d, dict) and "tracking" in d), None)
+    path = conf / "tracking" / f"{choice}.yaml"
+    if choice is None or not path.is_file():
+        return
+    target = OmegaConf.load(path).get("_target_")
+    try:
+        from hydra.utils import get_class
+
+        background = getattr(get_class(target), "background", False)
+    except Exception:  # composing will say what is wrong
+        return
+    if background:
+        client(warm=target)
+
+
+def _preimport(target: str) -> None:
+    try:
+        from hydra.utils import get_class
+
+        get_class(target).preimport()
+    except BaseException:
+        pass  # the request that needs the module reports the error
+
+
+def _backend(call: Call, backends: dict) -> Tracking:
+    backend = backends.get(call.handle)
+    if backend is None:
+        from hydra.utils import get_class
+
+        backend = backends[call.handle] = get_class(call.target)(**call.settings)
+    if call.state:
+        backend.restore(call.state)
+    return backend
+
+
+def serve(req_fd: int, rep_fd: int, owner: int, warm: str) -> None:
     """The worker's loop: one request at a time, in order, until the command's pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from runner.redact import RedactingStream, mask_log_records
 
-    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)  # MLflow prints run URLs
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)  # stores print URLs
     mask_log_records()
-    import runner.tracking.mlflow.store as tracking
-
-    tracking.OWNER_PID = owner  # runs are tagged with the command's pid (stale-run reaping)
+    os.environ[OWNER_ENV] = str(owner)  # runs are tagged with the command's pid (stale-run reaping)
     inbox = Connection(req_fd, writable=False)
     out = Connection(rep_fd, readable=False)
-    threading.Thread(target=tracking.preimport, name="mlflow-import", daemon=True).start()
-    stores: dict = {}
+    if warm:
+        threading.Thread(target=_preimport, args=(warm,), name="tracking-import", daemon=True).start()
+    backends: dict = {}
     while True:
         try:
-            req, handle, target, cwd, method, args, kwargs, state = pickle.loads(inbox.recv_bytes())
+            req, cwd, call = pickle.loads(inbox.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)  # the command is done (or gone); an unfinished import is of no use
-        store = stores.get(handle)
-        if store is None:
-            store = stores[handle] = tracking.Store(*target)
-        if state and state.get("run_id") is not None:  # the command named the run (sweep.py)
-            store.run_id = state["run_id"]
+        state = call.state
         try:
             if cwd != os.getcwd():
                 os.chdir(cwd)
-            value, ok = getattr(store, method)(*args, **kwargs), True
+            backend = _backend(call, backends)
+            value, ok = getattr(backend, call.method)(*call.args, **call.kwargs), True
+            state = backend.state()
         except BaseException as e:
             value, ok = e, False
-        state = {"run_id": store.run_id, "experiment_id": store.experiment_id, "reaped": list(store.reaped)}
+            state = backends[call.handle].state() if call.handle in backends else state
         try:
             out.send_bytes(_reply(req, ok, value, state))
         except OSError:
@@ -187,4 +378,4 @@ def serve(req_fd: int, rep_fd: int, owner: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "")

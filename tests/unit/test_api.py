@@ -19,10 +19,13 @@ def test_compose_build_fit_reproduce_the_coin_posterior():
     exp = runner.build(cfg)
     assert exp.method == "svi" and exp.inference.steps == 3000 and exp.restarts == 1
     assert not exp.inference.deterministic  # the Beta guide samples
-    results = runner.fit(exp)
-    assert len(results) == 1
-    a, b = results[0].params["alpha_q"], results[0].params["beta_q"]
+    out = runner.fit(exp)
+    assert isinstance(out, runner.FitOutput) and out.method == "svi" and len(out.extras.results) == 1
+    a, b = out.params["alpha_q"], out.params["beta_q"]
     assert abs(a / (a + b) - 13 / 22) < 0.02  # the posterior mean
+    draws = out.draws["latent_fairness"]
+    assert draws.shape == (1, 2000) and abs(draws.mean() - 13 / 22) < 0.02  # one chain of the guide's draws
+    assert out.latents["latent_fairness"] == pytest.approx(np.median(draws))
 
 
 def test_build_refuses_in_one_exception_not_an_exit():
@@ -71,6 +74,24 @@ def test_readme_notebook_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert float(final) == pytest.approx(14.8, abs=0.3)  # the coin's final ELBO loss (README: 14.79)
     assert (tmp_path / "runs" / "coin" / "metrics.json").is_file()
     assert printed[-1].endswith("runs/coin")
+
+
+@pytest.mark.parametrize("overrides, method, chains", [
+    (["model=gmm", "inference=em", "restarts=2"], "em", None),
+    (["model=gmm", "inference=nuts", "inference.warmup=20", "inference.samples=30", "inference.chains=2"], "nuts", 2),
+    (["model=gmm", "steps=20"], "svi", 1),
+])
+def test_fit_returns_one_type_for_every_method(overrides, method, chains):
+    """The notebook's runner.fit: a FitOutput whatever the method; draws by site with a chain axis
+    (none for EM, whose parameters are not the model's sites), scalars with a final loss or the
+    method's own, the summary line's numbers."""
+    out = runner.fit(runner.build(runner.compose(overrides)[0]))
+    assert isinstance(out, runner.FitOutput) and out.method == method and out.line
+    if chains is None:
+        assert out.draws == {} and np.isfinite(out.scalars["avg_loglik"]) and out.final_loss == -out.scalars["avg_loglik"]
+    else:
+        assert out.draws["locs"].shape[:1] == (chains,) and out.draws["locs"].shape[-1] == 2
+    assert out.markov == (method == "nuts") and (method == "nuts" or np.isfinite(out.final_loss))
 
 
 def test_fit_config_returns_each_methods_result():

@@ -4,7 +4,10 @@ default not a param that only some runs have, and long values cut), rows best fi
 missing or NaN loss last), the rendered text is aligned columns that fit the terminal, and a
 sqlite path that is no MLflow store is refused without creating one. (The command against a
 real sweep: tests/e2e/test_sweep.py.)"""
-from runner.compare import check_store, drop_order, fit, render, table
+import pytest
+from conftest import free_port
+
+from runner.compare import drop_order, fit, render, table
 
 
 def run(run_id, loss, status="FINISHED", **params):
@@ -90,12 +93,19 @@ def test_fit_leaves_out_columns_in_order_until_the_table_fits():
 def test_a_missing_or_foreign_sqlite_file_is_refused_and_not_created(tmp_path):
     import sqlite3
 
+    from runner.tracking import TrackingError, reader
+
+    def refusal(uri):
+        with pytest.raises(TrackingError) as e:
+            reader(uri=uri)
+        return str(e.value)
+
     missing = tmp_path / "mlfow.db"
-    assert check_store(f"sqlite:///{missing}").startswith(f"no MLflow store at {missing} (no such file)")
+    assert refusal(f"sqlite:///{missing}").startswith(f"no MLflow store at {missing} (no such file)")
     assert not missing.exists()
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("create table t (x)").connection.commit()
-    assert check_store(f"sqlite:///{other}") == f"{other} is not an MLflow store (it has no experiments table)"
+    assert refusal(f"sqlite:///{other}") == f"{other} is not an MLflow store (it has no experiments table)"
     (tmp_path / "text.db").write_text("not a database at all, not even close to one")
-    assert check_store(f"sqlite:///{tmp_path}/text.db").startswith(f"{tmp_path}/text.db is not an MLflow store (")
-    assert check_store("http://127.0.0.1:5000") is None  # a server: the client reads it
+    assert refusal(f"sqlite:///{tmp_path}/text.db").startswith(f"{tmp_path}/text.db is not an MLflow store (")
+    assert "unreachable" in refusal(f"http://127.0.0.1:{free_port()}")  # a server: reached within the deadline

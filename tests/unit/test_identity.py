@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from runner.api import build, compose
-from runner.identity import job_label, model_label, run_name, run_tags
+from runner.identity import model_label, name_of, run_name, run_start, run_tags
+from runner.job import Job, SweepJob
 from runner.report import summary_line, summary_table
 
 CHOICES = {"model": "gmm", "guide": "autodelta", "loss": "traceenum", "optim": "adam", "data": "gmm1d"}
@@ -37,35 +38,44 @@ def test_run_name_is_capped_at_250_characters():
     assert len(run_name({"model": "gmm"}, "autodelta", [f"k{i}={'v' * 50}" for i in range(10)])) == 250
 
 
-@pytest.mark.parametrize("sweep, label", [
-    (None, ""), ({"job": None}, ""), ({"job": 2, "jobs": 8}, "job 3/8 "), ({"job": 0}, "job 1 "),
-    ({"job": 0, "jobs": None}, "job 1 "),
+@pytest.mark.parametrize("job, label", [
+    (Job(Path("/r"), {}), ""), (SweepJob(Path("/r"), {}, number=2, count=8), "job 3/8 "),
+    (SweepJob(Path("/r"), {}, number=0), "job 1 "), (SweepJob(Path("/r"), {}, number=0, count=None), "job 1 "),
 ])
-def test_job_label(sweep, label):
-    assert job_label(sweep) == label
+def test_job_label(job, label):
+    assert job.label == label
 
 
 def test_tags_are_the_choices_the_method_uses():
     em = build(compose(["model=gmm", "inference=em"])[0])
-    tags = run_tags(em, {**CHOICES, "inference": "em"}, Path("/runs/1"), None, ["inference=em"])
-    assert {k: tags[k] for k in ("model", "data", "inference", "run_dir", "mlflow.runName")} == {
-        "model": "gmm", "data": "gmm1d", "inference": "em", "run_dir": "/runs/1", "mlflow.runName": "gmm-em"}
+    job = Job(Path("/runs/1"), {**CHOICES, "inference": "em"}, ("inference=em",))
+    tags = run_tags(em, job)
+    assert {k: tags[k] for k in ("model", "data", "inference", "run_dir")} == {
+        "model": "gmm", "data": "gmm1d", "inference": "em", "run_dir": "/runs/1"}
+    assert name_of(em, job) == "gmm-em"
     assert not {"guide", "loss", "optim"} & set(tags)  # EM has no guide, loss or optimizer
     assert tags["config_hash"] == em.config_hash and tags["jax.backend"] == "cpu" and tags["runner.version"]
+    assert not [k for k in tags if k.startswith("mlflow")]  # runner's words; the MLflow backend maps them
     svi = build(compose(["model=gmm"])[0])
-    tags = run_tags(svi, {**CHOICES, "inference": "svi"}, Path("/runs/2"), None, [])
-    assert {k: tags[k] for k in ("guide", "loss", "optim", "inference", "mlflow.runName")} == {
-        "guide": "autodelta", "loss": "traceenum", "optim": "adam", "inference": "svi", "mlflow.runName": "gmm-autodelta"}
+    job = Job(Path("/runs/2"), {**CHOICES, "inference": "svi"})
+    tags = run_tags(svi, job)
+    assert {k: tags[k] for k in ("guide", "loss", "optim", "inference")} == {
+        "guide": "autodelta", "loss": "traceenum", "optim": "adam", "inference": "svi"}
+    assert name_of(svi, job) == "gmm-autodelta"
 
 
 def test_a_sweeps_job_is_tagged_with_its_overrides_group_and_parent():
     exp = build(compose(["model=gmm", "seed=2"])[0])
-    sweep = {"overrides": ["model=gmm", "seed=2", "tracking.uri=x"], "parent_run_id": "P", "job": 1, "jobs": 4}
-    tags = run_tags(exp, {**CHOICES, "inference": "svi"}, Path("/s/1"), sweep, None)
-    assert {k: tags[k] for k in ("overrides", "config_group", "mlflow.parentRunId", "mlflow.runName")} == {
-        "overrides": "model=gmm seed=2 tracking.uri=x", "config_group": "model=gmm", "mlflow.parentRunId": "P",
-        "mlflow.runName": "gmm-autodelta-seed2"}
+    job = SweepJob(Path("/s/1"), {**CHOICES, "inference": "svi"}, ("model=gmm", "seed=2", "tracking.uri=x"),
+                   number=1, count=4, parent="P")
+    tags = run_tags(exp, job)
+    assert {k: tags[k] for k in ("overrides", "config_group")} == {
+        "overrides": "model=gmm seed=2 tracking.uri=x", "config_group": "model=gmm"}
     assert tags["seed"] == 2  # the seed, so runs group by config_group and tell their seeds apart
+    start = run_start(exp, job)
+    assert (start.name, start.parent_id, start.yield_to_finished) == ("gmm-autodelta-seed2", "P", True)
+    rerun = SweepJob(Path("/s/1"), {}, number=1, rerun=True)
+    assert run_start(exp, rerun).yield_to_finished is False and run_start(exp, Job(Path("/r"), {})).yield_to_finished is None
 
 
 def test_a_function_model_is_named_by_its_function():
@@ -76,15 +86,15 @@ def test_a_function_model_is_named_by_its_function():
 
 def test_the_summary_line_and_table():
     exp = build(compose(["model=gmm"])[0])
-    report = SimpleNamespace(line="final_loss=17.4433 best_restart=3/100",
-                             scalars={"final_loss": 17.44331, "best_restart": 3.0})
+    out = SimpleNamespace(line="final_loss=17.4433 best_restart=3/100")
+    record = SimpleNamespace(scalars={"final_loss": 17.44331, "best_restart": 3.0}, tags={})
     choices = {**CHOICES, "inference": "svi"}
-    sweep = {"job": 1, "jobs": 4}
-    assert summary_line(exp, choices, report, "abc", sweep, Path("/r")) == (
+    assert summary_line(exp, SweepJob(Path("/r"), choices, number=1, count=4), out, "abc") == (
         "runner: job 2/4 gmm/autodelta final_loss=17.4433 best_restart=3/100 run_id=abc")
-    assert summary_line(exp, choices, report, None, None, Path("/r")) == (
+    single = Job(Path("/r"), choices)
+    assert summary_line(exp, single, out, None) == (
         "runner: gmm/autodelta final_loss=17.4433 best_restart=3/100 outputs=/r")
-    assert summary_table(exp, choices, report, "abc", "gmm-autodelta", Path("/r"), "mlflow ui").splitlines() == [
+    assert summary_table(exp, single, record, "abc", "mlflow ui").splitlines() == [
         "  run           gmm-autodelta  (abc)",
         "  choices       model=gmm guide=autodelta loss=traceenum optim=adam data=gmm1d inference=svi",
         "  final_loss    17.4433",

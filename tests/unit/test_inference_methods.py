@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 import runner
 from runner.errors import ConfigError
-from runner.inference import Method, from_config
+from runner.inference import FitOutput, Method, from_config
 from runner.inference import em
 from runner.inference.em import EM
 from runner.inference.nuts import NUTS
@@ -97,12 +97,13 @@ def test_a_method_defined_here_runs_through_build_and_fit():
         name = "prior_mean"
         draws: int = 4000
 
-        def fit(self, exp, progress=None):
+        def fit(self, exp, context=None):
             import jax
             from numpyro.infer import Predictive
 
             draws = Predictive(exp.model, num_samples=self.draws)(jax.random.PRNGKey(exp.seed), exp.data)
-            return float(draws["latent_fairness"].mean())
+            mean = float(draws["latent_fairness"].mean())
+            return FitOutput(method=self.name, scalars={"prior_mean": mean}, line=f"mean={mean:.3g}", key_derivation="")
 
     import sys
     import types
@@ -116,7 +117,7 @@ def test_a_method_defined_here_runs_through_build_and_fit():
                                  "inference._target_=prior_mean_method.PriorMean"])
         exp = runner.build(cfg)
         assert exp.method == "prior_mean" and exp.inference.draws == 8000
-        assert runner.fit(exp) == pytest.approx(0.5, abs=0.02)  # Uniform(0, 1)
+        assert runner.fit(exp).scalars["prior_mean"] == pytest.approx(0.5, abs=0.02)  # Uniform(0, 1)
     finally:
         del sys.modules[module.__name__]
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from runner import outputs
-from runner.outputs import predict_files, to_lists, write_guide_draws, write_json, write_metrics
+from runner.outputs import predict_files, to_lists, write_draws, write_json, write_metrics
 
 
 def test_json_writers(tmp_path):
@@ -20,26 +20,26 @@ def test_json_writers(tmp_path):
                                                                         "flow": [{"b": [0.0, 0.0]}, 0.5]}
 
 
-def test_guide_draws_are_kept_unless_they_are_a_point(tmp_path):
+def test_draws_are_kept_unless_they_are_a_point(tmp_path):
     rng = np.random.default_rng(0)
-    point = {"loc": np.full((2000, 3), 0.5), "skip": rng.normal(size=(2000,))}
-    assert write_guide_draws(point, ["loc"], tmp_path) == [] and not (tmp_path / "posterior.npz").exists()
+    point = {"loc": np.full((2000, 3), 0.5), "weight": np.ones(2000)}
+    assert write_draws(point, tmp_path) == [] and not (tmp_path / "posterior.npz").exists()
     draws = {"loc": rng.normal(size=(2000, 3)), "scale": rng.gamma(2.0, size=(2000,)), "other": np.zeros(2000)}
-    assert write_guide_draws(draws, ["loc", "scale", "missing"], tmp_path) == ["posterior.npz"]
+    assert write_draws(draws, tmp_path) == ["posterior.npz"]
     with np.load(tmp_path / "posterior.npz") as z:
-        assert sorted(z.files) == ["loc", "scale"]
+        assert sorted(z.files) == ["loc", "other", "scale"]
         np.testing.assert_array_equal(z["loc"], draws["loc"])
 
 
-def test_guide_draws_are_thinned_below_the_size_cap(tmp_path, monkeypatch):
+def test_draws_are_thinned_below_the_size_cap(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "MAX_DRAW_BYTES", 800 * 8 * 10)  # room for 800 draws of 10 float64s
     draws = {"x": np.random.default_rng(1).normal(size=(2000, 10))}
-    assert write_guide_draws(draws, ["x"], tmp_path) == ["posterior.npz"]
+    assert write_draws(draws, tmp_path) == ["posterior.npz"]
     with np.load(tmp_path / "posterior.npz") as z:
         np.testing.assert_array_equal(z["x"], draws["x"][:800])
     monkeypatch.setattr(outputs, "MAX_DRAW_BYTES", 99 * 8 * 10)  # fewer than MIN_DRAWS (100) fit: none
     (tmp_path / "posterior.npz").unlink()
-    assert write_guide_draws(draws, ["x"], tmp_path) == [] and not (tmp_path / "posterior.npz").exists()
+    assert write_draws(draws, tmp_path) == [] and not (tmp_path / "posterior.npz").exists()
 
 
 def test_predict_files_are_those_there(tmp_path):

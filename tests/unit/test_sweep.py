@@ -6,7 +6,8 @@ import pytest
 
 from runner.api import compose
 from runner.identity import config_hash, group_label, named_files, result_overrides
-from runner.sweep import count_jobs, read_sweep
+from runner.job import read_sweep
+from runner.sweep import count_jobs
 
 
 def test_result_overrides_leave_out_where_a_run_is_logged_or_cached():

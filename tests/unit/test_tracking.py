@@ -12,13 +12,18 @@ from runner.tracking.none import NoTracking
 
 
 def test_default_is_mlflow_with_its_settings():
-    from runner.tracking.mlflow.backend import MlflowTracking
+    from runner.tracking.mlflow import MlflowTracking
+    from runner.tracking.worker import Background
 
     cfg, _ = runner.compose(["tracking.uri=sqlite:///x.db", "tracking.max_points_per_curve=10"])
-    backend = from_config(cfg.tracking)
-    assert type(backend) is MlflowTracking
-    assert (backend.uri, backend.experiment, backend.max_points, backend.log_model) == ("sqlite:///x.db", "runner", 10, True)
-    assert backend.look() == "mlflow ui --backend-store-uri sqlite:///x.db"
+    backend = from_config(cfg.tracking)  # MLflow's work runs in the tracking worker: wrapped
+    assert type(backend) is Background and type(backend.backend) is MlflowTracking
+    assert backend.target == "runner.tracking.mlflow.backend.MlflowTracking"
+    assert backend.settings == {"uri": "sqlite:///x.db", "experiment": "runner", "timeout": 5,
+                                "max_points_per_curve": 10, "log_model": True}
+    mlflow = backend.backend
+    assert (mlflow.uri, mlflow.experiment, mlflow.max_points, mlflow.log_model) == ("sqlite:///x.db", "runner", 10, True)
+    assert backend.look() == "mlflow ui --backend-store-uri sqlite:///x.db" and backend.max_points == 10
 
 
 def test_none_and_a_node_without_target():
@@ -31,11 +36,17 @@ def test_none_and_a_node_without_target():
 
 
 def test_the_interface_records_nothing_by_default(tmp_path):
+    from runner.tracking.base import RunEnd, RunRecord, RunStart, SweepStart
+
     t = Tracking()
-    assert t.start(open_run={"a": 1}) is t
-    assert t.log_run(tags={}, params={}, scalars={"x": 1.0}, curves={}, artifact_dir=tmp_path, artifacts=[]) is None
-    assert t.find_finished("abc") is None and t.children("p") is None and t.look() is None
-    assert t.open_parent(name="s", sweep_hash="h", tags={}, reuse=True) == (None, False)
+    t.check(), t.check_params({"a": 1}), t.connect()
+    assert t.run_started(RunStart(name="r", tags={}, config_hash="h")) is None
+    record = RunRecord(name="r", tags={}, params={}, scalars={"x": 1.0}, curves={}, artifact_dir=tmp_path, artifacts=[])
+    assert t.run_completed(record) is None and t.child_logged(record) is None and t.flush() is None
+    assert t.run_failed(RunEnd()) is None and t.run_killed(RunEnd()) is None
+    assert t.finished_run("abc") is None and t.children("p") is None and t.look() is None
+    assert t.run_dir_of("abc") is None
+    assert t.sweep_started(SweepStart(name="s", sweep_hash="h", tags={}, description="", reuse=True)) == (None, False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -50,8 +61,8 @@ def test_a_backend_defined_here_receives_the_run(tmp_path):
         def __init__(self, **settings):
             pass
 
-        def log_run(self, **record):
-            seen.append(record)
+        def run_completed(self, record):
+            seen.append(vars(record))
             return "recorded-1"
 
     module = types.ModuleType("recorder_backend")

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from runner.errors import ConfigError
-from runner.inference.base import Child, Method, Report
+from runner.inference.base import Child, FitContext, FitOutput, Method
 
 
 @dataclass(frozen=True)
@@ -122,100 +122,122 @@ class SVI(Method):
         except TypeError as e:
             raise ConfigError(f"cannot build guide: {e}") from None
 
-    def fit(self, exp, progress=None):
-        """One FitResult per replicate."""
+    def fit(self, exp, context: FitContext = FitContext()) -> FitOutput:
+        """All restarts and replicates in one compiled program; with a checkpoint path, its
+        state written between chunks (and continued from context.resume, bit for bit)."""
         from runner.inference.svi.program import Checkpoint, fit
+        from runner.progress import Progress
 
         checkpoint = None
-        run_dir = getattr(exp, "run_dir", None)
-        if run_dir is not None and (exp.checkpoint_every_s is not None or exp.resume_dir is not None):
-            path = Path(run_dir) / "checkpoint.npz"
-            if exp.resume_dir is not None and Path(exp.resume_dir).resolve() != Path(run_dir).resolve():
+        if context.checkpoint is not None:
+            path = Path(context.checkpoint)
+            if context.resume is not None and Path(context.resume).resolve() != path.resolve():
                 import shutil
 
                 path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(Path(exp.resume_dir) / "checkpoint.npz", path)  # continued here
+                shutil.copyfile(context.resume, path)  # continued here
             checkpoint = Checkpoint(path, every_s=exp.checkpoint_every_s or float("inf"),
-                                    resume=exp.resume_dir is not None, config_hash=exp.config_hash)
-        return fit(exp, progress=progress, checkpoint=checkpoint)
+                                    resume=context.resume is not None, config_hash=exp.config_hash)
+        progress = None if context.progress is None else Progress(self.steps, label=context.progress)
+        return output(exp, fit(exp, progress=progress, checkpoint=checkpoint, safe_point=context.safe_point))
 
-    def outputs(self, exp, results, run_dir: Path) -> Report:
-        return outputs(exp, results, run_dir)
+    def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:
+        """Every restart's loss curve (plots/loss.png) and the per-restart diagnostics."""
+        from runner import figures
+        from runner.outputs import write_json
+
+        files = [write_json(run_dir / "diagnostics.json", out.extras.diagnostics)]
+        if figures.loss_plot(out.extras.result, run_dir / "plots" / "loss.png"):
+            files.append("plots/loss.png")
+        return files
 
 
-def outputs(exp, results, run_dir: Path) -> Report:
-    import jax
+@dataclass
+class Fitted:
+    """SVI's own result (FitOutput.extras): one FitResult per replicate, the selected one, and
+    the per-restart diagnostics (diagnostics.json)."""
+    results: list
+    best: int
+    diagnostics: dict
 
+    @property
+    def result(self):
+        return self.results[self.best]
+
+
+def output(exp, results) -> FitOutput:
+    """The fit as every method's: the selected replicate's restart (its curves, guide params and
+    guide draws), the diagnostics, the replicates' spread and their child runs."""
     from runner import posterior
     from runner.inference.svi.program import KEY_DERIVATION
-    from runner.inference.latents import discrete_outputs
-    from runner.outputs import write_guide_draws, write_json, write_posterior
 
-    svi = exp.inference
     finals = np.array([r.final_loss for r in results])
     best = int(np.nanargmin(finals)) if np.isfinite(finals).any() else 0
     result = results[best]
-    diverged = not np.isfinite(result.final_loss)
-    artifacts, metrics = write_fit(run_dir, exp, result, figures=not diverged)
-    if diverged:  # every restart (of every replicate) diverged
-        step = failure_step(result)
-        trained, total = len(result.trained) * len(results), exp.restarts * len(results)
-        return Report(scalars={k: v for k, v in metrics["scalars"].items() if np.isfinite(v)},
-                      curves=metrics["curves"], curve_steps=metrics["steps"], artifacts=artifacts, line="",
-                      key_derivation=KEY_DERIVATION,
-                      result=result, results=results, tags={"failure_step": step},
-                      failed=f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf "
-                             f"from step {step}): lower optim.lr (now {svi.lr}) or check the data")
-    scalars, curves = metrics["scalars"], metrics["curves"]
+    scalars, (curves, steps) = scalar_metrics(result), curves_of(result)
+    if not np.isfinite(result.final_loss):  # every restart (of every replicate) diverged
+        return diverged(exp, results, best, scalars)
     children = []
     if len(results) > 1:  # the run is the parent of its replicates: their spread, best one's curves
         scalars = {"final_loss": float(finals.mean()), "final_loss_mean": float(finals.mean()),
                    "final_loss_std": float(finals.std()), "final_loss_min": float(finals.min()),
                    "best_replicate": best, "replicates": len(results)}
-        children = replicate_children(exp, results, run_dir)
+        children = replicate_children(exp, results)
     latent_names = posterior.latent_sites(exp.model, exp.data)
-    checks, tags, stop_words = diagnose(exp, result, latent_names, run_dir)
+    checks, tags, stop_words, diagnostics = diagnose(exp, result, latent_names)
     scalars.update(checks)
-    artifacts.append("diagnostics.json")
     latents = posterior.point_estimate(result.samples, latent_names)
-    draws = posterior.with_deterministic(exp.model, exp.data, result.samples)
-    summary = posterior.summarize(draws, [*latent_names, *posterior.deterministic_sites(exp.model, exp.data)])
-    artifacts.append(write_json(run_dir / "summary.json", summary))
-    scalars.update(posterior.summary_metrics(summary))
-    extra = None
+    assignments = None
     if "assignment_probs" in result.params:  # the GMM full guide: its learned q(assignment)
-        extra = {**posterior.assignments(exp.model, latents, exp.data),
-                 "assignment_probs": result.params["assignment_probs"]}
-    artifacts += discrete_outputs(exp, latents, run_dir, scalars, extra)
-    if exp.posterior_samples:
-        import jax.numpy as jnp
-
-        data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
-        draws = posterior.predictive_draws(exp.model, exp.data, exp.posterior_samples,
-                                           jax.random.PRNGKey(exp.seed + 2**20),
-                                           guide=svi.make_guide(exp.model, data, jax.random.PRNGKey(0)),
-                                           params=result.params)
-        artifacts += write_posterior(exp, draws, run_dir)
-    else:
-        artifacts += write_guide_draws(result.samples, latent_names, run_dir)
-    artifacts += arviz_file(exp, draws, run_dir)
+        assignments = {**posterior.assignments(exp.model, latents, exp.data),
+                       "assignment_probs": result.params["assignment_probs"]}
     line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
             if len(results) == 1 else
             f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
             f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
-    if stop_words:
-        line += " " + stop_words
-    return Report(scalars=scalars, curves=curves, curve_steps=metrics["steps"], artifacts=artifacts, line=line,
-                  key_derivation=KEY_DERIVATION, result=result, results=results, children=children,
-                  predictable=exp.data is not None, tags=tags)
+    return FitOutput(method="svi", scalars=scalars, curves=curves, curve_steps=steps, params=result.params,
+                     draws={k: np.asarray(v)[None] for k, v in result.samples.items()}, latents=latents,
+                     point=result.deterministic, assignments=assignments, draw=guide_sampler(exp, result.params),
+                     line=f"{line} {stop_words}".rstrip(), key_derivation=KEY_DERIVATION, tags=tags,
+                     children=children, extras=Fitted(results, best, diagnostics))
 
 
-def diagnose(exp, result, latent_names, run_dir: Path) -> tuple[dict, dict, str]:
+def diverged(exp, results, best: int, scalars: dict) -> FitOutput:
+    """Every trained restart diverged: the run ends FAILED with what was finite, and says where."""
+    from runner.inference.svi.program import KEY_DERIVATION
+
+    result = results[best]
+    step = failure_step(result)
+    trained, total = len(result.trained) * len(results), exp.restarts * len(results)
+    curves, steps = curves_of(result)
+    return FitOutput(method="svi", scalars=scalars, curves=curves, curve_steps=steps, params=result.params,
+                     line="", key_derivation=KEY_DERIVATION, tags={"failure_step": step},
+                     failed=f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf "
+                            f"from step {step}): lower optim.lr (now {exp.inference.lr}) or check the data",
+                     extras=Fitted(results, best, {}))
+
+
+def guide_sampler(exp, params: dict):
+    """(num, key) -> num draws of the latent sites from the fitted guide (posterior.samples)."""
+    def draw(num: int, key) -> dict:
+        import jax
+        import jax.numpy as jnp
+
+        from runner.inference.svi.program import guide_draws
+
+        data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
+        guide = exp.inference.make_guide(exp.model, data, jax.random.PRNGKey(0))
+        fitted = {k: jnp.asarray(v) for k, v in params.items()}
+        return guide_draws(guide, fitted, key, () if data is None else (data,), num)
+
+    return draw
+
+
+def diagnose(exp, result, latent_names) -> tuple[dict, dict, str, dict]:
     """Did it work? k-hat, restart agreement and early stopping of the selected replicate
-    (runner/inference/diagnostics.py): (metrics, tags, words for the summary line); the
-    per-restart figures go to diagnostics.json."""
+    (runner/inference/diagnostics.py): (metrics, tags, words for the summary line, the
+    per-restart figures of diagnostics.json)."""
     from runner.inference import diagnostics
-    from runner.outputs import write_json
 
     metrics, tags = {}, {}
     for m, t in (diagnostics.psis(result), diagnostics.agreement(result, latent_names)):
@@ -228,59 +250,28 @@ def diagnose(exp, result, latent_names, run_dir: Path) -> tuple[dict, dict, str]
     def floats(x):
         return None if x is None else [float(v) if np.isfinite(v) else None for v in np.asarray(x, dtype=float)]
 
-    write_json(run_dir / "diagnostics.json", {
+    return metrics, tags, words, {
         **metrics, **tags, "restarts": np.asarray(result.trained).tolist(),
         "final_losses": floats(result.final_losses), "loss_noise": floats(result.noise),
         "top_restarts": None if result.top is None else np.asarray(result.trained)[result.top].tolist(),
-        "stop_steps": None if result.stopped is None else np.asarray(result.stopped).tolist()})
-    return metrics, tags, words
+        "stop_steps": None if result.stopped is None else np.asarray(result.stopped).tolist()}
 
 
-def arviz_file(exp, draws: dict, run_dir: Path) -> list[str]:
-    """inference_data.nc: one chain of the selected restart's guide draws (only its params leave
-    the compiled fit), with the mock observations of posterior.samples."""
-    from runner import inference_data, posterior
-
-    observed = set(posterior.observed_sites(exp.model, exp.data)) if exp.data is not None else set()
-    keep = {*posterior.latent_sites(exp.model, exp.data), *posterior.deterministic_sites(exp.model, exp.data)}
-    predictive = {k: v for k, v in draws.items() if k in observed} if exp.posterior_samples else None
-    return inference_data.write(exp, run_dir, {k: v for k, v in draws.items() if k in keep},
-                                predictive=predictive or None)
-
-
-def write_fit(run_dir: Path, exp, result, figures: bool = True) -> tuple[list[str], dict]:
-    """params.json, metrics.json (the selected restart's curves) and, with `figures`, the loss
-    plot and the model's own figure. Returns the artifact paths and the metrics."""
-    from runner import figures
-    from runner.outputs import to_lists, write_json, write_metrics
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "params.json", to_lists(result.params))
+def curves_of(result) -> tuple[dict, list]:
+    """The selected restart's curves (loss, gradient norms) and their steps."""
     row = result.best_row
-    scalars = scalar_metrics(result)
-    curves = {"loss": result.losses[row].tolist(),
-              **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}
-    steps = result.steps.tolist()
-    write_metrics(run_dir, scalars, curves, steps)
-    files = ["config.yaml", "params.json", "metrics.json"]
-    metrics = {"scalars": scalars, "curves": curves, "steps": steps}
-    if not figures:
-        return files, metrics
-    model_png = f"plots/{exp.model.name}.png"
-    drawn = [rel for rel, ok in [("plots/loss.png", figures.loss_plot(result, run_dir / "plots" / "loss.png")),
-                                 (model_png, figures.model_plot(exp.model, result, exp.data, run_dir / model_png))] if ok]
-    return [*files, *drawn], metrics
+    return ({"loss": result.losses[row].tolist(),
+             **{f"grad_norm/{k}": v[row].tolist() for k, v in result.grad_norms.items()}}, result.steps.tolist())
 
 
-def replicate_children(exp, results, run_dir: Path) -> list[Child]:
+def replicate_children(exp, results) -> list[Child]:
     """One child run per replicate, with its own seed, curves and params.json."""
     children = []
     for i, r in enumerate(results):
-        sub = run_dir / f"replicate_{i}"
-        files, m = write_fit(sub, exp, r, figures=False)
-        children.append(Child(name=f"replicate {i} (seed {exp.seed + i})", tags={"replicate": i, "seed": exp.seed + i},
-                              params={"seed": exp.seed + i, "replicate": i}, scalars=m["scalars"],
-                              curves=m["curves"], artifact_dir=sub, artifacts=files[1:], curve_steps=m["steps"]))
+        curves, steps = curves_of(r)
+        children.append(Child(name=f"replicate {i} (seed {exp.seed + i})", folder=f"replicate_{i}",
+                              tags={"replicate": i, "seed": exp.seed + i}, params={"seed": exp.seed + i, "replicate": i},
+                              scalars=scalar_metrics(r), curves=curves, curve_steps=steps, fitted=r.params))
     return children
 
 

@@ -177,7 +177,7 @@ class Programs:
     steps: int
     curve_steps: np.ndarray = None  # the steps kept on the curves
 
-    def run(self, roots, data, progress=None, checkpoint: Checkpoint | None = None) -> dict:
+    def run(self, roots, data, progress=None, checkpoint: Checkpoint | None = None, safe_point=None) -> dict:
         """The whole fit; with `progress` (runner.progress.Progress), in chunks of about
         `progress.chunk_s` seconds, reporting the best restart's loss after each. With early
         stopping, the chunks end once every restart has stopped. With `checkpoint`, the carry is
@@ -201,11 +201,11 @@ class Programs:
         if checkpoint is not None and checkpoint.resume:
             carry, start = checkpoint.load(carry)
         saving = checkpoint is not None and checkpoint.every_s < float("inf")
-        if progress is None and not saving and start == 0:  # one call
+        if progress is None and not saving and start == 0 and safe_point is None:  # one call
             carry, _ = advance(carry, fixed, data, 0, self.steps)
             return self.finish(carry, fixed, roots, data)
         # chunks: for the progress line (about 0.25 s each) or, without one, for the checkpoints
-        chunk_s = progress.chunk_s if progress is not None else (min(checkpoint.every_s, 60.0) if saving else 1e9)
+        chunk_s = progress.chunk_s if progress is not None else (min(checkpoint.every_s, 60.0) if saving else 1.0)
         chunk, saved = max(1, self.steps // 100), time.perf_counter()
         done = (carry, start)  # the last carry known complete (a chunk's result waited for) and its step
         try:
@@ -221,6 +221,8 @@ class Programs:
                     saved = time.perf_counter()
                 if progress is not None:
                     progress.update(stop, best)
+                if safe_point is not None:
+                    safe_point()
                 start, chunk = stop, max(1, int(rate * chunk_s))
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C / SIGTERM: what was done is kept for resume=
             if saving and done[0] is carry and done[1] > 0:
@@ -480,7 +482,7 @@ def guide_draws(guide, params, key, args, num: int) -> dict:
     return Predictive(guide, params=params, num_samples=num)(key, *args)
 
 
-def fit(exp, progress=None, checkpoint: Checkpoint | None = None) -> list[FitResult]:
+def fit(exp, progress=None, checkpoint: Checkpoint | None = None, safe_point=None) -> list[FitResult]:
     """One FitResult per replicate (seed, seed+1, ..., seed+replicates-1), all restarts and
     replicates in the same compiled programs. `progress`: a runner.progress.Progress, or None;
     `checkpoint`: where to write the carry (and whether to resume from it), or None."""
@@ -491,7 +493,7 @@ def fit(exp, progress=None, checkpoint: Checkpoint | None = None) -> list[FitRes
     roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(replicates)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     programs = make_programs(exp)
-    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint)))
+    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint, safe_point)))
     results = []
     for i in range(replicates):
         out = jax.tree.map(lambda x: x[i], batched)

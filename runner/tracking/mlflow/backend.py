@@ -1,144 +1,60 @@
-"""tracking=mlflow: the MLflow backend of runner.tracking.base.Tracking (`MlflowTracking`): the
-command's handle. The MLflow work (`Store` in
-store.py: the import and the store/experiment set-up, about 2.5 s of CPU, and every run's
-logging, a few `log_batch` calls each) runs in the tracking worker process
-(runner/tracking/worker.py), beside the JAX compile and fit rather than sharing the GIL with them.
-This module imports neither mlflow nor store.py.
+"""tracking=mlflow: runner's events recorded in an MLflow store (any MLflow URI: sqlite:///path.db,
+http://host:port, a database).
+
+`check`, `check_params` and `look` run in the command's process and import no mlflow; the
+events run in the tracking worker process (`background = True`: runner/tracking/worker.py), where
+the first call sets up the store and experiment (created if new) and reaps stale runs, while the
+command's process traces and compiles the fit. runner's words become MLflow's here only: a run's
+name is `mlflow.runName`, its parent `mlflow.parentRunId`, a sweep's description its note.
 """
 from __future__ import annotations
 
-import itertools
 import os
+import re
 from pathlib import Path
 
 from runner.errors import TrackingError
-from runner.tracking.base import Tracking
+from runner.tracking.base import RunEnd, RunRecord, RunStart, SweepResult, SweepStart, Tracking
+from runner.tracking.mlflow.reach import MLFLOW_NAMED_URIS, REACH_TIMEOUT_S, check_reachable, check_timeout
 
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
-# network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false. Set here too: the
-# worker inherits this process's environment.
+# network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false. Set here, in the
+# command's process: the worker inherits its environment.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-#: tracking URIs MLflow takes by name alone (anything else without a scheme is a file-store path)
-MLFLOW_NAMED_URIS = ("databricks", "databricks-uc", "uc")
-REACH_TIMEOUT_S = 5.0  # one overall deadline for reaching a store (tracking.timeout, --timeout)
-#: default ports of the SQL databases MLflow stores runs in (dialect of the URI's scheme)
-DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}
-# PostgreSQL's SSLRequest (length 8, code 80877103): a live server answers it with one byte
-PG_SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
+#: runner's tags that MLflow shows in its own places
+SYSTEM_TAGS = {"source.git_commit": "mlflow.source.git.commit"}
+RUN_NAME, PARENT, NOTE = "mlflow.runName", "mlflow.parentRunId", "mlflow.note.content"
 
 
-def within(seconds: float, fn):
-    """fn() under one overall deadline: its value or exception, or TimeoutError when it has not
-    returned in `seconds` (it goes on in a daemon thread, which the process does not wait for).
-    Socket timeouts are per read: a server that drips a byte every few seconds never trips them."""
-    import threading
-
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
-            box["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True, name="runner-reach")
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
+def mlflow_tags(tags: dict, name: str | None = None, parent_id: str | None = None) -> dict:
+    """runner's tags in MLflow's words (values as strings)."""
+    out = {SYSTEM_TAGS.get(k, k): str(v) for k, v in tags.items()}
+    if name is not None:
+        out[RUN_NAME] = name
+    if parent_id:
+        out[PARENT] = parent_id
+    return out
 
 
-def _health(uri: str, seconds: float) -> None:
-    """GET /health of an MLflow server, with the URI's user:password as MLflow's client sends it."""
-    import base64
-    import urllib.parse
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.hostname:
-        raise ValueError("no host in the URI")
-    request = urllib.request.Request(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-                                     .geturl().rstrip("/") + "/health")
-    if parts.username is not None:
-        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
-                                 f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=seconds) as response:
-        response.read()
-
-
-def _database(uri: str, seconds: float) -> None:
-    """A SQL database's server answers: TCP connect, then a first byte of its protocol
-    (PostgreSQL answers an SSLRequest, MySQL greets first). Unix sockets and other dialects: no check."""
-    import socket
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(uri)
-    dialect = parts.scheme.split("+", 1)[0]
-    if dialect not in DB_PORTS or not parts.hostname:
-        return
-    with socket.create_connection((parts.hostname, parts.port or DB_PORTS[dialect]), timeout=seconds) as sock:
-        if dialect in ("postgresql", "postgres"):
-            sock.sendall(PG_SSL_REQUEST)
-        if dialect in ("postgresql", "postgres", "mysql", "mariadb") and not sock.recv(1):
-            raise ConnectionError("the server closed the connection")
-
-
-def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S, create: bool = True) -> None:
-    """Fail fast, in one line with the URI (its password masked): an http(s) server that does not
-    answer /health, a database server that does not answer, all within one overall deadline of
-    `timeout` seconds; a sqlite store whose folder cannot be created or written (`create`), or,
-    for the side commands that only read (`create=False`), a sqlite file that does not exist."""
-    from runner.redact import redact
-
-    if uri.startswith(("http://", "https://")) or uri.split(":", 1)[0].split("+", 1)[0] in DB_PORTS:
-        kind = "tracking server" if uri.startswith("http") else "database"
-        try:
-            within(timeout, lambda: (_health if kind == "tracking server" else _database)(uri, timeout))
-        except (OSError, ValueError) as e:  # URLError, ConnectionError and TimeoutError are OSErrors
-            cause = getattr(e, "reason", None) or e
-            reason = f"no answer within {timeout:g} s" if isinstance(cause, TimeoutError) else redact(str(cause))
-            raise TrackingError(f"{kind} {redact(uri)} is unreachable ({reason}): start it "
-                                f"{'(mlflow server ...) ' if kind == 'tracking server' else ''}or set tracking.uri") from None
-    elif uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):]).expanduser()
-        if not create:
-            if not path.is_file():
-                raise TrackingError(f"no tracking store at {path} ({uri}): check the path, or run "
-                                    "python -m runner first")
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingError(f"cannot create the tracking store {uri}: {e.strerror or e}: "
-                                "set tracking.uri to a writable place") from None
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
-
-
-def check_timeout(value) -> float:
-    """tracking.timeout / --timeout: seconds, a positive number."""
-    import math
-
+def _alive(pid: int) -> bool:
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
-        raise TrackingError(f"tracking.timeout must be a positive number of seconds, got {value!r}")
-    return seconds
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 class MlflowTracking(Tracking):
-    """The command's handle on MLflow. Each call runs in the tracking worker process and returns
-    its answer (or raises its exception) here; `start` alone does not wait, so the store is set
-    up and the run created while the fit compiles. The worker's `Store` does the work."""
-
-    _handles = itertools.count(1)
+    background = True
 
     def __init__(self, uri: str, experiment: str, max_points_per_curve: int | None = 2000,
                  log_model: bool = True, timeout: float = REACH_TIMEOUT_S):
@@ -147,134 +63,14 @@ class MlflowTracking(Tracking):
         self.experiment_id: str | None = None
         self.run_id: str | None = None
         self.reaped: list[str] = []
-        self._handle = next(MlflowTracking._handles)
-        self._pending: list[tuple] = []  # (request, method, kwargs) submitted, not yet answered
-        self._worker = None  # this process's worker, when first used
-        self._restarted = False  # a worker that dies is replaced once (see _again)
+        self._client = None
+        self._error: BaseException | None = None
 
-    def _send(self, method: str, *args, wait: bool = True, **kwargs) -> int:
-        from runner.tracking.worker import client
-
-        if self._worker is None:
-            self._worker = client()
-        return self._worker.send(self._handle, (self.uri, self.experiment), method, args, kwargs,
-                                 {"run_id": self.run_id}, wait=wait)
-
-    def _collect(self, req: int):
-        value, state = self._worker.result(req)
-        self.run_id, self.experiment_id = state["run_id"], state["experiment_id"]
-        self.reaped = state["reaped"]
-        return value
-
-    def _again(self, gone, calls: list):
-        """The worker exited (killed, crashed) while this command still had things to log: one
-        fresh worker takes over the same run (named by its id, still owned by this command's pid)
-        and does `calls` [(method, args, kwargs)] again, so the run ends as what happened instead
-        of staying RUNNING. Returns the last call's value; a second loss is a TrackingError."""
-        import sys
-
-        from runner.tracking.worker import WorkerGone, client
-
-        if self._restarted:
-            raise TrackingError(f"{gone}; nothing more could be logged to {self.uri}") from None
-        self._restarted = True
-        self._worker = client()  # a new process: the old one is gone
-        value = None
-        try:
-            self._collect(self._send("adopt"))  # the run this command opened, if the old worker had made it
-            print(f"runner: {gone}; a new tracking worker goes on"
-                  + (f" with run {self.run_id}" if self.run_id else ""), file=sys.stderr)
-            for method, args, kwargs in calls:
-                value = self._collect(self._send(method, *args, **kwargs))
-        except WorkerGone as e:
-            raise TrackingError(f"{e}; nothing more could be logged to {self.uri}") from None
-        return value
-
-    def _call(self, method: str, *args, **kwargs):
-        from runner.tracking.worker import WorkerGone
-
-        try:
-            return self._collect(self._send(method, *args, **kwargs))
-        except WorkerGone as e:
-            return self._again(e, [(method, args, kwargs)])
-
-    def submit(self, method: str, **kwargs) -> None:
-        """Call `method` without waiting (the worker does it while this process goes on);
-        flush() waits for every submitted call and raises the first error."""
-        from runner.tracking.worker import WorkerGone
-
-        try:
-            self._pending.append((self._send(method, **kwargs), method, kwargs))
-        except WorkerGone:
-            self._pending.append((None, method, kwargs))
-
-    def flush(self) -> None:
-        from runner.tracking.worker import WorkerGone
-
-        pending, self._pending = self._pending, []
-        errors, lost = [], []
-        for req, method, kwargs in pending:
-            try:
-                if req is None:
-                    raise WorkerGone("the tracking worker process exited")
-                self._collect(req)
-            except WorkerGone as e:
-                lost.append((e, (method, (), kwargs)))
-            except Exception as e:
-                errors.append(e)
-        if lost:
-            self._again(lost[0][0], [call for _, call in lost])
-        if errors:
-            raise errors[0]
-
-    def start(self, open_run: dict | None = None) -> "MlflowTracking":
-        """Set up (in the worker, without waiting); with `open_run` (tags), also create the run,
-        RUNNING, so that an interrupted or killed fit leaves a record."""
-        self._send("prepare", open_run, wait=False)
-        return self
-
-    def wait(self) -> None:
-        self._call("wait")
-
-    def run_dir_of(self, run_id: str) -> str | None:
-        return self._call("run_dir_of", run_id)
-
-    def open(self, tags: dict) -> str:
-        return self._call("open", tags)
-
-    def end(self, status: str, **kwargs) -> str | None:
-        return self._call("end", status, **kwargs)
-
-    def find_finished(self, config_hash: str) -> str | None:
-        return self._call("find_finished", config_hash)
-
-    def open_job(self, tags: dict, config_hash: str, finished: bool = True) -> str | None:
-        return self._call("open_job", tags, config_hash, finished)
-
-    def open_parent(self, **kwargs) -> tuple[str, bool]:
-        return self._call("open_parent", **kwargs)
-
-    def children(self, parent_id: str | None, curves: int = 50) -> list[dict]:
-        return self._call("children", parent_id, curves)
-
-    def finish_parent(self, parent_id: str | None, **kwargs) -> None:
-        return self._call("finish_parent", parent_id, **kwargs)
-
-    def log_run(self, **kwargs) -> str:
-        kwargs.setdefault("max_points", self.max_points)
-        return self._call("log_run", **kwargs)
-
-    def log_child(self, child, *, parent_id: str | None, tags: dict, params: dict) -> None:
-        """Submitted to the worker, which logs it while this process goes on (flush waits)."""
-        self.submit("log_run", tags={**tags, **child.tags, "mlflow.parentRunId": parent_id,
-                                     "mlflow.runName": child.name},
-                    params={**params, **child.params}, scalars=child.scalars, curves=child.curves,
-                    artifact_dir=child.artifact_dir, artifacts=child.artifacts, max_points=self.max_points,
-                    curve_steps=child.curve_steps)
-
-    def check(self) -> None:
+    # --- the command's side: no mlflow import ---------------------------------------------------
+    def check(self, create: bool = True) -> None:
         """Everything the store will refuse, before any fit: an empty or file-store URI, an empty
-        experiment name, an unreachable server, an unwritable sqlite file."""
+        experiment name, an unreachable server, an unwritable sqlite file; `create=False` (the
+        side commands): a sqlite file that is missing or is not an MLflow store."""
         uri, experiment = self.uri, self.experiment
         if not isinstance(uri, str) or not uri.strip():
             raise TrackingError("tracking.uri is empty: set it to a store, e.g. sqlite:///mlflow.db "
@@ -285,12 +81,31 @@ class MlflowTracking(Tracking):
                                     "sqlite:///mlflow.db (or set MLFLOW_ALLOW_FILE_STORE=true)")
         if not isinstance(experiment, str) or not experiment.strip():
             raise TrackingError("tracking.experiment is empty: name the MLflow experiment, e.g. tracking.experiment=runner")
-        check_reachable(uri, check_timeout(self.timeout))
+        if not create:
+            self._check_readable()
+        check_reachable(uri, check_timeout(self.timeout), create=create)
+
+    def _check_readable(self) -> None:
+        """Read-only: a sqlite file that is missing or is not MLflow's is refused (MLflow's client
+        would create and migrate it)."""
+        if not self.uri.startswith("sqlite:///"):
+            return
+        import sqlite3
+
+        path = Path(self.uri[len("sqlite:///"):]).expanduser()
+        if not path.is_file():
+            raise TrackingError(f"no MLflow store at {path} (no such file): check the store's URI "
+                                "(default sqlite:///mlflow.db, in this folder)")
+        try:
+            with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as db:
+                found = db.execute("select name from sqlite_master where type='table' and name='experiments'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise TrackingError(f"{path} is not an MLflow store ({e})") from None
+        if not found:
+            raise TrackingError(f"{path} is not an MLflow store (it has no experiments table)")
 
     def check_params(self, params: dict) -> None:
         """Param names MLflow stores: alphanumerics, _ - . space : / (a `+a$b=1` override is not one)."""
-        import re
-
         bad = sorted(k for k in params if not re.fullmatch(r"[\w\-. :/]{1,250}", k))
         if bad:
             raise TrackingError(f"config key {bad[0]!r} cannot be an MLflow param name (letters, digits, "
@@ -300,4 +115,345 @@ class MlflowTracking(Tracking):
         from runner.redact import redact
 
         return f"mlflow ui --backend-store-uri {redact(self.uri)}"
+
+    def where(self) -> str:
+        return self.uri
+
+    # --- in the worker ------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"run_id": self.run_id, "reaped": list(self.reaped), "experiment_id": self.experiment_id}
+
+    def connect(self) -> None:
+        """The store and experiment (created if new), stale runs reaped. An error is raised by the
+        next event (`client`)."""
+        try:
+            self._client = self._open_store()
+            self.reap_stale()
+        except BaseException as e:
+            self._error = e
+
+    def _open_store(self):
+        import logging
+
+        # MLflow retries an unreachable server for minutes by default
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        from runner.tracking.mlflow.store import store_lock
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter
+        # a database error is logged there with its traceback, then raised: runner says it in one line
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        with store_lock(self.uri):  # creating the client may create (migrate) the store
+            mlflow.set_tracking_uri(self.uri)
+            client = MlflowClient(self.uri)
+            exp = client.get_experiment_by_name(self.experiment)
+            if exp is not None and exp.lifecycle_stage == "deleted":
+                raise TrackingError(f"experiment '{self.experiment}' is deleted in {self.uri}: restore it "
+                                    "(mlflow experiments restore) or choose another tracking.experiment")
+            # the UI opens an experiment of this kind on its runs table (MLflow 3 defaults to GenAI pages)
+            self.experiment_id = exp.experiment_id if exp else client.create_experiment(
+                self.experiment, tags={"mlflow.experimentKind": "custom_model_development"})
+        return client
+
+    @property
+    def client(self):
+        if self._client is None and self._error is None:
+            self.connect()
+        if self._error is not None:
+            raise self._error
+        return self._client
+
+    def reap_stale(self) -> None:
+        """Runs left RUNNING by a process of this host that is gone (SIGKILL, power loss) -> FAILED,
+        in every experiment of the store (the next command on the store, whatever its experiment)."""
+        from mlflow.entities import ViewType
+
+        client, host = self._client, _host()
+        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
+                                                                          max_results=50000)]
+        runs = client.search_runs(experiments or [self.experiment_id], filter_string=(
+            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'"), max_results=1000)
+        for r in runs:
+            pid = r.data.tags.get("runner.pid", "")
+            if pid.isdigit() and not _alive(int(pid)):
+                client.set_tag(r.info.run_id, "runner.stale", f"process {pid} on {host} was gone; marked FAILED by a later command")
+                client.set_terminated(r.info.run_id, "FAILED")
+                self.reaped.append(r.info.run_id)
+
+    def _search(self, query: str, order: str | None = None, limit: int = 1000) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=query, max_results=limit,
+                                       order_by=[order] if order else None)
+
+    # --- a run ---------------------------------------------------------------------------------------
+    def run_started(self, start: RunStart) -> str | None:
+        """Open this command's run (RUNNING, tagged with its process). A sweep's job
+        (start.yield_to_finished is not None) yields to a twin instead, see `_open_job`."""
+        tags = mlflow_tags(start.tags, start.name, start.parent_id)
+        if start.yield_to_finished is None:
+            self._create_run(tags, start.resumes)
+            return None
+        return self._open_job(tags, start.config_hash, start.yield_to_finished)
+
+    def _create_run(self, tags: dict, resumes: str | None = None) -> str:
+        """This command's run, RUNNING, tagged with the process that owns it (see reap_stale). With
+        `resumes` (a run directory): that directory's interrupted run, reopened, so a resumed fit
+        ends as one MLflow run."""
+        from runner.tracking.mlflow.store import process_tags
+
+        client = self.client
+        if resumes:
+            found = self._search(f"tags.run_dir = '{resumes}' and attributes.status != 'FINISHED'",
+                                 "attributes.start_time DESC", 1)
+            if found:
+                self.run_id = found[0].info.run_id
+                client.update_run(self.run_id, status="RUNNING")
+                for k, v in {**tags, **process_tags(), "runner.resumed_from": resumes}.items():
+                    client.set_tag(self.run_id, k, str(v))
+                return self.run_id
+        self.run_id = client.create_run(self.experiment_id, tags={**tags, **process_tags()}).info.run_id
+        return self.run_id
+
+    def _open_job(self, tags: dict, config_hash: str, finished: bool) -> str | None:
+        """Open a sweep job's run unless another run of the same config makes it redundant: a
+        FINISHED one (`finished`; rerun=true passes False) or a RUNNING one of a live process (the
+        same sweep started twice at once). Returns that twin's id (nothing opened), or None. A
+        sqlite store is looked at and the run created under its file lock, so of two racing
+        commands exactly one runs the job; on a server each command looks again after creating
+        its run and the later of two twins deletes its own."""
+        from runner.tracking.mlflow.store import store_lock
+
+        self.client
+        with store_lock(self.uri):
+            twin = self._twin(config_hash, finished)
+            if twin:
+                return twin
+            self._create_run(tags)
+        twin = self._twin(config_hash, finished, mine=self.run_id)
+        if twin:
+            self.client.delete_run(self.run_id)
+            self.run_id = None
+        return twin
+
+    def _twin(self, config_hash: str, finished: bool, mine: str | None = None) -> str | None:
+        """Another run of this config that a job yields to; with `mine` (this job's open run), a
+        RUNNING one only if it started before it."""
+        runs = self._search(f"tags.config_hash = '{config_hash}' and attributes.status != 'FAILED' and "
+                            "attributes.status != 'KILLED'", "attributes.start_time ASC")
+        me = next((r for r in runs if r.info.run_id == mine), None)
+        for r in runs:
+            if r.info.run_id == mine or (mine and r.data.tags.get(PARENT) == mine):
+                continue  # this run, or its own replicates
+            if r.info.status == "FINISHED":
+                if finished:
+                    return r.info.run_id
+                continue
+            if r.info.status != "RUNNING" or self._left_by_the_dead(r):
+                continue  # a run left by a process that is gone (reaped later) is not a twin
+            if me is None or (r.info.start_time, r.info.run_id) < (me.info.start_time, me.info.run_id):
+                return r.info.run_id
+        return None
+
+    @staticmethod
+    def _left_by_the_dead(run) -> bool:
+        pid = run.data.tags.get("runner.pid", "")
+        return run.data.tags.get("runner.host") == _host() and pid.isdigit() and not _alive(int(pid))
+
+    def adopt(self) -> str | None:
+        """The run this command opened (RUNNING, tagged with its pid and host): a new worker that
+        takes over from one that died goes on with it rather than opening a second run."""
+        from runner.tracking.worker import owner_pid
+
+        self.client
+        if self.run_id is None:
+            runs = self._search(f"attributes.status = 'RUNNING' and tags.`runner.pid` = '{owner_pid()}' and "
+                                f"tags.`runner.host` = '{_host()}'", "attributes.start_time DESC", 1)
+            self.run_id = runs[0].info.run_id if runs else None
+        return self.run_id
+
+    def run_completed(self, record: RunRecord) -> str:
+        """Into the opened run (or a new one): tags, params, metrics, curves, dataset, files, the
+        model; then record.status (KILLED or FAILED if logging itself is interrupted or fails)."""
+        from mlflow.entities import RunTag
+
+        tags = mlflow_tags(record.tags, record.name, record.parent_id)
+        if self.run_id:
+            run_id = self.run_id
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()][:100])
+        else:
+            run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
+        self._log(run_id, record)
+        self.run_id = None  # ended: an interruption from here on has nothing left to mark
+        return run_id
+
+    def child_logged(self, record: RunRecord) -> None:
+        tags = mlflow_tags(record.tags, record.name, record.parent_id)
+        self._log(self.client.create_run(self.experiment_id, tags=tags).info.run_id, record)
+
+    def _log(self, run_id: str, record: RunRecord) -> None:
+        from runner.tracking.mlflow import store
+
+        try:
+            store.log_batches(self.client, run_id, params=store.params_of(record.params),
+                              metrics=store.metrics_of(record.scalars, record.curves, record.curve_steps,
+                                                       self.max_points))
+            if record.dataset is not None:
+                store.log_dataset(self.client, run_id, **record.dataset)
+            store.log_files(self.client, run_id, record.artifact_dir, record.artifacts)
+            if record.model is not None and self.log_model:
+                from runner.tracking.mlflow.pyfunc import log_model
+
+                log_model(run_id, **record.model)
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == 143)
+            self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+            raise
+        self.client.set_terminated(run_id, record.status)
+
+    def run_failed(self, end: RunEnd) -> str | None:
+        return self._end("FAILED", end)
+
+    def run_killed(self, end: RunEnd) -> str | None:
+        return self._end("KILLED", end)
+
+    def _end(self, status: str, end: RunEnd) -> str | None:
+        """End the opened run with `status`, logging what there is."""
+        from runner.tracking.mlflow import store
+
+        if self.run_id is None:
+            return None
+        if end.error:
+            self.client.set_tag(self.run_id, "error", end.error)
+        if end.params:
+            store.log_batches(self.client, self.run_id, params=store.params_of(end.params))
+        if end.artifact_dir is not None:
+            folder = Path(end.artifact_dir)
+            store.log_files(self.client, self.run_id, folder, [a for a in end.artifacts if (folder / a).is_file()])
+        self.client.set_terminated(self.run_id, status)
+        run_id, self.run_id = self.run_id, None
+        return run_id
+
+    # --- a sweep ---------------------------------------------------------------------------------------
+    def sweep_started(self, start: SweepStart) -> tuple[str, bool]:
+        """The sweep's parent run: the one from an earlier run of the same sweep when start.reuse."""
+        from runner.tracking.mlflow.store import process_tags, store_lock
+
+        client = self.client
+        with store_lock(self.uri):  # the same sweep started twice at once: one parent, shared
+            if start.reuse:
+                runs = self._search(f"tags.sweep_hash = '{start.sweep_hash}'", "attributes.start_time DESC", 1)
+                if runs:
+                    client.update_run(runs[0].info.run_id, status="RUNNING")
+                    for k, v in process_tags().items():
+                        client.set_tag(runs[0].info.run_id, k, v)
+                    return runs[0].info.run_id, True
+            tags = {**mlflow_tags(start.tags), NOTE: start.description, "sweep_hash": start.sweep_hash,
+                    "runner.role": "sweep", **process_tags()}
+            return client.create_run(self.experiment_id, run_name=start.name, tags=tags).info.run_id, False
+
+    def sweep_completed(self, parent_id: str | None, result: SweepResult) -> None:
+        """The aggregate onto the parent (metrics, tags, the table as MLflow's table artifact,
+        files), then FINISHED. A parent that a live command of the same sweep opened after this one
+        stays RUNNING: that command ends it, with every job counted."""
+        from mlflow.entities import RunTag
+
+        from runner.tracking.mlflow import store
+
+        folder = Path(result.artifact_dir)
+        store.log_batches(self.client, parent_id, metrics=store.metrics_of(result.scalars, {}, None, None))
+        tags = {**mlflow_tags(result.tags), NOTE: result.description}
+        self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        store.log_table(self.client, parent_id, result.table, result.table_file, folder)
+        store.log_files(self.client, parent_id, folder, result.artifacts)
+        if not self._shared_with_live(parent_id):
+            self.client.set_terminated(parent_id, "FINISHED")
+
+    def _shared_with_live(self, parent_id: str) -> bool:
+        """Whether another live process of this host took the parent over (sweep_started tags it
+        with the pid of the last command that opened it: the same sweep started again)."""
+        from runner.tracking.worker import owner_pid
+
+        tags = self.client.get_run(parent_id).data.tags
+        pid = tags.get("runner.pid", "")
+        return (tags.get("runner.host") == _host() and pid.isdigit() and int(pid) != owner_pid()
+                and _alive(int(pid)))
+
+    def sweep_failed(self, parent_id: str | None, error: str) -> None:
+        if parent_id:
+            self.client.set_tag(parent_id, "error", error)
+            self.client.set_terminated(parent_id, "FAILED")
+
+    def sweep_killed(self, parent_id: str | None) -> None:
+        """The parent and its jobs that were running end KILLED: those in launcher processes
+        (joblib, ray), which the launcher has killed (the reaper has just marked them FAILED), too."""
+        if not parent_id:
+            return
+        client = self.client
+        running = self._search(f"tags.`{PARENT}` = '{parent_id}' and attributes.status = 'RUNNING'")
+        reaped = [client.get_run(r) for r in self.reaped]
+        for child in [*running, *(r for r in reaped if r.data.tags.get(PARENT) == parent_id)]:
+            if child.data.tags.get("runner.stale"):
+                client.delete_tag(child.info.run_id, "runner.stale")
+                self.reaped.remove(child.info.run_id)
+            client.set_tag(child.info.run_id, "runner.interrupted", "the sweep was interrupted (KILLED)")
+            client.set_terminated(child.info.run_id, "KILLED")
+        client.set_terminated(parent_id, "KILLED")
+
+    # --- questions ---------------------------------------------------------------------------------------
+    def finished_run(self, config_hash: str) -> str | None:
+        runs = self._search(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'", limit=1)
+        return runs[0].info.run_id if runs else None
+
+    def run_dir_of(self, run_id: str) -> str | None:
+        try:
+            return self.client.get_run(run_id).data.tags.get("run_dir")
+        except Exception:
+            return None
+
+    def children(self, parent_id: str | None, curves: int = 50) -> list[dict]:
+        """A sweep's child runs as plain dicts (runner.sweep aggregates them); `loss` (the curve)
+        for the first `curves` finished ones (one per config hash)."""
+        runs = self._search(f"tags.`{PARENT}` = '{parent_id}'", "attributes.start_time ASC", 10000)
+        out, drawn = [], set()
+        for r in runs:
+            tags = r.data.tags
+            row = {"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time,
+                   "config_group": tags.get("config_group", "(defaults)"), "config_hash": tags.get("config_hash"),
+                   "seed": tags.get("seed"), "final_loss": r.data.metrics.get("final_loss")}
+            if (r.info.status == "FINISHED" and row["final_loss"] is not None and len(drawn) < curves
+                    and row["config_hash"] not in drawn):
+                drawn.add(row["config_hash"])
+                history = self.client.get_metric_history(r.info.run_id, "loss")
+                row["loss"] = [m.value for m in sorted(history, key=lambda m: m.step)]
+            out.append(row)
+        return out
+
+    def runs(self, parent_id: str | None = None) -> list[dict]:
+        """The experiment's runs (or one sweep's children) as plain dicts (runner.compare). Read
+        only: LookupError for an experiment the store does not have."""
+        from runner.tracking.mlflow.store import read_client
+
+        client = read_client(self.uri)
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            raise LookupError(f"no experiment '{self.experiment}' in {self.uri}")
+        query = f"tags.`{PARENT}` = '{parent_id}'" if parent_id else ""
+        runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
+        return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
+                 "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
+                 "final_loss": r.data.metrics.get("final_loss")} for r in runs]
+
+    def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:
+        from runner.tracking.mlflow.store import fetch_run
+
+        return fetch_run(self.uri, run_id, Path(dst), tuple(names))
+
+    @staticmethod
+    def preimport() -> None:
+        from runner.tracking.mlflow.store import preimport
+
+        preimport()
 

@@ -1,0 +1,183 @@
+"""A job: one run of the command, either on its own or as a member of a sweep. What differs
+between the two lives here, so that runner/app.py runs both the same way:
+
+- where its files go and what the user chose and typed (choices, overrides);
+- a sweep's job: its parent run, its number ("job 3/8"), its configuration group; it yields to a
+  run of the same config that is FINISHED (unless rerun=true) or RUNNING in a live process;
+  it leaves runner_status.json in its run directory (runner.sweep counts them) and prints one
+  line at its end;
+- a single run: a short table at its end, and resume= (a sweep refuses it).
+
+The sweep's own file (sweep.json: the parent's id, the job count, the tracking settings) is
+written by runner.sweep before the jobs and read here by each job, whatever launcher runs it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import ConfigError
+
+SWEEP_FILE = "sweep.json"
+STATUS_FILE = "runner_status.json"
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A single run."""
+    run_dir: Path
+    choices: dict
+    overrides: tuple = ()
+    rerun: bool = False
+    quiet: bool = False  # no summary printed (runner.run(quiet=True))
+
+    label = ""  # the progress line's and summary line's prefix
+    parent_id = None
+    yield_to_finished = None  # runner.tracking.base.RunStart: a single run never yields
+
+    def tags(self) -> dict:
+        return {}
+
+    def skip(self, backend, config_hash: str) -> str | None:
+        """A finished run that makes this one redundant, before any work; None: run it."""
+        return None
+
+    def said(self, status: str, **extra) -> None:
+        """The job's status (run, skipped, failed) where a sweep counts it."""
+
+    def skipped(self, why: str, run_id: str | None = None) -> None:
+        """Another run makes this one redundant: said, nothing run."""
+        from runner.redact import redact
+
+        self.said("skipped", run_id=run_id)
+        print(redact(f"runner: skipped {' '.join(self.overrides)}: {why}"))
+
+    def refused(self, message: str, code: int):
+        """A ConfigError, TrackingError or RunFailed: one line, and the command exits with `code`."""
+        print(f"runner: error: {message}", file=sys.stderr)
+        raise SystemExit(code) from None
+
+    def goes_on(self, error: Exception) -> bool:
+        """Whether the command goes on after an unexpected error (False: its traceback ends it)."""
+        return False
+
+    def resume_dir(self, value, backend) -> Path | None:
+        """resume=<run directory or run id> -> the run directory holding checkpoint.npz."""
+        return None if value is None else resume_folder(str(value), backend)
+
+    def announce(self, line: str, table: str) -> None:
+        if not self.quiet:
+            print(line)
+            print(table)
+
+
+@dataclass(frozen=True)
+class SweepJob(Job):
+    """One job of a Hydra multirun: a child of the sweep's parent run."""
+    number: int = 0
+    count: int | None = None
+    parent: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"job {self.number + 1}/{self.count} " if self.count else f"job {self.number + 1} "
+
+    @property
+    def parent_id(self):
+        return self.parent
+
+    @property
+    def yield_to_finished(self) -> bool:
+        return not self.rerun
+
+    def tags(self) -> dict:
+        from runner.identity import group_label
+        from runner.redact import redact
+
+        return {"overrides": redact(" ".join(self.overrides)), "config_group": group_label(self.overrides)}
+
+    def skip(self, backend, config_hash: str) -> str | None:
+        return None if self.rerun else backend.finished_run(config_hash)
+
+    def said(self, status: str, **extra) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / STATUS_FILE).write_text(json.dumps({"status": status, **extra}))
+
+    def refused(self, message: str, code: int) -> None:
+        """The job failed: said in its run directory and in one line; the sweep goes on."""
+        self.said("failed", error=message[:500])
+        print(f"runner: error: {message}", file=sys.stderr)
+
+    def goes_on(self, error: Exception) -> bool:
+        from runner.errors import describe
+        from runner.redact import redact
+
+        self.said("failed", error=redact(f"{type(error).__name__}: {error}")[:500])
+        print(redact(f"runner: error: job {' '.join(self.overrides)} failed: {describe(error)}"), file=sys.stderr)
+        return True
+
+    def resume_dir(self, value, backend) -> Path | None:
+        if value is not None:
+            raise ConfigError("resume= continues one run: run it without -m")
+        return None
+
+    def announce(self, line: str, table: str) -> None:
+        if not self.quiet:
+            print(line)  # one line per job
+
+
+def from_hydra(cfg) -> Job:
+    """The job Hydra is running now: a sweep's member in a multirun (its sweep file read), else a
+    single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from runner.identity import CHOICE_GROUPS
+
+    hc = HydraConfig.get()
+    choices = {g: hc.runtime.choices.get(g) for g in CHOICE_GROUPS}
+    common = dict(run_dir=Path(hc.runtime.output_dir), choices=choices, overrides=tuple(hc.overrides.task),
+                  rerun=bool(cfg.get("rerun", False)))
+    if hc.mode != RunMode.MULTIRUN:
+        return Job(**common)
+    sweep = read_sweep(hc.sweep.dir) or {}
+    return SweepJob(**common, number=int(hc.job.num), count=sweep.get("jobs"), parent=sweep.get("parent_run_id"))
+
+
+def read_sweep(sweep_dir) -> dict | None:
+    path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def resume_folder(resume: str, backend) -> Path:
+    """resume=<run directory or run id> -> the run directory holding checkpoint.npz."""
+    folder = Path(resume).expanduser()
+    if not folder.is_dir() and re.fullmatch(r"[0-9a-f]{32}", resume):
+        found = backend.run_dir_of(resume)
+        if found is None:
+            raise ConfigError(f"resume={resume}: no such run in the store (or it has no run directory)")
+        folder = Path(found)
+    if not folder.is_dir():
+        raise ConfigError(f"resume={resume} is neither a run directory nor a run id of the store")
+    if not (folder / CHECKPOINT).is_file():
+        raise ConfigError(f"resume: no {CHECKPOINT} in {folder} (an SVI fit writes one every checkpoint.every_s "
+                          "seconds once it runs that long)")
+    return folder.resolve()
+
+
+def check_resumable(exp, folder: Path) -> None:
+    """A checkpoint is continued only by a method that checkpoints, with the same config: refused
+    in one line before the interrupted run is reopened."""
+    if not exp.inference.checkpoints:
+        raise ConfigError(f"resume= continues a fit that writes checkpoints (inference=svi), not inference={exp.method}")
+    import numpy as np
+
+    with np.load(folder / CHECKPOINT) as f:
+        saved = str(f["config_hash"]) if "config_hash" in f else ""
+    if saved not in ("", exp.config_hash):
+        raise ConfigError(f"resume: {folder} was a run of another config: resume with the same command "
+                          "(and data) as that run, plus resume=...")

@@ -1,0 +1,150 @@
+"""A run's life in one scope (the shape of Sacred's `Run.__call__`): opened, then FINISHED (its
+record complete), FAILED (an error) or KILLED (Ctrl-C, SIGTERM), and the job's status where a
+sweep counts it.
+
+Signals: the CLI installs `SIGNALS` (runner.__main__). Inside a run a SIGINT or SIGTERM is only
+recorded: the handler never raises inside whatever code it lands in (a GC callback once swallowed
+a SystemExit raised there, and the fit ran on). The run stops at its next safe point (between the
+fit's compiled chunks, between the run's phases) with `Interrupted`, and ends KILLED. While a
+run's results are logged (about a second) the signal waits for the logging: the run ends
+complete and FINISHED, then the command stops and says so. Outside a run (composing, a launcher
+waiting for its jobs) a signal stops the command at once.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from contextlib import contextmanager
+
+from runner.errors import RunFailed, TrackingError, describe, disk_full
+from runner.redact import redact
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (code 130) or SIGTERM (143), raised at a safe point."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+class Signals:
+    """This process's SIGINT and SIGTERM (see the module docstring)."""
+
+    def __init__(self):
+        self.code: int | None = None  # 130 or 143 once a signal came
+        self.runs = 0  # runs open in this process
+        self.deferred = False  # results being logged: the signal waits for them
+        self.said = False  # the interruption's message is printed already
+        self.sweep: tuple | None = None  # (backend, parent run id) of the sweep this process runs
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum, frame) -> None:
+        self.code = 143 if signum == signal.SIGTERM else 130
+        if not self.runs and not self.deferred:
+            raise Interrupted(self.code)
+
+    def safe_point(self) -> None:
+        if self.code and not self.deferred:
+            raise Interrupted(self.code)
+
+    def exit_code(self, error: BaseException) -> int | None:
+        """130 / 143 when `error` is (or came with) an interruption; None otherwise."""
+        if self.code:
+            return self.code
+        if isinstance(error, Interrupted):
+            return error.code
+        return 130 if isinstance(error, KeyboardInterrupt) else None
+
+    def stop_sweep(self) -> None:
+        """The command stops on a signal: its sweep's parent run, and the jobs that were running,
+        end KILLED (the jobs that finished stay)."""
+        if self.sweep is None:
+            return
+        (backend, parent_id), self.sweep = self.sweep, None
+        try:
+            backend.sweep_killed(parent_id)
+        except Exception:
+            pass
+
+    @contextmanager
+    def logging(self):
+        """The run's results being logged: a signal waits until they are."""
+        self.deferred = True
+        try:
+            yield
+        finally:
+            self.deferred = False
+
+
+SIGNALS = Signals()
+
+
+class RunScope:
+    """One run from the moment it is opened in the backend (`open`) to its end. Leaving the scope
+    with an error ends the run KILLED (an interruption) or FAILED, with what there is (`end`:
+    params, the error, the run directory's config.yaml and metrics.json); `complete` records it
+    whole and FINISHED (or FAILED when the fit failed)."""
+
+    def __init__(self, backend, job, end):
+        self.backend, self.job, self.end = backend, job, end
+        self.run_id: str | None = None
+        self.done = False
+
+    def __enter__(self) -> "RunScope":
+        SIGNALS.runs += 1
+        return self
+
+    def open(self, start) -> str | None:
+        """Open the run; the id of a run it yields to (a sweep's twin), in which case the job is
+        skipped and the scope has nothing to end."""
+        twin = self.backend.run_started(start)
+        if twin:
+            self.done = True
+        return twin
+
+    def safe_point(self) -> None:
+        SIGNALS.safe_point()
+
+    def __exit__(self, kind, error, tb) -> bool:
+        SIGNALS.runs -= 1
+        if error is None or self.done:
+            return False
+        code = SIGNALS.exit_code(error)
+        self.end.error = "interrupted" if code else redact(f"{type(error).__name__}: {error}")[:500]
+        self.job.said("failed", error=self.end.error)
+        try:
+            self.run_id = (self.backend.run_killed if code else self.backend.run_failed)(self.end)
+        except BaseException:  # never mask the original exception
+            pass
+        if code is None and disk_full(error):  # a full disk is one line, not a traceback
+            where = f"run {self.run_id} is FAILED" if self.run_id else "the run failed"
+            raise RunFailed(f"cannot write {error.filename or self.job.run_dir}: {error.strerror}; {where}") from None
+        return False
+
+    def complete(self, record, children=()) -> str | None:
+        """The run's record and its children, logged while a signal waits; then, if one came,
+        the command stops (the run is complete: it says so)."""
+        try:
+            with SIGNALS.logging():
+                self.run_id = self.backend.run_completed(record)
+                for child in children:
+                    child.parent_id = self.run_id
+                    self.backend.child_logged(child)
+                self.backend.flush()  # the children: done, or their error raised here
+        except TrackingError as e:
+            self.done = True
+            raise RunFailed(f"{e}; the fit is saved in {self.job.run_dir}", code=2) from None
+        except Exception as e:
+            self.done = True
+            raise RunFailed(f"tracking failed ({describe(e)}); the fit is saved in {self.job.run_dir}") from None
+        self.done = True
+        if SIGNALS.code:  # it came while the results were logged: the run is complete, say so
+            SIGNALS.said = True
+            print(f"runner: interrupted{' (SIGTERM)' if SIGNALS.code == 143 else ''} while the results were logged: "
+                  f"run {self.run_id} is complete and {record.status}", file=sys.stderr)
+            raise Interrupted(SIGNALS.code)
+        return self.run_id
