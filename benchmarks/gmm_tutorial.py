@@ -96,11 +96,11 @@ def tutorial_loop():
 
 def runner_in_process(overrides, tmp: Path, cache="null"):
     """What `python -m runner` does after Hydra composed the config, against a fresh store."""
-    from runner.api import compose
-    from runner.app import execute
+    import runner
 
-    cfg, choices = compose([*overrides, f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"jax.cache_dir={cache}"])
-    return execute(cfg, choices, tmp / f"run-{time.monotonic_ns()}").result
+    out = runner.run([*overrides, f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"jax.cache_dir={cache}"],
+                     run_dir=tmp / f"run-{time.monotonic_ns()}", quiet=True)
+    return out.output.extras.result
 
 
 def timed(fn, *args):

@@ -67,26 +67,25 @@ def agree(*per_seed: dict) -> str:
 
 
 def logging_share(tmp: Path) -> float:
-    from runner.api import compose
-    from runner.app import execute
-    from runner.tracking.mlflow.backend import MlflowTracking
+    import runner
+    from runner.tracking.worker import Background
 
     spent = []
-    original = MlflowTracking.log_run
+    original = Background.run_completed
 
-    def timed(self, **kw):
+    def timed(self, record):
         t0 = time.perf_counter()
         try:
-            return original(self, **kw)
+            return original(self, record)
         finally:
             spent.append(time.perf_counter() - t0)
 
-    MlflowTracking.log_run = timed
-    cfg, choices = compose(["model=gmm", f"tracking.uri=sqlite:///{tmp}/share.db", "jax.cache_dir=null"])
-    execute(cfg, choices, tmp / "share-warmup")  # creates the store
+    Background.run_completed = timed
+    overrides = ["model=gmm", f"tracking.uri=sqlite:///{tmp}/share.db", "jax.cache_dir=null"]
+    runner.run(overrides, run_dir=tmp / "share-warmup", quiet=True)  # creates the store
     spent.clear()
     t0 = time.perf_counter()
-    execute(cfg, choices, tmp / "share")
+    runner.run(overrides, run_dir=tmp / "share", quiet=True)
     return sum(spent) / (time.perf_counter() - t0)
 
 

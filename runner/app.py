@@ -71,7 +71,6 @@ def start(cfg, job) -> Outcome | None:
     backend = tracking.from_config(cfg.tracking)
     backend.check()
     resume = job.resume_dir(cfg.get("resume"), backend)
-    backend.connect()  # a background backend sets its store up while this process builds and compiles
     config_hash = identity.config_hash(cfg)  # it reads the data file and the model's source: once
     done = job.skip(backend, config_hash)
     if done:
@@ -92,6 +91,7 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
     params = identity.run_params(exp, resumed=resume is not None)
     backend.check_params(params)
     write_config(exp, job.run_dir)
+    backend.connect()  # nothing refused: a background backend sets its store up while this process compiles
     configure_jax(exp.cache_dir)
     preimport(exp)
     with RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope:
@@ -108,8 +108,7 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
 
 
 def finish(exp, job, backend, out, record, run_id: str | None) -> Outcome:
-    """After the record: stale runs said, a failed fit raised (it is recorded), the job's status,
-    the summary."""
+    """After the record: stale runs said, a failed fit raised (it is recorded), the summary."""
     from runner import report
 
     for stale in backend.reaped:
@@ -117,8 +116,6 @@ def finish(exp, job, backend, out, record, run_id: str | None) -> Outcome:
     if out.failed:
         where = f"run {run_id} is FAILED" if run_id else f"the run in {job.run_dir} failed"
         raise RunFailed(f"{out.failed}; {where}, what was finite is logged")
-    job.said("run", run_id=run_id, config_group=record.tags.get("config_group", "(defaults)"),
-             final_loss=record.scalars.get("final_loss"), config_hash=exp.config_hash, seed=exp.seed)
     job.announce(report.summary_line(exp, job, out, run_id), report.summary_table(exp, job, record, run_id, backend.look()))
     return Outcome(run_id=run_id, output=out, scalars=record.scalars, run_dir=job.run_dir, experiment=exp)
 

@@ -19,14 +19,6 @@ def disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in DISK_ERRORS
 
 
-#: set by runner.__main__'s SIGINT / SIGTERM handlers: the exit code (130 / 143) once a signal came.
-#: An interruption can surface as any exception (JAX may wrap it); this says what it really was.
-#: "defer": a signal that comes while it is set (the run's results being logged, about a second) is
-#: recorded, not raised; the command stops once the run is complete (see runner.app, `logging`).
-#: "said": the interruption's message is printed already.
-INTERRUPTED: dict = {"code": None, "defer": False, "said": False}
-
-
 def describe(e: BaseException) -> str:
     """An exception as one line that keeps its cause: the type, the message's first non-empty
     line (an empty message is fine), and for an error raised inside a user's file, where."""

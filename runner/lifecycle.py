@@ -1,6 +1,6 @@
 """A run's life in one scope (the shape of Sacred's `Run.__call__`): opened, then FINISHED (its
-record complete), FAILED (an error) or KILLED (Ctrl-C, SIGTERM), and the job's status where a
-sweep counts it.
+record complete), FAILED (an error) or KILLED (Ctrl-C, SIGTERM), and the job's status file
+(runner_status.json, where a sweep counts it: run or failed).
 
 Signals: the CLI installs `SIGNALS` (runner.__main__). Inside a run a SIGINT or SIGTERM is only
 recorded: the handler never raises inside whatever code it lands in (a GC callback once swallowed
@@ -142,6 +142,11 @@ class RunScope:
             self.done = True
             raise RunFailed(f"tracking failed ({describe(e)}); the fit is saved in {self.job.run_dir}") from None
         self.done = True
+        if record.status == "FINISHED":
+            tags = record.tags
+            self.job.said("run", run_id=self.run_id, config_group=tags.get("config_group", "(defaults)"),
+                          final_loss=record.scalars.get("final_loss"), config_hash=tags.get("config_hash"),
+                          seed=tags.get("seed"))
         if SIGNALS.code:  # it came while the results were logged: the run is complete, say so
             SIGNALS.said = True
             print(f"runner: interrupted{' (SIGTERM)' if SIGNALS.code == 143 else ''} while the results were logged: "

@@ -72,9 +72,9 @@ def write(exp, out, run_dir: Path) -> Written:
         files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
         files += model_files(exp, run_dir)
         return Written(files, {k: v for k, v in scalars.items() if np.isfinite(v)})
+    files += exp.inference.extras(exp, out, run_dir)  # its figures first: a full disk says so here, in one line
     files += posterior_files(exp, out, run_dir, scalars)
     files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
-    files += exp.inference.extras(exp, out, run_dir)
     children = [(child, child_files(child, run_dir / child.folder)) for child in out.children]
     files += model_files(exp, run_dir)
     return Written(files, scalars, children)
@@ -109,13 +109,13 @@ def posterior_files(exp, out, run_dir: Path, scalars: dict) -> list[str]:
         observed = set(posterior.observed_sites(model, data)) if data is not None else set()
         predictive = {k: v for k, v in drawn.items() if k in observed} or None
     else:
-        files += write_draws(flat, run_dir)
-    idata = out.draws if out.markov else {k: v for k, v in full.items() if k in sites}
-    files += inference_data.write(exp, run_dir, idata, chains=out.markov, predictive=predictive)
+        latent = set(posterior.latent_sites(model, data))
+        files += write_draws({k: v for k, v in flat.items() if k in latent}, run_dir)
     model_png = f"plots/{model.name}.png"
     if figures.components_plot(model, flat, data, run_dir / model_png):
         files.append(model_png)
-    return files
+    idata = out.draws if out.markov else {k: v for k, v in full.items() if k in sites}
+    return files + inference_data.write(exp, run_dir, idata, chains=out.markov, predictive=predictive)
 
 
 def point_files(exp, out, latents: dict | None, run_dir: Path, scalars: dict) -> list[str]:

@@ -49,16 +49,35 @@ def _names(value) -> list[str]:
     return [str(v).strip().split(".")[0] for v in items if str(v).strip()]
 
 
+def _search_path():
+    """A ConfigSearchPath (Hydra's public interface) that only records what a plugin adds."""
+    from hydra.core.config_search_path import ConfigSearchPath, SearchPathElement
+
+    class Recorded(ConfigSearchPath):
+        def __init__(self):
+            self.elements: list = []
+
+        def get_path(self):
+            return self.elements
+
+        def append(self, provider, path, anchor=None):
+            self.elements.append(SearchPathElement(provider, path))
+
+        def prepend(self, provider, path, anchor=None):
+            self.elements.insert(0, SearchPathElement(provider, path))
+
+    return Recorded()
+
+
 def plugin_roots() -> set[str]:
     """Top-level packages of the `pkg://` entries that installed Hydra SearchPathPlugins add
     (hydra's own excluded)."""
-    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
     from hydra.core.plugins import Plugins
     from hydra.plugins.search_path_plugin import SearchPathPlugin
 
     roots: set[str] = set()
     for plugin in Plugins.instance().discover(SearchPathPlugin):
-        search_path = ConfigSearchPathImpl()
+        search_path = _search_path()
         try:
             plugin().manipulate_search_path(search_path)
         except Exception:  # a broken plugin registers nothing
@@ -104,10 +123,8 @@ def resolve_trusted(path, roots, key: str = "_target_"):
     if top == "runner" and (len(parts) < 3 or parts[1] not in RUNNER_COMPONENTS):
         raise ConfigError(f"{key}={path} in a stored config is refused: within runner only the components "
                           f"{', '.join('runner.' + c for c in RUNNER_COMPONENTS)} may be named")
-    from hydra._internal.utils import _locate
-
     try:
-        obj = _locate(path)
+        obj = _located(path)
     except Exception as e:
         cause = e.__cause__ or e
         lines = [line for line in str(cause).strip().splitlines() if line.strip()]
@@ -135,6 +152,22 @@ def resolve_trusted(path, roots, key: str = "_target_"):
                 raise ConfigError(f"{key}={path} in a stored config is refused: within runner.{component} only "
                                   f"{base_name} classes may be named")
     return obj
+
+
+def _located(path: str):
+    """The object at `path`, resolved as Hydra resolves a `_target_` (hydra.utils.get_object,
+    without the error line it logs: the caller says it in one line)."""
+    import logging
+
+    from hydra.utils import get_object
+
+    logger = logging.getLogger("hydra.utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return get_object(path)
+    finally:
+        logger.setLevel(level)
 
 
 def _qualified(obj) -> set[str]:

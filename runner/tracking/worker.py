@@ -163,7 +163,7 @@ def client(warm: str | None = None) -> Client:
 
 #: the events and queries a Background backend forwards (those that return nothing useful too,
 #: so the store is written in order and errors surface in the command)
-FORWARDED = ("run_started", "run_completed", "run_failed", "run_killed", "sweep_started",
+FORWARDED = ("run_completed", "run_failed", "run_killed", "sweep_started",
              "sweep_completed", "sweep_failed", "sweep_killed", "finished_run", "children", "run_dir_of",
              "runs", "fetch", "adopt")
 
@@ -245,6 +245,15 @@ class Background(Tracking):
         except WorkerGone as e:
             raise TrackingError(f"{e}; nothing more could be logged to {self.backend.where()}") from None
         return value
+
+    def run_started(self, start) -> str | None:
+        """A run that yields to no twin is opened without waiting (the store is set up and the run
+        created while this process compiles the fit: its errors come with the next event); a
+        sweep's job waits for the answer."""
+        if start.yield_to_finished is None:
+            self._send("run_started", start)
+            return None
+        return self.call("run_started", start)
 
     def child_logged(self, record) -> None:
         """Sent without waiting: the worker logs it while this process goes on (flush waits)."""
@@ -332,13 +341,15 @@ def _preimport(target: str) -> None:
 
 
 def _backend(call: Call, backends: dict) -> Tracking:
+    """The command's backend in this worker; a new worker taking over from one that died
+    continues from the state the command kept."""
     backend = backends.get(call.handle)
     if backend is None:
         from hydra.utils import get_class
 
         backend = backends[call.handle] = get_class(call.target)(**call.settings)
-    if call.state:
-        backend.restore(call.state)
+        if call.state:
+            backend.restore(call.state)
     return backend
 
 

@@ -136,10 +136,8 @@ def test_a_bad_timeout_is_one_line(tmp_path, value, shown):
 def test_side_commands_never_create_a_store(tmp_path):
     """A mistyped sqlite path is one line, exit 2: compare and predict only read."""
     uri = f"sqlite:///{tmp_path}/mlfow.db"
-    said = {"compare": f"runner.compare: error: no MLflow store at {tmp_path}/mlfow.db (no such file): check --uri "
-                       "(default sqlite:///mlflow.db, in this folder)",
-            "predict": f"runner.predict: error: no tracking store at {tmp_path}/mlfow.db ({uri}): check the path, "
-                       "or run python -m runner first"}
+    said = {side: f"runner.{side}: error: no MLflow store at {tmp_path}/mlfow.db (no such file): check --uri / "
+                  "tracking.uri= (default sqlite:///mlflow.db, in this folder)" for side in ("compare", "predict")}
     for name, argv in list(commands(uri, tmp_path).items())[1:]:
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr

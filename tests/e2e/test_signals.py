@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import read_runs, run_cli
 
-from runner.tracking import store_lock
+from runner.tracking.mlflow.store import store_lock
 
 
 def start_long_fit(tmp_path, uri, new_session=False):

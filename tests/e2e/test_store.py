@@ -12,16 +12,27 @@ from conftest import ROOT, read_runs
 N_WRITERS, N_POINTS = 16, 300
 
 
+def backend(uri, experiment):
+    """The MLflow backend as the CLI builds it: in the tracking worker process."""
+    from omegaconf import OmegaConf
+
+    from runner.tracking import from_config
+
+    return from_config(OmegaConf.create({"_target_": "runner.tracking.mlflow.MlflowTracking", "uri": uri,
+                                         "experiment": experiment}))
+
+
 def writer(uri, i, barrier):
     sys.path.insert(0, str(ROOT))
-    from runner.tracking.mlflow.backend import MlflowTracking
+    from runner.tracking.base import RunRecord, RunStart
 
-    tracker = MlflowTracking(uri, "many").start(open_run={"writer": i})
-    tracker.wait()
+    tracker = backend(uri, "many")
+    tracker.run_started(RunStart(name=f"writer {i}", tags={"writer": i}, config_hash=str(i)))
     barrier.wait()
-    tracker.log_run(tags={"writer": i}, params={f"p{k}": k * i for k in range(50)},
-                    scalars={"final_loss": float(i)}, curves={"loss": [float(i + s) for s in range(N_POINTS)]},
-                    artifact_dir=ROOT, artifacts=[], into_open_run=True)
+    tracker.run_completed(RunRecord(name=f"writer {i}", tags={"writer": i}, params={f"p{k}": k * i for k in range(50)},
+                                    scalars={"final_loss": float(i)},
+                                    curves={"loss": [float(i + s) for s in range(N_POINTS)]},
+                                    artifact_dir=ROOT, artifacts=[]))
 
 
 def test_sixteen_writers_lose_nothing(tmp_path):
@@ -51,9 +62,9 @@ def test_the_command_process_never_imports_mlflow(tmp_path):
     process (which traces and plots) does not import it, yet its run is tagged with its pid."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     script = (f"import os, sys; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from runner.api import compose\nfrom runner.app import execute\n"
-              f"cfg, choices = compose(['model=coin', 'steps=20', 'restarts=2', 'progress=false', 'tracking.uri={uri}'])\n"
-              f"out = execute(cfg, choices, __import__('pathlib').Path({str(tmp_path / 'run')!r}))\n"
+              "import runner\n"
+              f"out = runner.run(['model=coin', 'steps=20', 'restarts=2', 'progress=false', 'tracking.uri={uri}'], "
+              f"run_dir={str(tmp_path / 'run')!r})\n"
               "print('RESULT', out.run_id, os.getpid(), sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -68,19 +79,18 @@ def test_a_dead_tracking_worker_is_replaced_once_then_one_clear_error(tmp_path):
     """A worker that dies is replaced by a new one, which answers the same call; a second death
     of the same tracker's worker is one clear error (no endless restarts)."""
     from runner.tracking import TrackingError
-    from runner.tracking.mlflow.backend import MlflowTracking
     from runner.tracking.worker import client
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = MlflowTracking(uri, "gone").start()
-    tracker.wait()
+    tracker = backend(uri, "gone")
+    tracker.connect()
+    assert tracker.finished_run("x") is None
     client().proc.kill()
-    assert tracker.find_finished("x") is None  # through a new worker
+    assert tracker.finished_run("x") is None  # through a new worker
     first = tracker.experiment_id
     client().proc.kill()
     with pytest.raises(TrackingError, match=r"^the tracking worker process exited \(code -9\); nothing more "
                                             rf"could be logged to {uri}$"):
-        tracker.find_finished("x")
-    again = MlflowTracking(uri, "gone").start()  # the next tracker starts a fresh worker
-    again.wait()
-    assert again.find_finished("x") is None and again.experiment_id == first
+        tracker.finished_run("x")
+    again = backend(uri, "gone")  # the next backend starts a fresh worker
+    assert again.finished_run("x") is None and again.experiment_id == first

@@ -120,7 +120,7 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     out = compare(tmp_path, uri=f"sqlite:///{tmp_path}/mlfow.db")
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr.splitlines() == [f"runner.compare: error: no MLflow store at {tmp_path}/mlfow.db (no such "
-                                       "file): check --uri (default sqlite:///mlflow.db, in this folder)"]
+                                       "file): check --uri / tracking.uri= (default sqlite:///mlflow.db, in this folder)"]
     assert not (tmp_path / "mlfow.db").exists()
     # the same command again: every job is skipped, the parent is reused, nothing is duplicated
     proc, client, parents, children = sweep(tmp_path)

@@ -94,7 +94,7 @@ class MlflowTracking(Tracking):
 
         path = Path(self.uri[len("sqlite:///"):]).expanduser()
         if not path.is_file():
-            raise TrackingError(f"no MLflow store at {path} (no such file): check the store's URI "
+            raise TrackingError(f"no MLflow store at {path} (no such file): check --uri / tracking.uri= "
                                 "(default sqlite:///mlflow.db, in this folder)")
         try:
             with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as db:
