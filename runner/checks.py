@@ -1,5 +1,6 @@
-"""Checks every command shares: a config's `_target_`s, integers a run needs, and building one
-config node with Hydra so that a failure is one ConfigError line (never a Hydra traceback)."""
+"""Checks every command shares: a config's `_target_`s, and building one config node with Hydra
+so that a failure is one ConfigError line (never a Hydra traceback). The keys' types and ranges:
+runner/schema.py."""
 from __future__ import annotations
 
 from omegaconf import DictConfig, ListConfig
@@ -23,13 +24,6 @@ def check_targets(node, path: str = "") -> None:
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node._iter_ex(resolve=False)):
             check_targets(item, f"{path}[{i}]")
-
-
-def positive_int(cfg, key: str) -> int:
-    value = cfg[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
-    return value
 
 
 def instantiate(node, what: str):

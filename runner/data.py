@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runner import schema
 from runner.errors import ConfigError
 
 
@@ -70,9 +71,7 @@ def digits(binarize: float | None = None, n: int | None = None) -> np.ndarray:
 
 def rows(n) -> int:
     """data.n: how many rows to keep, a positive integer (a negative one would drop rows)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"data.n must be a positive integer or null, got {n!r}")
-    return n
+    return schema.optional(schema.positive_int)("data.n", n)
 
 
 def none() -> None:

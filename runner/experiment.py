@@ -8,12 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner.checks import check_targets, instantiate, load_data, positive_int
+from runner.checks import check_targets, instantiate, load_data
 from runner.errors import ConfigError
 from runner.redact import redact
-
-
-SELECT = ("initial", "final")
 
 
 @dataclass(frozen=True)
@@ -43,50 +40,29 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     """The composed config -> a typed Experiment, or one ConfigError line: every refusal that
     can be known before a fit. `chash`: the config's hash when the caller already has it (a
     sweep's job checks it against the store first)."""
-    from runner.inference import from_config
+    from runner import schema
     from runner.identity import config_hash
+    from runner.inference import from_config
 
     check_targets(cfg)
-    restarts = positive_int(cfg, "restarts")
-    positive_int(cfg, "steps"), positive_int(cfg, "replicates")
-    if cfg.select not in SELECT:
-        raise ConfigError(f"select must be one of {SELECT}, got {cfg.select!r}")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**31:
-        # JAX keeps 32 bits of a seed: 2**32 would silently be seed 0
-        raise ConfigError(f"seed must be an integer from 0 to {2**31 - 1}, got {cfg.seed!r}")
-    if not isinstance(cfg.get("progress", True), bool):
-        raise ConfigError(f"progress must be true or false, got {cfg.progress!r}")
-    posterior_samples = cfg.get("posterior", {}).get("samples", 0)
-    if not isinstance(posterior_samples, int) or isinstance(posterior_samples, bool) or posterior_samples < 0:
-        raise ConfigError(f"posterior.samples must be an integer >= 0, got {posterior_samples!r}")
+    run = schema.run_settings(cfg)  # the run-level keys, typed and range-checked (runner/schema.py)
     inference = from_config(cfg.get("inference"))
 
     model = instantiate(cfg.model, "model")
     data = load_data(cfg.get("data"))
     data = model.bind(data)
     inference.prepare(cfg, model, data)
-    if batch_size(cfg) is not None and not getattr(inference, "batch_size", None):
+    if run["data.batch_size"] is not None and not getattr(inference, "batch_size", None):
         raise ConfigError(f"data.batch_size applies to inference=svi, not inference={inference.name}")
     node = cfg.get("data") or {}
-    cache = cfg.get("jax", {}).get("cache_dir")
-    every = (cfg.get("checkpoint") or {}).get("every_s", 60.0)
-    if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0):
-        raise ConfigError(f"checkpoint.every_s must be a positive number of seconds or null, got {every!r}")
-    return Experiment(model=model, data=data, inference=inference, seed=cfg.seed, restarts=restarts,
-                      posterior_samples=posterior_samples, progress=cfg.get("progress", True),
+    cache, every = run["jax.cache_dir"], run["checkpoint.every_s"]
+    return Experiment(model=model, data=data, inference=inference, seed=run["seed"], restarts=run["restarts"],
+                      posterior_samples=run["posterior.samples"], progress=run["progress"],
                       config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
                       params={k: redact(v) for k, v in flatten(cfg).items()},
                       config_hash=chash or config_hash(cfg), cache_dir=str(cache) if cache else None,
                       checkpoint_every_s=None if every is None else float(every),
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
-
-
-def batch_size(cfg) -> int | None:
-    """data.batch_size: the rows of the data each SVI step sees (None: all of them)."""
-    value = (cfg.get("data") or {}).get("batch_size")
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-        raise ConfigError(f"data.batch_size must be a positive integer or null, got {value!r}")
-    return value
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from runner import schema
 from runner.errors import ConfigError
 
 
@@ -38,8 +39,8 @@ def optax_transform(name: str, lr=None, schedule=None, **kwargs) -> OptaxOptimiz
     fn = getattr(optax, name, None)
     if not callable(fn) or name.startswith("_"):
         raise ConfigError(f"optim.name='{name}' is not an optax optimizer (e.g. adam, sgd, adamw)")
-    if lr is not None and not callable(lr) and float(lr) <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {lr}")
+    if lr is not None and not callable(lr):
+        schema.positive("optim.lr", lr)  # NaN or inf ran to a wrong loss
     if schedule is not None:
         lr = schedule(init_value=lr)
     try:

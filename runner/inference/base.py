@@ -1,12 +1,12 @@
 """What every inference method provides to the runner (runner/app.py calls nothing else).
 
 A method is a small object built by Hydra from `conf/inference/<name>.yaml`: its `_target_`
-names the class, the other keys are its settings, checked when it is built (a ConfigError of
-one line). `prepare` builds what the method needs from the rest of the config (SVI: the guide,
-loss and optimizer groups) and refuses combinations that cannot work, before any fit. `fit` is
-the compiled fit and returns a `FitOutput`, the same type for every method: runner/outputs.py
-turns it into the run directory. A method's own files (SVI's loss figure, EM's components) come
-from its `extras`.
+names the class, the other keys are its settings (the fields of its dataclass), typed and
+range-checked by runner/schema.py before it is built (a ConfigError of one line). `prepare`
+builds what the method needs from the rest of the config (SVI: the guide, loss and optimizer
+groups) and refuses combinations that cannot work, before any fit. `fit` is the compiled fit and
+returns a `FitOutput`, the same type for every method: runner/outputs.py turns it into the run
+directory. A method's own files (SVI's loss figure, EM's components) come from its `extras`.
 """
 from __future__ import annotations
 
@@ -100,55 +100,36 @@ class Method:
 
 
 def from_config(node) -> Method:
-    """The inference method of a config's `inference` node (its `_target_` names the class)."""
+    """The inference method of a config's `inference` node (its `_target_` names the class), its
+    settings checked first (`check_settings`)."""
     from omegaconf import DictConfig
 
     from runner.checks import instantiate
 
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(f"inference must be a config group with a _target_ (inference=svi|em|nuts), got {node!r}")
+    check_settings(node)
     method = instantiate(node, "inference")
     if not isinstance(method, Method):
         raise ConfigError(f"inference._target_ must name an inference method (a runner.inference.Method), "
                           f"got {type(method).__name__}")
-    check_settings(method)
     return method
 
 
-SIMPLE = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-
-
-def check_settings(method: Method) -> None:
-    """A method's settings (its dataclass fields typed int, float, str or bool) have their
-    types: `inference.draws=abc` is one line before any fit, for a user's method too."""
+def check_settings(node) -> None:
+    """The settings in an `inference` node, typed and range-checked before the method is built
+    (runner/schema.py): each field of the method's dataclass by the range it declares
+    (`schema.setting`) or, plain (`draws: int = 20000`), by its type: `inference.draws=abc` is
+    one line, for a user's method too. A `_target_` that cannot be found is instantiate's to say."""
     import dataclasses
-    import typing
 
-    if not dataclasses.is_dataclass(method):
-        return
+    from hydra.utils import get_object
+
+    from runner import schema
+
     try:
-        hints = typing.get_type_hints(type(method))
-    except Exception:  # an annotation that does not resolve: nothing to check against
+        cls = get_object(str(node._target_))
+    except Exception:
         return
-    for f in dataclasses.fields(method):
-        kind, value = hints.get(f.name), getattr(method, f.name)
-        if kind not in SIMPLE or value is None:
-            continue
-        ok = isinstance(value, bool) if kind is bool else (
-            isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-            isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
-        if not ok:
-            raise ConfigError(f"inference.{f.name} must be {SIMPLE[kind]}, got {value!r}")
-
-
-def positive_int(value, key: str, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"inference.{key} must be {what}, got {value!r}")
-    return value
-
-
-def one_of(value, key: str, allowed) -> str:
-    if value not in allowed:
-        raise ConfigError(f"inference.{key} must be one of {'|'.join(allowed)}, got {value!r}")
-    return value
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        schema.check_fields(cls, node, "inference")

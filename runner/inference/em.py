@@ -10,8 +10,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from runner import schema
 from runner.errors import ConfigError
-from runner.inference.base import FitOutput, Method, one_of, positive_int
+from runner.inference.base import FitOutput, Method
 
 KEY_DERIVATION = "root=PRNGKey(seed); restart r initialises (k-means++ or random points) from split(root,R)[r]"
 
@@ -49,20 +50,12 @@ def em_data(model, data):
 
 @dataclass
 class EM(Method):
-    """conf/inference/em.yaml: the settings of scikit-learn's GaussianMixture."""
+    """conf/inference/em.yaml: the settings of scikit-learn's GaussianMixture (ranges: runner/schema.py)."""
     name = "em"
-    iterations: int = 100
-    tol: float = 1e-3
-    reg_covar: float = 1e-6
-    init: str = "kmeans"
-
-    def __post_init__(self):
-        positive_int(self.iterations, "iterations")
-        for key in ("tol", "reg_covar"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise ConfigError(f"inference.{key} must be a number >= 0, got {value!r}")
-        one_of(self.init, "init", ("kmeans", "random"))
+    iterations: int = schema.setting(100, schema.positive_int)
+    tol: float = schema.setting(1e-3, schema.number(0))
+    reg_covar: float = schema.setting(1e-6, schema.number(0))
+    init: str = schema.setting("kmeans", schema.one_of("kmeans", "random"))
 
     def prepare(self, cfg, model, data) -> None:
         if cfg.replicates != 1:
@@ -71,7 +64,7 @@ class EM(Method):
             raise ConfigError(f"inference=em has no updates for model '{model.name}': use model=gmm or "
                               "model=bmm, attach EM extras (runner.model_extras), or use inference=svi")
         K = getattr(model, "K", None)
-        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
+        if not schema.positive_int.accepts(K):
             raise ConfigError(f"inference=em needs the number of components K of model '{model.name}' "
                               f"(a K in the data, or the function's K attribute), got {K!r}")
         em_data(model, data)

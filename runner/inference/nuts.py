@@ -7,29 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
+from runner import schema
 from runner.errors import ConfigError
-from runner.inference.base import FitOutput, Method, one_of, positive_int
+from runner.inference.base import FitOutput, Method
 
 KEY_DERIVATION = "root=PRNGKey(seed); MCMC.run(root) (chains split from it)"
 
 
 @dataclass
 class NUTS(Method):
-    """conf/inference/nuts.yaml."""
+    """conf/inference/nuts.yaml (ranges: runner/schema.py)."""
     name = "nuts"
-    warmup: int = 50
-    samples: int = 250
-    chains: int = 1  # one vectorised program (chain_method=vectorized)
-    target_accept: float = 0.8
-    init: str = "median"  # median (init_to_median) | uniform (NumPyro's default) | sample
-
-    def __post_init__(self):
-        positive_int(self.warmup, "warmup", minimum=0)
-        positive_int(self.samples, "samples")
-        positive_int(self.chains, "chains")
-        one_of(self.init, "init", ("median", "uniform", "sample"))
-        if not isinstance(self.target_accept, (int, float)) or not 0 < float(self.target_accept) < 1:
-            raise ConfigError(f"inference.target_accept must be in (0, 1), got {self.target_accept!r}")
+    warmup: int = schema.setting(50, schema.integer(0))
+    samples: int = schema.setting(250, schema.positive_int)
+    chains: int = schema.setting(1, schema.positive_int)  # one vectorised program (chain_method=vectorized)
+    target_accept: float = schema.setting(0.8, schema.probability)
+    # median (init_to_median) | uniform (NumPyro's default) | sample
+    init: str = schema.setting("median", schema.one_of("median", "uniform", "sample"))
 
     def prepare(self, cfg, model, data) -> None:
         if cfg.replicates != 1:

@@ -5,6 +5,7 @@ import numpy as np
 
 from runner.models.base import Model
 from runner.models.drawing import image_grid
+from runner import schema
 from runner.errors import ConfigError
 
 
@@ -14,9 +15,7 @@ class BMM(Model):
     EPS = 1e-6  # EM keeps pixel probabilities in [EPS, 1 - EPS]
 
     def __init__(self, K: int = 10):
-        if not isinstance(K, int) or isinstance(K, bool) or K < 2:
-            raise ConfigError(f"model.K must be an integer >= 2 (the mixture's components), got {K!r}")
-        self.K = K
+        self.K = schema.integer(2).about("the mixture's components")("model.K", K)
 
     def __call__(self, data=None):
         import jax.numpy as jnp

@@ -5,6 +5,7 @@ import numpy as np
 
 from runner.models.base import Model
 from runner.models.drawing import image_grid, normal_pdf
+from runner import schema
 from runner.errors import ConfigError
 
 
@@ -15,14 +16,11 @@ class GMM(Model):
 
     def __init__(self, K: int = 2, prior_loc_scale: float = 10.0, weight_concentration: float = 0.5,
                  scale: float | None = None):
-        if not isinstance(K, int) or isinstance(K, bool) or K < 1:
-            raise ConfigError(f"model.K must be a positive integer (the mixture's components), got {K!r}")
-        self.K = K
+        self.K = schema.positive_int.about("the mixture's components")("model.K", K)
         #: None: the scale is a latent site (the tutorial). A number: a fixed known scale, as seed
         #: 003's SGD fit (0.2 on images, where a learned scale of a constant pixel collapses to 0).
+        scale = schema.optional(schema.positive)("model.scale", scale)
         self.fixed_scale = None if scale is None else float(scale)
-        if self.fixed_scale is not None and self.fixed_scale <= 0:
-            raise ConfigError(f"model.scale must be positive or null, got {scale}")
         self.prior_loc_scale = float(prior_loc_scale)
         self.weight_concentration = float(weight_concentration)
 

@@ -17,7 +17,7 @@ from runner.errors import ConfigError
     (["model=coin", "loss.num_particles=1.5"], "loss.num_particles must be a positive integer, got 1.5"),
     (["model=coin", "optim.lr=nan"], "optim.lr must be a positive finite number, got nan"),
     (["model=coin", "optim.lr=inf"], "optim.lr must be a positive finite number, got inf"),  # ran to a wrong loss
-    (["model=coin", "optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),  # the optimizer factory's own check
+    (["model=coin", "optim.lr=-0.1"], "optim.lr must be a positive finite number, got -0.1"),
     (["model=gmm", "data=digits", "data.n=-5"], "data.n must be a positive integer or null, got -5"),  # dropped 5 rows
     (["model=gmm", "tracking.max_points_per_curve=-5"], "tracking.max_points_per_curve must be an integer >= 2 or null"),
     (["model=gmm", "tracking.max_points_per_curve=abc"], "tracking.max_points_per_curve must be an integer >= 2 or null"),

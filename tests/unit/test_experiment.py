@@ -22,7 +22,7 @@ REFUSED = [  # (overrides, the ConfigError's line: the start of it)
     (["steps=0"], "steps must be a positive integer, got 0"),
     (["steps=-3"], "steps must be a positive integer, got -3"),
     (["restarts=0"], "restarts must be a positive integer, got 0"),
-    (["optim.lr=-0.1"], "optim.lr must be positive, got -0.1"),
+    (["optim.lr=-0.1"], "optim.lr must be a positive finite number, got -0.1"),
     (["loss.num_particles=0"], "loss.num_particles must be a positive integer, got 0"),
     (["model=bmm", "guide=manual"], "model 'bmm' has no manual guide"),
     (["model=coin", "guide=autodelta", "+guide.init_loc_fn=x"], "cannot build guide"),
@@ -41,7 +41,7 @@ REFUSED = [  # (overrides, the ConfigError's line: the start of it)
     (["model._target_=null"], "model._target_ must be a dotted path such as mymodels.MyModel, got None"),
     (["inference=em", "model=coin"], "inference=em has no updates for model 'coin'"),
     # the top-level settings build checks itself
-    (["select=best"], "select must be one of ('initial', 'final'), got 'best'"),
+    (["select=best"], "select must be one of initial|final, got 'best'"),
     (["seed=1.5"], "seed must be an integer from 0 to 2147483647, got 1.5"),
     (["progress=maybe"], "progress must be true or false, got 'maybe'"),
     (["posterior.samples=-1"], "posterior.samples must be an integer >= 0, got -1"),

@@ -113,8 +113,9 @@ def test_a_method_defined_here_runs_through_build_and_fit():
     PriorMean.__module__ = module.__name__
     sys.modules[module.__name__] = module
     try:
-        cfg, _ = runner.compose(["model=coin", "inference=svi", "+inference.draws=8000",
-                                 "inference._target_=prior_mean_method.PriorMean"])
+        cfg, _ = runner.compose(["model=coin"])
+        # its own node, as its YAML file gives it (svi's node holds SVI's settings: steps, select, ...)
+        cfg.inference = OmegaConf.create({"_target_": "prior_mean_method.PriorMean", "draws": 8000})
         exp = runner.build(cfg)
         assert exp.method == "prior_mean" and exp.inference.draws == 8000
         assert runner.fit(exp).scalars["prior_mean"] == pytest.approx(0.5, abs=0.02)  # Uniform(0, 1)
@@ -122,11 +123,12 @@ def test_a_method_defined_here_runs_through_build_and_fit():
         del sys.modules[module.__name__]
 
 
-def test_a_users_method_settings_are_type_checked():
-    """Typed dataclass fields are checked when the method is built: `draws=abc` is one line."""
+def test_a_users_method_settings_are_type_checked(monkeypatch):
+    """Typed dataclass fields are checked before the method is built: `draws=abc` is one line
+    (the user's file declares nothing but its annotations; tests/unit/test_schema.py: the ranges)."""
+    import sys
+    import types
     from dataclasses import dataclass
-
-    from runner.inference.base import check_settings
 
     @dataclass
     class Sampler(Method):
@@ -136,11 +138,19 @@ def test_a_users_method_settings_are_type_checked():
         kind: str = "prior"
         on: bool = True
 
-    check_settings(Sampler(draws=5, scale=2))  # an int is a fine float
+    module = types.ModuleType("sampler_method")
+    module.Sampler, Sampler.__module__ = Sampler, "sampler_method"
+    monkeypatch.setitem(sys.modules, "sampler_method", module)
+
+    def built(**settings):
+        return from_config(OmegaConf.create({"_target_": "sampler_method.Sampler", **settings}))
+
+    assert built(draws=5, scale=2).scale == 2  # an int is a fine float
     for bad, message in [(dict(draws="abc"), "inference.draws must be an integer, got 'abc'"),
                          (dict(draws=True), "inference.draws must be an integer, got True"),
-                         (dict(scale="x"), "inference.scale must be a number"),
-                         (dict(kind=3), "inference.kind must be a string"),
-                         (dict(on="yes"), "inference.on must be true or false")]:
-        with pytest.raises(ConfigError, match=message):
-            check_settings(Sampler(**bad))
+                         (dict(scale="x"), "inference.scale must be a number, got 'x'"),
+                         (dict(kind=3), "inference.kind must be a string, got 3"),
+                         (dict(on="yes"), "inference.on must be true or false, got 'yes'")]:
+        with pytest.raises(ConfigError) as e:
+            built(**bad)
+        assert str(e.value) == message

@@ -78,8 +78,9 @@ def test_adam_cosine_decays_the_step_size_over_the_run():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="nope"), r"^optim.name='nope' is not an optax optimizer \(e.g. adam, sgd, adamw\)$"),
     (dict(name="_src"), r"^optim.name='_src' is not an optax optimizer"),
-    (dict(name="adam", lr=0), r"^optim.lr must be positive, got 0$"),
-    (dict(name="adam", lr=-1e-3), r"^optim.lr must be positive, got -0.001$"),
+    (dict(name="adam", lr=0), r"^optim.lr must be a positive finite number, got 0$"),
+    (dict(name="adam", lr=-1e-3), r"^optim.lr must be a positive finite number, got -0.001$"),
+    (dict(name="adam", lr=float("nan")), r"^optim.lr must be a positive finite number, got nan$"),
     (dict(name="adam", lr=0.1, bogus=1), r"^optim 'adam': .*bogus"),
 ])
 def test_refusals_are_one_config_error(kwargs, message):

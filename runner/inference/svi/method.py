@@ -3,12 +3,14 @@ config groups; `restarts` initialisations (and `replicates` seeds) train side by
 compiled program (runner/inference/svi/program.py); `select` keeps the best by initial or final loss."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from runner import schema
 from runner.errors import ConfigError
 from runner.inference.base import Child, FitContext, FitOutput, Method
 
@@ -17,93 +19,65 @@ from runner.inference.base import Child, FitContext, FitOutput, Method
 class Stop:
     """stop.rtol / stop.patience / stop.window: a restart stops once its smoothed loss (an
     exponential moving average over about `window` steps) has not fallen by `rtol` (relative)
-    for `patience` steps."""
-    rtol: float
-    patience: int
-    window: int
+    for `patience` steps. (The ranges are the top-level keys', runner/schema.py.)"""
+    rtol: float | None = schema.setting(None, schema.RUN["stop.rtol"].check)
+    patience: int = schema.setting(1000, schema.RUN["stop.patience"].check)
+    window: int = schema.setting(500, schema.RUN["stop.window"].check)
 
     @property
     def decay(self) -> float:
         return 1.0 - 1.0 / self.window
 
 
-def stop_settings(cfg) -> Stop | None:
-    """The `stop` block, checked (one ConfigError line), or None when stop.rtol is null (off)."""
-    import math
-
-    node = cfg.get("stop") or {}
-    rtol = node.get("rtol")
-    if rtol is None:
-        return None
-    if not isinstance(rtol, (int, float)) or isinstance(rtol, bool) or not math.isfinite(rtol) or rtol < 0:
-        raise ConfigError(f"stop.rtol must be a number >= 0 (or null: no early stopping), got {rtol!r}")
-    for key in ("patience", "window"):
-        value = node.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"stop.{key} must be a positive integer, got {value!r}")
-    return Stop(float(rtol), node["patience"], node["window"])
-
-
 @dataclass
 class SVI(Method):
+    """conf/inference/svi.yaml. The settings are the top-level keys a user types (steps=2000,
+    select=final, stop.rtol=1e-4, diagnostics.psis_draws=..., data.batch_size=...), which the YAML
+    reads by interpolation (inference.steps=... works too); their ranges are runner/schema.py's,
+    checked before the method is built. `prepare` builds the guide, loss and optimizer from
+    their groups and refuses what cannot work with the model and data."""
     name = "svi"
     groups = ("model", "guide", "loss", "optim", "data", "inference")
-    # built by prepare() from the guide, loss and optim groups and the top-level settings
-    guide_builder: Callable = None  # (model, init_values) -> guide
-    loss: Any = None  # numpyro ELBO
-    optimizer: Any = None  # runner.optim.OptaxOptimizer | runner.optim.LBFGS
-    steps: int = 1000
-    select: str = "final"
-    replicates: int = 1
-    deterministic: bool = False  # every guide site a Delta, the rest enumerated: an exact objective
-    lr: Any = None  # the optimizer's learning rate, for the hint when every restart diverges
-    curve_points: int | None = 2000  # the fit keeps its curves at this many steps at most (tracking.max_points_per_curve)
-    batch_size: int | None = None  # data.batch_size: rows per step (None: all)
-    rows: int = 0  # the data's rows (with batch_size)
-    data_plates: frozenset = frozenset()  # the plates over the data's rows (with batch_size)
-    psis_draws: int = 1000  # guide draws for the PSIS k-hat diagnostic (diagnostics.psis_draws; 0: none)
-    continuous: bool = False  # the guide is a density over every latent site (k-hat applies)
-    stop: Stop | None = None  # early stopping (the top-level `stop` block; None: every step trained)
+    steps: int = schema.setting(1000, schema.RUN["steps"].check)
+    select: str = schema.setting("final", schema.RUN["select"].check)
+    replicates: int = schema.setting(1, schema.RUN["replicates"].check)
+    stop: Stop | None = None  # early stopping (the `stop` block; None while stop.rtol is null: every step trained)
+    psis_draws: int = schema.setting(1000, schema.RUN["diagnostics.psis_draws"].check)  # guide draws for k-hat; 0: none
+    batch_size: int | None = schema.setting(None, schema.RUN["data.batch_size"].check)  # rows per step (None: all)
+    # the fit keeps its curves at this many steps at most (tracking.max_points_per_curve)
+    curve_points: int | None = schema.setting(2000, schema.TRACKING["tracking.max_points_per_curve"])
+    # built by prepare() from the guide, loss and optim groups, the model and the data
+    guide_builder: Callable = field(default=None, init=False)  # (model, init_values) -> guide
+    loss: Any = field(default=None, init=False)  # numpyro ELBO
+    optimizer: Any = field(default=None, init=False)  # runner.optim.OptaxOptimizer | runner.optim.LBFGS
+    lr: Any = field(default=None, init=False)  # the optimizer's learning rate, for the hint when every restart diverges
+    deterministic: bool = field(default=False, init=False)  # every guide site a Delta, the rest enumerated: exact
+    continuous: bool = field(default=False, init=False)  # the guide is a density over every latent site (k-hat applies)
+    rows: int = field(default=0, init=False)  # the data's rows (with batch_size)
+    data_plates: frozenset = field(default=frozenset(), init=False)  # the plates over the data's rows (with batch_size)
+
+    def __post_init__(self):
+        if isinstance(self.stop, Mapping):  # the YAML's stop block (Hydra gives a mapping), checked already
+            block = dict(self.stop)
+            self.stop = None if block.get("rtol") is None else Stop(**{**block, "rtol": float(block["rtol"])})
 
     def prepare(self, cfg, model, data) -> None:
         from numpyro.infer import TraceEnum_ELBO
 
-        from runner.checks import instantiate, positive_int
+        from runner.checks import instantiate
 
-        self.steps, self.replicates = positive_int(cfg, "steps"), positive_int(cfg, "replicates")
-        self.select = cfg.select  # checked by build
         self.guide_builder = instantiate(cfg.guide, "guide")
         self.loss = instantiate(cfg.loss, "loss")
-        particles = getattr(self.loss, "num_particles", 1)
-        if not isinstance(particles, int) or isinstance(particles, bool) or particles < 1:
-            raise ConfigError(f"loss.num_particles must be a positive integer, got {particles!r}")
         self.optimizer = instantiate(cfg.optim, "optim")
         self.lr = cfg.optim.get("lr")
-        import math
-
-        if self.lr is not None and (not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool)
-                                    or not math.isfinite(self.lr) or self.lr <= 0):
-            raise ConfigError(f"optim.lr must be a positive finite number, got {self.lr!r}")
         if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
             raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
         self.deterministic, self.continuous = check_guide(self, model, data)
-        self.psis_draws = (cfg.get("diagnostics") or {}).get("psis_draws", 1000)
-        if (not isinstance(self.psis_draws, int) or isinstance(self.psis_draws, bool)
-                or not (self.psis_draws == 0 or self.psis_draws >= 10)):
-            raise ConfigError(f"diagnostics.psis_draws must be 0 (off) or an integer >= 10, got {self.psis_draws!r}")
-        self.stop = stop_settings(cfg)
         if self.stop is not None and self.optimizer.needs_deterministic:
             raise ConfigError("stop.rtol applies to the step optimizers (adam, sgd, ...); optim=lbfgs stops by its own tolerance")
         if self.optimizer.needs_deterministic and not self.deterministic:
             raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
                               "this guide samples, so use a stochastic optimizer such as optim=adam")
-        points = (cfg.get("tracking") or {}).get("max_points_per_curve", 2000)
-        if points is not None and (not isinstance(points, int) or isinstance(points, bool) or points < 2):
-            raise ConfigError(f"tracking.max_points_per_curve must be an integer >= 2 or null, got {points!r}")
-        self.curve_points = points
-        from runner.experiment import batch_size
-
-        self.batch_size = batch_size(cfg)
         if self.batch_size is not None:
             self.rows, self.data_plates = minibatch_plates(model, data, self.batch_size)
             if self.optimizer.needs_deterministic:
