@@ -9,7 +9,7 @@ from conftest import ROOT
 
 import runner
 from runner.errors import ConfigError
-from runner.inference.svi.program import scale_plates
+from runner.inference.svi.features import scale_plates
 
 
 def test_the_scaled_minibatch_elbo_is_unbiased():

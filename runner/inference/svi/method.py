@@ -124,7 +124,8 @@ class SVI(Method):
 
     def fit(self, exp, progress=None):
         """One FitResult per replicate."""
-        from runner.inference.svi.program import Checkpoint, fit
+        from runner.inference.svi.loop import Checkpoint
+        from runner.inference.svi.program import fit
 
         checkpoint = None
         run_dir = getattr(exp, "run_dir", None)
