@@ -1,4 +1,4 @@
-"""data.batch_size (runner/inference/svi/method.py, svi_program.py): B rows per step inside the compiled
+"""data.batch_size (runner/inference/svi/method.py, features.py): B rows per step inside the compiled
 program, the data plates' sites scaled by N/B (NumPyro's plate subsampling from outside the
 model), the final losses on the full data; refused with one line where it cannot work."""
 import jax
