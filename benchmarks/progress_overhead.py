@@ -56,12 +56,12 @@ def main(steps: int = 20000, restarts: int = 20, repeats: int = 5) -> None:
         on.append(t)
         chunks.append(p.updates)
         lines.append(p.printed)
-    carry, fixed = programs.prepare(roots, data)
+    state, fixed = programs.prepare(roots, data)
     p = Progress(steps, stream=Terminal(), quiet_s=0.0, every_s=0.0)
     boundary = []
     for i in range(200):
         t = time.perf_counter()
-        carry, best = programs.advance(carry, fixed, data, 1, 1)  # no steps: only the boundary
+        state, best = programs.advance(state, fixed, data, 1, 1)  # no steps: only the boundary
         p.update(1, float(best))
         boundary.append(time.perf_counter() - t)
     cost = statistics.median(boundary)

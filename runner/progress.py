@@ -1,6 +1,6 @@
 """The progress line of a long fit: step, the best restart's loss, steps/s, time left.
 
-The fit reports between chunks of compiled steps (runner/inference/svi/program.py, `Programs.run`), so the numbers
+The fit reports between chunks of compiled steps (runner/inference/svi/loop.py), so the numbers
 come from the running program itself. On a terminal the line is rewritten in place a few times a
 second; into a file or a pipe (CI, logs) a line is written at most every `every_s_pipe` seconds.
 Fits shorter than `quiet_s` print nothing. `progress=false` turns it off (and runs all steps in

@@ -189,7 +189,7 @@ def test_summary_table_rows_say_each_verdict():
     assert diagnostic_rows({"final_loss": 1.0}, {}) == []  # EM, NUTS, point-mass guides: nothing to add
 
 
-# --- checkpoint and resume (the program level; the CLI's resume= is not wired yet) ---------------------
+# --- checkpoint, resume and the safe point (the program level) -------------------------------------------
 
 @pytest.mark.parametrize("extra", [["guide=autonormal"],
                                    ["guide=autodelta", "stop.rtol=1e-6", "stop.patience=50", "stop.window=10"]])
@@ -201,7 +201,8 @@ def test_a_fit_interrupted_and_resumed_from_its_checkpoint_gives_the_same_number
     from runner.api import compose
     from runner.app import configure_jax
     from runner.experiment import build
-    from runner.inference.svi.program import Checkpoint, fit
+    from runner.inference.svi.loop import Checkpoint
+    from runner.inference.svi.program import fit
 
     cfg, _ = compose(["model=gmm", "select=final", "restarts=3", "replicates=2", "steps=1500", *extra])
     exp = build(cfg)
@@ -238,7 +239,8 @@ def test_a_fit_interrupted_and_resumed_from_its_checkpoint_gives_the_same_number
 def test_resume_refuses_a_checkpoint_of_another_fit(tmp_path):
     from runner.api import compose
     from runner.experiment import build
-    from runner.inference.svi.program import Checkpoint, fit
+    from runner.inference.svi.loop import Checkpoint
+    from runner.inference.svi.program import fit
 
     path = tmp_path / "checkpoint.npz"
     exp = build(compose(["model=gmm", "guide=autodelta", "restarts=2", "select=final", "steps=20"])[0])
@@ -248,3 +250,60 @@ def test_resume_refuses_a_checkpoint_of_another_fit(tmp_path):
         fit(other, checkpoint=Checkpoint(path, resume=True))
     with pytest.raises(ConfigError, match="resume: no checkpoint at"):
         fit(exp, checkpoint=Checkpoint(tmp_path / "none.npz", resume=True))
+    with np.load(path) as f:  # the same arrays without the layout's name (an older runner's): refused
+        older = {k: f[k] for k in f.files if k != "format"}
+    np.savez(path, **older)
+    with pytest.raises(ConfigError, match="was written by a different fit"):
+        fit(exp, checkpoint=Checkpoint(path, resume=True))
+
+
+class Stopped(KeyboardInterrupt):
+    """What the run's lifecycle raises at a safe point once Ctrl-C or SIGTERM was recorded."""
+
+
+def test_a_safe_point_that_raises_stops_the_fit_after_its_chunk_and_keeps_that_chunk(tmp_path):
+    """safe_point is called after every chunk (after the checkpoint and the progress line); when
+    it raises, the fit stops there as on Ctrl-C: the last complete chunk is written, the progress
+    line closed, the exception goes on; a resume from that chunk gives the same numbers."""
+    import jax
+
+    from runner.api import compose
+    from runner.app import configure_jax
+    from runner.experiment import build
+    from runner.inference.svi.loop import Checkpoint
+    from runner.inference.svi.program import fit
+
+    exp = build(compose(["model=gmm", "guide=autodelta", "select=final", "restarts=3", "steps=1500"])[0])
+    configure_jax(exp.cache_dir)
+    events = []
+
+    class Shown:  # a progress display that records what happens
+        chunk_s = 0.25
+
+        def update(self, step, best):
+            events.append(("update", step))
+
+        def close(self):
+            events.append("close")
+
+    def safe_point():
+        events.append("safe point")
+        raise Stopped
+
+    with pytest.raises(Stopped):  # no progress line, no checkpoint: chunks all the same
+        fit(exp, safe_point=safe_point)
+    assert events == ["safe point"]
+    events.clear()
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(Stopped):  # every_s: never written between chunks, only when stopped
+        fit(exp, progress=Shown(), checkpoint=Checkpoint(path, every_s=1e9), safe_point=safe_point)
+    assert events == [("update", 15), "safe point", "close"]  # the first chunk: steps // 100
+    with np.load(path) as f:
+        assert int(f["step"]) == 15
+    whole = fit(exp)
+    passed = []
+    resumed = fit(exp, checkpoint=Checkpoint(path, every_s=1e9, resume=True), safe_point=lambda: passed.append(1))
+    assert len(passed) >= 2  # chunks of about a second, each followed by the safe point
+    for a, b in zip(whole, resumed):
+        for x, y in zip(jax.tree.leaves(a.__dict__), jax.tree.leaves(b.__dict__)):
+            np.testing.assert_array_equal(x, y)

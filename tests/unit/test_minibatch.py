@@ -1,4 +1,4 @@
-"""data.batch_size (runner/inference/svi/method.py, svi_program.py): B rows per step inside the compiled
+"""data.batch_size (runner/inference/svi/method.py, features.py): B rows per step inside the compiled
 program, the data plates' sites scaled by N/B (NumPyro's plate subsampling from outside the
 model), the final losses on the full data; refused with one line where it cannot work."""
 import jax
@@ -9,7 +9,7 @@ from conftest import ROOT
 
 import runner
 from runner.errors import ConfigError
-from runner.inference.svi.program import scale_plates
+from runner.inference.svi.features import scale_plates
 
 
 def test_the_scaled_minibatch_elbo_is_unbiased():

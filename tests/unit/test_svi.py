@@ -1,4 +1,4 @@
-"""runner/inference/svi/method.py and svi_program.py: every model x guide x loss x optim combination either
+"""runner/inference/svi/method.py and program.py: every model x guide x loss x optim combination either
 fits a few steps (finite losses, right shapes) or is refused before any fit with a ConfigError,
 exactly by the rules below; restarts, `select`, replicates (N seeds in one program, the same
 numbers as N runs) and the progress display's chunks (no number changes)."""

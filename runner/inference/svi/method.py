@@ -99,7 +99,8 @@ class SVI(Method):
     def fit(self, exp, context: FitContext = FitContext()) -> FitOutput:
         """All restarts and replicates in one compiled program; with a checkpoint path, its
         state written between chunks (and continued from context.resume, bit for bit)."""
-        from runner.inference.svi.program import Checkpoint, fit
+        from runner.inference.svi.loop import Checkpoint
+        from runner.inference.svi.program import fit
         from runner.progress import Progress
 
         checkpoint = None

@@ -1,0 +1,199 @@
+"""The host side of the compiled fit (runner/inference/svi/program.py): `run` compiles `prepare` and
+`advance` ahead of time within the memory budget (runner/inference/budget.py), then runs `advance`
+in one call or in chunks, and between chunks writes the checkpoint, reports progress
+(runner/progress.py) and calls the run's safe point. Chunks change no number: the same compiled
+step runs on the same state.
+
+Chunks: about `progress.chunk_s` (0.25 s) with a progress line; about 1 s with a safe point only;
+min(checkpoint.every_s, 60 s) with checkpoints only; otherwise one call. Ctrl-C, SIGTERM
+(SystemExit) or a safe point that raises: the last complete chunk is written (with checkpoints),
+the progress line ends, and the exception goes on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+#: the checkpoint's layout (runner.inference.svi.state.FitState): a file of another layout is refused
+CARRY_FORMAT = "FitState/1"
+#: seconds of steps between two safe points when nothing else asks for chunks
+SAFE_POINT_S = 1.0
+
+
+@dataclass
+class Checkpoint:
+    """Where and how often the fit writes its state (params, optimizer state, curves so far, the
+    step reached), and whether to continue from what is there. Written between chunks of
+    `advance` (never from inside the program), to a temporary file renamed over the last one."""
+    path: object  # pathlib.Path of checkpoint.npz
+    every_s: float = 60.0
+    resume: bool = False
+    config_hash: str = ""  # the fit's config (runner.identity.config_hash): another config's checkpoint is refused
+
+    @property
+    def saving(self) -> bool:
+        return self.every_s < float("inf")
+
+    def save(self, state, step: int) -> None:
+        import os
+
+        import jax
+
+        leaves = jax.tree.leaves(jax.device_get(state))
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, step=np.asarray(step), config_hash=np.asarray(self.config_hash),
+                 format=np.asarray(CARRY_FORMAT), **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def saved_config_hash(path) -> str:
+        """The config hash a checkpoint was written for ("" if it has none)."""
+        with np.load(path) as f:
+            return str(f["config_hash"]) if "config_hash" in f else ""
+
+    def load(self, state) -> tuple[Any, int]:
+        """(the saved state in the structure of `state`, the step it reached)."""
+        import jax
+
+        from runner.errors import ConfigError
+
+        if not self.path.exists():
+            raise ConfigError(f"resume: no checkpoint at {self.path}")
+        with np.load(self.path) as f:
+            saved_hash = str(f["config_hash"]) if "config_hash" in f else ""
+            if self.config_hash and saved_hash and saved_hash != self.config_hash:
+                raise ConfigError(f"resume: {self.path} was written by a run of another config: resume with "
+                                  "the same command (and data) as that run, plus resume=...")
+            leaves, tree = jax.tree.flatten(state)
+            saved = [f[f"leaf_{i}"] for i in range(len(leaves))] if f"leaf_{len(leaves) - 1}" in f else None
+            layout = str(f["format"]) if "format" in f else ""
+            if (saved is None or layout != CARRY_FORMAT or f"leaf_{len(leaves)}" in f
+                    or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(saved, leaves))):
+                raise ConfigError(f"resume: {self.path} was written by a different fit (config or runner version)")
+            return jax.tree.unflatten(tree, [jax.numpy.asarray(x) for x in saved]), int(f["step"])
+
+
+def compile_fit(programs, roots, data) -> tuple[Callable, Callable]:
+    """(prepare, advance) compiled ahead of time; ConfigError if advance needs more memory than
+    there is. Nothing is allocated before the check: prepare is compiled, not run, for its output
+    shapes and shardings (restarts spread over devices), and advance is compiled for those."""
+    import jax
+
+    from runner.inference.budget import compile_within_budget
+
+    lowered = programs.prepare.lower(roots, data)  # traced once: its shapes, then its program
+    prepare = lowered.compile()
+    shapes = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                          lowered.out_info, prepare.output_shardings)
+    advance = compile_within_budget(
+        programs.advance, *shapes, data, 0, programs.steps, what="the fit",
+        hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
+    return prepare, advance
+
+
+def chunk_seconds(progress, checkpoint: Checkpoint | None, safe_point) -> float | None:
+    """Seconds of steps per chunk, or None when nothing runs between chunks (one call)."""
+    if progress is not None:
+        seconds = progress.chunk_s
+    elif checkpoint is not None and checkpoint.saving:
+        seconds = min(checkpoint.every_s, 60.0)
+    else:
+        seconds = None
+    if safe_point is not None:
+        seconds = SAFE_POINT_S if seconds is None else min(seconds, SAFE_POINT_S)
+    return seconds
+
+
+def run(programs, roots, data, progress=None, checkpoint: Checkpoint | None = None,
+        safe_point: Callable[[], None] | None = None) -> dict:
+    """The whole fit (`programs`: runner.inference.svi.program.Programs). With `checkpoint`, the
+    state is written every `checkpoint.every_s` seconds (and at the end), and `checkpoint.resume`
+    continues from the saved one: the same step keys on the same state, the same numbers. With
+    early stopping, the chunks end once every restart has stopped."""
+    prepare, advance = compile_fit(programs, roots, data)
+    state, fixed = prepare(roots, data)
+    start = 0
+    if checkpoint is not None and checkpoint.resume:
+        state, start = checkpoint.load(state)
+    seconds = chunk_seconds(progress, checkpoint, safe_point)
+    if seconds is None and start == 0:  # one call
+        state, _ = advance(state, fixed, data, 0, programs.steps)
+    else:
+        chunks = Chunks(advance, fixed, data, programs.steps, 1e9 if seconds is None else seconds,
+                        Between(progress, checkpoint, safe_point))
+        state = chunks.run(state, start)
+    return programs.finish(state, fixed, roots, data)
+
+
+@dataclass
+class Between:
+    """What runs between two chunks: the checkpoint, the progress line, then the safe point."""
+    progress: Any = None  # runner.progress.Progress
+    checkpoint: Checkpoint | None = None
+    safe_point: Callable[[], None] | None = None
+    saved: float = field(default_factory=time.perf_counter)  # when the checkpoint was last written
+    at_safe_point: bool = False  # the safe point is running (an exception from it stops the fit)
+
+    def __call__(self, state, step: int, best: float) -> None:
+        if self.checkpoint is not None and self.checkpoint.saving \
+                and time.perf_counter() - self.saved >= self.checkpoint.every_s:
+            self.checkpoint.save(state, step)
+            self.saved = time.perf_counter()
+        if self.progress is not None:
+            self.progress.update(step, best)
+        if self.safe_point is not None:
+            self.at_safe_point = True
+            self.safe_point()
+            self.at_safe_point = False
+
+
+@dataclass
+class Chunks:
+    """Steps [start, steps) in chunks of about `chunk_s` seconds (the first one steps // 100 steps,
+    then sized by the measured rate), with `between` after each."""
+    advance: Callable  # compiled: (state, fixed, data, start, stop) -> (state, best loss at stop - 1)
+    fixed: Any
+    data: Any
+    steps: int
+    chunk_s: float
+    between: Between
+
+    def run(self, state, start: int):
+        self.state = state  # the latest state, complete or not (advance donates the one it is given)
+        self.done = (state, start)  # the last state known complete (a chunk's result waited for) and its step
+        try:
+            return self.loop(state, start)
+        except BaseException as e:  # Ctrl-C / SIGTERM / the safe point: what was done is kept for resume=
+            if isinstance(e, (KeyboardInterrupt, SystemExit)) or self.between.at_safe_point:
+                self.keep_done()
+            raise
+        finally:  # also on Ctrl-C: end the terminal line
+            if self.between.progress is not None:
+                self.between.progress.close()
+
+    def loop(self, state, start: int):
+        chunk = max(1, self.steps // 100)
+        while start < self.steps and not state.finished(self.steps):
+            stop = min(self.steps, start + chunk)
+            t = time.perf_counter()
+            state, best = self.advance(state, self.fixed, self.data, start, stop)
+            self.state = state
+            best = float(best)  # waits for the chunk
+            self.done = (state, stop)
+            rate = (stop - start) / max(time.perf_counter() - t, 1e-9)
+            self.between(state, stop, best)
+            start, chunk = stop, max(1, int(rate * self.chunk_s))
+        return state
+
+    def keep_done(self) -> None:
+        """Write the last complete chunk's state (with checkpoints), if it is the latest state."""
+        checkpoint = self.between.checkpoint
+        if checkpoint is not None and checkpoint.saving and self.done[0] is self.state and self.done[1] > 0:
+            try:
+                checkpoint.save(*self.done)
+            except Exception:
+                pass
