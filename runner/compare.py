@@ -164,7 +164,6 @@ def main(argv=None) -> int:
 def loo_table(backend, runs: list[dict]) -> str:
     """The runs ranked by PSIS-LOO, their inference_data.nc read back from the store."""
     import tempfile
-    from pathlib import Path
 
     from runner import loo
     from runner.inference_data import FILE

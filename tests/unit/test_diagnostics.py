@@ -65,7 +65,7 @@ def test_no_khat_for_point_masses_or_enumerated_models():
 
 def test_psis_draws_refused_when_too_few():
     for bad in ("3", "abc", "1e3"):
-        with pytest.raises(ConfigError, match=f"diagnostics.psis_draws must be 0 .off. or an integer >= 10, got "):
+        with pytest.raises(ConfigError, match="diagnostics.psis_draws must be 0 .off. or an integer >= 10, got "):
             fit_config(["model=coin", "guide=manual", f"diagnostics.psis_draws={bad}"])
 
 

@@ -41,7 +41,7 @@ import numpy as np
 from runner.inference.restarts import nan_argmin, shard_restarts
 from runner.inference.svi import features
 from runner.inference.svi.features import Step
-from runner.inference.svi.loop import Checkpoint, run  # noqa: F401 (Checkpoint: runner.app and method.py import it here)
+from runner.inference.svi.loop import Checkpoint, run
 from runner.inference.svi.state import Fixed, FitState
 
 KEY_DERIVATION = (
