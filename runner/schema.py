@@ -138,7 +138,7 @@ RUN: dict[str, Key] = {
     "select": Key(one_of("initial", "final"), "final"),
     "progress": Key(boolean, True),
     "rerun": Key(boolean, False),
-    "resume": Key(optional(path("a run directory or an MLflow run id")), None),
+    "resume": Key(optional(path("a run directory or a run id of the store")), None),
     "posterior.samples": Key(integer(0), 0),
     "checkpoint.every_s": Key(optional(positive_number("a positive number of seconds")), 60),
     "stop.rtol": Key(optional(number(0), null="no early stopping"), None),
