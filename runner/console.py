@@ -11,6 +11,10 @@ def current_folder_importable() -> None:
         sys.path.insert(0, os.getcwd())
 
 
+#: config options that were renamed: group/old -> new (the old spelling is refused, naming the new one)
+RENAMED = {"tracking/default": "mlflow"}
+
+
 def one_line(e: BaseException) -> str:
     """Hydra's multi-line messages as one line that names the problem and the fix."""
     from hydra.errors import MissingConfigException
@@ -18,6 +22,8 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, name = e.missing_cfg_file.rsplit("/", 1)
         options = ", ".join(e.options or [])
+        if e.missing_cfg_file in RENAMED:
+            return f"{group}={name} is called {group}={RENAMED[e.missing_cfg_file]} now (choose one of {options})"
         return f"unknown {group} '{name}': choose one of {options}"
     text = str(e).strip()
     if "Could not override" in text or "is not in struct" in text:

@@ -88,33 +88,28 @@ def child_files(child, folder: Path) -> list[str]:
 
 
 def posterior_files(exp, out, run_dir: Path, scalars: dict) -> list[str]:
-    """What the draws give (summary, latents, assignments, posterior.npz, inference_data.nc, the
-    model's figure); a method without draws of the model's sites (EM) leaves its assignments."""
+    """What the draws give (summary, latents, assignments, posterior.npz, the model's figure,
+    inference_data.nc); a method without draws of the model's sites (EM) leaves its assignments."""
     if not out.draws:
         return point_files(exp, out, None, run_dir, scalars)
     from runner import figures, inference_data, posterior
 
-    flat = out.flat()
     model, data = exp.model, exp.data
-    sites = [*posterior.latent_sites(model, data), *posterior.deterministic_sites(model, data)]
-    full = flat if out.markov else posterior.with_deterministic(model, data, flat)
-    summary = posterior.summarize(out.draws if out.markov else full, sites, by_chain=out.markov)
-    files = [write_json(run_dir / "summary.json", summary)]
-    scalars.update(posterior.summary_metrics(summary))
-    files += point_files(exp, out, out.latents, run_dir, scalars)
+    sites = posterior.roles(model, data)
+    summary, metrics, full = posterior.describe(model, data, out.draws, out.markov, sites)
+    scalars.update(metrics)
+    files = [write_json(run_dir / "summary.json", summary), *point_files(exp, out, out.latents, run_dir, scalars)]
     predictive = None
     if exp.posterior_samples:
         drawn = predictive_draws(exp, out)
         files += write_posterior(exp, drawn, run_dir)
-        observed = set(posterior.observed_sites(model, data)) if data is not None else set()
-        predictive = {k: v for k, v in drawn.items() if k in observed} or None
+        predictive = {k: v for k, v in drawn.items() if k in sites.observed} or None
     else:
-        latent = set(posterior.latent_sites(model, data))
-        files += write_draws({k: v for k, v in flat.items() if k in latent}, run_dir)
+        files += write_draws({k: v for k, v in full.items() if k in sites.latent}, run_dir)
     model_png = f"plots/{model.name}.png"
-    if figures.components_plot(model, flat, data, run_dir / model_png):
+    if figures.components_plot(model, out.flat(), data, run_dir / model_png):
         files.append(model_png)
-    idata = out.draws if out.markov else {k: v for k, v in full.items() if k in sites}
+    idata = out.draws if out.markov else {k: v for k, v in full.items() if k in {*sites.latent, *sites.deterministic}}
     return files + inference_data.write(exp, run_dir, idata, chains=out.markov, predictive=predictive)
 
 
@@ -211,10 +206,9 @@ def model_files(exp, run_dir: Path) -> list[str]:
     if exp.data is not None:
         from runner import posterior
 
-        files.append(write_json(run_dir / "sites.json", {
-            "observed": posterior.observed_sites(exp.model, exp.data),
-            "enumerated": posterior.enumerated_sites(exp.model, exp.data),
-            "point_shapes": point_shapes(exp.data)}))
+        sites = posterior.roles(exp.model, exp.data)
+        files.append(write_json(run_dir / "sites.json", {"observed": sites.observed, "enumerated": sites.enumerated,
+                                                         "point_shapes": point_shapes(exp.data)}))
     return files
 
 

@@ -2,6 +2,8 @@
 (`infer_discrete`, seed 000) and posterior predictive draws (`Predictive`, seed 004)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numpyro.primitives import Messenger
 
@@ -54,9 +56,29 @@ def model_sites(model, data, inspect=None):
     return out
 
 
+class Roles(NamedTuple):
+    """The model's sites by role, from one trace."""
+    latent: list  # sampled and not observed, not enumerated (what a guide or a sampler draws)
+    deterministic: list
+    observed: list
+    enumerated: list  # discrete sites marked for parallel enumeration (summed out by the fit)
+
+
+def roles(model, data) -> Roles:
+    sites = model_sites(model, data)
+
+    def enumerated(s):
+        return (s.get("infer") or {}).get("enumerate") == "parallel"
+
+    samples = {n: s for n, s in sites.items() if s["type"] == "sample"}
+    return Roles(latent=[n for n, s in samples.items() if not s["is_observed"] and not enumerated(s)],
+                 deterministic=[n for n, s in sites.items() if s["type"] == "deterministic"],
+                 observed=[n for n, s in samples.items() if s["is_observed"]],
+                 enumerated=[n for n, s in samples.items() if enumerated(s)])
+
+
 def enumerated_sites(model, data) -> list[str]:
-    return [n for n, s in model_sites(model, data).items()
-            if s["type"] == "sample" and (s.get("infer") or {}).get("enumerate") == "parallel"]
+    return roles(model, data).enumerated
 
 
 def point_estimate(samples: dict, sites) -> dict:
@@ -65,9 +87,7 @@ def point_estimate(samples: dict, sites) -> dict:
 
 
 def latent_sites(model, data) -> list[str]:
-    return [n for n, s in model_sites(model, data).items()
-            if s["type"] == "sample" and not s["is_observed"]
-            and (s.get("infer") or {}).get("enumerate") != "parallel"]
+    return roles(model, data).latent
 
 
 def assignments(model, latents: dict, data, key=None) -> dict:
@@ -113,25 +133,26 @@ def predictive_draws(model, data, latents: dict, key) -> dict:
 
 
 def observed_sites(model, data) -> list[str]:
-    return [n for n, s in model_sites(model, data).items() if s["type"] == "sample" and s["is_observed"]]
+    return roles(model, data).observed
 
 
 def deterministic_sites(model, data) -> list[str]:
-    return [n for n, s in model_sites(model, data).items() if s["type"] == "deterministic"]
+    return roles(model, data).deterministic
 
 
 MAX_DETERMINISTIC_DRAWS = 1000
 
 
-def with_deterministic(model, data, draws: dict, key=None) -> dict:
+def with_deterministic(model, data, draws: dict, key=None, sites: Roles | None = None) -> dict:
     """`draws` of the latent sites plus the model's deterministic sites computed from them (at
     most MAX_DETERMINISTIC_DRAWS draws, so a large data set is not repeated thousands of times)."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer import Predictive
 
-    names = [n for n in deterministic_sites(model, data) if n not in draws]
-    latent = set(latent_sites(model, data))  # once, not per site
+    sites = sites or roles(model, data)
+    names = [n for n in sites.deterministic if n not in draws]
+    latent = set(sites.latent)
     latents = {k: jnp.asarray(v)[:MAX_DETERMINISTIC_DRAWS] for k, v in draws.items() if k in latent}
     if not names or not latents:
         return dict(draws)
@@ -139,6 +160,16 @@ def with_deterministic(model, data, draws: dict, key=None) -> dict:
     pred = Predictive(model, posterior_samples=latents, return_sites=names, batch_ndims=1)
     out = pred(key if key is not None else jax.random.PRNGKey(0), *args)
     return {**draws, **{k: np.asarray(v) for k, v in out.items()}}
+
+
+def describe(model, data, draws: dict, markov: bool, sites: Roles) -> tuple[dict, dict, dict]:
+    """What a fit's draws (site -> (chains, draws, ...)) say: (the summary per latent and
+    deterministic site, its posterior/<site>/mean|std metrics, the flat draws with the
+    deterministic sites added). Markov chains (NUTS) are summarised by chain (n_eff, r_hat)."""
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in draws.items()}
+    full = flat if markov else with_deterministic(model, data, flat, sites=sites)
+    summary = summarize(draws if markov else full, [*sites.latent, *sites.deterministic], by_chain=markov)
+    return summary, summary_metrics(summary), full
 
 
 SUMMARY_STATS = ("mean", "std", "median", "5.0%", "95.0%")

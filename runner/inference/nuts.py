@@ -77,12 +77,15 @@ def fit_nuts(exp) -> NUTSResult:
 def output(exp, res: NUTSResult) -> FitOutput:
     """NUTS's fit as every method's: its chains, their means as the point estimate, the
     divergences and each site's worst R-hat and effective sample size."""
+    from runner.posterior import latent_sites
+
     scalars = {"divergences": res.divergences}
     for name, stats in res.summary.items():
         scalars[f"r_hat/{name}"] = float(np.nanmax(stats["r_hat"]))
         scalars[f"n_eff/{name}"] = float(np.nanmin(stats["n_eff"]))
     worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
-    nuts = exp.inference
-    return FitOutput(method="nuts", scalars=scalars, draws=res.samples, markov=True, latents=res.means(),
+    nuts, latent = exp.inference, latent_sites(exp.model, exp.data)
+    means = {k: v for k, v in res.means().items() if k in latent}  # its deterministic sites follow from them
+    return FitOutput(method="nuts", scalars=scalars, draws=res.samples, markov=True, latents=means,
                      line=f"samples={nuts.samples}x{nuts.chains} max_r_hat={worst:.4g} divergences={res.divergences}",
                      key_derivation=KEY_DERIVATION, extras=res)

@@ -24,6 +24,7 @@ BAD = [  # (overrides, the one line expected on stderr after "runner: error: ")
     (["guide=nope"], "unknown guide 'nope': choose one of autodelta, autoiaf, autolaplace, autolowrank, automvn, "
                      "autonormal, manual, mixture"),
     (["optim=nope"], "unknown optim 'nope': choose one of adam, adam_cosine, adamw, lbfgs, sgd"),
+    (["tracking=default"], "tracking=default is called tracking=mlflow now (choose one of mlflow, none)"),  # renamed
     (["stepz=10"], "unknown key 'stepz'"),
     ([f"+{'k' * 300}=1"], f"config key '{'k' * 40}...' is 300 characters long: keys are at most 250"),
     # runner.build's (all of them: tests/unit/test_experiment.py)

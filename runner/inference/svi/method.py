@@ -37,6 +37,7 @@ class SVI(Method):
     checked before the method is built. `prepare` builds the guide, loss and optimizer from
     their groups and refuses what cannot work with the model and data."""
     name = "svi"
+    checkpoints = True  # its state is written between chunks (checkpoint.every_s) and continued (resume=)
     groups = ("model", "guide", "loss", "optim", "data", "inference")
     steps: int = schema.setting(1000, schema.RUN["steps"].check)
     select: str = schema.setting("final", schema.RUN["select"].check)
