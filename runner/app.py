@@ -94,16 +94,17 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
     backend.connect()  # nothing refused: a background backend sets its store up while this process compiles
     configure_jax(exp.cache_dir)
     preimport(exp)
+    start = identity.run_start(exp, job, resume)  # its name and tags
     with RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope:
-        twin = scope.open(identity.run_start(exp, job, resume))
+        twin = scope.open(start)
         if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
             return job.skipped(f"run {twin} has the same config (RUNNING in another process, or FINISHED)", run_id=twin)
         out = exp.inference.fit(exp, fit_context(exp, job, resume, scope))
         scope.safe_point()
         written = outputs.write(exp, out, job.run_dir)
         scope.safe_point()
-        record = identity.run_record(exp, job, out, written, params)
-        run_id = scope.complete(record, identity.child_records(exp, job, written, params))
+        record = identity.run_record(exp, job, start, out, written, params)
+        run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir))
     return finish(exp, job, backend, out, record, run_id)
 
 

@@ -61,7 +61,7 @@ def run_tags(exp, job) -> dict:
     """The run's tags: the choices that act on its method's result, where its files are, its
     config hash, method, provenance and machine; a sweep's job adds its overrides and group."""
     tags = {**{g: c for g, c in job.choices.items() if c is not None and g in exp.inference.groups},
-            "run_dir": str(job.run_dir), "config_hash": exp.config_hash, "inference": exp.method, "seed": exp.seed,
+            "run_dir": str(job.run_dir), "config_hash": exp.config_hash, "inference": exp.inference.name, "seed": exp.seed,
             **machine_tags(), **job.tags()}
     if getattr(exp.model, "fn_path", None):
         tags["model.fn"] = exp.model.fn_path
@@ -95,32 +95,33 @@ def run_params(exp, resumed: bool = False) -> dict:
     return params
 
 
-def run_record(exp, job, out, written, params: dict):
-    """The run's record for the tracking backend: its tags (the fit's too), params, scalars,
-    curves, files, input data and, when predictions can be made from it, its model files."""
+def run_record(exp, job, start, out, written, params: dict):
+    """The run's record for the tracking backend: its name and tags (`start`'s, and the fit's),
+    params, scalars, curves, files, input data and, when predictions can be made from it, its
+    model files."""
     from runner.outputs import predict_files
     from runner.tracking.base import RunRecord
 
     model = None
     if exp.data is not None and not out.failed:
-        model = {"files": predict_files(job.run_dir), "method": exp.method, "data": exp.data,
+        model = {"files": predict_files(job.run_dir), "method": exp.inference.name, "data": exp.data,
                  "constants": dict(getattr(exp.model, "constants", None) or {})}
-    return RunRecord(name=name_of(exp, job), tags={**run_tags(exp, job), **out.tags},
+    return RunRecord(name=start.name, tags={**start.tags, **out.tags},
                      params={**params, "key_derivation": out.key_derivation}, scalars=written.scalars,
                      curves=out.curves, curve_steps=out.curve_steps, artifact_dir=job.run_dir, artifacts=written.files,
                      status="FAILED" if out.failed else "FINISHED", dataset=dataset_info(exp, job.choices),
                      model=model, parent_id=job.parent_id)
 
 
-def child_records(exp, job, written, params: dict) -> list:
-    """The records of a run's children (SVI's replicates): the run's tags, less its group, seed
-    and parent, and their own."""
+def child_records(start, written, params: dict, run_dir: Path) -> list:
+    """The records of a run's children (SVI's replicates): the run's tags, less its group and
+    seed, and their own."""
     from runner.tracking.base import RunRecord
 
-    tags = {k: v for k, v in run_tags(exp, job).items() if k not in ("config_group", "seed")}
+    tags = {k: v for k, v in start.tags.items() if k not in ("config_group", "seed")}
     return [RunRecord(name=child.name, tags={**tags, **child.tags}, params={**params, **child.params},
                       scalars=child.scalars, curves=child.curves, curve_steps=child.curve_steps,
-                      artifact_dir=job.run_dir / child.folder, artifacts=files)
+                      artifact_dir=run_dir / child.folder, artifacts=files)
             for child, files in written.children]
 
 

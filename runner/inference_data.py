@@ -190,7 +190,7 @@ def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predicti
         az = import_arviz()
 
         idata = az.from_dict(**{g: v for g, v in groups.items() if v}, dims=dims,
-                             attrs={"inference": exp.method, "point_estimate": int(point),
+                             attrs={"inference": exp.inference.name, "point_estimate": int(point),
                                     "model": exp.model.name, "draws_per_chain": len(idx)})
         run_dir.mkdir(parents=True, exist_ok=True)
         idata.to_netcdf(str(run_dir / FILE))

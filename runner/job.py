@@ -81,6 +81,7 @@ class SweepJob(Job):
     number: int = 0
     count: int | None = None
     parent: str | None = None
+    group: str = "(defaults)"  # its overrides without the seed: the configuration its seed is one of
 
     @property
     def label(self) -> str:
@@ -95,10 +96,9 @@ class SweepJob(Job):
         return not self.rerun
 
     def tags(self) -> dict:
-        from runner.identity import group_label
         from runner.redact import redact
 
-        return {"overrides": redact(" ".join(self.overrides)), "config_group": group_label(self.overrides)}
+        return {"overrides": redact(" ".join(self.overrides)), "config_group": self.group}
 
     def skip(self, backend, config_hash: str) -> str | None:
         return None if self.rerun else backend.finished_run(config_hash)
@@ -136,7 +136,7 @@ def from_hydra(cfg) -> Job:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from runner.identity import CHOICE_GROUPS
+    from runner.identity import CHOICE_GROUPS, group_label
 
     hc = HydraConfig.get()
     choices = {g: hc.runtime.choices.get(g) for g in CHOICE_GROUPS}
@@ -145,7 +145,8 @@ def from_hydra(cfg) -> Job:
     if hc.mode != RunMode.MULTIRUN:
         return Job(**common)
     sweep = read_sweep(hc.sweep.dir) or {}
-    return SweepJob(**common, number=int(hc.job.num), count=sweep.get("jobs"), parent=sweep.get("parent_run_id"))
+    return SweepJob(**common, number=int(hc.job.num), count=sweep.get("jobs"), parent=sweep.get("parent_run_id"),
+                    group=group_label(common["overrides"]))
 
 
 def read_sweep(sweep_dir) -> dict | None:

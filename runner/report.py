@@ -2,7 +2,7 @@
 single run, a short table."""
 from __future__ import annotations
 
-from runner.identity import model_label, name_of
+from runner.identity import model_label
 
 
 def summary_line(exp, job, out, run_id: str | None) -> str:
@@ -15,7 +15,7 @@ def summary_line(exp, job, out, run_id: str | None) -> str:
 def summary_table(exp, job, record, run_id: str | None, look: str | None) -> str:
     """A short table for a person at the end of a single run (sweeps keep to one line per job):
     `record` is the run's runner.tracking.base.RunRecord."""
-    s, choices, name = record.scalars, job.choices, name_of(exp, job)
+    s, choices, name = record.scalars, job.choices, record.name
     rows = [("run", f"{name}  ({run_id})" if run_id else name),
             ("choices", " ".join(f"{g}={choices[g]}" for g in exp.inference.groups if choices.get(g))),
             *([("final_loss", f"{s['final_loss']:.6g}")] if "final_loss" in s else []),

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from runner.api import build, compose
-from runner.identity import model_label, name_of, run_name, run_start, run_tags
+from runner.identity import group_label, model_label, name_of, run_name, run_start, run_tags
 from runner.job import Job, SweepJob
 from runner.report import summary_line, summary_table
 
@@ -66,8 +66,9 @@ def test_tags_are_the_choices_the_method_uses():
 
 def test_a_sweeps_job_is_tagged_with_its_overrides_group_and_parent():
     exp = build(compose(["model=gmm", "seed=2"])[0])
-    job = SweepJob(Path("/s/1"), {**CHOICES, "inference": "svi"}, ("model=gmm", "seed=2", "tracking.uri=x"),
-                   number=1, count=4, parent="P")
+    overrides = ("model=gmm", "seed=2", "tracking.uri=x")
+    job = SweepJob(Path("/s/1"), {**CHOICES, "inference": "svi"}, overrides, number=1, count=4, parent="P",
+                   group=group_label(overrides))
     tags = run_tags(exp, job)
     assert {k: tags[k] for k in ("overrides", "config_group")} == {
         "overrides": "model=gmm seed=2 tracking.uri=x", "config_group": "model=gmm"}
@@ -94,6 +95,7 @@ def test_the_summary_line_and_table():
     single = Job(Path("/r"), choices)
     assert summary_line(exp, single, out, None) == (
         "runner: gmm/autodelta final_loss=17.4433 best_restart=3/100 outputs=/r")
+    record.name = "gmm-autodelta"
     assert summary_table(exp, single, record, "abc", "mlflow ui").splitlines() == [
         "  run           gmm-autodelta  (abc)",
         "  choices       model=gmm guide=autodelta loss=traceenum optim=adam data=gmm1d inference=svi",

@@ -83,6 +83,10 @@ class MlflowTracking(Tracking):
             raise TrackingError("tracking.experiment is empty: name the MLflow experiment, e.g. tracking.experiment=runner")
         if not create:
             self._check_readable()
+        else:  # the range of the one setting a run uses beyond the store's (runner.schema's)
+            from runner import schema
+
+            schema.TRACKING["tracking.max_points_per_curve"]("tracking.max_points_per_curve", self.max_points)
         check_reachable(uri, check_timeout(self.timeout), create=create)
 
     def _check_readable(self) -> None:

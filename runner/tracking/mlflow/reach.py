@@ -110,13 +110,16 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S, create: bool = T
 
 
 def check_timeout(value) -> float:
-    """tracking.timeout / --timeout: seconds, a positive number."""
-    import math
+    """tracking.timeout / --timeout (a string on the command line): seconds, a positive number
+    (runner.schema's range, said as a TrackingError)."""
+    from runner import schema
+    from runner.errors import ConfigError
 
     try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = math.nan
-    if isinstance(value, bool) or not math.isfinite(seconds) or seconds <= 0:
-        raise TrackingError(f"tracking.timeout must be a positive number of seconds, got {value!r}")
-    return seconds
+        seconds = float(value) if isinstance(value, str) else value
+    except ValueError:
+        seconds = value
+    try:
+        return float(schema.TRACKING["tracking.timeout"]("tracking.timeout", seconds))
+    except ConfigError as e:
+        raise TrackingError(str(e).replace(f"got {seconds!r}", f"got {value!r}")) from None
