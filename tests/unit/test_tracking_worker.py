@@ -24,3 +24,46 @@ def test_every_worker_reply_loads_in_the_command():
     assert pickle.loads(_reply(9, True, ("run", True), state)) == (9, True, ("run", True), state)
     _, ok, err, _ = pickle.loads(_reply(10, True, [TwoArgError("odd", "value")], state))  # a value too
     assert not ok and type(err) is RuntimeError and str(err).startswith("TypeError: ")
+
+
+ELSEWHERE = """
+import os
+
+from runner.tracking.base import Tracking
+
+
+class Elsewhere(Tracking):
+    background = True  # its events run in the tracking worker process
+
+    def __init__(self, **settings):
+        self.settings = settings
+
+    def finished_run(self, config_hash):
+        return f"{os.getpid()} {config_hash} {sorted(self.settings.items())}"
+"""
+
+
+def test_any_background_backend_runs_in_the_worker_process(tmp_path, monkeypatch):
+    """runner.tracking.from_config wraps a backend that says background=True: its events and
+    questions run in the tracking worker (another process), built there from its class and
+    settings; a backend without it runs here."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from runner.tracking import from_config
+    from runner.tracking.none import NoTracking
+    from runner.tracking.worker import Background, Client
+
+    (tmp_path / "elsewhere_backend.py").write_text(ELSEWHERE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    backend = from_config(OmegaConf.create({"_target_": "elsewhere_backend.Elsewhere", "depth": 3}))
+    assert type(backend) is Background and backend.target == "elsewhere_backend.Elsewhere"
+    backend._worker = worker = Client()  # a worker of its own, that finds the module
+    try:
+        pid, config_hash, settings = backend.finished_run("h").split(" ", 2)
+    finally:
+        worker.close()
+    assert int(pid) == worker.proc.pid != os.getpid() and config_hash == "h" and settings == "[('depth', 3)]"
+    assert type(from_config(OmegaConf.create({"_target_": "runner.tracking.none.NoTracking"}))) is NoTracking

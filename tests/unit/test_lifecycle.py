@@ -1,0 +1,147 @@
+"""runner/lifecycle.py: one scope for a run's life. A signal inside a run is recorded and raised
+only at a safe point (never from inside whatever code it lands in); outside a run it stops the
+command at once; while the results are logged it waits for them. The scope ends the run
+KILLED (an interruption), FAILED (an error, a full disk in one line) or, through `complete`,
+FINISHED, and writes the job's status where a sweep counts it. Real signals, sent to this
+process; a backend that records the events it gets."""
+import errno
+import json
+import os
+import signal
+
+import pytest
+
+from runner.errors import RunFailed, TrackingError
+from runner.job import Job, SweepJob
+from runner.lifecycle import Interrupted, RunScope, Signals
+from runner.tracking.base import RunEnd, RunRecord, RunStart, Tracking
+
+
+class Events(Tracking):
+    """Every event it gets, in order; `fail` makes run_completed raise it."""
+
+    def __init__(self, fail=None):
+        self.events, self.fail = [], fail
+
+    def run_started(self, start):
+        self.events.append(("started", start.name))
+
+    def run_completed(self, record):
+        if self.fail:
+            raise self.fail
+        self.events.append(("completed", record.status))
+        return "r1"
+
+    def child_logged(self, record):
+        self.events.append(("child", record.parent_id))
+
+    def run_failed(self, end):
+        self.events.append(("failed", end.error))
+        return "r1"
+
+    def run_killed(self, end):
+        self.events.append(("killed", end.error))
+        return "r1"
+
+
+@pytest.fixture
+def signals(monkeypatch):
+    """A fresh Signals installed in this process (the CLI's), Python's own handlers restored after."""
+    import runner.lifecycle as lifecycle
+
+    fresh = Signals()
+    monkeypatch.setattr(lifecycle, "SIGNALS", fresh)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    fresh.install()
+    yield fresh
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+
+
+def record(status="FINISHED", tags=None):
+    return RunRecord(name="r", tags=tags or {"config_hash": "h", "seed": 3}, params={}, scalars={"final_loss": 1.5},
+                     curves={}, artifact_dir=None, artifacts=[], status=status)
+
+
+def test_a_signal_inside_a_run_is_recorded_and_raised_at_the_next_safe_point(signals, tmp_path):
+    backend = Events()
+    with pytest.raises(Interrupted) as e:
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            scope.open(RunStart(name="r", tags={}, config_hash="h"))
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here: it only records
+            reached = True  # the code the signal landed in goes on
+            scope.safe_point()
+    assert reached and e.value.code == 143 and signals.code == 143
+    assert backend.events == [("started", "r"), ("killed", "interrupted")]
+
+
+def test_outside_a_run_a_signal_stops_the_command_at_once(signals):
+    with pytest.raises(Interrupted) as e:
+        os.kill(os.getpid(), signal.SIGINT)
+    assert e.value.code == 130 and signals.exit_code(e.value) == 130
+
+
+def test_a_signal_while_the_results_are_logged_waits_for_them(signals, tmp_path, capsys):
+    class Slow(Events):
+        def run_completed(self, record):
+            os.kill(os.getpid(), signal.SIGINT)  # lands while the record is being logged
+            self.events.append(("completed", record.status))
+            return "r1"
+
+    backend = Slow()
+    job = SweepJob(tmp_path, {}, number=0)
+    with pytest.raises(Interrupted) as e:
+        with RunScope(backend, job, RunEnd()) as scope:
+            scope.complete(record())
+    assert e.value.code == 130 and signals.said
+    assert backend.events == [("completed", "FINISHED")]  # complete, never KILLED on top
+    assert capsys.readouterr().err == "runner: interrupted while the results were logged: run r1 is complete and FINISHED\n"
+    assert json.loads((tmp_path / "runner_status.json").read_text())["status"] == "run"
+
+
+def test_an_error_ends_the_run_failed_with_its_message_and_the_jobs_status(tmp_path):
+    backend = Events()
+    with pytest.raises(ValueError):
+        with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()):
+            raise ValueError("no good")
+    assert backend.events == [("failed", "ValueError: no good")]
+    assert json.loads((tmp_path / "runner_status.json").read_text()) == {"status": "failed", "error": "ValueError: no good"}
+
+
+def test_a_full_disk_is_one_line_and_the_run_failed(tmp_path):
+    backend = Events()
+    with pytest.raises(RunFailed, match=r"^cannot write /x/metrics.json: No space left on device; run r1 is FAILED$"):
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()):
+            raise OSError(errno.ENOSPC, "No space left on device", "/x/metrics.json")
+    assert backend.events[0][0] == "failed"
+
+
+def test_complete_records_the_run_and_its_children_once(tmp_path):
+    backend = Events()
+    child = record()
+    with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()) as scope:
+        assert scope.complete(record(tags={"config_hash": "h", "seed": 3, "config_group": "g"}), [child]) == "r1"
+    assert backend.events == [("completed", "FINISHED"), ("child", "r1")]
+    assert json.loads((tmp_path / "runner_status.json").read_text()) == {
+        "status": "run", "run_id": "r1", "config_group": "g", "final_loss": 1.5, "config_hash": "h", "seed": 3}
+
+
+def test_a_record_the_store_refuses_is_a_run_failed_that_keeps_the_fit(tmp_path):
+    backend = Events(fail=TrackingError("the store is gone"))
+    with pytest.raises(RunFailed, match=f"^the store is gone; the fit is saved in {tmp_path}$") as e:
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            scope.complete(record())
+    assert e.value.code == 2 and backend.events == []  # not ended twice: the backend ended it
+
+
+def test_an_interrupted_sweep_ends_its_parent_killed(signals):
+    class Sweeps(Tracking):
+        killed = []
+
+        def sweep_killed(self, parent_id):
+            Sweeps.killed.append(parent_id)
+
+    signals.sweep = (Sweeps(), "P")
+    signals.stop_sweep()
+    signals.stop_sweep()  # once
+    assert Sweeps.killed == ["P"] and signals.sweep is None
