@@ -47,7 +47,6 @@ def runner_em(R: int):
 
 
 def main():
-    import numpy as np
     from sklearn.mixture import GaussianMixture
 
     from runner.data import digits
@@ -67,7 +66,7 @@ def main():
 
     # SVI (the GMM model with one shared diagonal scale) on the same digits, scored the same way
     from runner.api import fit_config
-    from runner.inference.em import average_loglik
+    from runner.models.mixtures import average_loglik
     from runner.posterior import latent_sites, point_estimate
 
     t0 = time.perf_counter()

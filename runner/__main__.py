@@ -88,7 +88,7 @@ def main() -> None:
         code = SIGNALS.exit_code(e)
         if code is None:
             raise
-        SIGNALS.stop_sweep()
+        SIGNALS.stopped()
         if not SIGNALS.said:
             print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
         raise SystemExit(code) from None

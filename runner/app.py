@@ -103,6 +103,7 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
         scope.safe_point()
         written = outputs.write(exp, out, job.run_dir)
         scope.safe_point()
+        params = {**params, "key_derivation": out.key_derivation}  # the run's and its children's
         record = identity.run_record(exp, job, start, out, written, params)
         run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir))
     return finish(exp, job, backend, out, record, run_id)

@@ -11,8 +11,14 @@ def current_folder_importable() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-#: config options that were renamed: group/old -> new (the old spelling is refused, naming the new one)
-RENAMED = {"tracking/default": "mlflow"}
+def _renamed() -> dict:
+    """conf/renamed.yaml: group/old option -> its new name."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parent / "conf" / "renamed.yaml"
+    return dict(OmegaConf.to_container(OmegaConf.load(path))) if path.is_file() else {}
 
 
 def one_line(e: BaseException) -> str:
@@ -22,8 +28,9 @@ def one_line(e: BaseException) -> str:
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and "/" in e.missing_cfg_file:
         group, name = e.missing_cfg_file.rsplit("/", 1)
         options = ", ".join(e.options or [])
-        if e.missing_cfg_file in RENAMED:
-            return f"{group}={name} is called {group}={RENAMED[e.missing_cfg_file]} now (choose one of {options})"
+        renamed = _renamed().get(e.missing_cfg_file)
+        if renamed:
+            return f"{group}={name} is called {group}={renamed} now (choose one of {options})"
         return f"unknown {group} '{name}': choose one of {options}"
     text = str(e).strip()
     if "Could not override" in text or "is not in struct" in text:

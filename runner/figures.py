@@ -86,11 +86,6 @@ def loss_plot(result, path: Path) -> None:
 
 
 @figure
-def model_plot(model, result, data, path: Path) -> None:
-    components_plot(model, result.samples, data, path)
-
-
-@figure
 def sweep_plot(table: list[dict], curves: dict, path: Path) -> None:
     """A sweep's children: final loss per configuration (each seed a dot), and their loss curves."""
     plt = _plt()

@@ -79,7 +79,7 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
 
     from runner import posterior
 
-    model, method = fitted.model, fitted.method
+    model = fitted.model
     if fitted.constants and (data is None or isinstance(data, dict)):  # sizes the new data does not give
         data = {**fitted.constants, **(data or {})}
     fit_observed = (fitted.sites or {}).get("observed")
@@ -89,16 +89,15 @@ def predict_data(fitted: Fitted, data, samples: int = 100, seed: int = 0) -> tup
     enumerated = [s for s in posterior.enumerated_sites(model, data) if s not in (fit_observed or ())]
     if enumerated:
         site = enumerated[0]
-        from runner.inference import em
+        from runner.models import mixtures
 
-        if em.supports(model):
-            from runner.inference.em import compiled_e_step
-
-            fit = fitted.params if method == "em" else fitted.latents
-            _, resp = compiled_e_step(model, from_latents=method != "em")(
+        own = fitted.latents is None  # the method's own parameters (EM's params.json), not the model's sites
+        if mixtures.supports(model):
+            fit = fitted.params if own else fitted.latents
+            _, resp = mixtures.compiled_e_step(model, from_latents=not own)(
                 {k: jnp.asarray(v) for k, v in fit.items()}, jax.tree.map(jnp.asarray, data))
             out[f"{site}_probs"] = np.asarray(resp)
-        if method == "em":
+        if own:
             out[site] = np.asarray(resp).argmax(-1)
         else:
             out[site] = np.asarray(posterior.assignments(model, fitted.latents, data)[site])

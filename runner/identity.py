@@ -107,7 +107,7 @@ def run_record(exp, job, start, out, written, params: dict):
         model = {"files": predict_files(job.run_dir), "method": exp.inference.name, "data": exp.data,
                  "constants": dict(getattr(exp.model, "constants", None) or {})}
     return RunRecord(name=start.name, tags={**start.tags, **out.tags},
-                     params={**params, "key_derivation": out.key_derivation}, scalars=written.scalars,
+                     params=params, scalars=written.scalars,
                      curves=out.curves, curve_steps=out.curve_steps, artifact_dir=job.run_dir, artifacts=written.files,
                      status="FAILED" if out.failed else "FINISHED", dataset=dataset_info(exp, job.choices),
                      model=model, parent_id=job.parent_id)
@@ -185,13 +185,31 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+#: a value interpolated from a key left out of the hash (SVI's curve_points: the tracking's
+#: max_points_per_curve) is left out too: where a run is logged does not make it another run
+FROM_NOT_HASHED = re.compile(r"^\$\{(?:oc\.select:)?(?:" + "|".join(NOT_HASHED) + r")[.,}]")
+
+
 def config_hash(cfg: DictConfig) -> str:
     """The resolved config (less where it is logged), and the contents of the files it names: the
     data file and a function model's source, so an edited model or data set is not 'already run'."""
     data = OmegaConf.to_container(cfg, resolve=True)
     kept = {k: v for k, v in data.items() if k not in NOT_HASHED}
+    for path in interpolated_from_not_hashed(OmegaConf.to_container(cfg, resolve=False)):
+        node = kept
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
     files = {key: file_digest(path) for key, path in named_files(data).items()}
     return digest({**kept, "_files": files} if files else kept)
+
+
+def interpolated_from_not_hashed(node, path=()) -> list[tuple]:
+    """The paths of the leaves whose value is an interpolation of a key left out of the hash."""
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in interpolated_from_not_hashed(v, (*path, k))]
+    return [path] if isinstance(node, str) and FROM_NOT_HASHED.match(node) else []
 
 
 def named_files(data: dict) -> dict:

@@ -6,9 +6,10 @@ Signals: the CLI installs `SIGNALS` (runner.__main__). Inside a run a SIGINT or 
 recorded: the handler never raises inside whatever code it lands in (a GC callback once swallowed
 a SystemExit raised there, and the fit ran on). The run stops at its next safe point (between the
 fit's compiled chunks, between the run's phases) with `Interrupted`, and ends KILLED. While a
-run's results are logged (about a second) the signal waits for the logging: the run ends
-complete and FINISHED, then the command stops and says so. Outside a run (composing, a launcher
-waiting for its jobs) a signal stops the command at once.
+run's results are logged (about a second), or its end recorded, a signal waits for that: the
+run ends complete and FINISHED, then the command stops and says so. Outside a run (composing, a
+launcher waiting for its jobs) a signal stops the command at once, and so does a second signal
+in a run (a fit without safe points inside, NUTS or EM, runs to its end otherwise).
 """
 from __future__ import annotations
 
@@ -36,15 +37,17 @@ class Signals:
         self.runs = 0  # runs open in this process
         self.deferred = False  # results being logged: the signal waits for them
         self.said = False  # the interruption's message is printed already
-        self.sweep: tuple | None = None  # (backend, parent run id) of the sweep this process runs
+        self.at_stop: list = []  # what ends if the command stops on a signal (a sweep's parent: runner.sweep)
 
     def install(self) -> None:
+        self.__init__()  # a new command in this process starts with nothing recorded
         signal.signal(signal.SIGINT, self.handle)
         signal.signal(signal.SIGTERM, self.handle)
 
     def handle(self, signum, frame) -> None:
+        again = self.code is not None
         self.code = 143 if signum == signal.SIGTERM else 130
-        if not self.runs and not self.deferred:
+        if not self.deferred and (not self.runs or again):  # outside a run, or asked twice: now
             raise Interrupted(self.code)
 
     def safe_point(self) -> None:
@@ -59,16 +62,15 @@ class Signals:
             return error.code
         return 130 if isinstance(error, KeyboardInterrupt) else None
 
-    def stop_sweep(self) -> None:
-        """The command stops on a signal: its sweep's parent run, and the jobs that were running,
-        end KILLED (the jobs that finished stay)."""
-        if self.sweep is None:
-            return
-        (backend, parent_id), self.sweep = self.sweep, None
-        try:
-            backend.sweep_killed(parent_id)
-        except Exception:
-            pass
+    def stopped(self) -> None:
+        """The command stops on a signal: what registered for it ends (a sweep's parent run, and
+        its jobs that were running, KILLED; the jobs that finished stay)."""
+        hooks, self.at_stop = self.at_stop, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                pass
 
     @contextmanager
     def logging(self):
@@ -110,20 +112,34 @@ class RunScope:
         SIGNALS.safe_point()
 
     def __exit__(self, kind, error, tb) -> bool:
-        SIGNALS.runs -= 1
-        if error is None or self.done:
-            return False
-        code = SIGNALS.exit_code(error)
-        self.end.error = "interrupted" if code else redact(f"{type(error).__name__}: {error}")[:500]
-        self.job.said("failed", error=self.end.error)
         try:
-            self.run_id = (self.backend.run_killed if code else self.backend.run_failed)(self.end)
-        except BaseException:  # never mask the original exception
-            pass
-        if code is None and disk_full(error):  # a full disk is one line, not a traceback
-            where = f"run {self.run_id} is FAILED" if self.run_id else "the run failed"
+            if error is not None and not self.done:
+                self.ended(error)
+        finally:
+            SIGNALS.runs -= 1
+        if error is None and SIGNALS.code and not SIGNALS.deferred:
+            raise Interrupted(SIGNALS.code)  # it came after the run's last safe point: the command stops now
+        if error is not None and not self.done and SIGNALS.exit_code(error) is None and disk_full(error):
+            where = f"run {self.run_id} is FAILED" if self.run_id else "the run failed"  # one line, not a traceback
             raise RunFailed(f"cannot write {error.filename or self.job.run_dir}: {error.strerror}; {where}") from None
         return False
+
+    def ended(self, error: BaseException) -> None:
+        """The run ends KILLED (an interruption) or FAILED (with the error), recorded before
+        anything else (a signal meanwhile waits); an interrupted sweep job says so in its
+        status file (an error's status is the job's to write: runner.job)."""
+        code = SIGNALS.exit_code(error)
+        self.end.error = "interrupted" if code else redact(f"{type(error).__name__}: {error}")[:500]
+        with SIGNALS.logging():
+            try:
+                self.run_id = (self.backend.run_killed if code else self.backend.run_failed)(self.end)
+            except BaseException:  # never mask the original exception
+                pass
+        if code:
+            try:
+                self.job.said("failed", error="interrupted")
+            except OSError:
+                pass
 
     def complete(self, record, children=()) -> str | None:
         """The run's record and its children, logged while a signal waits; then, if one came,

@@ -99,18 +99,20 @@ def posterior_files(exp, out, run_dir: Path, scalars: dict) -> list[str]:
     summary, metrics, full = posterior.describe(model, data, out.draws, out.markov, sites)
     scalars.update(metrics)
     files = [write_json(run_dir / "summary.json", summary), *point_files(exp, out, out.latents, run_dir, scalars)]
-    predictive = None
+    kept, predictive = {*sites.latent, *sites.deterministic}, None
+    posterior_draws = out.draws if out.markov else {k: v for k, v in full.items() if k in kept}
     if exp.posterior_samples:
         drawn = predictive_draws(exp, out)
         files += write_posterior(exp, drawn, run_dir)
         predictive = {k: v for k, v in drawn.items() if k in sites.observed} or None
+        if not out.markov:  # the posterior the mock data were drawn from, paired draw by draw
+            posterior_draws = {k: v for k, v in drawn.items() if k in kept}
     else:
         files += write_draws({k: v for k, v in full.items() if k in sites.latent}, run_dir)
     model_png = f"plots/{model.name}.png"
     if figures.components_plot(model, out.flat(), data, run_dir / model_png):
         files.append(model_png)
-    idata = out.draws if out.markov else {k: v for k, v in full.items() if k in {*sites.latent, *sites.deterministic}}
-    return files + inference_data.write(exp, run_dir, idata, chains=out.markov, predictive=predictive)
+    return files + inference_data.write(exp, run_dir, posterior_draws, chains=out.markov, predictive=predictive)
 
 
 def point_files(exp, out, latents: dict | None, run_dir: Path, scalars: dict) -> list[str]:
@@ -118,13 +120,13 @@ def point_files(exp, out, latents: dict | None, run_dir: Path, scalars: dict) ->
     method's own assignments, or MAP values of the enumerated sites from infer_discrete) and,
     for mixture families (EM's protocol), avg_loglik at the point estimate."""
     from runner import posterior
-    from runner.inference import em
+    from runner.models import mixtures
 
     files = [] if latents is None else [write_json(run_dir / "latents.json", to_lists(latents))]
     if exp.data is None:
         return files
-    if latents is not None and em.supports(exp.model):
-        scalars["avg_loglik"] = em.average_loglik(exp.model, latents, exp.data)
+    if latents is not None and mixtures.supports(exp.model):
+        scalars["avg_loglik"] = mixtures.average_loglik(exp.model, latents, exp.data)
     found = out.assignments
     if found is None and latents is not None:
         found = posterior.assignments(exp.model, latents, exp.data)

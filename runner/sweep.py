@@ -1,16 +1,15 @@
 """Hydra multirun -> one parent run per sweep, one child run per job, and the sweep's aggregate.
 
 `SweepCallback` is a Hydra callback (conf/config.yaml: hydra.callbacks). Before any job starts it
-asks the tracking backend (runner.tracking) for the parent run (MLflow: the store, experiment
-and parent are created under a file lock, since several processes creating a fresh sqlite store
-at once crash in its schema migration) and writes the parent's id into the sweep directory,
-where every job finds it whatever launcher runs it (basic, joblib, ray). When the sweep ends it
-aggregates the children's final losses per configuration (across seeds, each config hash once)
-here, from the backend's children or, with tracking=none, from the jobs' run directories, and
-hands the aggregate to the backend for the parent: one metric (`final_loss`, the best child's),
-tags (the best run, counts of jobs), the per-configuration table as an MLflow table artifact.
-Per-configuration numbers are never metric names: MLflow draws one chart per metric name, and
-its own Group by (children's tag `config_group`) already draws mean and min/max over seeds.
+asks the tracking backend (runner.tracking, `sweep_started`) for the parent run and writes the
+parent's id into the sweep directory (runner.job reads it), where every job finds it whatever
+launcher runs it (basic, joblib, ray). When the sweep ends it aggregates the children's final
+losses per configuration (across seeds, each config hash once) here, from the backend's
+children or, with tracking=none, from the jobs' run directories, and hands the aggregate to the
+backend for the parent (`sweep_completed`): one metric (`final_loss`, the best child's), tags
+(the best run, counts of jobs), the per-configuration table as a table artifact.
+Per-configuration numbers are never metric names: a tracking UI draws one chart per metric name,
+and grouping the children by their tag `config_group` already draws mean and min/max over seeds.
 
 Resume: each job's run carries a hash of its resolved config (tag `config_hash`); a job whose
 hash already has a FINISHED run in the experiment is skipped, unless `rerun=true`. Running the
@@ -123,7 +122,7 @@ def _seed_key(seed: str):
 
 
 def description(overrides, jobs: int | None, result: dict | None = None) -> str:
-    """The parent's description (MLflow's run note): what the sweep varied and held, how to see
+    """The parent's description (its run note): what the sweep varied and held, how to see
     the mean and min/max over seeds per configuration in the UI, and (at the end) its result."""
     varied, fixed = split_overrides(overrides)
     lines = [f"Sweep of {jobs if jobs is not None else 'its'} jobs over "
@@ -161,7 +160,7 @@ TABLE_FILE = "sweep_table.json"
 
 
 def table_frame(table: list[dict]) -> dict:
-    """The table as MLflow's table artifact wants it (column -> values), numbers to 6 significant
+    """The table column by column (column -> values), numbers to 6 significant
     digits as a person reads them (summary.json keeps them whole)."""
     return {c: [float(f"{row[c]:.6g}") if isinstance(row[c], float) else row[c] for row in table]
             for c in TABLE_COLUMNS}
@@ -236,7 +235,9 @@ class SweepCallback(Callback):
         # every job reads the parent's id here, whatever launcher runs it
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused, "jobs": jobs}))
         redact_folder(sweep_dir)  # Hydra's multirun.yaml
-        SIGNALS.sweep = (backend, parent_id)  # ended KILLED if the command is interrupted
+        self.backend, self.parent_id = backend, parent_id
+        self.stop = lambda: backend.sweep_killed(parent_id)  # the parent ends KILLED if the command is interrupted
+        SIGNALS.at_stop.append(self.stop)
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 
@@ -251,8 +252,9 @@ class SweepCallback(Callback):
         info = read_sweep(sweep_dir)
         if info is None:
             return
-        backend, parent_id = SIGNALS.sweep or (from_config(config.tracking), info["parent_run_id"])
-        SIGNALS.sweep = None
+        backend, parent_id = getattr(self, "backend", None) or from_config(config.tracking), info["parent_run_id"]
+        if getattr(self, "stop", None) in SIGNALS.at_stop:
+            SIGNALS.at_stop.remove(self.stop)
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
         counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
         try:

@@ -36,18 +36,16 @@ class FitOutput:
     """What every method's fit gives (the CLI writes it into the run directory; a notebook's
     runner.fit returns it)."""
     method: str
-    scalars: dict  # metrics recorded once (every method has final_loss)
+    scalars: dict  # metrics recorded once (final_loss where the method has an objective: SVI, EM)
     line: str  # the numbers of the summary line
     key_derivation: str  # how the PRNG keys derive from the seed (a param)
     curves: dict = field(default_factory=dict)  # name -> values of the selected fit
     curve_steps: list | None = None  # the step of each curve point (None: point i is step i)
     draws: dict = field(default_factory=dict)  # latent (and deterministic) site -> (chains, draws, ...)
-    point: bool = False  # the draws are a point estimate (every draw the same)
     markov: bool = False  # the draws are Markov chains (their summary has n_eff and r_hat)
     params: dict | None = None  # the fitted parameters (params.json): a guide's, EM's
     latents: dict | None = None  # a point estimate of the latent sites (latents.json)
     assignments: dict | None = None  # the discrete sites' values, where the method has its own (EM)
-    pointwise_loglik: dict | None = None  # observed site -> per-observation log-likelihood (EM's point estimate)
     draw: Callable | None = None  # (num, key) -> num posterior draws of the latent sites (posterior.samples)
     tags: dict = field(default_factory=dict)
     failed: str | None = None  # why the fit failed (every restart diverged): the run ends FAILED
@@ -78,8 +76,6 @@ class Method:
     name: str = "method"
     #: the config groups whose choice acts on this method's result (tagged on its runs)
     groups: tuple = ("model", "data", "inference")
-    #: True if the method fits `replicates` (seeds seed..seed+N-1) in one program
-    replicates: int = 1
     #: the fit writes checkpoints (FitContext.checkpoint) and continues one (resume=)
     checkpoints: bool = False
 

@@ -2,7 +2,7 @@
 
 - PSIS k-hat (Yao et al. 2018, "Yes, but did it work?"): the shape of the generalized Pareto
   tail fitted to the importance weights p(x, z) / q(z) at draws of the guide. The weights are
-  computed inside the compiled fit (svi_program.log_weights); the tail fit is NumPyro's own.
+  computed inside the compiled fit (svi/program.py `log_weights`); the tail fit is NumPyro's own.
 - Restart agreement (select=final, restarts > 1): the spread of the best restarts' final losses
   in units of the loss's Monte-Carlo noise, and the split-R-hat of their guide draws (chains =
   restarts): one answer, or several modes.

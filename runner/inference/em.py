@@ -6,46 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from runner import schema
 from runner.errors import ConfigError
 from runner.inference.base import FitOutput, Method
+from runner.models.mixtures import e_step, em_data, supports
 
 KEY_DERIVATION = "root=PRNGKey(seed); restart r initialises (k-means++ or random points) from split(root,R)[r]"
-
-
-@runtime_checkable
-class EMFamily(Protocol):
-    """What a model gives EM: closed-form updates for a mixture of K components (runner's gmm and
-    bmm; a function model through `runner.model_extras(em_init=..., ...)`). A model may also
-    define `em_data(data)`: the one (N, D) or (N,) array EM works on (default: the data)."""
-    K: int
-
-    def em_init(self, key, data, reg: float) -> dict:
-        """Initial EM parameters for one restart (init=random)."""
-
-    def em_log_joint(self, params: dict, data):
-        """(N, K) log weight_k + log p(x_n | component k)."""
-
-    def em_m_step(self, resp, data, reg: float) -> dict:
-        """Maximum-likelihood parameters given (N, K) responsibilities."""
-
-    def em_params(self, latents: dict) -> dict:
-        """EM parameters from a point estimate of the model's latent sites (to score an SVI or
-        NUTS fit by the same average log-likelihood as EM)."""
-
-
-def supports(model) -> bool:
-    return isinstance(model, EMFamily)
-
-
-def em_data(model, data):
-    """The array EM works on: the model's em_data(data) if it has one, else the data."""
-    pick = getattr(model, "em_data", None)
-    return data if pick is None else pick(data)
 
 
 @dataclass
@@ -90,17 +59,6 @@ class EMResult:
     @property
     def assignments(self) -> np.ndarray:
         return self.responsibilities.argmax(-1)
-
-
-def e_step(model, params, data):
-    """(average log-likelihood, (N, K) responsibilities)."""
-    import jax
-    import jax.numpy as jnp
-
-    data = em_data(model, data)
-    log_joint = model.em_log_joint(params, data)
-    ll = jax.scipy.special.logsumexp(log_joint, axis=-1)
-    return ll.mean(), jnp.exp(log_joint - ll[:, None])
 
 
 def kmeans_labels(key, X, K: int, iterations: int = 300, tol: float = 1e-4):
@@ -200,31 +158,6 @@ def fit_em(exp) -> EMResult:
     out = jax.tree.map(np.asarray, program(jax.random.PRNGKey(exp.seed), jax.tree.map(jnp.asarray, exp.data)))
     return EMResult(loglik=out["loglik"], final_loglik=out["final_loglik"], best=int(out["best"]),
                     params=out["params"], responsibilities=out["resp"])
-
-
-def average_loglik(model, latents: dict, data) -> float:
-    """The average log-likelihood of the data at a point estimate of the model's latent sites
-    (an SVI or NUTS fit), on the same scale as EM's."""
-    import jax
-    import jax.numpy as jnp
-
-    ll, _ = compiled_e_step(model, from_latents=True)({k: jnp.asarray(v) for k, v in latents.items()},
-                                                     jax.tree.map(jnp.asarray, data))
-    return float(ll)
-
-
-def compiled_e_step(model, from_latents: bool = False):
-    """`e_step` as one compiled program per model family and settings, taking EM's parameters or
-    (`from_latents`) a point estimate of the latent sites. Op by op, a process's first call
-    compiled every small op (~1 s)."""
-    import jax
-
-    from runner.posterior import model_program
-
-    if from_latents:
-        return model_program(model, ("e_step", "latents"),
-                             lambda: jax.jit(lambda latents, data: e_step(model, model.em_params(latents), data)))
-    return model_program(model, ("e_step", "params"), lambda: jax.jit(lambda params, data: e_step(model, params, data)))
 
 
 def output(exp, res: EMResult) -> FitOutput:

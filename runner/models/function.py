@@ -160,7 +160,7 @@ class FunctionModel(Model):
         return next(iter(data.values()))
 
     def __getattr__(self, name):
-        """EM's hooks (runner.inference.em.EMFamily) are the function's own, where it has them
+        """EM's hooks (runner.models.mixtures.EMFamily) are the function's own, where it has them
         (attached with runner.model_extras): a model without them is not an EM family."""
         if name in EM_HOOKS and "fn" in self.__dict__:
             hook = getattr(self.__dict__["fn"], name, None)

@@ -19,14 +19,8 @@ maps them to its own (MLflow's system tags live in runner/tracking/mlflow/ only)
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-
-def metric_safe(label: str) -> str:
-    """A label as the stores accept it in a metric name (alphanumerics, _ - . space : /)."""
-    return re.sub(r"[^\w.\- :/]", "-", label)
 
 
 @dataclass
@@ -96,8 +90,6 @@ class Tracking:
     run_id: str | None = None
     #: runs found left RUNNING by a process that is gone, and ended FAILED
     reaped: list = []
-    #: per-step curves logged at most this many points each (all steps stay in metrics.json)
-    max_points: int | None = None
 
     # --- before anything ---------------------------------------------------------------------
     def check(self, create: bool = True) -> None:

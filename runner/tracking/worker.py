@@ -169,22 +169,24 @@ FORWARDED = ("run_completed", "run_failed", "run_killed", "sweep_started",
 
 
 class Background(Tracking):
-    """Any backend, run in the tracking worker: its events are sent there (child_logged without
-    waiting: flush waits); check and look run here (they must not need the backend's heavy imports)."""
+    """Any backend, run in the tracking worker: its events are sent there. `connect`, a single
+    run's `run_started` and `child_logged` are sent without waiting (the store is set up and the
+    run created while this process compiles the fit): the next call, or `flush`, collects their
+    answers first and raises their error. `check`, `check_params` and `look` run here (they must
+    not need the backend's heavy imports)."""
 
     _handles = itertools.count(1)
 
     def __init__(self, backend: Tracking, target: str, settings: dict):
         self.backend, self.target, self.settings = backend, target, settings
-        self.max_points = backend.max_points
         self.reaped: list = []
         self._state: dict = {}
         self._handle = next(Background._handles)
-        self._pending: list[tuple] = []  # (request, method, args) sent, not yet answered
+        self._pending: list[tuple] = []  # (request or None, (method, args, kwargs)) sent, not yet answered
         self._worker: Client | None = None
         self._restarted = False  # a worker that dies is replaced once (see _again)
 
-    def __getattr__(self, name):  # what the backend's state says (run_id, its own ids)
+    def __getattr__(self, name):  # what the backend's state says (its own ids: MLflow's experiment_id)
         state = self.__dict__.get("_state") or {}
         if name in state:
             return state[name]
@@ -207,8 +209,23 @@ class Background(Tracking):
         return self.backend.where()
 
     def connect(self) -> None:
-        """The worker sets the backend up while this process goes on (errors come with the next call)."""
-        self._send("connect")
+        self._later("connect")
+
+    def run_started(self, start) -> str | None:
+        """A sweep's job waits for the answer (a twin it yields to); a single run does not."""
+        if start.yield_to_finished is not None:
+            return self.call("run_started", start)
+        self._later("run_started", start)
+        return None
+
+    def child_logged(self, record) -> None:
+        self._later("child_logged", record)
+
+    def _later(self, method: str, *args) -> None:
+        try:
+            self._pending.append((self._send(method, *args), (method, args, {})))
+        except WorkerGone:
+            self._pending.append((None, (method, args, {})))
 
     def _send(self, method: str, *args, **kwargs) -> int:
         if self._worker is None:
@@ -222,45 +239,11 @@ class Background(Tracking):
         return value
 
     def call(self, method: str, *args, **kwargs):
+        self.flush()  # what was sent without waiting, answered first
         try:
             return self._collect(self._send(method, *args, **kwargs))
         except WorkerGone as e:
             return self._again(e, [(method, args, kwargs)])
-
-    def _again(self, gone, calls: list):
-        """The worker exited while this command still had things to record: one fresh worker adopts
-        the same run (named by its id, owned by this command's pid) and does `calls` again, so the
-        run ends as what happened instead of staying RUNNING. A second loss is a TrackingError."""
-        if self._restarted:
-            raise TrackingError(f"{gone}; nothing more could be logged to {self.backend.where()}") from None
-        self._restarted = True
-        self._worker = client()
-        value = None
-        try:
-            self._collect(self._send("adopt"))
-            print(f"runner: {gone}; a new tracking worker goes on" + (f" with run {self.run_id}" if self.run_id else ""),
-                  file=sys.stderr)
-            for method, args, kwargs in calls:
-                value = self._collect(self._send(method, *args, **kwargs))
-        except WorkerGone as e:
-            raise TrackingError(f"{e}; nothing more could be logged to {self.backend.where()}") from None
-        return value
-
-    def run_started(self, start) -> str | None:
-        """A run that yields to no twin is opened without waiting (the store is set up and the run
-        created while this process compiles the fit: its errors come with the next event); a
-        sweep's job waits for the answer."""
-        if start.yield_to_finished is None:
-            self._send("run_started", start)
-            return None
-        return self.call("run_started", start)
-
-    def child_logged(self, record) -> None:
-        """Sent without waiting: the worker logs it while this process goes on (flush waits)."""
-        try:
-            self._pending.append((self._send("child_logged", record), ("child_logged", (record,), {})))
-        except WorkerGone:
-            self._pending.append((None, ("child_logged", (record,), {})))
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -278,6 +261,27 @@ class Background(Tracking):
             self._again(lost[0][0], [call for _, call in lost])
         if errors:
             raise errors[0]
+
+    def _again(self, gone, calls: list):
+        """The worker exited while this command still had things to record: one fresh worker adopts
+        the same run (found in the store by this command's pid) and does `calls` again (not the
+        run's opening, when it was opened), so the run ends as what happened instead of staying
+        RUNNING. A second loss is a TrackingError."""
+        if self._restarted:
+            raise TrackingError(f"{gone}; nothing more could be logged to {self.backend.where()}") from None
+        self._restarted = True
+        self._worker = client()
+        value = None
+        try:
+            adopted = self._collect(self._send("adopt"))
+            print(f"runner: {gone}; a new tracking worker goes on" + (f" with run {adopted}" if adopted else ""),
+                  file=sys.stderr)
+            for method, args, kwargs in calls:
+                if not (adopted and method == "run_started"):
+                    value = self._collect(self._send(method, *args, **kwargs))
+        except WorkerGone as e:
+            raise TrackingError(f"{e}; nothing more could be logged to {self.backend.where()}") from None
+        return value
 
 
 def _forward(name: str):

@@ -105,3 +105,13 @@ def test_the_package_exposes_the_api_lazily():
     with pytest.raises(AttributeError):
         runner.no_such_name  # noqa: B018
     assert "runner.api" in sys.modules  # imported on first use above
+
+
+def test_the_objective_of_replicates_is_their_mean_final_loss(tmp_path):
+    """A run of replicates records final_loss = the replicates' mean, and returns that (what Hydra
+    hands a sweeper), not its best replicate's."""
+    out = runner.run(["model=coin", "guide=manual", "steps=200", "replicates=3", "tracking=none"],
+                     run_dir=tmp_path / "run", quiet=True)
+    finals = [r.final_loss for r in out.output.extras.results]
+    assert out.final_loss == pytest.approx(np.mean(finals)) == pytest.approx(out.scalars["final_loss_mean"])
+    assert len(set(finals)) == 3 and out.final_loss != min(finals)

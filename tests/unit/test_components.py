@@ -82,7 +82,7 @@ def test_mnist_size_elbo_and_em_never_hold_n_k_d(family):
         return TraceEnum_ELBO().loss(jax.random.PRNGKey(0), params, model, guide, data)
 
     def em_step(value, weights, data):
-        from runner.inference.em import e_step
+        from runner.models.mixtures import e_step
 
         key = "locs" if family == "gmm" else "probs"
         p = {"weights": weights, key: value, **({"variances": jnp.ones((k, d))} if family == "gmm" else {})}

@@ -131,7 +131,7 @@ def test_e_step_is_the_closed_form_responsibilities():
     log w_k + log N(x | mu_k, s), normalised per point."""
     from scipy.stats import norm
 
-    from runner.inference.em import e_step
+    from runner.models.mixtures import e_step
     from runner.models.gmm import GMM
 
     x = np.array([-1.0, 0.2, 4.0, 5.5, 9.0], np.float32)

@@ -1,12 +1,12 @@
 """runner/inference: methods chosen by `_target_`, their settings checked when built, EM's model
-protocol (EMFamily) checked by the EM method."""
+protocol (runner.models.mixtures.EMFamily) checked by the EM method."""
 import pytest
 from omegaconf import OmegaConf
 
 import runner
 from runner.errors import ConfigError
 from runner.inference import FitOutput, Method, from_config
-from runner.inference import em
+from runner.models import mixtures as em
 from runner.inference.em import EM
 from runner.inference.nuts import NUTS
 from runner.inference.svi import SVI

@@ -99,13 +99,32 @@ def test_a_signal_while_the_results_are_logged_waits_for_them(signals, tmp_path,
     assert json.loads((tmp_path / "runner_status.json").read_text())["status"] == "run"
 
 
-def test_an_error_ends_the_run_failed_with_its_message_and_the_jobs_status(tmp_path):
+def test_an_error_ends_the_run_failed_with_its_message(tmp_path):
     backend = Events()
     with pytest.raises(ValueError):
         with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()):
             raise ValueError("no good")
     assert backend.events == [("failed", "ValueError: no good")]
-    assert json.loads((tmp_path / "runner_status.json").read_text()) == {"status": "failed", "error": "ValueError: no good"}
+    assert not (tmp_path / "runner_status.json").exists()  # the job writes an error's status (runner.job)
+
+
+def test_an_interrupted_sweep_job_says_so_in_its_status(signals, tmp_path):
+    backend = Events()
+    with pytest.raises(Interrupted):
+        with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()) as scope:
+            os.kill(os.getpid(), signal.SIGINT)
+            scope.safe_point()
+    assert backend.events == [("killed", "interrupted")]
+    assert json.loads((tmp_path / "runner_status.json").read_text()) == {"status": "failed", "error": "interrupted"}
+
+
+def test_a_signal_after_the_last_safe_point_stops_the_command_when_the_run_ends(signals, tmp_path):
+    """A sweep's job that yields to a twin (or a run whose record is complete): the signal that
+    came meanwhile is not lost."""
+    with pytest.raises(Interrupted):
+        with RunScope(Events(), Job(tmp_path, {}), RunEnd()) as scope:
+            os.kill(os.getpid(), signal.SIGINT)
+            scope.done = True  # nothing left to end
 
 
 def test_a_full_disk_is_one_line_and_the_run_failed(tmp_path):
@@ -134,14 +153,23 @@ def test_a_record_the_store_refuses_is_a_run_failed_that_keeps_the_fit(tmp_path)
     assert e.value.code == 2 and backend.events == []  # not ended twice: the backend ended it
 
 
-def test_an_interrupted_sweep_ends_its_parent_killed(signals):
-    class Sweeps(Tracking):
-        killed = []
+def test_what_registered_for_a_stop_ends_once(signals):
+    """runner.sweep registers its parent run: a command stopped by a signal ends it KILLED."""
+    ended = []
+    signals.at_stop.append(lambda: ended.append("P"))
+    signals.at_stop.append(lambda: 1 / 0)  # one that fails does not keep the others from ending
+    signals.stopped()
+    signals.stopped()  # once
+    assert ended == ["P"] and signals.at_stop == []
 
-        def sweep_killed(self, parent_id):
-            Sweeps.killed.append(parent_id)
 
-    signals.sweep = (Sweeps(), "P")
-    signals.stop_sweep()
-    signals.stop_sweep()  # once
-    assert Sweeps.killed == ["P"] and signals.sweep is None
+def test_a_second_signal_in_a_run_stops_it_at_once(signals, tmp_path):
+    """A fit without safe points inside (NUTS, EM) runs to its end on one Ctrl-C; a second one
+    stops it there and then, and the run still ends KILLED."""
+    backend = Events()
+    with pytest.raises(Interrupted):
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()):
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("not reached: the second signal raises")
+    assert backend.events == [("killed", "interrupted")]

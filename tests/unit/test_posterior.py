@@ -28,7 +28,7 @@ def test_compiled_assignments_and_loglik_are_per_model_settings():
 
     from runner.models.gmm import GMM
     from runner import posterior
-    from runner.inference.em import average_loglik
+    from runner.models.mixtures import average_loglik
 
     x = np.array([-1.0, 0.2, 4.0, 5.5, 9.0])
     posterior._PROGRAMS.clear()  # (in-process tests before this one may have made some)

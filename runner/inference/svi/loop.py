@@ -49,12 +49,6 @@ class Checkpoint:
                  format=np.asarray(CARRY_FORMAT), **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
         os.replace(tmp, self.path)
 
-    @staticmethod
-    def saved_config_hash(path) -> str:
-        """The config hash a checkpoint was written for ("" if it has none)."""
-        with np.load(path) as f:
-            return str(f["config_hash"]) if "config_hash" in f else ""
-
     def load(self, state) -> tuple[Any, int]:
         """(the saved state in the structure of `state`, the step it reached)."""
         import jax

@@ -173,7 +173,7 @@ def output(exp, results) -> FitOutput:
             f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
     return FitOutput(method="svi", scalars=scalars, curves=curves, curve_steps=steps, params=result.params,
                      draws={k: np.asarray(v)[None] for k, v in result.samples.items()}, latents=latents,
-                     point=result.deterministic, assignments=assignments, draw=guide_sampler(exp, result.params),
+                     assignments=assignments, draw=guide_sampler(exp, result.params),
                      line=f"{line} {stop_words}".rstrip(), key_derivation=KEY_DERIVATION, tags=tags,
                      children=children, extras=Fitted(results, best, diagnostics))
 

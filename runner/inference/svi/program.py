@@ -48,7 +48,7 @@ KEY_DERIVATION = (
     "root=PRNGKey(seed); k_init,k_train=split(root); restart r: "
     "k_values,k_params=split(split(k_init,R)[r]); step keys=split(fold_in(k_train,r),steps)"
 )
-FIGURE_SAMPLES = 2000
+FIGURE_SAMPLES = 2000  # draws of the selected restart's guide: the run's posterior (summary, posterior.npz, inference_data.nc, figures)
 TOP_RESTARTS = 4  # restart agreement compares this many of the best restarts (select=final)
 AGREEMENT_DRAWS = 500  # guide draws per compared restart for their split-R-hat
 PSIS_BATCH = 100  # the PSIS draws are evaluated this many at a time (a model over large data)
@@ -357,7 +357,7 @@ def make_programs(exp) -> Programs:
     method = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
     steps = method.steps
     kept = curve_steps(steps, method.curve_points)
-    stop = getattr(method, "stop", None)  # runner.inference.svi.Stop or None (train every step)
+    stop = method.stop  # runner.inference.svi.method.Stop or None (train every step)
     batch = method.batch_size  # None: every step sees all the data
     minibatch = features.minibatch(method.rows, batch, method.data_plates) if batch else None
     fit = FitProgram(
@@ -365,7 +365,7 @@ def make_programs(exp) -> Programs:
         tail=features.tail(steps, tail_length(steps)), failure=features.failure(steps),
         stopping=None if stop is None else features.stopping(stop, steps), minibatch=minibatch,
         batch_model=None if minibatch is None else minibatch.init(exp.model),
-        psis_draws=getattr(method, "psis_draws", 0) if getattr(method, "continuous", False) else 0)
+        psis_draws=method.psis_draws if method.continuous else 0)
     return Programs(prepare=jax.jit(fit.prepare), advance=jax.jit(fit.advance, donate_argnums=0),
                     finish=jax.jit(fit.finish), steps=steps, curve_steps=kept)
 

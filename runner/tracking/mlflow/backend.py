@@ -128,8 +128,10 @@ class MlflowTracking(Tracking):
         return {"run_id": self.run_id, "reaped": list(self.reaped), "experiment_id": self.experiment_id}
 
     def connect(self) -> None:
-        """The store and experiment (created if new), stale runs reaped. An error is raised by the
-        next event (`client`)."""
+        """The store and experiment (created if new), stale runs reaped, once. An error is raised
+        by the next event (`client`)."""
+        if self._client is not None or self._error is not None:
+            return
         try:
             self._client = self._open_store()
             self.reap_stale()
@@ -300,7 +302,7 @@ class MlflowTracking(Tracking):
     def _log(self, run_id: str, record: RunRecord) -> None:
         from runner.tracking.mlflow import store
 
-        try:
+        try:  # (this process ignores Ctrl-C and SIGTERM: the command ends its runs)
             store.log_batches(self.client, run_id, params=store.params_of(record.params),
                               metrics=store.metrics_of(record.scalars, record.curves, record.curve_steps,
                                                        self.max_points))
@@ -311,9 +313,8 @@ class MlflowTracking(Tracking):
                 from runner.tracking.mlflow.pyfunc import log_model
 
                 log_model(run_id, **record.model)
-        except BaseException as e:
-            interrupted = isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == 143)
-            self.client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, record.status)
 
@@ -395,9 +396,10 @@ class MlflowTracking(Tracking):
         (joblib, ray), which the launcher has killed (the reaper has just marked them FAILED), too."""
         if not parent_id:
             return
-        client = self.client
+        client, before = self.client, len(self.reaped)
+        self.reap_stale()  # the jobs the launcher has just killed are the stale ones now
         running = self._search(f"tags.`{PARENT}` = '{parent_id}' and attributes.status = 'RUNNING'")
-        reaped = [client.get_run(r) for r in self.reaped]
+        reaped = [client.get_run(r) for r in self.reaped[before:]]
         for child in [*running, *(r for r in reaped if r.data.tags.get(PARENT) == parent_id)]:
             if child.data.tags.get("runner.stale"):
                 client.delete_tag(child.info.run_id, "runner.stale")

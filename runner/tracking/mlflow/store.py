@@ -4,11 +4,11 @@ a run's owner process."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
 from runner.errors import describe
-from runner.tracking.base import metric_safe
 
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
 # network is closed); off unless the user sets MLFLOW_DISABLE_TELEMETRY=false.
@@ -108,7 +108,7 @@ def metrics_of(scalars: dict, curves: dict, steps: list | None, max_points: int 
 def metric_name(name: str) -> str:
     """A name MLflow accepts (alphanumerics, _ - . space : /, at most 250 characters): numpyro's
     param names may hold others (a flow's `auto_arn__0$params`)."""
-    return metric_safe(name)[:250]
+    return re.sub(r"[^\w.\- :/]", "-", name)[:250]
 
 
 def process_tags() -> dict:
