@@ -37,7 +37,7 @@ class Signals:
         self.runs = 0  # runs open in this process
         self.deferred = False  # results being logged: the signal waits for them
         self.said = False  # the interruption's message is printed already
-        self.at_stop: list = []  # what ends if the command stops on a signal (a sweep's parent: runner.sweep)
+        self.at_stop: dict = {}  # what ends if the command stops on a signal, by name (a sweep's parent: runner.sweep)
 
     def install(self) -> None:
         self.__init__()  # a new command in this process starts with nothing recorded
@@ -65,8 +65,8 @@ class Signals:
     def stopped(self) -> None:
         """The command stops on a signal: what registered for it ends (a sweep's parent run, and
         its jobs that were running, KILLED; the jobs that finished stay)."""
-        hooks, self.at_stop = self.at_stop, []
-        for hook in hooks:
+        hooks, self.at_stop = self.at_stop, {}
+        for hook in hooks.values():
             try:
                 hook()
             except Exception:

@@ -235,9 +235,9 @@ class SweepCallback(Callback):
         # every job reads the parent's id here, whatever launcher runs it
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused, "jobs": jobs}))
         redact_folder(sweep_dir)  # Hydra's multirun.yaml
-        self.backend, self.parent_id = backend, parent_id
-        self.stop = lambda: backend.sweep_killed(parent_id)  # the parent ends KILLED if the command is interrupted
-        SIGNALS.at_stop.append(self.stop)
+        # the parent ends KILLED if the command is interrupted (nothing kept on the callback: a
+        # launcher pickles it with the jobs)
+        SIGNALS.at_stop[str(sweep_dir)] = lambda: backend.sweep_killed(parent_id)
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 
@@ -252,9 +252,8 @@ class SweepCallback(Callback):
         info = read_sweep(sweep_dir)
         if info is None:
             return
-        backend, parent_id = getattr(self, "backend", None) or from_config(config.tracking), info["parent_run_id"]
-        if getattr(self, "stop", None) in SIGNALS.at_stop:
-            SIGNALS.at_stop.remove(self.stop)
+        SIGNALS.at_stop.pop(str(sweep_dir), None)
+        backend, parent_id = from_config(config.tracking), info["parent_run_id"]
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
         counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
         try:
