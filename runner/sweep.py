@@ -12,7 +12,8 @@ Per-configuration numbers are never metric names: a tracking UI draws one chart 
 and grouping the children by their tag `config_group` already draws mean and min/max over seeds.
 
 Resume: each job's run carries a hash of its resolved config (tag `config_hash`); a job whose
-hash already has a FINISHED run in the experiment is skipped, unless `rerun=true`. Running the
+hash already has a FINISHED run in the same sweep (a child of its parent) is skipped, unless
+`rerun=true`; a plain run of the same config is not the sweep's and does not count. Running the
 same sweep command again reuses its parent run (tag `sweep_hash`), so it ends with exactly one
 FINISHED child per job.
 """
