@@ -38,6 +38,15 @@ def parent_name(overrides) -> str:
     return f"sweep {' '.join(shown)}"[:250]
 
 
+def launcher_of(config) -> str:
+    """The sweep's Hydra launcher (basic, joblib, ray, ...): the same overrides through another
+    launcher are another sweep (the README's Ray example after its joblib one runs its jobs)."""
+    try:
+        return str(config.hydra.runtime.choices.get("hydra/launcher") or "basic")
+    except Exception:
+        return "basic"
+
+
 def count_jobs(overrides) -> int | None:
     """How many jobs a grid of these overrides makes (the product of the swept values' counts);
     None for a sweep that is not a grid (a range or an interval of Optuna's) or does not parse."""
@@ -230,7 +239,8 @@ class SweepCallback(Callback):
         jobs = count_jobs(config.hydra.overrides.task)
         parent_id, reused = backend.sweep_started(SweepStart(
             name=redact(parent_name(overrides)), reuse=not config.get("rerun", False),
-            sweep_hash=digest({"overrides": sorted(overrides), "experiment": config.tracking.get("experiment")}),
+            sweep_hash=digest({"overrides": sorted(overrides), "experiment": config.tracking.get("experiment"),
+                               "launcher": launcher_of(config)}),
             tags={"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir)},
             description=redact(description(overrides, jobs))[:5000]))
         # every job reads the parent's id here, whatever launcher runs it

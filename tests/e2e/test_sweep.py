@@ -148,6 +148,9 @@ def test_a_sweep_runs_every_job_whatever_plain_runs_came_before(tmp_path):
     assert len(hashes) == 1 and hashes <= {c.data.tags["config_hash"] for c in children}  # its twin ran
     proc, client, parents, children = sweep(tmp_path)  # the same sweep again: its own jobs are skipped
     assert "4 jobs, 0 run, 4 skipped" in proc.stdout and len(children) == 4
+    # through another launcher it is another sweep (the README's joblib, then its Ray example)
+    proc, client, parents, children = sweep(tmp_path, ["hydra.launcher.n_jobs=2"], launcher="joblib")
+    assert "4 jobs, 4 run, 0 skipped" in proc.stdout and len(parents) == 2 and len(children) == 8
 
 
 def test_interrupted_sweep_resumes_to_one_finished_child_per_job(tmp_path):
