@@ -86,12 +86,27 @@ def main() -> None:
         raise SystemExit(2) from None
     except BaseException as e:
         code = SIGNALS.exit_code(e)
+        if code is None and SIGNALS.at_stop and isinstance(e, Exception) and not full:
+            launcher_failed(e)
         if code is None:
             raise
         SIGNALS.stopped()
         if not SIGNALS.said:
             print("runner: interrupted" + (" (SIGTERM)" if code == 143 else ""), file=sys.stderr)
         raise SystemExit(code) from None
+
+
+def launcher_failed(error: Exception) -> None:
+    """A sweep's launcher (or sweeper) failed outside any job (its jobs' own failures are each
+    job's, runner.job): the parent ends FAILED with the error, in one line, exit 1."""
+    from runner.errors import describe
+    from runner.lifecycle import SIGNALS
+    from runner.redact import redact
+
+    line = redact(describe(error))
+    SIGNALS.stopped(error=f"the sweep's launcher failed: {line}"[:500])
+    print(f"runner: error: the sweep's launcher failed: {line}; the sweep's parent run is FAILED", file=sys.stderr)
+    raise SystemExit(1) from None
 
 
 def cli() -> None:

@@ -144,9 +144,27 @@ def from_hydra(cfg) -> Job:
                   rerun=bool(cfg.get("rerun", False)))
     if hc.mode != RunMode.MULTIRUN:
         return Job(**common)
+    at_home(hc.runtime.cwd)
     sweep = read_sweep(hc.sweep.dir) or {}
     return SweepJob(**common, number=int(hc.job.num), count=sweep.get("jobs"), parent=sweep.get("parent_run_id"),
                     group=group_label(common["overrides"]))
+
+
+def at_home(home: str) -> None:
+    """A sweep's job runs in the driver's folder, whichever process or node runs it (a Ray
+    worker starts in its node's folder): relative paths (the sqlite store, data.path, the
+    sweep's folder) and the user's modules (model.fn=mymodels.f) are the driver's."""
+    import os
+    import sys
+
+    if not home or Path.cwd() == Path(home):
+        return
+    if not Path(home).is_dir():
+        raise ConfigError(f"this job runs on a machine without the driver's folder {home}: run the sweep "
+                          "from a folder every node shares (a network file system)")
+    os.chdir(home)
+    if home not in sys.path:
+        sys.path.insert(0, home)
 
 
 def read_sweep(sweep_dir) -> dict | None:

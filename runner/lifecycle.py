@@ -62,13 +62,15 @@ class Signals:
             return error.code
         return 130 if isinstance(error, KeyboardInterrupt) else None
 
-    def stopped(self) -> None:
-        """The command stops on a signal: what registered for it ends (a sweep's parent run, and
-        its jobs that were running, KILLED; the jobs that finished stay)."""
+    def stopped(self, error: str | None = None) -> None:
+        """The command stops on a signal (or, with `error`, on a failure outside any run, e.g. a
+        sweep's launcher): what registered for it ends (a sweep's parent run, and its jobs that
+        were running, KILLED, or FAILED with the error; the jobs that finished stay). Each hook
+        is called with `error`."""
         hooks, self.at_stop = self.at_stop, {}
         for hook in hooks.values():
             try:
-                hook()
+                hook(error)
             except Exception:
                 pass
 

@@ -248,7 +248,8 @@ class SweepCallback(Callback):
         redact_folder(sweep_dir)  # Hydra's multirun.yaml
         # the parent ends KILLED if the command is interrupted (nothing kept on the callback: a
         # launcher pickles it with the jobs)
-        SIGNALS.at_stop[str(sweep_dir)] = lambda: backend.sweep_killed(parent_id)
+        SIGNALS.at_stop[str(sweep_dir)] = lambda error=None: (backend.sweep_failed(parent_id, error) if error
+                                                              else backend.sweep_killed(parent_id))
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 

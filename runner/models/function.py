@@ -70,6 +70,7 @@ class FunctionModel(Model):
         self.constants: dict = {}  # Python scalars of the data, bound at `bind`
         self.arrays: dict = {}  # the data's arrays, bound at `bind`
         self.concrete = False  # the model computes with its data's values (see _trace)
+        self._jax: dict = {}  # name -> (a NumPy array of the data, its JAX copy)
         self._enumerate = self._marked = False
         try:
             self.signature = inspect.signature(self.fn)
@@ -114,6 +115,8 @@ class FunctionModel(Model):
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"data {k!r} is {v}: model '{self.name}' needs a finite number")
         self.arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
+        for k, v in self.arrays.items():  # their JAX copies made here, outside any trace (concrete)
+            self._as_jax(k, v)
         sites = self._trace(self.arrays or None)
         self._enumerate, self._marked = discrete(sites, set(observed))
         return self.arrays or None
@@ -124,7 +127,27 @@ class FunctionModel(Model):
     def _call(self, data=None):
         if self.concrete:  # the model's own NumPy needs values: its data are constants of the program
             data = self.arrays
+        if data:  # as JAX arrays, as a NumPyro user passes them: `x.dot(beta)` of a NumPy x cannot take a tracer
+            data = {k: self._as_jax(k, v) for k, v in data.items()}
         return self.fn(**self.constants, **(data or {}))
+
+    def _as_jax(self, name: str, value):
+        """A NumPy array of the data as a JAX array, made once per array (identity stays, for the
+        checks that match a site's value to its data); anything else (a tracer, a number) as it is."""
+        import numpy as np
+
+        if type(value) is not np.ndarray:
+            return value
+        import jax
+        import jax.numpy as jnp
+
+        kept = self._jax.get(name)
+        if kept is None or kept[0] is not value:
+            kept = (value, jnp.asarray(value))
+            if isinstance(kept[1], jax.core.Tracer):  # made inside a trace: not kept
+                return kept[1]
+            self._jax[name] = kept
+        return kept[1]
 
     def __call__(self, data=None):
         if self._enumerate:
@@ -144,7 +167,7 @@ class FunctionModel(Model):
         from runner.posterior import model_sites
 
         def check(trace, traced):
-            stand_ins = {k: (v, (traced or {}).get(k)) for k, v in self.arrays.items()}
+            stand_ins = {k: (v, self._as_jax(k, v), (traced or {}).get(k)) for k, v in self.arrays.items()}
             plates.check_observed(trace, stand_ins, self.name)
 
         needs_values = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,

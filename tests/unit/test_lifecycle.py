@@ -156,8 +156,8 @@ def test_a_record_the_store_refuses_is_a_run_failed_that_keeps_the_fit(tmp_path)
 def test_what_registered_for_a_stop_ends_once(signals):
     """runner.sweep registers its parent run: a command stopped by a signal ends it KILLED."""
     ended = []
-    signals.at_stop["broken"] = lambda: 1 / 0  # one that fails does not keep the others from ending
-    signals.at_stop["sweep"] = lambda: ended.append("P")
+    signals.at_stop["broken"] = lambda error: 1 / 0  # one that fails does not keep the others from ending
+    signals.at_stop["sweep"] = lambda error: ended.append("P")
     signals.stopped()
     signals.stopped()  # once
     assert ended == ["P"] and signals.at_stop == {}

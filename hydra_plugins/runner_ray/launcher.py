@@ -1,0 +1,39 @@
+"""`hydra/launcher=ray`: hydra-ray-launcher's launcher, able to join an existing cluster.
+
+The plugin always passes `object_store_memory` to `ray.init` (a small store for CI machines);
+Ray refuses it when `ray.init.address` names a running cluster ("When connecting to an existing
+cluster, object_store_memory must not be provided"), so it is left out then. Registered under the
+plugin's own name (`ray`), after the plugin's config, so the spelling users know is this one.
+Where each job writes is decided on the driver (runner.job.at_home: a job runs in the driver's
+folder; runner's hydra.sweep.dir is absolute), so a job on another node logs into the driver's store.
+"""
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from hydra_plugins.hydra_ray_launcher._config import RayConf  # registers the plugin's node first
+from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as PluginRayLauncher
+from omegaconf import open_dict
+
+#: the plugin's default store for a Ray it starts itself (ray-project/ray#11966)
+LOCAL_STORE_BYTES = 78643200
+
+
+class RayLauncher(PluginRayLauncher):
+    def launch(self, job_overrides, initial_job_idx):
+        init = self.ray_cfg.init
+        with open_dict(init):
+            if init.get("address"):
+                init["object_store_memory"] = None  # present, so the plugin's setdefault leaves it out
+            else:
+                init.setdefault("object_store_memory", LOCAL_STORE_BYTES)
+        return super().launch(job_overrides, initial_job_idx)
+
+
+@dataclass
+class RayLauncherConf:
+    _target_: str = "hydra_plugins.runner_ray.launcher.RayLauncher"
+    ray: RayConf = field(default_factory=RayConf)
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayLauncherConf, provider="runner")
