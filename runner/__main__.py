@@ -79,6 +79,8 @@ def main() -> None:
         print(f"runner: error: {redact(one_line(e))}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as e:  # from Hydra's own set-up (the run's errors end in app.run): its output folder
+        if not e.filename and SIGNALS.at_stop and not full:  # a launcher's (ConnectionError, ...)
+            launcher_failed(e)
         if full or not e.filename:
             raise
         print(f"runner: error: cannot write {e.filename}: {e.strerror}: set hydra.run.dir (hydra.sweep.dir "

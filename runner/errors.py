@@ -32,6 +32,7 @@ def describe(e: BaseException) -> str:
     text = f"{type(e).__name__}: {driver or lines[0]}" if lines else type(e).__name__
     frames = traceback.extract_tb(e.__traceback__) if e.__traceback__ else []
     user = [f for f in frames if "site-packages" not in f.filename and "/runner/" not in f.filename
+            and "/hydra_plugins/" not in f.filename
             and not f.filename.startswith("<")]
     if user:
         text += f" (at {user[-1].filename}:{user[-1].lineno})"

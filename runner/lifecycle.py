@@ -41,6 +41,11 @@ class Signals:
 
     def install(self) -> None:
         self.__init__()  # a new command in this process starts with nothing recorded
+        self.take_back()
+
+    def take_back(self) -> None:
+        """This process's Ctrl-C and SIGTERM are runner's again (Ray's driver installs its own
+        SIGTERM handler, which exits at once and leaves the sweep's parent RUNNING)."""
         signal.signal(signal.SIGINT, self.handle)
         signal.signal(signal.SIGTERM, self.handle)
 

@@ -21,13 +21,38 @@ LOCAL_STORE_BYTES = 78643200
 
 class RayLauncher(PluginRayLauncher):
     def launch(self, job_overrides, initial_job_idx):
+        from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
+
+        from runner.lifecycle import SIGNALS
+
         init = self.ray_cfg.init
         with open_dict(init):
             if init.get("address"):
+                answers(str(init.address))
                 init["object_store_memory"] = None  # present, so the plugin's setdefault leaves it out
             else:
                 init.setdefault("object_store_memory", LOCAL_STORE_BYTES)
+        start_ray(init)  # the plugin's own start (it starts none when Ray is up)
+        SIGNALS.take_back()
         return super().launch(job_overrides, initial_job_idx)
+
+
+CONNECT_S = 5.0
+
+
+def answers(address: str) -> None:
+    """A cluster's HOST:PORT must answer within CONNECT_S seconds (Ray itself waits minutes for a
+    head that is not there). Other forms (auto, ray://...) are left to Ray."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
+    except OSError as e:
+        raise ConnectionError(f"no Ray cluster answers at hydra.launcher.ray.init.address={address} "
+                              f"({e.strerror or e}): start it with `ray start --head`, or fix the address") from None
 
 
 @dataclass
