@@ -33,6 +33,10 @@ NOT_HERE = {
     "pip install examples/runner_plugin_example": "tests/e2e/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
     "echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
     "runner model=normal_mean": "tests/e2e/test_install.py::test_readme_plugin_commands",
+    # a Ray cluster of two nodes on loopback, started and ended by the test
+    "ray start --head": "tests/e2e/test_ray_cluster.py::test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store",
+    "python -m runner -m hydra/launcher=ray hydra.launcher.ray.init.address":
+        "tests/e2e/test_ray_cluster.py::test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store",
     # needs the method's own folder (tests/fixtures/my_method): run there, as the README shows it
     "python -m runner --config-dir conf model=coin inference=importance":
         "tests/e2e/test_add_method.py::test_a_method_from_the_users_folder_is_a_full_run",
