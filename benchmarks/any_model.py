@@ -228,7 +228,7 @@ def plain_nuts(case: Case, chains=4, warmup=1000, samples=1000, seed=0) -> tuple
 # --- the table ------------------------------------------------------------------------------------
 
 def fmt(x: float) -> str:
-    return "inf" if not np.isfinite(x) else f"{x:.3f}"
+    return "-" if np.isnan(x) else "inf" if not np.isfinite(x) else f"{x:.3f}"
 
 
 def main(argv: list[str]) -> int:
