@@ -192,6 +192,8 @@ def _numeric(key, value, source: str):
         return value
     if not isinstance(key, str) or not key.isidentifier():
         return Unusable(f"data {source}: {key!r} is not a valid argument name")
+    if isinstance(value, float) and not np.isfinite(value):
+        return Unusable(f"data {source}: {key!r} is {value}, not a finite number")
     if isinstance(value, bool) or isinstance(value, (int, float)):
         return value
     try:
@@ -207,7 +209,13 @@ def _numeric(key, value, source: str):
     if x.dtype.kind == "f":
         if not np.isfinite(x).all():
             return Unusable(f"data {source}: {key!r} contains NaN or inf")
-        return float(x) if x.ndim == 0 else x.astype(np.float32)
+        if x.ndim == 0:
+            return float(x)
+        big = float(np.abs(x).max(initial=0.0))
+        if big > float(np.finfo(np.float32).max):
+            return Unusable(f"data {source}: {key!r} has a value of {big:.3g}, beyond float32's range "
+                            "(about 3.4e38): rescale it, or set jax.x64=true")
+        return x.astype(np.float32)
     return Unusable(f"data {source}: {key!r} is not numeric (dtype {x.dtype})")
 
 

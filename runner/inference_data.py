@@ -99,7 +99,7 @@ def enumerated_loglik(model, data):
     from runner import posterior
 
     sites = posterior.model_sites(model, data)
-    plates = max((-f.dim for s in sites.values() for f in s.get("cond_indep_stack", [])), default=0)
+    plates = posterior.plate_depth(sites)
     shapes = {n: tuple(s["fn"].batch_shape) for n, s in sites.items() if s["type"] == "sample" and s["is_observed"]}
 
     def one(latents, *args):

@@ -81,6 +81,12 @@ def enumerated_sites(model, data) -> list[str]:
     return roles(model, data).enumerated
 
 
+def plate_depth(sites: dict) -> int:
+    """How many plate dimensions the model's sites use (NumPyro's max_plate_nesting): enumeration
+    allocates its dimensions to the left of them."""
+    return max((-f.dim for s in sites.values() for f in s.get("cond_indep_stack") or []), default=0)
+
+
 def point_estimate(samples: dict, sites) -> dict:
     """Per-site median of draws (the MAP itself for a Delta guide)."""
     return {n: np.median(np.asarray(samples[n]), axis=0) for n in sites if n in samples}
@@ -98,21 +104,24 @@ def assignments(model, latents: dict, data, key=None) -> dict:
     from numpyro import handlers
     from numpyro.contrib.funsor import infer_discrete
 
-    sites = enumerated_sites(model, data)
+    traced = model_sites(model, data)
+    sites = [n for n, s in traced.items() if s["type"] == "sample" and not s["is_observed"]
+             and (s.get("infer") or {}).get("enumerate") == "parallel"]
     if not sites:
         return {}
     key = key if key is not None else jax.random.PRNGKey(0)
+    first = -plate_depth(traced) - 1
 
     def build():  # one compiled program: op by op, a first call compiled every small op (~4 s)
         def infer(latents, data, key):
             inferred = infer_discrete(handlers.condition(model, data=latents), temperature=0,
-                                      first_available_dim=-2, rng_key=key)
+                                      first_available_dim=first, rng_key=key)
             tr = handlers.trace(handlers.seed(inferred, 0)).get_trace(data)
             return {n: tr[n]["value"] for n in sites}
 
         return jax.jit(infer)
 
-    infer = model_program(model, ("assignments", tuple(sites)), build)
+    infer = model_program(model, ("assignments", tuple(sites), first), build)
     found = infer({k: jnp.asarray(v) for k, v in latents.items()}, jax.tree.map(jnp.asarray, data), key)
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 

@@ -15,6 +15,7 @@ No subclassing: what the runner needs is read from the function's signature and 
 from __future__ import annotations
 
 import inspect
+import math
 
 from runner.errors import ConfigError, describe
 from runner.models.base import Model
@@ -49,6 +50,16 @@ def load_function(path):
     return fn
 
 
+def discrete(sites: dict, observed=frozenset()) -> tuple[bool, bool]:
+    """(has discrete latent sites it did not mark for enumeration, has marked ones). Sites in
+    `observed` (observed by the fit, left out of new data) are drawn, not enumerated."""
+    latent = [s for s in sites.values() if s["type"] == "sample" and not s["is_observed"]
+              and s["name"] not in observed]
+    marked = [s for s in latent if (s.get("infer") or {}).get("enumerate") == "parallel"]
+    unmarked = [s for s in latent if s not in marked and s["fn"].support.is_discrete]
+    return bool(unmarked), bool(marked)
+
+
 class FunctionModel(Model):
     """A plain NumPyro function as a runner model (see the module docstring)."""
 
@@ -57,6 +68,8 @@ class FunctionModel(Model):
         self.fn = load_function(fn)
         self.name = name or getattr(self.fn, "__name__", "model")
         self.constants: dict = {}  # Python scalars of the data, bound at `bind`
+        self.arrays: dict = {}  # the data's arrays, bound at `bind`
+        self.concrete = False  # the model computes with its data's values (see _trace)
         self._enumerate = self._marked = False
         try:
             self.signature = inspect.signature(self.fn)
@@ -97,14 +110,20 @@ class FunctionModel(Model):
             print(f"runner: note: model '{self.name}' does not take data {dropped}, and its parameters "
                   f"{unfilled} get none (their defaults): check the names if that is not meant", file=sys.stderr)
         self.constants = {k: v for k, v in kept.items() if not hasattr(v, "shape")}
-        arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
-        self._enumerate, self._marked = self._discrete_sites(arrays or None, set(observed))
-        return arrays or None
+        for k, v in self.constants.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"data {k!r} is {v}: model '{self.name}' needs a finite number")
+        self.arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
+        sites = self._trace(self.arrays or None)
+        self._enumerate, self._marked = discrete(sites, set(observed))
+        return self.arrays or None
 
     def check_data(self, data) -> None:
         """bind() checks the data; nothing more to check here."""
 
-    def _call(self, data):
+    def _call(self, data=None):
+        if self.concrete:  # the model's own NumPy needs values: its data are constants of the program
+            data = self.arrays
         return self.fn(**self.constants, **(data or {}))
 
     def __call__(self, data=None):
@@ -114,22 +133,35 @@ class FunctionModel(Model):
             return config_enumerate(self._call, default="parallel")(data)
         return self._call(data)
 
-    def _discrete_sites(self, data, observed=frozenset()) -> tuple[bool, bool]:
-        """(has discrete latent sites it did not mark for enumeration, has marked ones). Sites in
-        `observed` (observed by the fit, left out of new data) are drawn, not enumerated."""
+    def _trace(self, data) -> dict:
+        """name -> site of one seeded trace on `data`, its observed values checked against the
+        plates (runner.models.plates). Traced abstractly; a model whose own Python needs the data's
+        values (`len(np.unique(dept))`, `int(np.max(y))`) is traced, and then fitted, with its data
+        as concrete arrays, as plain NumPyro calls it."""
+        import jax
+
+        from runner.models import plates
         from runner.posterior import model_sites
 
-        try:
-            sites = model_sites(self._call, data)
-        except ConfigError:
-            raise
-        except Exception as e:
-            raise ConfigError(f"model '{self.name}' fails on this data: {describe(e)}") from None
-        latent = [s for s in sites.values() if s["type"] == "sample" and not s["is_observed"]
-                  and s["name"] not in observed]
-        marked = [s for s in latent if (s.get("infer") or {}).get("enumerate") == "parallel"]
-        unmarked = [s for s in latent if s not in marked and s["fn"].support.is_discrete]
-        return bool(unmarked), bool(marked)
+        def check(trace, traced):
+            stand_ins = {k: (v, (traced or {}).get(k)) for k, v in self.arrays.items()}
+            plates.check_observed(trace, stand_ins, self.name)
+
+        needs_values = (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                        jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError)
+        guarded = plates.whole_sizes(self._call, self.name, self.constants)
+        for attempt in (0, 1):
+            try:
+                return model_sites(guarded, data, inspect=check)
+            except ConfigError:
+                raise
+            except needs_values:
+                if attempt or not self.arrays:
+                    raise ConfigError(f"model '{self.name}' fails on this data even with concrete values") from None
+                self.concrete = True
+            except Exception as e:
+                raise ConfigError(f"model '{self.name}' fails on this data: {describe(e)}"
+                                  f"{plates.sizes(self.constants, self.arrays)}") from None
 
     @property
     def enumerated(self) -> bool:

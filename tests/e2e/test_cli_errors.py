@@ -97,6 +97,11 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
     (tmp_path / "broken.py").write_text("import numpyro\n\nraise RuntimeError('half-written module')\n")
     (tmp_path / "silent.py").write_text("def model(x, y=None):\n    raise ValueError()\n")
     (tmp_path / "d.json").write_text('{"x": [1.0, 2.0, 3.0]}')
+    (tmp_path / "reg.py").write_text(
+        "import numpyro, numpyro.distributions as dist\n\n\ndef model(x, y):\n"
+        "    b = numpyro.sample('b', dist.Normal(0, 1))\n"
+        "    with numpyro.plate('rows', len(x)):\n        numpyro.sample('y', dist.Normal(b * x, 1), obs=y)\n")
+    (tmp_path / "short.json").write_text('{"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0]}')
     store = f"sqlite:///{tmp_path}/m.db"
     base = ["data=json", "data.path=d.json", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/run"]
     cases = {
@@ -104,6 +109,8 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path):
             "model.fn=broken.model: importing broken failed: RuntimeError: half-written module (at ",
         ("model=fn", "model.fn=silent.model", "data.path=d.json", f"tracking.uri={store}"):
             "name the data format first, data=json|csv|npz|file data.path=...",
+        ("model=fn", "model.fn=reg.model", "data=json", "data.path=short.json", f"tracking.uri={store}"):
+            "model 'model': data 'y' has shape (2,), but site 'y' has shape (3,), plate 'rows' of 3",
     }
     for args, message in cases.items():
         proc = run_cli(list(args), cwd=tmp_path)

@@ -80,6 +80,9 @@ class SVI(Method):
             raise ConfigError("optim=lbfgs needs a deterministic objective (e.g. guide=autodelta); "
                               "this guide samples, so use a stochastic optimizer such as optim=adam")
         if self.batch_size is not None:
+            if getattr(model, "concrete", False):
+                raise ConfigError(f"model '{model.name}' computes with its data's values (NumPy on the data), so its "
+                                  "data are fixed in the program: drop data.batch_size (or subsample with numpyro.plate)")
             self.rows, self.data_plates = minibatch_plates(model, data, self.batch_size)
             if self.optimizer.needs_deterministic:
                 raise ConfigError("optim=lbfgs needs the full data at every step: drop data.batch_size")
