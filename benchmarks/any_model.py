@@ -91,7 +91,7 @@ BY_NAME = {c.name: c for c in CASES}
 # --- the data as plain NumPyro gets them (as runner's data=json|npz reads them) -------------------
 
 def load_data(case: Case) -> dict:
-    """Named arrays (numpy) and scalars (Python numbers), only the keys the function takes."""
+    """Named arrays (concrete jax arrays) and scalars (Python numbers), only the keys the function takes."""
     import inspect
 
     if case.data is None:
@@ -105,7 +105,9 @@ def load_data(case: Case) -> dict:
     params = inspect.signature(model_function(case)).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         raw = {k: v for k, v in raw.items() if k in params}
-    return raw
+    import jax.numpy as jnp  # as the examples pass them (ar2 and proportion_test index and .dot them with tracers)
+
+    return {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in raw.items()}
 
 
 def model_function(case: Case):

@@ -22,6 +22,23 @@ def fully_pooled(at_bats, hits=None):
 
 
 # examples/baseball.py @ 0b935d48
+def not_pooled(at_bats, hits=None):
+    r"""
+    Number of hits in $K$ at bats for each player has a Binomial
+    distribution with independent probability of success, $\phi_i$.
+
+    :param (jnp.ndarray) at_bats: Number of at bats for each player.
+    :param (jnp.ndarray) hits: Number of hits for the given at bats.
+    :return: Number of hits predicted by the model.
+    """
+    num_players = at_bats.shape[0]
+    with numpyro.plate("num_players", num_players):
+        phi_prior = dist.Uniform(0, 1)
+        phi = numpyro.sample("phi", phi_prior)
+        return numpyro.sample("obs", dist.Binomial(at_bats, probs=phi), obs=hits)
+
+
+
 def partially_pooled(at_bats, hits=None):
     r"""
     Number of hits has a Binomial distribution with independent
