@@ -39,6 +39,9 @@ def figure(fn):
 
 
 def _plt():
+    from runner import background
+
+    background.settled()  # ArviZ's background import imports pyplot too
     import matplotlib
 
     matplotlib.use("Agg")

@@ -32,6 +32,9 @@ def import_arviz():
     """arviz, without its INFO lines about optional packages (Hydra's logging shows INFO)."""
     import logging
 
+    from runner import background
+
+    background.settled()  # the background import's, if one is under way (preimport)
     logging.getLogger("arviz").setLevel(logging.WARNING)
     import arviz
 
@@ -41,7 +44,7 @@ def import_arviz():
 def preimport() -> None:
     """Import ArviZ and its netCDF engine in a background thread while the fit compiles (XLA
     releases the GIL): about 1 s of a run's cold start overlapped instead of added."""
-    import threading
+    from runner import background
 
     def load():
         try:
@@ -50,7 +53,7 @@ def preimport() -> None:
         except Exception:  # the write itself will say what is wrong
             pass
 
-    threading.Thread(target=load, name="runner-arviz-import", daemon=True).start()
+    background.start("runner-arviz-import", load)
 
 
 def is_point(samples: dict) -> bool:

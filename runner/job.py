@@ -101,7 +101,7 @@ class SweepJob(Job):
         return {"overrides": redact(" ".join(self.overrides)), "config_group": self.group}
 
     def skip(self, backend, config_hash: str) -> str | None:
-        return None if self.rerun else backend.finished_run(config_hash)
+        return None if self.rerun else backend.finished_run(config_hash, self.parent)
 
     def said(self, status: str, **extra) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ Per-configuration numbers are never metric names: a tracking UI draws one chart 
 and grouping the children by their tag `config_group` already draws mean and min/max over seeds.
 
 Resume: each job's run carries a hash of its resolved config (tag `config_hash`); a job whose
-hash already has a FINISHED run in the experiment is skipped, unless `rerun=true`. Running the
+hash already has a FINISHED run in the same sweep (a child of its parent) is skipped, unless
+`rerun=true`; a plain run of the same config is not the sweep's and does not count. Running the
 same sweep command again reuses its parent run (tag `sweep_hash`), so it ends with exactly one
 FINISHED child per job.
 """
@@ -35,6 +36,15 @@ def parent_name(overrides) -> str:
         key, eq, value = o.partition("=")
         shown.append(f"{key}={','.join(short_value(key, v) for v in value.split(','))}" if eq else o)
     return f"sweep {' '.join(shown)}"[:250]
+
+
+def launcher_of(config) -> str:
+    """The sweep's Hydra launcher (basic, joblib, ray, ...): the same overrides through another
+    launcher are another sweep (the README's Ray example after its joblib one runs its jobs)."""
+    try:
+        return str(config.hydra.runtime.choices.get("hydra/launcher") or "basic")
+    except Exception:
+        return "basic"
 
 
 def count_jobs(overrides) -> int | None:
@@ -229,7 +239,8 @@ class SweepCallback(Callback):
         jobs = count_jobs(config.hydra.overrides.task)
         parent_id, reused = backend.sweep_started(SweepStart(
             name=redact(parent_name(overrides)), reuse=not config.get("rerun", False),
-            sweep_hash=digest({"overrides": sorted(overrides), "experiment": config.tracking.get("experiment")}),
+            sweep_hash=digest({"overrides": sorted(overrides), "experiment": config.tracking.get("experiment"),
+                               "launcher": launcher_of(config)}),
             tags={"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir)},
             description=redact(description(overrides, jobs))[:5000]))
         # every job reads the parent's id here, whatever launcher runs it

@@ -143,8 +143,9 @@ class Tracking:
         """Ctrl-C or SIGTERM during a sweep: the parent and its jobs that were running end KILLED."""
 
     # --- questions -----------------------------------------------------------------------------
-    def finished_run(self, config_hash: str) -> str | None:
-        """The id of a FINISHED run of this config hash, if any."""
+    def finished_run(self, config_hash: str, parent_id: str | None = None) -> str | None:
+        """The id of a FINISHED run of this config hash, if any; with `parent_id`, only a child of
+        that sweep's parent (the same sweep run again)."""
         return None
 
     def children(self, parent_id: str | None, curves: int = 50) -> list[dict] | None:

@@ -132,6 +132,27 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     assert len(parents) == 2 and len(children) == 8
 
 
+def test_a_sweep_runs_every_job_whatever_plain_runs_came_before(tmp_path):
+    """A plain run of one of the sweep's configurations (the README's single runs, then its
+    sweep) is not the sweep's: it used to be skipped silently and the sweep named a worse
+    configuration its best. Only the same sweep run again skips its own finished jobs."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    plain = run_cli(["model=gmm", "guide=autodelta", "seed=1", "steps=20", "restarts=4", f"tracking.uri={uri}",
+                     "tracking.experiment=sweep", f"hydra.run.dir={tmp_path}/plain"], cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    proc, client, parents, children = sweep(tmp_path)
+    assert "4 jobs, 4 run, 0 skipped" in proc.stdout
+    check_sweep(client, parents, children)
+    hashes = {r.data.tags.get("config_hash") for r in read_runs(uri, "sweep")[1]
+              if r.data.tags.get("runner.role") != "sweep" and not r.data.tags.get("mlflow.parentRunId")}
+    assert len(hashes) == 1 and hashes <= {c.data.tags["config_hash"] for c in children}  # its twin ran
+    proc, client, parents, children = sweep(tmp_path)  # the same sweep again: its own jobs are skipped
+    assert "4 jobs, 0 run, 4 skipped" in proc.stdout and len(children) == 4
+    # through another launcher it is another sweep (the README's joblib, then its Ray example)
+    proc, client, parents, children = sweep(tmp_path, ["hydra.launcher.n_jobs=2"], launcher="joblib")
+    assert "4 jobs, 4 run, 0 skipped" in proc.stdout and len(parents) == 2 and len(children) == 8
+
+
 def test_interrupted_sweep_resumes_to_one_finished_child_per_job(tmp_path):
     import os
 

@@ -83,10 +83,27 @@ def compile_fit(programs, roots, data) -> tuple[Callable, Callable]:
     prepare = lowered.compile()
     shapes = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                           lowered.out_info, prepare.output_shardings)
-    advance = compile_within_budget(
+    compiled = compile_within_budget(
         programs.advance, *shapes, data, 0, programs.steps, what="the fit",
         hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
-    return prepare, advance
+    return prepare, on_its_devices(compiled)
+
+
+def on_its_devices(compiled) -> Callable:
+    """`compiled(state, fixed, ...)` with the state and the fixed parts placed as it was compiled
+    for: on several devices XLA may lay out prepare's outputs, or advance's own, otherwise than
+    advance's inputs (restarts sharded vs replicated), and a compiled program refuses arrays laid
+    out otherwise. A no-op on one device or when the layouts agree."""
+    import jax
+
+    wanted = compiled.input_shardings[0][:2]
+    if jax.device_count() == 1:
+        return compiled
+
+    def advance(state, fixed, *rest):
+        return compiled(*jax.device_put((state, fixed), wanted), *rest)
+
+    return advance
 
 
 def chunk_seconds(progress, checkpoint: Checkpoint | None, safe_point) -> float | None:

@@ -202,7 +202,7 @@ class MlflowTracking(Tracking):
         if start.yield_to_finished is None:
             self._create_run(tags, start.resumes)
             return None
-        return self._open_job(tags, start.config_hash, start.yield_to_finished)
+        return self._open_job(tags, start.config_hash, start.yield_to_finished, start.parent_id)
 
     def _create_run(self, tags: dict, resumes: str | None = None) -> str:
         """This command's run, RUNNING, tagged with the process that owns it (see reap_stale). With
@@ -223,7 +223,7 @@ class MlflowTracking(Tracking):
         self.run_id = client.create_run(self.experiment_id, tags={**tags, **process_tags()}).info.run_id
         return self.run_id
 
-    def _open_job(self, tags: dict, config_hash: str, finished: bool) -> str | None:
+    def _open_job(self, tags: dict, config_hash: str, finished: bool, parent: str | None) -> str | None:
         """Open a sweep job's run unless another run of the same config makes it redundant: a
         FINISHED one (`finished`; rerun=true passes False) or a RUNNING one of a live process (the
         same sweep started twice at once). Returns that twin's id (nothing opened), or None. A
@@ -234,21 +234,22 @@ class MlflowTracking(Tracking):
 
         self.client
         with store_lock(self.uri):
-            twin = self._twin(config_hash, finished)
+            twin = self._twin(config_hash, finished, parent=parent)
             if twin:
                 return twin
             self._create_run(tags)
-        twin = self._twin(config_hash, finished, mine=self.run_id)
+        twin = self._twin(config_hash, finished, mine=self.run_id, parent=parent)
         if twin:
             self.client.delete_run(self.run_id)
             self.run_id = None
         return twin
 
-    def _twin(self, config_hash: str, finished: bool, mine: str | None = None) -> str | None:
-        """Another run of this config that a job yields to; with `mine` (this job's open run), a
-        RUNNING one only if it started before it."""
+    def _twin(self, config_hash: str, finished: bool, mine: str | None = None, parent: str | None = None) -> str | None:
+        """Another run of this config that a job yields to, a child of the same sweep's parent (the
+        same sweep run again, or started twice at once: never a plain run of an hour ago); with
+        `mine` (this job's open run), a RUNNING one only if it started before it."""
         runs = self._search(f"tags.config_hash = '{config_hash}' and attributes.status != 'FAILED' and "
-                            "attributes.status != 'KILLED'", "attributes.start_time ASC")
+                            "attributes.status != 'KILLED'" + self._child_of(parent), "attributes.start_time ASC")
         me = next((r for r in runs if r.info.run_id == mine), None)
         for r in runs:
             if r.info.run_id == mine or (mine and r.data.tags.get(PARENT) == mine):
@@ -409,9 +410,14 @@ class MlflowTracking(Tracking):
         client.set_terminated(parent_id, "KILLED")
 
     # --- questions ---------------------------------------------------------------------------------------
-    def finished_run(self, config_hash: str) -> str | None:
-        runs = self._search(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'", limit=1)
+    def finished_run(self, config_hash: str, parent_id: str | None = None) -> str | None:
+        runs = self._search(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'"
+                            + self._child_of(parent_id), limit=1)
         return runs[0].info.run_id if runs else None
+
+    @staticmethod
+    def _child_of(parent: str | None) -> str:
+        return f" and tags.`{PARENT}` = '{parent}'" if parent else ""
 
     def run_dir_of(self, run_id: str) -> str | None:
         try:

@@ -1,0 +1,28 @@
+"""Imports started in a background thread while the fit compiles (XLA releases the GIL), and the
+wait for them: a module must never be imported by two threads at once (matplotlib.pyplot, half
+imported by ArviZ's thread, once had no `switch_backend` for the figures: every figure skipped).
+Code that imports what a background import may be importing calls `settled()` first."""
+from __future__ import annotations
+
+import threading
+
+_THREADS: list[threading.Thread] = []
+WAIT_S = 120.0  # an import that takes longer is not waited for (the caller's own import then says why)
+
+
+def start(name: str, load) -> None:
+    thread = threading.Thread(target=load, name=name, daemon=True)
+    _THREADS.append(thread)
+    thread.start()
+
+
+def settled() -> None:
+    """Wait for the background imports (at once when there are none or they are done); in a
+    background thread itself, for none."""
+    me = threading.current_thread()
+    if me in _THREADS:
+        return
+    for thread in list(_THREADS):
+        thread.join(WAIT_S)
+        if not thread.is_alive():
+            _THREADS.remove(thread)
