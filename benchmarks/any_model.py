@@ -144,6 +144,20 @@ def deviation(means: dict, reference: dict) -> tuple[float, str]:
     return worst, where
 
 
+def sd_ratio(sds: dict, reference: dict) -> float:
+    """max |log(sd / ref sd)| over the reference sites' elements the run has: a posterior too
+    narrow (a funnel's neck never reached) has means close to the truth and this far from 0."""
+    worst = 0.0
+    for site, ref in reference.items():
+        if site not in sds:
+            continue
+        sd, ref_mu, ref_sd = (np.asarray(x, dtype=float).ravel() for x in (sds[site], ref["mean"], ref["sd"]))
+        keep = (ref_sd > 1e-9 * (1 + np.abs(ref_mu))) & (sd.shape == ref_sd.shape)
+        if keep.any():
+            worst = max(worst, float(np.max(np.abs(np.log(sd[keep] / ref_sd[keep])))))
+    return worst
+
+
 def reference() -> dict:
     return json.loads(REFERENCE.read_text())
 
@@ -175,6 +189,7 @@ class RunnerResult:
     ran: bool
     seconds: float
     means: dict
+    sds: dict
     line: str          # runner's result line (or the error's last line)
     verdict: str       # what runner says of its draws (trust / do not trust / ?)
     run_dir: Path
@@ -193,9 +208,10 @@ def run_runner(case: Case, workdir: Path, extra=(), timeout=900) -> RunnerResult
     line = lines[-1] if lines else (out[-1] if out else "")
     summary = run_dir / "summary.json"
     if proc.returncode != 0 or not summary.exists():
-        return RunnerResult(False, seconds, {}, line, "", run_dir, proc.returncode)
-    means = {k: v["mean"] for k, v in json.loads(summary.read_text()).items()}
-    return RunnerResult(True, seconds, means, line, verdict(proc.stdout + proc.stderr, run_dir), run_dir,
+        return RunnerResult(False, seconds, {}, {}, line, "", run_dir, proc.returncode)
+    stats = json.loads(summary.read_text())
+    means, sds = {k: v["mean"] for k, v in stats.items()}, {k: v["std"] for k, v in stats.items()}
+    return RunnerResult(True, seconds, means, sds, line, verdict(proc.stdout + proc.stderr, run_dir), run_dir,
                         proc.returncode)
 
 
@@ -241,7 +257,7 @@ def main(argv: list[str]) -> int:
     cases = [BY_NAME[n] for n in names] if names else CASES
     ref = reference()
     rows = []
-    header = ("model", "method", "ran", "seconds", "max|d|/sd", "where", "runner says", "plain max|d|/sd",
+    header = ("model", "method", "ran", "seconds", "max|d|/sd", "where", "max|log sd/ref|", "runner says", "plain max|d|/sd",
               "plain s", "ok")
     print(" | ".join(header))
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,7 +274,8 @@ def main(argv: list[str]) -> int:
             plain_dev = plain.get("max_dev", float("nan"))
             ok = r.ran and (dev < TOLERANCE or "not" in r.verdict or not plain_dev < TOLERANCE)
             row = (case.name, "nuts", "yes" if r.ran else f"no (exit {r.returncode})", f"{r.seconds:.1f}",
-                   fmt(dev), where, r.verdict or "-", fmt(plain_dev), f"{plain.get('seconds', float('nan')):.1f}",
+                   fmt(dev), where, fmt(sd_ratio(r.sds, entry["sites"])) if r.ran and entry else "-",
+                   r.verdict or "-", fmt(plain_dev), f"{plain.get('seconds', float('nan')):.1f}",
                    "ok" if ok else "FAIL")
             rows.append(row)
             print(" | ".join(row), flush=True)

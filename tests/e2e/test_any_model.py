@@ -40,6 +40,8 @@ sys.modules["any_model"] = any_model  # its dataclasses look their module up
 _spec.loader.exec_module(any_model)
 
 TOLERANCE = any_model.TOLERANCE  # 0.2 reference sds: plain NumPyro at its defaults is within it here
+SD_TOLERANCE = 0.3  # |log(sd / ref sd)|: 4000 draws estimate an sd within a few %; a funnel run that
+                    # never reaches the neck has y's sd 1 where the truth's is 3 (and means near 0)
 
 CASES = ["binomial", "prior_only", "funnel", "ucbadmit_glmm", "earnings-earn_height", "eight_schools-eight_schools_noncentered", "gp_pois_regr-gp_pois_regr", "ar2_scan"]
 
@@ -56,12 +58,14 @@ def test_any_model_matches_the_truth(name, reference, tmp_path):
     result = any_model.run_runner(case, tmp_path, timeout=600)
     assert result.ran, f"runner failed on {case.fn} (exit {result.returncode}): {result.line}"
     dev, where = any_model.deviation(result.means, entry["sites"])
+    spread = any_model.sd_ratio(result.sds, entry["sites"])
     plain = entry["plain_numpyro"]["max_dev"]
-    if dev < TOLERANCE:
+    if dev < TOLERANCE and spread < SD_TOLERANCE:
         return
     # farther than the tolerance: acceptable only where runner says so itself
     assert "not" in result.verdict, (
-        f"{name}: runner's posterior mean is {dev:.3f} sd from the truth at {where} (plain NumPyro "
+        f"{name}: runner's posterior mean is {dev:.3f} sd from the truth at {where}, its sds up to a "
+        f"factor exp({spread:.2f}) off (plain NumPyro "
         f"NUTS with the same defaults: {plain:.3f}) and runner did not say its draws cannot be "
         f"trusted: {result.line}")
 
