@@ -10,21 +10,50 @@ runner.errors.ConfigError (the input), TrackingError (the store), RunFailed (aft
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # = runner.CONF_DIR (the package imports this module)
 
 
+@contextmanager
+def config_errors():
+    """Hydra's and OmegaConf's exceptions about what the caller gave (an unknown option or key, a
+    sweep's `a=0,1`, a bad `${oc.env:...}`) as runner.errors.ConfigError, with the one line the
+    CLI prints."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from runner.console import one_line
+    from runner.errors import ConfigError
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
+
+
 def compose(overrides: list[str] | tuple = (), config_dir: str | None = None):
-    """(cfg, choices) for `python -m runner [--config-dir CONFIG_DIR] <overrides>`."""
+    """(cfg, choices) for `python -m runner [--config-dir CONFIG_DIR] <overrides>`; ConfigError for
+    any mistake in them."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf, open_dict
 
+    from runner.errors import ConfigError
+
+    if isinstance(overrides, str):
+        raise ConfigError(f"overrides must be a list of strings such as ['model=coin'], got the string {overrides!r}")
     overrides = list(overrides)
+    sweeps = [o for o in overrides if isinstance(o, str) and _is_sweep(o)]
+    if sweeps:
+        raise ConfigError(f"{sweeps[0]} is a sweep: the Python API runs one config (give one value, or run "
+                          "python -m runner -m ... for a sweep)")
     if config_dir is not None:  # as --config-dir does: the user's folder is searched first
+        if not Path(config_dir).is_dir():
+            raise ConfigError(f"config_dir {config_dir} is not a folder")
         overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    with config_errors(), initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
@@ -33,12 +62,23 @@ def compose(overrides: list[str] | tuple = (), config_dir: str | None = None):
     return cfg, choices
 
 
+def _is_sweep(override: str) -> bool:
+    """`seed=0,1` or `x=range(...)`: Hydra's sweep syntax (a list `x=[0,1]` is one value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(override).is_sweep_override()
+    except Exception:  # Hydra's compose says what is wrong with it
+        return False
+
+
 def build(cfg):
     """The typed experiment (runner.experiment.Experiment) of a composed config; ConfigError if it
     cannot run."""
     from runner.experiment import build as build_experiment
 
-    return build_experiment(cfg)
+    with config_errors():
+        return build_experiment(cfg)
 
 
 def fit(exp, progress: bool = False):

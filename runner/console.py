@@ -32,7 +32,11 @@ def one_line(e: BaseException) -> str:
         if renamed:
             return f"{group}={name} is called {group}={renamed} now (choose one of {options})"
         return f"unknown {group} '{name}': choose one of {options}"
+    from hydra.errors import OverrideParseException
+
     text = str(e).strip()
+    if isinstance(e, OverrideParseException) and e.override:
+        return f"cannot read the override {e.override!r}: {text.splitlines()[0]}"
     if "Could not override" in text or "is not in struct" in text:
         key = text.split("'")[1] if "'" in text else text
         if key.startswith("data."):

@@ -115,3 +115,23 @@ def test_the_objective_of_replicates_is_their_mean_final_loss(tmp_path):
     finals = [r.final_loss for r in out.output.extras.results]
     assert out.final_loss == pytest.approx(np.mean(finals)) == pytest.approx(out.scalars["final_loss_mean"])
     assert len(set(finals)) == 3 and out.final_loss != min(finals)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: runner.compose(["stepz=1"]), "unknown key 'stepz'"),
+    (lambda: runner.compose(["model=gmx"]), "unknown model 'gmx': choose one of"),
+    (lambda: runner.compose(["model=[a,"]), "cannot read the override 'model=[a,': no viable alternative"),
+    (lambda: runner.compose(["seed=0,1", "model=coin"]), "seed=0,1 is a sweep: the Python API runs one config"),
+    (lambda: runner.run(["seed=0,1", "model=coin", "tracking=none"]), "seed=0,1 is a sweep"),
+    (lambda: runner.compose("model=coin"), "overrides must be a list of strings"),
+    (lambda: runner.compose(["model=coin"], config_dir="/no/such/folder"), "config_dir /no/such/folder is not a folder"),
+    (lambda: runner.build(runner.compose(["model=coin", "+x=${oc.env:RUNNER_NO_SUCH_VARIABLE}"])[0]),
+     "RUNNER_NO_SUCH_VARIABLE"),
+])
+def test_every_mistake_in_what_the_api_is_given_is_a_config_error(call, message):
+    """Hydra's and OmegaConf's own exceptions used to reach the caller (issue 28)."""
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        call()
+    assert message in str(e.value) and len(str(e.value).splitlines()) == 1
