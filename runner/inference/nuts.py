@@ -9,7 +9,7 @@ import numpy as np
 
 from runner import schema
 from runner.errors import ConfigError
-from runner.inference.base import FitOutput, Method
+from runner.inference.base import START_REMEDIES, FitOutput, Method, start_failure
 
 KEY_DERIVATION = "root=PRNGKey(seed); MCMC.run(root) (chains split from it)"
 
@@ -67,7 +67,13 @@ def fit_nuts(exp) -> NUTSResult:
     mcmc = MCMC(kernel, num_warmup=nuts.warmup, num_samples=nuts.samples, num_chains=nuts.chains,
                 chain_method="vectorized", progress_bar=False)
     args = () if exp.data is None else (exp.data,)
-    mcmc.run(jax.random.PRNGKey(exp.seed), *args, extra_fields=("diverging",))
+    try:
+        mcmc.run(jax.random.PRNGKey(exp.seed), *args, extra_fields=("diverging",))
+    except (RuntimeError, ValueError) as e:
+        failure = start_failure(e, exp.model.name, "nuts", f"{START_REMEDIES}, or inference.init=uniform|sample")
+        if failure is None:
+            raise
+        raise failure from None
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     diverging = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     with warnings.catch_warnings():  # n_eff of a site without spread divides by 0

@@ -119,3 +119,43 @@ def test_nuts_verdict_thresholds(rhat, ess, div, verdict, words):
 
     got, why = nuts_verdict(rhat, ess, div, Settings())
     assert got == verdict and why.startswith(words) and (why == "") == (verdict == "good")
+
+
+@pytest.fixture
+def jax_width():
+    """The process's JAX float width, as it was before the test (a float64 run sets it)."""
+    import jax
+
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
+def test_jax_x64_makes_the_data_and_the_draws_float64(tmp_path, jax_width, monkeypatch):
+    """jax.x64=true (a key, or a model config's `jax: {x64: true}`, or JAX_ENABLE_X64=1) runs in
+    float64: the data are loaded as float64 (not rounded to float32 first) and posterior.npz
+    holds float64 draws; without it, the next run in the same process is float32 again."""
+    import runner
+
+    short = ["model=coin", "inference=nuts", "inference.warmup=20", "inference.samples=100", "inference.chains=1"]
+    _, wide = run_recorded(tmp_path / "wide", *short, "jax.x64=true")
+    _, narrow = run_recorded(tmp_path / "narrow", *short)
+    for out, dtype in ((wide, np.float64), (narrow, np.float32)):
+        assert out.experiment.data.dtype == dtype
+        with np.load(out.run_dir / "posterior.npz", allow_pickle=False) as z:
+            assert z["latent_fairness"].dtype == dtype and z["latent_fairness"].shape == (100,)
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    (conf / "coin64.yaml").write_text("# @package _global_\ndefaults:\n  - coin\njax: {x64: true}\n")
+    cfg, _ = runner.compose(["model=coin64"], config_dir=str(tmp_path / "conf"))
+    assert cfg.jax.x64 is True and cfg.jax.cache_dir and runner.build(cfg).x64
+    monkeypatch.setenv("JAX_ENABLE_X64", "1")
+    exp = runner.build(runner.compose(["model=gmm"])[0])
+    assert exp.x64 and exp.data.dtype == np.float64
+    monkeypatch.delenv("JAX_ENABLE_X64")
+    exp = runner.build(runner.compose(["model=gmm"])[0])
+    assert not exp.x64 and exp.data.dtype == np.float32
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="jax.x64 must be true or false, got 'yes'"):
+        runner.build(runner.compose(["jax.x64=yes"])[0])
