@@ -89,7 +89,7 @@ def fit(exp, progress: bool = False):
     from runner.app import configure_jax
     from runner.inference import FitContext
 
-    configure_jax(exp.cache_dir)
+    configure_jax(exp.cache_dir, exp.x64)
     return exp.inference.fit(exp, FitContext(progress="" if progress else None))
 
 

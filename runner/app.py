@@ -32,10 +32,15 @@ class Outcome:
         return self.scalars.get("final_loss")
 
 
-def configure_jax(cache_dir: str | None) -> None:
-    """XLA's persistent compile cache: repeated runs skip the compile."""
+def configure_jax(cache_dir: str | None, x64: bool | None = None) -> None:
+    """XLA's persistent compile cache: repeated runs skip the compile. `x64`: the experiment's
+    float width, set again (another experiment built since may have changed it)."""
     import jax
 
+    if x64 is not None:
+        from runner.experiment import set_precision
+
+        set_precision(x64)
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
@@ -92,7 +97,7 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
     backend.check_params(params)
     write_config(exp, job.run_dir)
     backend.connect()  # nothing refused: a background backend sets its store up while this process compiles
-    configure_jax(exp.cache_dir)
+    configure_jax(exp.cache_dir, exp.x64)
     preimport(exp)
     start = identity.run_start(exp, job, resume)  # its name and tags
     with RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope:

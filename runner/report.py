@@ -29,11 +29,14 @@ def summary_table(exp, job, record, run_id: str | None, look: str | None) -> str
 
 
 def diagnostic_rows(s: dict, tags: dict) -> list[tuple[str, str]]:
-    """Did it work? k-hat, restart agreement, early stopping, for the summary table."""
+    """Did it work? k-hat, NUTS's chains, restart agreement, early stopping, for the summary table."""
     rows = []
     if "psis_verdict" in tags:
         k = f"{s['psis_khat']:.3g}" if "psis_khat" in s else "n/a"
         rows.append(("psis_khat", f"{k} ({tags['psis_verdict']}; {s['psis_draws']:.0f} draws)"))
+    if "nuts_verdict" in tags:
+        rows.append(("chains", f"{tags['nuts_verdict']} (max R-hat {s['max_r_hat']:.4g}, min n_eff "
+                               f"{s['min_n_eff']:.4g}, {s['divergences']:.0f} divergences)"))
     if "restart_agreement" in tags:
         rhat = f", R-hat {s['restart_rhat']:.3g}" if "restart_rhat" in s else ""
         rows.append(("restarts", f"{tags['restart_agreement']} (best {s['restarts_compared']:.0f}: losses within "

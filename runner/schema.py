@@ -147,6 +147,7 @@ RUN: dict[str, Key] = {
     "diagnostics.psis_draws": Key(zero_or(integer(10)), 1000),
     "data.batch_size": Key(optional(positive_int), None),
     "jax.cache_dir": Key(optional(path("a folder")), None),
+    "jax.x64": Key(boolean, False),
 }
 
 #: The tracking backends' own keys (a backend checks them; SVI's curve_points takes the first).

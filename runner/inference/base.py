@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, RunFailed
 
 
 @dataclass
@@ -129,3 +129,23 @@ def check_settings(node) -> None:
         return
     if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         schema.check_fields(cls, node, "inference")
+
+
+#: what to try when a model's log density is not finite where a fit starts
+START_REMEDIES = ("try jax.x64=true (float32 can overflow, or fail a Cholesky, where float64 does not), "
+                  "check its priors and data (a value outside a distribution's support)")
+
+
+def start_failure(error: BaseException, model_name: str, method: str, remedies: str) -> RunFailed | None:
+    """NumPyro's failure to find initial values (`initialize_model`: `Cannot find valid initial
+    parameters`, or the invalid parameter its validation finds there) as one line naming the model
+    and what to try (a RunFailed: the open run ends FAILED, exit 1); None for any other error."""
+    import traceback
+
+    from runner.errors import describe
+
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
+    if not isinstance(error, (RuntimeError, ValueError)) or not any(f.name == "initialize_model" for f in frames):
+        return None
+    return RunFailed(f"model '{model_name}' cannot start inference={method}: its log density is NaN or infinite "
+                     f"at every initial value NumPyro tried ({describe(error)}); {remedies}")

@@ -7,6 +7,13 @@
   in units of the loss's Monte-Carlo noise, and the split-R-hat of their guide draws (chains =
   restarts): one answer, or several modes.
 - Early stopping (stop.rtol): the step each restart stopped at.
+- NUTS's chains (`nuts_verdict`): divergences, the largest split R-hat and the smallest effective
+  sample size over every site, against the thresholds of Vehtari et al. (2021, "Rank-normalization,
+  folding, and localization: an improved R-hat", Sec. 4), which Stan's diagnostics use: R-hat below
+  1.01 and a bulk ESS of at least 100 per chain for results to report; any divergent transition
+  after warmup means the sampler missed part of the posterior (Betancourt 2017; Stan warns on
+  one). R-hat and ESS are NumPyro's (split, not rank-normalised: ArviZ's `rhat`/`ess` on
+  inference_data.nc give the rank-normalised ones).
 """
 from __future__ import annotations
 
@@ -15,6 +22,9 @@ import numpy as np
 GOOD, USABLE = 0.5, 0.7  # the k-hat thresholds of Yao et al. (2018) / Vehtari et al. (2024)
 AGREE_NOISE = 2.0  # restarts agree when the K-th best final loss is within this many noise units of the best
 AGREE_RHAT = 1.1  # ...and the split-R-hat of their draws is below this (stochastic guides)
+RHAT_GOOD, RHAT_USABLE = 1.01, 1.05  # Vehtari et al. (2021): < 1.01; 1.05 was Stan's earlier warning line
+ESS_PER_CHAIN = 100  # good: bulk ESS >= 100 per chain (Vehtari et al. 2021), 400 for NumPyro's 4 chains
+ESS_USABLE = 25  # below it a posterior mean's Monte-Carlo error, sd / sqrt(ESS), exceeds 0.2 sd
 
 
 def psis_khat(log_weights) -> float:
@@ -100,3 +110,33 @@ def stopping(result, steps: int) -> tuple[dict, dict, str]:
     if done == len(stopped):
         return metrics, {"converged": "yes"}, f"stopped={at}/{steps}"
     return metrics, {"converged": "no"}, f"not_converged={len(stopped) - done}/{len(stopped)} (hit steps={steps})"
+
+
+def nuts_verdict(max_rhat: float, min_ess: float, divergences: int, nuts) -> tuple[str, str]:
+    """(verdict, why and what to try; "" when good) of NUTS's chains: "do not trust" on any
+    divergence, R-hat above 1.05 or ESS below 25; "usable" on R-hat above 1.01 or ESS below 100
+    per chain; else "good". `nuts` has the run's warmup, samples, chains and target_accept."""
+    import math
+
+    if np.isnan(max_rhat) or np.isnan(min_ess):  # inf R-hat: a chain that never moved, below
+        return "unknown", "R-hat or n_eff undefined (too few draws); try more inference.samples"
+    need = ESS_PER_CHAIN * nuts.chains
+    why, fixes = [], []
+    if divergences > 0:
+        why.append(f"{divergences} divergences")
+        fixes.append(f"inference.target_accept={max(0.95, min(0.99, round(nuts.target_accept + 0.1, 2)))}")
+    if max_rhat > RHAT_GOOD:
+        why.append(f"max_r_hat={max_rhat:.4g} > {RHAT_USABLE if max_rhat > RHAT_USABLE else RHAT_GOOD}")
+        fixes.append(f"inference.warmup={max(2 * nuts.warmup, 1000)}")
+        if nuts.chains < 4:
+            fixes.append("inference.chains=4")
+    if min_ess < need:
+        why.append(f"min_n_eff={min_ess:.4g} < {ESS_USABLE if min_ess < ESS_USABLE else need}")
+        more = min(math.ceil(nuts.samples * need / max(min_ess, 1.0) / 100) * 100, 10 * nuts.samples)
+        fixes.append(f"inference.samples={more}")
+    if not why:
+        return "good", ""
+    bad = divergences > 0 or max_rhat > RHAT_USABLE or min_ess < ESS_USABLE
+    if divergences > 0 or max_rhat > RHAT_USABLE:
+        fixes.append("reparametrize (numpyro.infer.reparam)")
+    return ("do not trust" if bad else "usable"), f"{', '.join(why)}; try {', '.join(fixes)}"

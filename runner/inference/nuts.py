@@ -9,18 +9,20 @@ import numpy as np
 
 from runner import schema
 from runner.errors import ConfigError
-from runner.inference.base import FitOutput, Method
+from runner.inference.base import START_REMEDIES, FitOutput, Method, start_failure
 
 KEY_DERIVATION = "root=PRNGKey(seed); MCMC.run(root) (chains split from it)"
 
 
 @dataclass
 class NUTS(Method):
-    """conf/inference/nuts.yaml (ranges: runner/schema.py)."""
+    """conf/inference/nuts.yaml (ranges: runner/schema.py). The defaults are NumPyro's and Stan's
+    (4 chains, 1000 warmup steps, 1000 draws); a model's `hints` may set its own (model=gmm: the
+    tutorial's 50, 250, 1)."""
     name = "nuts"
-    warmup: int = schema.setting(50, schema.integer(0))
-    samples: int = schema.setting(250, schema.positive_int)
-    chains: int = schema.setting(1, schema.positive_int)  # one vectorised program (chain_method=vectorized)
+    warmup: int = schema.setting(1000, schema.integer(0))
+    samples: int = schema.setting(1000, schema.positive_int)
+    chains: int = schema.setting(4, schema.positive_int)  # one vectorised program (chain_method=vectorized)
     target_accept: float = schema.setting(0.8, schema.probability)
     # median (init_to_median) | uniform (NumPyro's default) | sample
     init: str = schema.setting("median", schema.one_of("median", "uniform", "sample"))
@@ -65,7 +67,13 @@ def fit_nuts(exp) -> NUTSResult:
     mcmc = MCMC(kernel, num_warmup=nuts.warmup, num_samples=nuts.samples, num_chains=nuts.chains,
                 chain_method="vectorized", progress_bar=False)
     args = () if exp.data is None else (exp.data,)
-    mcmc.run(jax.random.PRNGKey(exp.seed), *args, extra_fields=("diverging",))
+    try:
+        mcmc.run(jax.random.PRNGKey(exp.seed), *args, extra_fields=("diverging",))
+    except (RuntimeError, ValueError) as e:
+        failure = start_failure(e, exp.model.name, "nuts", f"{START_REMEDIES}, or inference.init=uniform|sample")
+        if failure is None:
+            raise
+        raise failure from None
     samples = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     diverging = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
     with warnings.catch_warnings():  # n_eff of a site without spread divides by 0
@@ -76,16 +84,23 @@ def fit_nuts(exp) -> NUTSResult:
 
 def output(exp, res: NUTSResult) -> FitOutput:
     """NUTS's fit as every method's: its chains, their means as the point estimate, the
-    divergences and each site's worst R-hat and effective sample size."""
+    divergences, each site's worst R-hat and effective sample size, and the verdict on them
+    (runner/inference/diagnostics.py `nuts_verdict`: the tag `nuts_verdict`, and the result line)."""
+    from runner.inference.diagnostics import nuts_verdict
     from runner.posterior import latent_sites
 
     scalars = {"divergences": res.divergences}
     for name, stats in res.summary.items():
         scalars[f"r_hat/{name}"] = float(np.nanmax(stats["r_hat"]))
         scalars[f"n_eff/{name}"] = float(np.nanmin(stats["n_eff"]))
-    worst = max((v for k, v in scalars.items() if k.startswith("r_hat/")), default=float("nan"))
+    worst = np.nanmax([v for k, v in scalars.items() if k.startswith("r_hat/")] or [np.nan])
+    fewest = np.nanmin([v for k, v in scalars.items() if k.startswith("n_eff/")] or [np.nan])
+    scalars.update({"max_r_hat": float(worst), "min_n_eff": float(fewest)})
     nuts, latent = exp.inference, latent_sites(exp.model, exp.data)
+    verdict, why = nuts_verdict(float(worst), float(fewest), res.divergences, nuts)
+    tags = {"nuts_verdict": verdict, **({"nuts_advice": why} if why else {})}
     means = {k: v for k, v in res.means().items() if k in latent}  # its deterministic sites follow from them
-    return FitOutput(method="nuts", scalars=scalars, draws=res.samples, markov=True, latents=means,
-                     line=f"samples={nuts.samples}x{nuts.chains} max_r_hat={worst:.4g} divergences={res.divergences}",
-                     key_derivation=KEY_DERIVATION, extras=res)
+    line = (f"samples={nuts.samples}x{nuts.chains} max_r_hat={worst:.4g} min_n_eff={fewest:.4g} "
+            f"divergences={res.divergences} ({verdict}{': ' + why if why else ''})")
+    return FitOutput(method="nuts", scalars=scalars, draws=res.samples, markov=True, latents=means, line=line,
+                     key_derivation=KEY_DERIVATION, tags=tags, extras=res)

@@ -133,3 +133,45 @@ def test_what_the_store_would_refuse_is_refused_before_the_fit(tmp_path, overrid
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()  # no fit
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+PROPORTIONS = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def proportions(y):
+    a = numpyro.sample("a", dist.Gamma(2.0, 1.0))
+    b = numpyro.sample("b", dist.Gamma(2.0, 1.0))
+    with numpyro.plate("N", y.shape[0]):
+        numpyro.sample("y", dist.Beta(a, b), obs=y)
+'''
+
+
+@pytest.mark.parametrize("method, args, tail", [
+    ("nuts", ["inference=nuts"], "or inference.init=uniform|sample; run {id} is FAILED"),
+    ("svi", ["guide=autonormal", "restarts=3"], "(3 of 3 trained); try jax.x64=true"),
+])
+def test_a_fit_that_cannot_start_is_one_line_exit_1_and_a_failed_run(tmp_path, method, args, tail):
+    """A proportion of exactly 0 under a Beta likelihood: the log density is -inf or +inf (or NaN)
+    wherever a and b start. NUTS's init (`Cannot find valid initial parameters`) and SVI's first
+    step (NaN in every restart) are one line naming the model and the remedies, exit 1 (the fit
+    had started: the run is open), and the MLflow run ends FAILED with the message, not RUNNING."""
+    (tmp_path / "props.py").write_text(PROPORTIONS)
+    (tmp_path / "p.json").write_text('{"y": [0.0, 0.3, 0.5, 0.9]}')
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["model=fn", "model.fn=props.proportions", "data=json", "data.path=p.json", *args,
+                    f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    _, runs = read_runs(uri)
+    (run,) = runs
+    assert len(lines) == 1 and lines[0].startswith(
+        f"runner: error: model 'proportions' cannot start inference={method}: its "), proc.stderr
+    assert "jax.x64=true" in lines[0] and tail.format(id=run.info.run_id) in lines[0]
+    assert run.info.status == "FAILED"
+    if method == "nuts":
+        assert "Cannot find valid initial parameters" in lines[0] and "cannot start inference=nuts" in run.data.tags["error"]
+    else:
+        assert run.data.tags["failure_step"] == "0" and "what was finite is logged" in lines[0]

@@ -12,7 +12,7 @@ import numpy as np
 
 from runner import schema
 from runner.errors import ConfigError
-from runner.inference.base import Child, FitContext, FitOutput, Method
+from runner.inference.base import START_REMEDIES, Child, FitContext, FitOutput, Method
 
 
 @dataclass(frozen=True)
@@ -189,10 +189,13 @@ def diverged(exp, results, best: int, scalars: dict) -> FitOutput:
     step = failure_step(result)
     trained, total = len(result.trained) * len(results), exp.restarts * len(results)
     curves, steps = curves_of(result)
+    why = (f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf from step {step}): "
+           f"lower optim.lr (now {exp.inference.lr}) or check the data")
+    if step == 0:  # before any update: the model's log density at the guide's initial values, not the rate
+        why = (f"model '{exp.model.name}' cannot start inference=svi: its loss is NaN or infinite at the first "
+               f"step of every restart ({trained} of {total} trained); {START_REMEDIES}")
     return FitOutput(method="svi", scalars=scalars, curves=curves, curve_steps=steps, params=result.params,
-                     line="", key_derivation=KEY_DERIVATION, tags={"failure_step": step},
-                     failed=f"all trained restarts diverged ({trained} of {total} trained; loss NaN/inf "
-                            f"from step {step}): lower optim.lr (now {exp.inference.lr}) or check the data",
+                     line="", key_derivation=KEY_DERIVATION, tags={"failure_step": step}, failed=why,
                      extras=Fitted(results, best, {}))
 
 
