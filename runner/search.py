@@ -248,13 +248,14 @@ class Search(Sweeper):
         s = self.settings
         to_go, failures, told = s.n_trials, 0, 0
         while to_go > 0 and not (told and failures / told > s.max_failure_rate):
-            trials = [study.ask() for _ in range(min(to_go, max(1, s.n_jobs)))]
-            overrides = [self.configure(t, info, self.job_idx + i) for i, t in enumerate(trials)]
-            try:
+            trials = []
+            try:  # Ctrl-C anywhere in here: the batch's trials FAIL (the next command continues the study)
+                trials.extend(study.ask() for _ in range(min(to_go, max(1, s.n_jobs))))
+                overrides = [self.configure(t, info, self.job_idx + i) for i, t in enumerate(trials)]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            except BaseException:
+            except BaseException as e:
                 for t in trials:
-                    tell(study, t, optuna.trial.TrialState.FAIL, note="interrupted")
+                    tell(study, t, optuna.trial.TrialState.FAIL, note=f"{type(e).__name__}: {e}"[:200])
                 raise
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns):
