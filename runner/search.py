@@ -232,10 +232,11 @@ class Search(Sweeper):
         info["dists"] = distributions(info["space"])
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         s = self.settings
-        study = optuna.create_study(study_name=info["study_name"], storage=info["storage"], sampler=s.sampler,
+        study = optuna.create_study(study_name=info["study_name"], storage=info["storage"], sampler=sampler(s.sampler, 0),
                                     pruner=s.pruner, direction=s.direction, load_if_exists=True)
         fail_orphans(study)
         done = len(study.trials)
+        study.sampler = sampler(s.sampler, done)
         from runner.redact import redact
 
         print(f"runner: Optuna study {study.study_name} in {redact(info['storage'] or 'memory')}: "
@@ -248,21 +249,38 @@ class Search(Sweeper):
         s = self.settings
         to_go, failures, told = s.n_trials, 0, 0
         while to_go > 0 and not (told and failures / told > s.max_failure_rate):
-            trials = []
-            try:  # Ctrl-C anywhere in here: the batch's trials FAIL (the next command continues the study)
+            trials, returns = [], []
+            try:  # Ctrl-C anywhere in here: no trial of the batch is left RUNNING (see `stopped`)
                 trials.extend(study.ask() for _ in range(min(to_go, max(1, s.n_jobs))))
                 overrides = [self.configure(t, info, self.job_idx + i) for i, t in enumerate(trials)]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+                for trial, ret in zip(trials, returns):
+                    failures += self.told(study, trial, ret) == optuna.trial.TrialState.FAIL
             except BaseException as e:
-                for t in trials:
-                    tell(study, t, optuna.trial.TrialState.FAIL, note=f"{type(e).__name__}: {e}"[:200])
+                self.stopped(study, trials, returns, e)
                 raise
             self.job_idx += len(returns)
-            for trial, ret in zip(trials, returns):
-                failures += self.told(study, trial, ret) == optuna.trial.TrialState.FAIL
             told += len(trials)
             to_go -= len(trials)
             self.best_to_parent(study)
+
+    def stopped(self, study, trials: list, returns: list, error: BaseException) -> None:
+        """The batch was interrupted (or its launcher failed): a trial whose job ended is told how
+        (a signal may come after the job, before its trial is told), the others FAIL; a signal
+        meanwhile waits."""
+        import optuna
+
+        from runner.lifecycle import SIGNALS
+
+        with SIGNALS.logging():
+            for i, trial in enumerate(trials):
+                try:
+                    if i < len(returns):
+                        self.told(study, trial, returns[i])
+                    else:
+                        tell(study, trial, optuna.trial.TrialState.FAIL, note=f"{type(error).__name__} {error}"[:200])
+                except Exception:
+                    pass
 
     def configure(self, trial, info: dict, job: int) -> list[str]:
         """The trial's overrides (its values, then the fixed ones), and its file for job `job`."""
@@ -289,9 +307,9 @@ class Search(Sweeper):
         status_file = Path(ret.hydra_cfg.hydra.runtime.output_dir) / STATUS_FILE
         status = json.loads(status_file.read_text()) if status_file.is_file() else {}
         if status.get("run_id"):
-            trial.set_user_attr("run_id", status["run_id"])
+            set_attr(trial, "run_id", status["run_id"])
         if status.get("status") == "skipped":
-            trial.set_user_attr("skipped_for", status.get("run_id"))
+            set_attr(trial, "skipped_for", status.get("run_id"))
         if status.get("status") == "pruned":
             return tell(study, trial, optuna.trial.TrialState.PRUNED)
         value = ret.return_value if ret.status == JobStatus.COMPLETED else None
@@ -325,6 +343,18 @@ class Search(Sweeper):
               f"({' '.join(f'{k}={override_value(v)}' for k, v in best.params.items())})")
 
 
+def sampler(made, done: int):
+    """The study's sampler (conf/hydra/sweeper/sampler/*.yaml are partial: built here). A seeded one
+    continuing a stored study of `done` trials is seeded `seed + done`: seeded as the first command
+    was, it would draw that command's values again (each then skipped as a finished twin)."""
+    import functools
+
+    if not isinstance(made, functools.partial):
+        return made
+    seed = made.keywords.get("seed")
+    return made() if seed is None else made(seed=int(seed) + done)
+
+
 def best_trial(study):
     import optuna
 
@@ -334,13 +364,18 @@ def best_trial(study):
     return study.best_trial
 
 
+def set_attr(trial, key: str, value) -> None:
+    """A user attribute of a running trial (one told already keeps what it has)."""
+    try:
+        trial.set_user_attr(key, value)
+    except (RuntimeError, ValueError):
+        pass
+
+
 def tell(study, trial, state, value: float | None = None, note: str | None = None):
-    """Tell `state` (and the value); a trial told already (by a twin command) is left as it is."""
-    if note:
-        try:
-            trial.set_user_attr("runner.note", str(note)[:500])
-        except Exception:
-            pass
+    """Tell `state` (and the value); a trial told already is left as it is."""
+    if note and not isinstance(trial, int):
+        set_attr(trial, "runner.note", str(note)[:500])
     try:
         study.tell(trial, state=state, values=None if value is None else [value])
     except (RuntimeError, ValueError):
