@@ -119,3 +119,33 @@ def test_a_search_with_nothing_to_search_is_one_line_and_opens_no_run(tmp_path):
         "'optim.lr=tag(log, interval(0.001, 0.3))' (or hydra.sweeper.params)")
     _, runs = read_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert runs == [] and not (tmp_path / "optuna.db").exists()
+
+
+def test_a_pruned_trial_stops_early_ends_tagged_and_frees_its_slot(tmp_path):
+    """The median pruner on the fit's reports (every 100 of 400 steps): a pruned trial's run ends
+    KILLED with the tag `pruned` at a reported step before the last, its trial PRUNED, and the
+    search still runs all its trials; the best is a completed trial's."""
+    args = search_args(tmp_path, "guide=autonormal", "steps=400", "optim.lr=tag(log, interval(0.0001, 0.1))",
+                       "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=2",
+                       "hydra.sweeper.reports=4", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+                       "hydra.sweeper.n_trials=8")
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study, parent, children = load(tmp_path)
+    assert len(study.trials) == 8 and len(children) == 8
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and len(pruned) + len(complete) == 8
+    by_number = {c.data.tags["trial_number"]: c for c in children}
+    for t in complete:  # reported at the same four steps, the last one the fit's end
+        assert sorted(t.intermediate_values) == [100, 200, 300, 400]
+        assert by_number[str(t.number)].info.status == "FINISHED"
+    for t in pruned:
+        step = max(t.intermediate_values)
+        assert step in (100, 200, 300)
+        run = by_number[str(t.number)]
+        assert run.info.status == "KILLED" and run.data.tags["pruned"].startswith(f"at step {step} ")
+        assert "error" not in run.data.tags
+    assert f"0 failed, {len(pruned)} pruned; {len(complete)} finished child runs" in proc.stdout
+    assert parent.data.tags["jobs_pruned"] == str(len(pruned))
+    check_best(study, parent, children)
