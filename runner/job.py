@@ -140,7 +140,7 @@ class SweepJob(Job):
     def safe_point(self, safe_point):
         if not (self.trial and self.trial.get("reports")):
             return safe_point
-        from runner.search import Reporter
+        from runner.trial import Reporter
 
         return Reporter(self.trial, safe_point)
 
