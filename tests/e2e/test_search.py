@@ -5,9 +5,10 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
-from conftest import read_runs, run_cli
+from conftest import free_port, read_runs, run_cli, wait_http
 
 PARENT = "mlflow.parentRunId"
 
@@ -109,6 +110,28 @@ def test_a_trial_whose_config_finished_gets_that_runs_value_and_replicates_their
     check_best(study, parent, runs)
     results = (tmp_path / "multirun" / "optimization_results.yaml").read_text()
     assert f"best_value: {study.best_value}" in results
+    # optuna-dashboard reads the stored study: its 6 trials, the best value
+    port = free_port()
+    dashboard = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{tmp_path}/optuna.db",
+                                  "--port", str(port), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/studies", dashboard)
+        (listed,) = get_json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        assert listed["study_name"] == study.study_name
+        detail = get_json(f"http://127.0.0.1:{port}/api/studies/{listed['study_id']}")
+        assert len(detail["trials"]) == 6 and [t["state"] for t in detail["trials"]] == ["Complete"] * 6
+        assert min(t["values"][0] for t in detail["trials"]) == study.best_value
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=30)
+
+
+def get_json(url):
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
 
 
 def test_a_search_with_nothing_to_search_is_one_line_and_opens_no_run(tmp_path):
