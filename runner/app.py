@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import ConfigError, RunFailed, TrackingError, disk_full
+from runner.errors import ConfigError, Pruned, RunFailed, TrackingError, disk_full
 from runner.redact import redact, redact_folder
 
 
@@ -49,7 +49,8 @@ def configure_jax(cache_dir: str | None, x64: bool | None = None) -> None:
 def run(cfg):
     """The Hydra task: the job Hydra runs now, then `start`. Errors become one line on stderr and
     an exit code (2: the user's input, 1: the run failed); a sweep's job records them in its
-    run directory and the sweep goes on. Returns the final loss (for a sweeper)."""
+    run directory and the sweep goes on. Returns the final loss (for a sweeper): the logged
+    `final_loss` (with replicates, their mean); a skipped job's, its finished twin's."""
     from runner.job import from_hydra
     from runner.lifecycle import SIGNALS
 
@@ -57,6 +58,8 @@ def run(cfg):
     redact_folder(job.run_dir)  # Hydra has written the config, overrides included, before this task runs
     try:
         outcome = start(cfg, job)
+    except Pruned:  # a search's pruner stopped the fit: the run is KILLED and tagged, the trial PRUNED
+        return None
     except (ConfigError, TrackingError, RunFailed) as e:
         return job.refused(redact(str(e)), getattr(e, "code", 2))
     except Exception as e:
@@ -79,7 +82,7 @@ def start(cfg, job) -> Outcome | None:
     config_hash = identity.config_hash(cfg)  # it reads the data file and the model's source: once
     done = job.skip(backend, config_hash)
     if done:
-        return job.skipped(f"already FINISHED as run {done}", run_id=done)
+        return twin_outcome(job, backend, f"already FINISHED as run {done}", done)
     exp = build(cfg, config_hash)  # the last reader of cfg
     if resume is not None:  # before the interrupted run is reopened
         check_resumable(exp, resume)
@@ -103,7 +106,8 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
     with RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope:
         twin = scope.open(start)
         if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
-            return job.skipped(f"run {twin} has the same config (RUNNING in another process, or FINISHED)", run_id=twin)
+            return twin_outcome(job, backend, f"run {twin} has the same config (RUNNING in another process, "
+                                "or FINISHED)", twin)
         out = exp.inference.fit(exp, fit_context(exp, job, resume, scope))
         scope.safe_point()
         written = outputs.write(exp, out, job.run_dir)
@@ -112,6 +116,15 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
         record = identity.run_record(exp, job, start, out, written, params)
         run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir))
     return finish(exp, job, backend, out, record, run_id)
+
+
+def twin_outcome(job, backend, why: str, run_id: str) -> Outcome:
+    """A sweep's job that another run of its config answers: skipped, with that run's final loss
+    (a search's trial gets the value it logged instead of failing; None while it is RUNNING)."""
+    value = backend.final_loss_of(run_id)
+    job.skipped(why, run_id=run_id, final_loss=value)
+    return Outcome(run_id=run_id, output=None, scalars={} if value is None else {"final_loss": value},
+                   run_dir=job.run_dir, experiment=None)
 
 
 def finish(exp, job, backend, out, record, run_id: str | None) -> Outcome:
@@ -136,7 +149,8 @@ def fit_context(exp, job, resume: Path | None, scope):
     checkpoints = exp.inference.checkpoints and (exp.checkpoint_every_s is not None or resume is not None)
     return FitContext(progress=job.label if exp.progress else None,
                       checkpoint=job.run_dir / CHECKPOINT if checkpoints else None,
-                      resume=None if resume is None else resume / CHECKPOINT, safe_point=scope.safe_point)
+                      resume=None if resume is None else resume / CHECKPOINT,
+                      safe_point=job.safe_point(scope.safe_point))
 
 
 def write_config(exp, run_dir: Path) -> None:

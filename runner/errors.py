@@ -47,3 +47,12 @@ class RunFailed(Exception):
     def __init__(self, message: str, code: int = 1):
         super().__init__(message)
         self.code = code
+
+
+class Pruned(Exception):
+    """A search's pruner stopped this trial's fit at `step` (runner/search.py): the run ends
+    KILLED with the tag `pruned`, the trial PRUNED."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"pruned at step {step} (best loss {loss:.6g})")
+        self.step, self.loss = step, loss

@@ -24,6 +24,7 @@ from runner.errors import ConfigError
 SWEEP_FILE = "sweep.json"
 STATUS_FILE = "runner_status.json"
 CHECKPOINT = "checkpoint.npz"
+TRIALS = "trials"  # <sweep dir>/trials/<job number>.json: a search's trial, per job
 
 
 @dataclass(frozen=True)
@@ -49,11 +50,11 @@ class Job:
     def said(self, status: str, **extra) -> None:
         """The job's status (run, skipped, failed) where a sweep counts it."""
 
-    def skipped(self, why: str, run_id: str | None = None) -> None:
-        """Another run makes this one redundant: said, nothing run."""
+    def skipped(self, why: str, run_id: str | None = None, final_loss: float | None = None) -> None:
+        """Another run makes this one redundant: said (with that run's final loss), nothing run."""
         from runner.redact import redact
 
-        self.said("skipped", run_id=run_id)
+        self.said("skipped", run_id=run_id, final_loss=final_loss)
         print(redact(f"runner: skipped {' '.join(self.overrides)}: {why}"))
 
     def refused(self, message: str, code: int):
@@ -74,6 +75,10 @@ class Job:
             print(line)
             print(table)
 
+    def safe_point(self, safe_point):
+        """The fit's safe point (runner.lifecycle): a search's trial with a pruner wraps it."""
+        return safe_point
+
 
 @dataclass(frozen=True)
 class SweepJob(Job):
@@ -82,10 +87,12 @@ class SweepJob(Job):
     count: int | None = None
     parent: str | None = None
     group: str = "(defaults)"  # its overrides without the seed: the configuration its seed is one of
+    trial: dict | None = None  # a search's trial (runner/search.py): its number, study, pruning
 
     @property
     def label(self) -> str:
-        return f"job {self.number + 1}/{self.count} " if self.count else f"job {self.number + 1} "
+        of = f"{self.number + 1}/{self.count}" if self.count else f"{self.number + 1}"
+        return f"trial {self.trial['number']} ({of}) " if self.trial else f"job {of} "
 
     @property
     def parent_id(self):
@@ -98,7 +105,8 @@ class SweepJob(Job):
     def tags(self) -> dict:
         from runner.redact import redact
 
-        return {"overrides": redact(" ".join(self.overrides)), "config_group": self.group}
+        trial = {"trial_number": self.trial["number"], "study_name": self.trial["study_name"]} if self.trial else {}
+        return {"overrides": redact(" ".join(self.overrides)), "config_group": self.group, **trial}
 
     def skip(self, backend, config_hash: str) -> str | None:
         return None if self.rerun else backend.finished_run(config_hash, self.parent)
@@ -129,6 +137,13 @@ class SweepJob(Job):
         if not self.quiet:
             print(line)  # one line per job
 
+    def safe_point(self, safe_point):
+        if not (self.trial and self.trial.get("reports")):
+            return safe_point
+        from runner.trial import Reporter
+
+        return Reporter(self.trial, safe_point)
+
 
 def from_hydra(cfg) -> Job:
     """The job Hydra is running now: a sweep's member in a multirun (its sweep file read), else a
@@ -147,7 +162,7 @@ def from_hydra(cfg) -> Job:
     at_home(hc.runtime.cwd)
     sweep = read_sweep(hc.sweep.dir) or {}
     return SweepJob(**common, number=int(hc.job.num), count=sweep.get("jobs"), parent=sweep.get("parent_run_id"),
-                    group=group_label(common["overrides"]))
+                    group=group_label(common["overrides"]), trial=read_trial(hc.sweep.dir, int(hc.job.num)))
 
 
 def at_home(home: str) -> None:
@@ -169,6 +184,13 @@ def at_home(home: str) -> None:
 
 def read_sweep(sweep_dir) -> dict | None:
     path = Path(sweep_dir) / SWEEP_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_trial(sweep_dir, number: int) -> dict | None:
+    """The search's trial that job `number` is (written by runner/search.py before it launches
+    the job, whatever launcher runs it); None: not a search."""
+    path = Path(sweep_dir) / TRIALS / f"{number}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 

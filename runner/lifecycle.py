@@ -17,7 +17,7 @@ import signal
 import sys
 from contextlib import contextmanager
 
-from runner.errors import RunFailed, TrackingError, describe, disk_full
+from runner.errors import Pruned, RunFailed, TrackingError, describe, disk_full
 from runner.redact import redact
 
 
@@ -139,15 +139,21 @@ class RunScope:
         anything else (a signal meanwhile waits); an interrupted sweep job says so in its
         status file (an error's status is the job's to write: runner.job)."""
         code = SIGNALS.exit_code(error)
-        self.end.error = "interrupted" if code else redact(f"{type(error).__name__}: {error}")[:500]
+        pruned = isinstance(error, Pruned)  # a search's pruner stopped it: KILLED, tagged, not an error
+        if pruned:
+            self.end.tags = {**self.end.tags, "pruned": f"at step {error.step} (best loss {error.loss:.6g})"}
+        self.end.error = None if pruned else "interrupted" if code else redact(f"{type(error).__name__}: {error}")[:500]
         with SIGNALS.logging():
             try:
-                self.run_id = (self.backend.run_killed if code else self.backend.run_failed)(self.end)
+                self.run_id = (self.backend.run_killed if code or pruned else self.backend.run_failed)(self.end)
             except BaseException:  # never mask the original exception
                 pass
-        if code:
+        if code or pruned:
             try:
-                self.job.said("failed", error="interrupted")
+                if pruned:
+                    self.job.said("pruned", run_id=self.run_id, step=error.step, loss=error.loss)
+                else:
+                    self.job.said("failed", error="interrupted")
             except OSError:
                 pass
 

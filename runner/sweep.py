@@ -158,7 +158,9 @@ def split_overrides(overrides) -> tuple[list[tuple[str, list[str]]], list[str]]:
         return [], list(overrides)
     varied, fixed = [], []
     for o in parsed:
-        if o.is_sweep_override():
+        if o.is_sweep_override() and not (o.is_choice_sweep() or o.is_range_sweep()):  # interval(...): a search's
+            varied.append((o.get_key_element(), [o.input_line.split("=", 1)[1]]))
+        elif o.is_sweep_override():
             varied.append((o.get_key_element(), [short_value(o.get_key_element(), str(v))
                                                  for v in o.sweep_string_iterator()]))
         else:
@@ -219,30 +221,57 @@ def loo_files(sweep_dir: Path, out: Path) -> list[str]:
         return []
 
 
+def sweep_start(config, sweep_dir: Path):
+    """(what the parent run is opened with, the job count). A grid: named after its overrides,
+    the same overrides through the same launcher are the same sweep. An Optuna search
+    (runner/search.py): named after its study, the same study (name and storage) is the same sweep,
+    whatever its launcher; the job count is the command's n_trials. A search that cannot start
+    (nothing to search, a bad range) is one line, exit 2, before any run is opened."""
+    from runner.errors import ConfigError
+    from runner.redact import redact
+    from runner.search import describe, parent_tags, study_of
+    from runner.tracking.base import SweepStart
+
+    overrides = result_overrides(config.hydra.overrides.task)
+    experiment = config.tracking.get("experiment")
+    tags = {"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir)}
+    try:
+        study = study_of(config)
+    except ConfigError as e:
+        print(f"runner: error: {redact(str(e))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if study is not None:
+        return SweepStart(
+            name=redact(f"study {study['study_name']}")[:250], reuse=not config.get("rerun", False),
+            sweep_hash=digest({"study": study["study_name"], "storage": study["storage"], "experiment": experiment}),
+            tags={**tags, **parent_tags(study)}, description=redact(describe(study))[:5000]), study["n_trials"]
+    jobs = count_jobs(config.hydra.overrides.task)
+    return SweepStart(
+        name=redact(parent_name(overrides)), reuse=not config.get("rerun", False),
+        sweep_hash=digest({"overrides": sorted(overrides), "experiment": experiment, "launcher": launcher_of(config)}),
+        tags=tags, description=redact(description(overrides, jobs))[:5000]), jobs
+
+
 class SweepCallback(Callback):
     """conf/config.yaml's hydra.callbacks.runner_sweep: the parent run before the jobs, the
     aggregate after them. A sweep with a failed job (or whose summary failed) ends the command
     with exit code 1 (SystemExit: Hydra reports a callback's other exceptions as warnings)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from runner.job import SWEEP_FILE
+        import shutil
+
+        from runner.job import SWEEP_FILE, TRIALS
         from runner.lifecycle import SIGNALS
-        from runner.redact import redact, redact_folder
+        from runner.redact import redact_folder
         from runner.tracking import from_config
-        from runner.tracking.base import SweepStart
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        overrides = result_overrides(config.hydra.overrides.task)
+        shutil.rmtree(sweep_dir / TRIALS, ignore_errors=True)  # an earlier search's in the same folder
         backend = from_config(config.tracking)
         backend.check()
-        jobs = count_jobs(config.hydra.overrides.task)
-        parent_id, reused = backend.sweep_started(SweepStart(
-            name=redact(parent_name(overrides)), reuse=not config.get("rerun", False),
-            sweep_hash=digest({"overrides": sorted(overrides), "experiment": config.tracking.get("experiment"),
-                               "launcher": launcher_of(config)}),
-            tags={"sweep_overrides": redact(" ".join(overrides)), "sweep_dir": str(sweep_dir)},
-            description=redact(description(overrides, jobs))[:5000]))
+        start, jobs = sweep_start(config, sweep_dir)
+        parent_id, reused = backend.sweep_started(start)
         # every job reads the parent's id here, whatever launcher runs it
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused, "jobs": jobs}))
         redact_folder(sweep_dir)  # Hydra's multirun.yaml
@@ -267,7 +296,9 @@ class SweepCallback(Callback):
         SIGNALS.at_stop.pop(str(sweep_dir), None)
         backend, parent_id = from_config(config.tracking), info["parent_run_id"]
         statuses = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
-        counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed")}
+        counts = {s: sum(1 for x in statuses if x["status"] == s) for s in ("run", "skipped", "failed", "pruned")}
+        if not counts["pruned"]:  # (a search's trials stopped by its pruner)
+            del counts["pruned"]
         try:
             summary = finish(backend, parent_id, sweep_dir, counts,
                              result_overrides(config.hydra.overrides.task), info.get("jobs"))
@@ -289,8 +320,9 @@ class SweepCallback(Callback):
 def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, sweep_dir: Path) -> None:
     """The sweep's two lines: what ran, and the best configuration."""
     under = f" under parent {parent_id}" if parent_id else f" in {sweep_dir}"
+    pruned = f", {counts['pruned']} pruned" if counts.get("pruned") else ""
     print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, {counts['skipped']} skipped, "
-          f"{counts['failed']} failed; {summary['children']} finished child runs{under}")
+          f"{counts['failed']} failed{pruned}; {summary['children']} finished child runs{under}")
     if summary.get("best_run_id"):
         print(f"runner: sweep best final_loss={summary['final_loss']:.6g} {summary['best_config']} "
               f"(run {summary['best_run_id']})")

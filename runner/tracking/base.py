@@ -6,9 +6,9 @@ order a command sends them:
 
     check -> check_params -> connect -> run_started -> (run_completed | run_failed | run_killed)
     -> child_logged... -> flush
-    a sweep: sweep_started (before its jobs) ... sweep_completed | sweep_failed | sweep_killed
+    a sweep: sweep_started (before its jobs), sweep_updated... , sweep_completed | sweep_failed | sweep_killed
 
-Queries: `finished_run` (a finished run of a config hash), `children` (a sweep's runs),
+Queries: `finished_run` (a finished run of a config hash), `final_loss_of` (a run's), `children` (a sweep's runs),
 `run_dir_of` (the run directory of a run id); for the side commands `runs` (an experiment's runs
 as plain dicts) and `fetch` (a run's files). A backend whose work is slow Python (MLflow: ~2.5 s
 of imports and store set-up) sets `background = True`: runner.tracking.from_config then runs it
@@ -60,6 +60,7 @@ class RunEnd:
     error: str | None = None
     artifact_dir: Path | None = None
     artifacts: tuple = ("config.yaml", "metrics.json")  # those that exist
+    tags: dict = field(default_factory=dict)  # e.g. `pruned` (a search's trial stopped early by its pruner)
 
 
 @dataclass
@@ -142,10 +143,17 @@ class Tracking:
     def sweep_killed(self, parent_id: str | None) -> None:
         """Ctrl-C or SIGTERM during a sweep: the parent and its jobs that were running end KILLED."""
 
+    def sweep_updated(self, parent_id: str | None, tags: dict) -> None:
+        """While the sweep runs: tags onto its parent (a search's best trial so far)."""
+
     # --- questions -----------------------------------------------------------------------------
     def finished_run(self, config_hash: str, parent_id: str | None = None) -> str | None:
         """The id of a FINISHED run of this config hash, if any; with `parent_id`, only a child of
         that sweep's parent (the same sweep run again)."""
+        return None
+
+    def final_loss_of(self, run_id: str) -> float | None:
+        """The `final_loss` a recorded run logged (a search's trial that a finished twin answers)."""
         return None
 
     def children(self, parent_id: str | None, curves: int = 50) -> list[dict] | None:

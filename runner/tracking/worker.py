@@ -164,7 +164,7 @@ def client(warm: str | None = None) -> Client:
 #: the events and queries a Background backend forwards (those that return nothing useful too,
 #: so the store is written in order and errors surface in the command)
 FORWARDED = ("run_completed", "run_failed", "run_killed", "sweep_started",
-             "sweep_completed", "sweep_failed", "sweep_killed", "finished_run", "children", "run_dir_of",
+             "sweep_completed", "sweep_failed", "sweep_killed", "sweep_updated", "finished_run", "final_loss_of", "children", "run_dir_of",
              "runs", "fetch", "adopt")
 
 

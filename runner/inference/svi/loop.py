@@ -5,7 +5,9 @@ in one call or in chunks, and between chunks writes the checkpoint, reports prog
 step runs on the same state.
 
 Chunks: about `progress.chunk_s` (0.25 s) with a progress line; about 1 s with a safe point only;
-min(checkpoint.every_s, 60 s) with checkpoints only; otherwise one call. Ctrl-C, SIGTERM
+min(checkpoint.every_s, 60 s) with checkpoints only; otherwise one call. A safe point that takes
+reports (a search's trial with a pruner: `reports`, `report(step, best loss)`) gets them on a
+fixed grid of steps instead, and may stop the fit (runner.errors.Pruned). Ctrl-C, SIGTERM
 (SystemExit) or a safe point that raises: the last complete chunk is written (with checkpoints),
 the progress line ends, and the exception goes on.
 """
@@ -140,6 +142,14 @@ def run(programs, roots, data, progress=None, checkpoint: Checkpoint | None = No
     return programs.finish(state, fixed, roots, data)
 
 
+def report_every(safe_point, steps: int) -> int | None:
+    """Steps between two reports of a safe point that takes them (a search's trial with a pruner,
+    `reports` per fit): chunks then end on that fixed grid, the same steps in every trial, so a
+    pruner compares trials at the same steps. None: chunks sized by time."""
+    reports = getattr(safe_point, "reports", None)
+    return max(1, -(-steps // int(reports))) if reports else None
+
+
 @dataclass
 class Between:
     """What runs between two chunks: the checkpoint, the progress line, then the safe point."""
@@ -158,6 +168,9 @@ class Between:
             self.progress.update(step, best)
         if self.safe_point is not None:
             self.at_safe_point = True
+            report = getattr(self.safe_point, "report", None)  # a search's trial (runner/search.py)
+            if report is not None:
+                report(step, best)
             self.safe_point()
             self.at_safe_point = False
 
@@ -188,8 +201,9 @@ class Chunks:
 
     def loop(self, state, start: int):
         chunk = max(1, self.steps // 100)
+        every = report_every(self.between.safe_point, self.steps)
         while start < self.steps and not state.finished(self.steps):
-            stop = min(self.steps, start + chunk)
+            stop = min(self.steps, start + chunk if every is None else (start // every + 1) * every)
             t = time.perf_counter()
             state, best = self.advance(state, self.fixed, self.data, start, stop)
             self.state = state

@@ -333,6 +333,8 @@ class MlflowTracking(Tracking):
             return None
         if end.error:
             self.client.set_tag(self.run_id, "error", end.error)
+        for k, v in end.tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
         if end.params:
             store.log_batches(self.client, self.run_id, params=store.params_of(end.params))
         if end.artifact_dir is not None:
@@ -387,6 +389,12 @@ class MlflowTracking(Tracking):
         return (tags.get("runner.host") == _host() and pid.isdigit() and int(pid) != owner_pid()
                 and _alive(int(pid)))
 
+    def sweep_updated(self, parent_id: str | None, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        if parent_id and tags:
+            self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in mlflow_tags(tags).items()])
+
     def sweep_failed(self, parent_id: str | None, error: str) -> None:
         if parent_id:
             self.client.set_tag(parent_id, "error", error)
@@ -414,6 +422,12 @@ class MlflowTracking(Tracking):
         runs = self._search(f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'"
                             + self._child_of(parent_id), limit=1)
         return runs[0].info.run_id if runs else None
+
+    def final_loss_of(self, run_id: str) -> float | None:
+        try:
+            return self.client.get_run(run_id).data.metrics.get("final_loss")
+        except Exception:
+            return None
 
     @staticmethod
     def _child_of(parent: str | None) -> str:
