@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 
 from runner.errors import ConfigError, describe
 from runner.models.base import Model
@@ -115,7 +116,7 @@ class FunctionModel(Model):
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"data {k!r} is {v}: model '{self.name}' needs a finite number")
         self.arrays = {k: v for k, v in kept.items() if hasattr(v, "shape")}
-        for k, v in self.arrays.items():  # their JAX copies made here, outside any trace (concrete)
+        for k, v in self.arrays.items():  # their JAX copies made here, outside any trace (concrete values)
             self._as_jax(k, v)
         sites = self._trace(self.arrays or None)
         self._enumerate, self._marked = discrete(sites, set(observed))
@@ -125,9 +126,9 @@ class FunctionModel(Model):
         """bind() checks the data; nothing more to check here."""
 
     def _call(self, data=None):
-        if self.concrete:  # the model's own NumPy needs values: its data are constants of the program
-            data = self.arrays
-        if data:  # as JAX arrays, as a NumPyro user passes them: `x.dot(beta)` of a NumPy x cannot take a tracer
+        if self.concrete:  # the model's own NumPy needs values: its data are constants of the program,
+            data = self.arrays  # NumPy arrays (under a trace, int(np.max(x)) of a JAX array is traced too)
+        elif data:  # as JAX arrays, as a NumPyro user passes them: `x.dot(beta)` of a NumPy x cannot take a tracer
             data = {k: self._as_jax(k, v) for k, v in data.items()}
         return self.fn(**self.constants, **(data or {}))
 
@@ -180,7 +181,8 @@ class FunctionModel(Model):
                 raise
             except needs_values:
                 if attempt or not self.arrays:
-                    raise ConfigError(f"model '{self.name}' fails on this data even with concrete values") from None
+                    raise ConfigError(f"model '{self.name}' needs its data's values where JAX traces them, even "
+                                      f"with its data given as values: {describe(sys.exc_info()[1])}") from None
                 self.concrete = True
             except Exception as e:
                 raise ConfigError(f"model '{self.name}' fails on this data: {describe(e)}"
