@@ -231,6 +231,9 @@ class SweepCallback(Callback):
         from runner.tracking import from_config
         from runner.tracking.base import SweepStart
 
+        if config.get("resume") is not None:  # before anything is created: no folder, no parent run
+            print("runner: error: resume= continues one run: run it without -m", file=sys.stderr)
+            raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         overrides = result_overrides(config.hydra.overrides.task)
