@@ -25,57 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf  # registers the plugin's node first
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginSlurmLauncher
+
+try:  # the `slurm` extra (pip install 'runner[slurm]'): without it there is no hydra/launcher=slurm
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as PluginSlurmLauncher
+except ImportError:
+    SlurmQueueConf = PluginSlurmLauncher = None
 
 #: seconds the driver waits for its cancelled jobs to end (SLURM's KillWait is 30 s by default)
 CANCEL_WAIT_S = 40.0
-
-
-class SlurmLauncher(PluginSlurmLauncher):
-    requeues = 0  # how often this job was requeued (checkpoint() counts, in the pickle of the next one)
-
-    def __call__(self, *args, **kwargs):
-        from runner.job import REQUEUED
-        from runner.lifecycle import SIGNALS, TimedOut
-
-        requeued = self.requeues or int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # also SLURM's own requeue
-        os.environ[REQUEUED] = str(requeued) if requeued else ""
-        usr = getattr(signal, "SIG" + self._job_environment().USR_SIG)
-        submitits = signal.getsignal(usr)
-        SIGNALS.install()  # scancel's SIGTERM: the run ends KILLED at its next safe point
-        signal.signal(usr, SIGNALS.time_out)
-        try:
-            return super().__call__(*args, **kwargs)
-        except TimedOut:
-            if not callable(submitits):
-                raise
-            # SLURM ends the requeued job's processes with SIGTERM: nothing left here to record it
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            submitits(usr, None)  # submitit: checkpoint() pickled, `scontrol requeue`, exit
-            raise
-
-    def _job_environment(self):
-        from submitit.slurm.slurm import SlurmJobEnvironment
-
-        return SlurmJobEnvironment
-
-    def checkpoint(self, *args, **kwargs):
-        """The job again, requeued (submitit pickles what this returns): it continues its run."""
-        self.requeues += 1
-        return super().checkpoint(*args, **kwargs)
-
-    def launch(self, job_overrides, initial_job_idx):
-        from runner.lifecycle import SIGNALS
-
-        folder = Path(str(self.params["submitit_folder"])).parent
-        # first, before the sweep's own hook ends its parent: the jobs end (KILLED) before it does
-        SIGNALS.at_stop = {"slurm": lambda error=None: cancel(folder), **SIGNALS.at_stop}
-        try:
-            return super().launch(job_overrides, initial_job_idx)
-        finally:
-            SIGNALS.at_stop.pop("slurm", None)
 
 
 def cancel(folder: Path) -> None:
@@ -94,13 +52,59 @@ def cancel(folder: Path) -> None:
         time.sleep(1)
 
 
-@dataclass
-class RunnerSlurmConf(SlurmQueueConf):
-    """The plugin's settings (no `from __future__ import annotations`: Hydra's scan runs this module outside sys.modules, where dataclasses cannot read string annotations); runner's defaults: a job that times out is requeued (it continues
-    from its checkpoint), up to 10 times."""
-    _target_: str = "hydra_plugins.runner_slurm.launcher.SlurmLauncher"
-    max_num_timeout: int = 10
+if PluginSlurmLauncher is not None:
+    class SlurmLauncher(PluginSlurmLauncher):
+        requeues = 0  # how often this job was requeued (checkpoint() counts, in the pickle of the next one)
+
+        def __call__(self, *args, **kwargs):
+            from runner.job import REQUEUED
+            from runner.lifecycle import SIGNALS, TimedOut
+
+            requeued = self.requeues or int(os.environ.get("SLURM_RESTART_COUNT") or 0)  # also SLURM's own requeue
+            os.environ[REQUEUED] = str(requeued) if requeued else ""
+            usr = getattr(signal, "SIG" + self._job_environment().USR_SIG)
+            submitits = signal.getsignal(usr)
+            SIGNALS.install()  # scancel's SIGTERM: the run ends KILLED at its next safe point
+            signal.signal(usr, SIGNALS.time_out)
+            try:
+                return super().__call__(*args, **kwargs)
+            except TimedOut:
+                if not callable(submitits):
+                    raise
+                # SLURM ends the requeued job's processes with SIGTERM: nothing left here to record it
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                submitits(usr, None)  # submitit: checkpoint() pickled, `scontrol requeue`, exit
+                raise
+
+        def _job_environment(self):
+            from submitit.slurm.slurm import SlurmJobEnvironment
+
+            return SlurmJobEnvironment
+
+        def checkpoint(self, *args, **kwargs):
+            """The job again, requeued (submitit pickles what this returns): it continues its run."""
+            self.requeues += 1
+            return super().checkpoint(*args, **kwargs)
+
+        def launch(self, job_overrides, initial_job_idx):
+            from runner.lifecycle import SIGNALS
+
+            folder = Path(str(self.params["submitit_folder"])).parent
+            # first, before the sweep's own hook ends its parent: the jobs end (KILLED) before it does
+            SIGNALS.at_stop = {"slurm": lambda error=None: cancel(folder), **SIGNALS.at_stop}
+            try:
+                return super().launch(job_overrides, initial_job_idx)
+            finally:
+                SIGNALS.at_stop.pop("slurm", None)
+
+    @dataclass
+    class RunnerSlurmConf(SlurmQueueConf):
+        """The plugin's settings (no `from __future__ import annotations`: Hydra's scan runs this module outside sys.modules, where dataclasses cannot read string annotations); runner's defaults: a job that times out is requeued (it continues
+        from its checkpoint), up to 10 times."""
+        _target_: str = "hydra_plugins.runner_slurm.launcher.SlurmLauncher"
+        max_num_timeout: int = 10
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="slurm", node=RunnerSlurmConf,
-                             provider="runner")
+    ConfigStore.instance().store(group="hydra/launcher", name="slurm", node=RunnerSlurmConf,
+                                 provider="runner")
