@@ -93,15 +93,15 @@ if PluginSlurmLauncher is not None:
             folder = Path(str(self.params["submitit_folder"])).parent
             # first, before the sweep's own hook ends its parent: the jobs end (KILLED) before it does
             SIGNALS.at_stop = {"slurm": lambda error=None: cancel(folder), **SIGNALS.at_stop}
-            try:
-                return super().launch(job_overrides, initial_job_idx)
-            finally:
-                SIGNALS.at_stop.pop("slurm", None)
+            returns = super().launch(job_overrides, initial_job_idx)  # on a signal the hook stays, for SIGNALS.stopped
+            SIGNALS.at_stop.pop("slurm", None)
+            return returns
 
     @dataclass
     class RunnerSlurmConf(SlurmQueueConf):
-        """The plugin's settings (no `from __future__ import annotations`: Hydra's scan runs this module outside sys.modules, where dataclasses cannot read string annotations); runner's defaults: a job that times out is requeued (it continues
-        from its checkpoint), up to 10 times."""
+        """The plugin's settings; runner's defaults: a job that times out is requeued (it continues
+        from its checkpoint), up to 10 times. (No `from __future__ import annotations` in this
+        module: Hydra's scan runs it outside sys.modules, where dataclasses cannot read them.)"""
         _target_: str = "hydra_plugins.runner_slurm.launcher.SlurmLauncher"
         max_num_timeout: int = 10
 

@@ -185,3 +185,26 @@ def test_an_eight_seed_sweep_through_slurm_equals_the_basic_launcher(tmp_path, s
         finals[launcher] = (by_seed, best.data.tags["seed"])
     assert finals["slurm"] == finals["basic"]
     assert len(set(finals["basic"][0].values())) == 8  # 8 different seeds, 8 different losses
+
+
+def test_sigterm_to_the_driver_cancels_its_jobs_and_their_runs_stay_killed(tmp_path, slurm):
+    """The driver stops on SIGTERM: it cancels its SLURM jobs (scancel), each job's run ends KILLED at
+    its next safe point, and only then the parent ends KILLED; no run flips to FINISHED afterwards."""
+    import sys
+
+    env = {**os.environ, **slurm}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", "seed=0,1", *LONG],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (tmp_path / "mlflow.db").exists() and len(
+        [c for c in sweep_runs(tmp_path)[1] if c.info.status == "RUNNING"]) == 2, 240, "two jobs did not start")
+    time.sleep(3)  # into their fits
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip() == ""
+    time.sleep(5)
+    parents, children = sweep_runs(tmp_path)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
+    assert all(c.data.tags.get("error") == "interrupted" for c in children)  # each job's own end: it was stopped
