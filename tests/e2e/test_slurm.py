@@ -35,6 +35,7 @@ if MISSING:
     pytest.skip(f"needs SLURM: apt-get install slurm-wlm munge (.ci/run installs them); missing {', '.join(MISSING)}",
                 allow_module_level=True)
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one SLURM at a time (make test runs two workers)
 SEEDS = "seed=" + ",".join(map(str, range(8)))
 SWEEP = ["model=coin", "steps=50", SEEDS, "tracking.uri=sqlite:///mlflow.db", "tracking.experiment=slurm"]
 #: a fit of about a minute or more here (33,000 to 100,000 steps/s): longer than the job's first stretch
@@ -143,8 +144,7 @@ def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fit
     reference = subprocess.Popen([os.sys.executable, "-m", "runner", *LONG, "hydra.run.dir=run", "progress=false"],
                                  cwd=alone, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     proc = run_cli(["-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=55",
-                    "hydra.launcher.max_num_timeout=30",
-                    "seed=0", *LONG], cwd=driver, env=slurm, timeout=900)
+                    "hydra.launcher.max_num_timeout=30", *LONG], cwd=driver, env=slurm, timeout=900)  # the README's
     out, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-3000:]
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -171,7 +171,7 @@ def test_an_eight_seed_sweep_through_slurm_equals_the_basic_launcher(tmp_path, s
     for launcher in ("basic", "slurm"):
         folder = tmp_path / launcher
         folder.mkdir()
-        proc = run_cli(["-m", f"hydra/launcher={launcher}", *SWEEP], cwd=folder, env=slurm, timeout=600)
+        proc = run_cli(["-m", f"hydra/launcher={launcher}", *SWEEP], cwd=folder, env=slurm, timeout=600)  # the README's
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "8 jobs, 8 run, 0 skipped, 0 failed; 8 finished child runs" in proc.stdout
         parents, children = sweep_runs(folder)
@@ -196,7 +196,7 @@ def test_sigterm_to_the_driver_cancels_its_jobs_and_their_runs_stay_killed(tmp_p
     env.pop("HYDRA_FULL_ERROR", None)
     proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", "seed=0,1", *LONG],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (tmp_path / "mlflow.db").exists() and len(
+    wait_for(lambda: list(tmp_path.glob("multirun/*/*/sweep.json")) and len(  # the store is set up by then
         [c for c in sweep_runs(tmp_path)[1] if c.info.status == "RUNNING"]) == 2, 240, "two jobs did not start")
     time.sleep(3)  # into their fits
     proc.send_signal(signal.SIGTERM)
