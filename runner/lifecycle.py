@@ -30,12 +30,12 @@ class Interrupted(KeyboardInterrupt):
 
 
 class TimedOut(Interrupted):
-    """The job's time limit is near (the signal SLURM sends before it, hydra/launcher=submitit_slurm):
+    """The job's time limit is near (the signal SLURM sends before it, hydra/launcher=slurm):
     raised at the run's next safe point; the fit keeps its checkpoint and the launcher requeues the
     job, which continues the same run from it (runner.job.requeued_dir)."""
 
-    def __init__(self):
-        super().__init__(124)
+    def __init__(self, code: int = 124):  # 124: timeout(1)'s code; `code` so that a copy of it can be made
+        super().__init__(code)
 
 
 class Signals:
