@@ -84,14 +84,18 @@ def run_start(exp, job, resume=None):
                     yield_to_finished=job.yield_to_finished)
 
 
+#: keys a resumed run may change (display and where to resume from): its params keep the first values
+RESUME_FREE = ("resume", "progress")
+
+
 def run_params(exp, resumed: bool = False) -> dict:
     """Every leaf of the resolved config and the JAX version; a resumed run keeps its own
-    (params are written once) of resume= and checkpoint.*."""
+    (params are written once) of resume=, progress= and checkpoint.*."""
     import jax
 
     params = {**exp.params, "jax_version": jax.__version__}
     if resumed:
-        params = {k: v for k, v in params.items() if k != "resume" and not k.startswith("checkpoint.")}
+        params = {k: v for k, v in params.items() if k not in RESUME_FREE and not k.startswith("checkpoint.")}
     return params
 
 

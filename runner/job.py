@@ -25,6 +25,8 @@ SWEEP_FILE = "sweep.json"
 STATUS_FILE = "runner_status.json"
 CHECKPOINT = "checkpoint.npz"
 TRIALS = "trials"  # <sweep dir>/trials/<job number>.json: a search's trial, per job
+#: set by a launcher that requeues its jobs (hydra_plugins/runner_slurm) in a requeued job's process
+REQUEUED = "RUNNER_REQUEUED"
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class SweepJob(Job):
     def resume_dir(self, value, backend) -> Path | None:
         if value is not None:
             raise ConfigError("resume= continues one run: run it without -m")
-        return None
+        return requeued_dir(self.run_dir)
 
     def announce(self, line: str, table: str) -> None:
         if not self.quiet:
@@ -208,6 +210,15 @@ def resume_folder(resume: str, backend) -> Path:
         raise ConfigError(f"resume: no {CHECKPOINT} in {folder} (an SVI fit writes one every checkpoint.every_s "
                           "seconds once it runs that long)")
     return folder.resolve()
+
+
+def requeued_dir(run_dir: Path) -> Path | None:
+    """A sweep's job requeued by its launcher (SLURM, after the signal before its time limit)
+    continues the checkpoint in its own run directory, and so its own run (one MLflow run per
+    job, whatever the requeues); None: a fresh job."""
+    import os
+
+    return run_dir if os.environ.get(REQUEUED) and (run_dir / CHECKPOINT).is_file() else None
 
 
 def check_resumable(exp, folder: Path) -> None:

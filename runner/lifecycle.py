@@ -29,6 +29,15 @@ class Interrupted(KeyboardInterrupt):
         self.code = code
 
 
+class TimedOut(Interrupted):
+    """The job's time limit is near (the signal SLURM sends before it, hydra/launcher=slurm):
+    raised at the run's next safe point; the fit keeps its checkpoint and the launcher requeues the
+    job, which continues the same run from it (runner.job.requeued_dir)."""
+
+    def __init__(self, code: int = 124):  # 124: timeout(1)'s code; `code` so that a copy of it can be made
+        super().__init__(code)
+
+
 class Signals:
     """This process's SIGINT and SIGTERM (see the module docstring)."""
 
@@ -38,6 +47,7 @@ class Signals:
         self.deferred = False  # results being logged: the signal waits for them
         self.said = False  # the interruption's message is printed already
         self.at_stop: dict = {}  # what ends if the command stops on a signal, by name (a sweep's parent: runner.sweep)
+        self.timed_out = False  # the job's time limit is near (time_out): the run stops at its next safe point
 
     def install(self) -> None:
         self.__init__()  # a new command in this process starts with nothing recorded
@@ -55,9 +65,16 @@ class Signals:
         if not self.deferred and (not self.runs or again):  # outside a run, or asked twice: now
             raise Interrupted(self.code)
 
+    def time_out(self, signum=None, frame=None) -> None:
+        """The signal before a job's time limit: only recorded, never raised here or after the
+        run's results (a run that completed stays complete and the job ends normally)."""
+        self.timed_out = True
+
     def safe_point(self) -> None:
         if self.code and not self.deferred:
             raise Interrupted(self.code)
+        if self.timed_out and not self.deferred:
+            raise TimedOut()
 
     def exit_code(self, error: BaseException) -> int | None:
         """130 / 143 when `error` is (or came with) an interruption; None otherwise."""
@@ -143,6 +160,8 @@ class RunScope:
         if pruned:
             self.end.tags = {**self.end.tags, "pruned": f"at step {error.step} (best loss {error.loss:.6g})"}
         self.end.error = None if pruned else "interrupted" if code else redact(f"{type(error).__name__}: {error}")[:500]
+        if isinstance(error, TimedOut):
+            self.end.error = "timed out: the job is requeued and continues this run from its checkpoint"
         with SIGNALS.logging():
             try:
                 self.run_id = (self.backend.run_killed if code or pruned else self.backend.run_failed)(self.end)
@@ -153,7 +172,7 @@ class RunScope:
                 if pruned:
                     self.job.said("pruned", run_id=self.run_id, step=error.step, loss=error.loss)
                 else:
-                    self.job.said("failed", error="interrupted")
+                    self.job.said("requeued" if isinstance(error, TimedOut) else "failed", error=self.end.error)
             except OSError:
                 pass
 

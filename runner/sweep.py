@@ -265,6 +265,9 @@ class SweepCallback(Callback):
         from runner.redact import redact_folder
         from runner.tracking import from_config
 
+        if config.get("resume") is not None:  # before anything is created: no folder, no parent run
+            print("runner: error: resume= continues one run: run it without -m", file=sys.stderr)
+            raise SystemExit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(sweep_dir / TRIALS, ignore_errors=True)  # an earlier search's in the same folder

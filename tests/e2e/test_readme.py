@@ -37,6 +37,11 @@ NOT_HERE = {
     "ray start --head": "tests/e2e/test_ray_cluster.py::test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store",
     "python -m runner -m hydra/launcher=ray hydra.launcher.ray.init.address":
         "tests/e2e/test_ray_cluster.py::test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store",
+    # a one-node SLURM on localhost, started and ended by the test
+    "python -m runner -m hydra/launcher=slurm model=coin":
+        "tests/e2e/test_slurm.py::test_an_eight_seed_sweep_through_slurm_equals_the_basic_launcher",
+    "python -m runner -m hydra/launcher=slurm hydra.launcher.timeout_min=1":
+        "tests/e2e/test_slurm.py::test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fits_numbers",
     # needs the method's own folder (tests/fixtures/my_method): run there, as the README shows it
     "python -m runner --config-dir conf model=coin inference=importance":
         "tests/e2e/test_add_method.py::test_a_method_from_the_users_folder_is_a_full_run",

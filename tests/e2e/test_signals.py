@@ -174,7 +174,8 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_numbers_as_o
     """checkpoint.every_s: a long SVI fit writes its state between chunks; Ctrl-C keeps the last
     one. resume=<run id> (or the run directory) with the same command continues from it: the same
     numbers bit for bit as the uninterrupted fit, and the interrupted MLflow run, reopened, ends
-    FINISHED as one run."""
+    FINISHED as one run, without the error its interruption left; progress= may differ; -m with
+    resume= is refused before anything is created."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     fit = ["model=gmm", "steps=1500000", f"tracking.uri={uri}"]
     whole = run_cli([*fit, f"hydra.run.dir={tmp_path}/whole"], cwd=tmp_path)
@@ -198,7 +199,13 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_numbers_as_o
         bad = run_cli([*fit, *args, f"hydra.run.dir={tmp_path}/bad"], cwd=tmp_path)
         assert bad.returncode == 2 and bad.stderr.startswith(f"runner: error: {said}"), bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
-    again = run_cli([*fit, f"resume={cut.info.run_id}", f"hydra.run.dir={tmp_path}/again"], cwd=tmp_path)
+    # in a sweep: refused before anything is created (no sweep folder, no parent run)
+    bad = run_cli(["-m", *fit, "seed=0,1", f"resume={cut.info.run_id}"], cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "runner: error: resume= continues one run: run it without -m\n"
+    assert not (tmp_path / "multirun").exists() and len(read_runs(uri)[1]) == 2
+    # display-only keys may differ (progress=): the run's params keep their first values
+    again = run_cli([*fit, "progress=false", f"resume={cut.info.run_id}", f"hydra.run.dir={tmp_path}/again"],
+                    cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "again" / "latents.json").read_bytes() == (tmp_path / "whole" / "latents.json").read_bytes()
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["curves"]["loss"] == \
@@ -207,4 +214,5 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_numbers_as_o
     assert len(runs) == 2  # the whole fit's, and the interrupted one, reopened and finished
     done = runs[cut.info.run_id]
     assert done.info.status == "FINISHED" and done.data.tags["runner.resumed_from"] == f"{tmp_path}/cut"
+    assert "error" not in done.data.tags and done.data.params["progress"] == "True"  # how it ended before: gone
     assert done.data.metrics["final_loss"] == runs[next(i for i in runs if i != cut.info.run_id)].data.metrics["final_loss"]

@@ -13,7 +13,7 @@ import pytest
 
 from runner.errors import RunFailed, TrackingError
 from runner.job import Job, SweepJob
-from runner.lifecycle import Interrupted, RunScope, Signals
+from runner.lifecycle import Interrupted, RunScope, Signals, TimedOut
 from runner.tracking.base import RunEnd, RunRecord, RunStart, Tracking
 
 
@@ -173,3 +173,36 @@ def test_a_second_signal_in_a_run_stops_it_at_once(signals, tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
             raise AssertionError("not reached: the second signal raises")
     assert backend.events == [("killed", "interrupted")]
+
+
+@pytest.fixture
+def usr2(signals):
+    """SIGUSR2 (SLURM's signal before a job's time limit) routed to SIGNALS.time_out, as
+    hydra/launcher=slurm does in its jobs."""
+    before = signal.getsignal(signal.SIGUSR2)
+    signal.signal(signal.SIGUSR2, signals.time_out)
+    yield signals
+    signal.signal(signal.SIGUSR2, before)
+
+
+def test_a_time_out_stops_the_fit_at_its_next_safe_point_and_the_job_waits_requeued(usr2, tmp_path):
+    backend = Events()
+    with pytest.raises(TimedOut) as e:
+        with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()) as scope:
+            os.kill(os.getpid(), signal.SIGUSR2)  # only recorded: nothing raised where it lands
+            reached = True
+            scope.safe_point()
+    assert reached and e.value.code == 124 and usr2.code is None  # not a Ctrl-C: the command is not stopping
+    said = "timed out: the job is requeued and continues this run from its checkpoint"
+    assert backend.events == [("killed", said)]
+    assert json.loads((tmp_path / "runner_status.json").read_text()) == {"status": "requeued", "error": said}
+
+
+def test_a_time_out_after_the_runs_last_safe_point_leaves_it_complete(usr2, tmp_path):
+    """The run completes (FINISHED) and the job ends normally: nothing to requeue."""
+    backend = Events()
+    with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()) as scope:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert scope.complete(record()) == "r1"
+    assert backend.events == [("completed", "FINISHED")]
+    assert json.loads((tmp_path / "runner_status.json").read_text())["status"] == "run"

@@ -25,6 +25,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 #: runner's tags that MLflow shows in its own places
 SYSTEM_TAGS = {"source.git_commit": "mlflow.source.git.commit"}
 RUN_NAME, PARENT, NOTE = "mlflow.runName", "mlflow.parentRunId", "mlflow.note.content"
+#: what an interrupted run's end said (its error, the sweep's interruption, the reaper's note): cleared when it is resumed
+STALE_TAGS = {"error", "runner.interrupted", "runner.stale"}
 
 
 def mlflow_tags(tags: dict, name: str | None = None, parent_id: str | None = None) -> dict:
@@ -199,7 +201,7 @@ class MlflowTracking(Tracking):
         """Open this command's run (RUNNING, tagged with its process). A sweep's job
         (start.yield_to_finished is not None) yields to a twin instead, see `_open_job`."""
         tags = mlflow_tags(start.tags, start.name, start.parent_id)
-        if start.yield_to_finished is None:
+        if start.yield_to_finished is None or start.resumes:  # a sweep's job requeued (SLURM): its own run
             self._create_run(tags, start.resumes)
             return None
         return self._open_job(tags, start.config_hash, start.yield_to_finished, start.parent_id)
@@ -219,6 +221,8 @@ class MlflowTracking(Tracking):
                 client.update_run(self.run_id, status="RUNNING")
                 for k, v in {**tags, **process_tags(), "runner.resumed_from": resumes}.items():
                     client.set_tag(self.run_id, k, str(v))
+                for stale in STALE_TAGS.intersection(found[0].data.tags):  # how it ended before: no longer true
+                    client.delete_tag(self.run_id, stale)
                 return self.run_id
         self.run_id = client.create_run(self.experiment_id, tags={**tags, **process_tags()}).info.run_id
         return self.run_id
