@@ -277,10 +277,30 @@ class Search(Sweeper):
                 try:
                     if i < len(returns):
                         self.told(study, trial, returns[i])
-                    else:
+                    elif not self.told_by_folder(study, trial, self.sweep_dir / str(self.job_idx + i)):
                         tell(study, trial, optuna.trial.TrialState.FAIL, note=f"{type(error).__name__} {error}"[:200])
                 except Exception:
                     pass
+
+    def told_by_folder(self, study, trial, folder: Path) -> bool:
+        """A job that ended before the launcher could return it (the signal came as Hydra closed
+        the job): its status file says how; True if it said enough to tell the trial."""
+        import optuna
+
+        from runner.job import STATUS_FILE
+
+        path = folder / STATUS_FILE
+        status = json.loads(path.read_text()) if path.is_file() else {}
+        value = status.get("final_loss")
+        if status.get("status") in ("run", "skipped") and value is not None and math.isfinite(float(value)):
+            if status.get("run_id"):
+                set_attr(trial, "run_id", status["run_id"])
+            tell(study, trial, optuna.trial.TrialState.COMPLETE, value=float(value))
+            return True
+        if status.get("status") == "pruned":
+            tell(study, trial, optuna.trial.TrialState.PRUNED)
+            return True
+        return False
 
     def configure(self, trial, info: dict, job: int) -> list[str]:
         """The trial's overrides (its values, then the fixed ones), and its file for job `job`."""

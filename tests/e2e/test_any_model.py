@@ -73,9 +73,11 @@ def test_any_model_matches_the_truth(name, reference, tmp_path):
 def test_dawid_skene_assigns_the_majority_class(tmp_path):
     """45 items, 7 annotations each, mostly unanimous: the MAP class of an item (infer_discrete
     over the item plate, inside which the position plate sits) is the annotators' majority vote,
-    up to a relabelling of the classes, for at least 90% of the items (runner: 43 of 45)."""
+    up to a relabelling of the classes, for at least 90% of the items (runner: 43 of 45). One
+    chain: the classes are identified only up to a relabelling, and 4 chains land in different
+    ones (runner's verdict then says "do not trust": R-hat 7), so their mean assigns nothing."""
     case = any_model.BY_NAME["annotation_dawid_skene"]
-    result = any_model.run_runner(case, tmp_path, timeout=600)
+    result = any_model.run_runner(case, tmp_path, extra=["inference.chains=1"], timeout=600)
     assert result.ran, f"runner failed on {case.fn} (exit {result.returncode}): {result.line}"
     import numpy as np
 
