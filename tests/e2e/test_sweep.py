@@ -116,6 +116,14 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     everything = compare(tmp_path, "--sweep", parent_id, "--all").stdout.splitlines()
     assert everything[0].split()[:4] == ["guide", "guide.init_scale", "seed", "final_loss"]
     assert len(everything[0].split()) == 3 + len({m for c in children for m in c.data.metrics}) + 2
+    # --sweep of a child's id, or of an id the store does not have: one line, exit 2 (was "no runs", exit 0)
+    child_id = children[0].info.run_id
+    out = compare(tmp_path, "--sweep", child_id)
+    assert (out.returncode, out.stdout) == (2, "") and out.stderr.splitlines() == [
+        f"runner.compare: error: --sweep {child_id}: that run is a child of sweep {parent_id}, not a sweep's "
+        f"parent run: use --sweep {parent_id}"]
+    out = compare(tmp_path, "--sweep", "0" * 32)
+    assert out.returncode == 2 and out.stderr.startswith(f"runner.compare: error: --sweep {'0' * 32}: no such run in ")
     # a mistyped store: one line, exit 2, and no store created
     out = compare(tmp_path, uri=f"sqlite:///{tmp_path}/mlfow.db")
     assert (out.returncode, out.stdout) == (2, "")
@@ -151,6 +159,10 @@ def test_a_sweep_runs_every_job_whatever_plain_runs_came_before(tmp_path):
     # through another launcher it is another sweep (the README's joblib, then its Ray example)
     proc, client, parents, children = sweep(tmp_path, ["hydra.launcher.n_jobs=2"], launcher="joblib")
     assert "4 jobs, 4 run, 0 skipped" in proc.stdout and len(parents) == 2 and len(children) == 8
+    by_launcher = {}  # the same jobs through the basic launcher and joblib: the same final losses
+    for c in children:
+        by_launcher.setdefault(c.data.tags["overrides"], []).append(c.data.metrics["final_loss"])
+    assert len(by_launcher) == 4 and all(len(v) == 2 and v[0] == v[1] for v in by_launcher.values()), by_launcher
 
 
 def test_interrupted_sweep_resumes_to_one_finished_child_per_job(tmp_path):

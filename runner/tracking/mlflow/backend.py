@@ -470,6 +470,8 @@ class MlflowTracking(Tracking):
         exp = client.get_experiment_by_name(self.experiment)
         if exp is None:
             raise LookupError(f"no experiment '{self.experiment}' in {self.uri}")
+        if parent_id:
+            check_parent(client, parent_id, self.uri)
         query = f"tags.`{PARENT}` = '{parent_id}'" if parent_id else ""
         runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
         return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
@@ -487,3 +489,22 @@ class MlflowTracking(Tracking):
 
         preimport()
 
+
+def check_parent(client, parent_id: str, uri: str) -> None:
+    """LookupError unless `parent_id` is a sweep's parent run in the store (a child's id or a
+    single run's used to list "no runs", exit 0)."""
+    from mlflow.exceptions import MlflowException
+
+    from runner.redact import redact
+
+    try:
+        run = client.get_run(parent_id)
+    except MlflowException:
+        raise LookupError(redact(f"--sweep {parent_id}: no such run in {uri}")) from None
+    tags = run.data.tags
+    if tags.get("runner.role") == "sweep" or "sweep_hash" in tags:
+        return
+    parent = tags.get(PARENT)
+    what = f"a child of sweep {parent}" if parent else "a single run"
+    raise LookupError(f"--sweep {parent_id}: that run is {what}, not a sweep's parent run"
+                      + (f": use --sweep {parent}" if parent else ""))
