@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import numpy as np
 
 from runner import schema
@@ -296,12 +298,17 @@ def csv_file(path: str, delimiter: str = ",") -> dict:
         if blank:
             columns[name] = Unusable(f"data file {p}: column {name!r} has a missing value at line {blank[0]}")
             continue
+        odd = next(((i, c) for i, c in enumerate(cells, start=2) if not NUMBER.fullmatch(c)), None)
+        if odd is not None:  # Python's int()/float() also take 1_0 (10), Arabic-Indic digits, " 3 ": no spreadsheet writes them
+            columns[name] = Unusable(f"data file {p}: column {name!r} is not numeric ({odd[1]!r} at line {odd[0]})")
+            continue
         try:
-            ints = [int(c) for c in cells]
-            columns[name] = np.array(ints)
+            columns[name] = np.array([int(c) for c in cells])
         except ValueError:
-            try:
-                columns[name] = np.array([float(c) for c in cells])
-            except ValueError:
-                columns[name] = Unusable(f"data file {p}: column {name!r} is not numeric")
+            columns[name] = np.array([float(c) for c in cells])
     return named(columns, str(p))
+
+
+#: a number as a spreadsheet or a program writes one in a CSV cell (ASCII digits, an optional sign,
+#: decimal point and exponent; inf and nan are read, then refused as not finite)
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE | re.ASCII)

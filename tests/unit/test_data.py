@@ -1,6 +1,7 @@
 """runner/data.py: the named loaders (data=json, csv, npz: what reaches a model function, and what
 is refused) and the MNIST IDX loader."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -157,3 +158,24 @@ def test_a_single_row_is_refused_by_a_mixture_in_one_line(tmp_path):
     cfg, _ = runner.compose(["model=bmm", "model.K=2", "data=file", f"data.path={tmp_path}/one.csv"])
     with pytest.raises(ConfigError, match=r"model.K=2 is larger than the number of data points \(1\)"):
         runner.build(cfg)
+
+
+@pytest.mark.parametrize("cell", ["1_0", "٣", "0x10", "½", "1e", "--1", "1 000"])
+def test_a_csv_cell_python_would_read_but_no_spreadsheet_writes_is_refused(tmp_path, cell):
+    """int('1_0') is 10 and int('٣') is 3 in Python: such a cell used to be read as a number (issue 28)."""
+    import runner
+    from runner.errors import ConfigError
+
+    (tmp_path / "d.csv").write_text(f"x,y\n1,2\n{cell},3\n", encoding="utf-8")
+    (tmp_path / "m.py").write_text("import numpyro, numpyro.distributions as dist\n\n\ndef model(x, y):\n"
+                                   "    numpyro.sample('b', dist.Normal(0, 1))\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        cfg, _ = runner.compose(["model=fn", "model.fn=m.model", "data=csv", f"data.path={tmp_path}/d.csv"])
+        with pytest.raises(ConfigError, match=re.escape(f"column 'x' is not numeric ({cell!r} at line 3)")):
+            runner.build(cfg)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("m", None)
