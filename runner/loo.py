@@ -40,7 +40,7 @@ def compare(runs: list[dict]) -> list[dict]:
         raise ConfigError(f"--loo needs at least 2 runs with an inference_data.nc, got {len(runs)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        data = {r["label"]: az.from_netcdf(str(r["path"])) for r in runs}
+        data = {r["label"]: read(az, r) for r in runs}
         digests = {data_digest(d) for d in data.values()}
         if len(digests) > 1:
             raise ConfigError(f"the runs are on {len(digests)} different data sets: LOO compares runs "
@@ -58,6 +58,38 @@ def compare(runs: list[dict]) -> list[dict]:
                      "weight": float(row["weight"]), "final_loss": by_label[label].get("final_loss"),
                      "run_id": by_label[label].get("run_id") or ""})
     return rows
+
+
+#: the first bytes of the files runner writes (netCDF4 is HDF5) and of netCDF3
+SIGNATURES = (b"\x89HDF\r\n\x1a\n", b"CDF\x01", b"CDF\x02")
+
+
+def read(az, run: dict):
+    """A run's inference_data.nc read back as untrusted data: an ArviZ netCDF file (checked by its
+    first bytes before it is opened) with a finite log-likelihood group; else one ConfigError line
+    naming the run and the file. Nothing in it is executed (netCDF holds arrays only)."""
+    from runner.errors import describe
+
+    path = Path(run["path"])
+    what = f"run {run.get('run_id') or run['label']}: {path.name}"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(SIGNATURES):
+        raise ConfigError(f"{what} is not a netCDF file (it starts {head[:8]!r}): it cannot be ranked by LOO")
+    try:
+        idata = az.from_netcdf(str(path))
+    except Exception as e:
+        raise ConfigError(f"{what} cannot be read as ArviZ InferenceData ({describe(e)})") from None
+    loglik = getattr(idata, "log_likelihood", None)
+    if loglik is None or not list(loglik.data_vars):
+        raise ConfigError(f"{what} has no log_likelihood group: LOO needs the pointwise log-likelihood")
+    for name in loglik.data_vars:
+        values = np.asarray(loglik[name].values, dtype=float)
+        bad = int(np.size(values) - np.isfinite(values).sum())
+        if bad:
+            raise ConfigError(f"{what}: log-likelihood '{name}' is NaN or inf at {bad} of {values.size} values: "
+                              "it cannot be ranked")
+    return idata
 
 
 def render(rows: list[dict]) -> str:

@@ -74,3 +74,43 @@ def test_compare_loo_needs_a_sweep(capsys):
     assert main(["--loo"]) == 2
     assert capsys.readouterr().err.strip() == (
         "runner.compare: error: --loo needs --sweep <parent run id> (LOO compares runs on the same data)")
+
+
+def _nan_loglik(src, dst):
+    """A valid InferenceData whose log-likelihood is all NaN."""
+    import arviz as az
+
+    idata = az.from_netcdf(str(src))
+    for name in idata.log_likelihood.data_vars:
+        idata.log_likelihood[name].values[...] = float("nan")
+    idata.to_netcdf(str(dst))
+
+
+def _no_loglik(src, dst):
+    import arviz as az
+
+    idata = az.from_netcdf(str(src))
+    del idata.log_likelihood
+    idata.to_netcdf(str(dst))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda src, dst: dst.write_bytes(__import__("pickle").dumps({"a": 1})), "is not a netCDF file (it starts"),
+    (lambda src, dst: dst.write_text("not a netCDF file at all\n"), "is not a netCDF file"),
+    (lambda src, dst: dst.write_bytes(bytes(8 << 20)), "is not a netCDF file (it starts b'\\x00"),
+    (lambda src, dst: dst.write_bytes(src.read_bytes()[:4096]), "cannot be read as ArviZ InferenceData"),
+    (_no_loglik, "has no log_likelihood group"),
+    (_nan_loglik, "log-likelihood 'obs' is NaN or inf at 20000 of 20000 values"),
+])
+def test_a_file_read_back_is_checked_before_it_is_ranked(coin_runs, tmp_path, make, message):
+    """inference_data.nc read back from a store is untrusted data: a pickle, text, zeros, a cut
+    file, no log-likelihood or a NaN one is one ConfigError line naming the run (issue 28: a
+    41-line traceback, or a NaN elpd ranked with weight 0.5)."""
+    bad = tmp_path / FILE
+    make(coin_runs["manual"][0], bad)
+    runs = [{"label": "good", "path": coin_runs["autodelta"][0], "run_id": "good"},
+            {"label": "bad", "path": bad, "run_id": "r0bad"}]
+    with pytest.raises(ConfigError) as e:
+        loo.compare(runs)
+    assert str(e.value).startswith(f"run r0bad: {FILE}") and message in str(e.value), str(e.value)
+    assert len(str(e.value).splitlines()) == 1
