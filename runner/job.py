@@ -226,10 +226,36 @@ def check_resumable(exp, folder: Path) -> None:
     in one line before the interrupted run is reopened."""
     if not exp.inference.checkpoints:
         raise ConfigError(f"resume= continues a fit that writes checkpoints (inference=svi), not inference={exp.method}")
-    import numpy as np
-
-    with np.load(folder / CHECKPOINT) as f:
-        saved = str(f["config_hash"]) if "config_hash" in f else ""
-    if saved not in ("", exp.config_hash):
+    saved, step = read_checkpoint(folder / CHECKPOINT)
+    if saved != exp.config_hash:
         raise ConfigError(f"resume: {folder} was a run of another config: resume with the same command "
                           "(and data) as that run, plus resume=...")
+    steps = getattr(exp.inference, "steps", None)
+    if steps is not None and not 0 <= step <= int(steps):
+        raise ConfigError(f"resume: {folder / CHECKPOINT} says step {step}, outside this fit's 0..{steps}: "
+                          "it is not this run's checkpoint")
+
+
+def read_checkpoint(path: Path) -> tuple[str, int]:
+    """(config hash, step) of a checkpoint read back as untrusted data, every array read (no pickles:
+    np.load's default; a fit's state may hold NaN, e.g. curves not yet filled); one ConfigError line
+    for a file cut short or not runner's."""
+    import numpy as np
+
+    from runner.errors import describe
+
+    try:
+        with np.load(path) as f:
+            names = set(f.files)
+            if not {"config_hash", "step"} <= names:
+                raise ConfigError(f"resume: {path} has no config hash or step: it was not written by runner's fit")
+            saved, step = str(f["config_hash"]), f["step"]
+            if step.shape != () or step.dtype.kind not in "iu":
+                raise ConfigError(f"resume: {path} has a step that is not an integer ({step!r})")
+            for name in names:  # every array readable (a cut file fails here), none an object array
+                f[name]
+    except ConfigError:
+        raise
+    except Exception as e:  # a zip cut short, not a .npz, an object array (pickles are refused)
+        raise ConfigError(f"resume: {path} cannot be read ({describe(e)}): cut short, or not runner's checkpoint") from None
+    return saved, int(step)

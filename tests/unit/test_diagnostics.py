@@ -307,3 +307,38 @@ def test_a_safe_point_that_raises_stops_the_fit_after_its_chunk_and_keeps_that_c
     for a, b in zip(whole, resumed):
         for x, y in zip(jax.tree.leaves(a.__dict__), jax.tree.leaves(b.__dict__)):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda p: p.write_bytes(p.read_bytes()[:300]), "cannot be read"),  # cut short
+    (lambda p: p.write_text("not a checkpoint"), "cannot be read"),
+    (lambda p: _resave(p, step=np.asarray(5_000_000)), "says step 5000000, outside this fit's 0..20"),
+    (lambda p: _resave(p, step=np.asarray(-1)), "says step -1"),
+    (lambda p: _resave(p, step=np.asarray(2.5)), "has a step that is not an integer"),
+    (lambda p: _resave(p, drop="config_hash"), "has no config hash or step"),
+    (lambda p: _resave(p, leaf_0=np.array([{"a": 1}], dtype=object)), "cannot be read"),  # a pickle: never loaded
+])
+def test_resume_refuses_a_checkpoint_that_is_not_this_runs_in_one_line(tmp_path, spoil, message):
+    """A checkpoint read back is untrusted data, checked before the interrupted run is reopened
+    (runner.job.check_resumable): issue 28 had a cut file end in a traceback, and a step past
+    `steps` FINISH the run untrained."""
+    from runner.api import compose
+    from runner.experiment import build
+    from runner.inference.svi.loop import Checkpoint
+    from runner.inference.svi.program import fit
+    from runner.job import check_resumable
+
+    exp = build(compose(["model=gmm", "guide=autodelta", "restarts=2", "select=final", "steps=20"])[0])
+    fit(exp, checkpoint=Checkpoint(tmp_path / "checkpoint.npz", every_s=0.0, config_hash=exp.config_hash))
+    check_resumable(exp, tmp_path)  # the run's own: accepted
+    spoil(tmp_path / "checkpoint.npz")
+    with pytest.raises(ConfigError) as e:
+        check_resumable(exp, tmp_path)
+    assert message in str(e.value) and len(str(e.value).splitlines()) == 1, str(e.value)
+
+
+def _resave(path, drop=None, **replace):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files if k != drop}
+    arrays.update(replace)
+    np.savez(path, **arrays)
