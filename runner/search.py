@@ -33,6 +33,7 @@ from pathlib import Path
 from hydra.plugins.sweeper import Sweeper
 
 from runner.errors import ConfigError
+from runner.tracking.worker import alive, host
 
 #: the Hydra plugin's module: a sweeper config whose _target_ starts so is runner's search
 PLUGIN = "hydra_plugins.runner_optuna_sweeper."
@@ -307,7 +308,7 @@ class Search(Sweeper):
         from runner.job import TRIALS
 
         values = {k: suggest(trial, k, d) for k, d in info["dists"].items()}
-        trial.set_user_attr("runner.host", _host())
+        trial.set_user_attr("runner.host", host())
         trial.set_user_attr("runner.pid", os.getpid())
         folder = self.sweep_dir / TRIALS
         folder.mkdir(parents=True, exist_ok=True)
@@ -403,20 +404,6 @@ def tell(study, trial, state, value: float | None = None, note: str | None = Non
     return state
 
 
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_orphans(study) -> None:
@@ -426,5 +413,5 @@ def fail_orphans(study) -> None:
 
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get("runner.pid")
-        if t.user_attrs.get("runner.host") == _host() and isinstance(pid, int) and not _alive(pid):
+        if t.user_attrs.get("runner.host") == host() and isinstance(pid, int) and not alive(pid):
             tell(study, t.number, optuna.trial.TrialState.FAIL)

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,51 @@ def fit_cli(folder, *args, run="run"):
     latest = max(runs, key=lambda r: r.info.start_time)
     assert latest.info.status == "FINISHED"
     return proc, client, latest, Path(folder) / run
+
+
+def sweep_runs(uri, experiment="runner") -> tuple[list, list]:
+    """(the sweep parents, the child runs) of an experiment in a store."""
+    _, runs = read_runs(uri, experiment)
+    return ([r for r in runs if r.data.tags.get("runner.role") == "sweep"],
+            [r for r in runs if r.data.tags.get("mlflow.parentRunId")])
+
+
+def postgres_available():
+    import shutil
+
+    return shutil.which("initdb") and shutil.which("pg_ctl") and (os.geteuid() != 0 or shutil.which("runuser"))
+
+
+@contextmanager
+def postgres(database: str):
+    """A real PostgreSQL started for one test (initdb, pg_ctl on a free port, as the 'postgres' user
+    when run as root: initdb refuses root), with `database` created; yields its SQLAlchemy URL
+    and stops the server at the end."""
+    import pwd
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="runner-pg-"))
+    as_pg = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user for initdb")
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        d.chmod(0o755)
+        as_pg = ["runuser", "-u", "postgres", "--"]
+    port, data = free_port(), d / "data"
+    try:
+        subprocess.run([*as_pg, "initdb", "-D", str(data), "-A", "trust", "-U", "runner"], check=True, capture_output=True)
+        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-l", str(d / "log"), "-w", "start", "-o",
+                        f"-p {port} -k {d} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
+        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "runner", database],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg2://runner@127.0.0.1:{port}/{database}"
+    finally:
+        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-w", "stop", "-m", "fast"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def read_runs(uri, experiment="runner"):

@@ -45,6 +45,25 @@ def owner_pid() -> int:
     return int(os.environ.get(OWNER_ENV) or os.getpid())
 
 
+def host() -> str:
+    """This machine's name, as runs and trials are tagged with it beside their pid (runner.host)."""
+    import socket
+
+    return socket.gethostname()
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is running (a run or trial it left RUNNING is stale
+    once it is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WorkerGone(Exception):
     """The tracking worker exited (it was killed, or crashed)."""
 

@@ -6,25 +6,18 @@ sweep's parent FAILED in one line."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import read_runs, run_cli
+from conftest import free_port, run_cli, sweep_runs
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}  # a token left in ~/.ray would be asked for
 SEEDS = "seed=" + ",".join(map(str, range(8)))
 SWEEP = ["model=coin", "steps=50", SEEDS, "tracking.uri=sqlite:///mlflow.db", "tracking.experiment=ray"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes_of(marker: str) -> list[int]:
@@ -63,10 +56,7 @@ def cluster(tmp_path):
 
 
 def finals(folder: Path) -> tuple[list, list]:
-    client, runs = read_runs(f"sqlite:///{folder}/mlflow.db", "ray")
-    parents = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    return parents, children
+    return sweep_runs(f"sqlite:///{folder}/mlflow.db", "ray")
 
 
 def test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store(tmp_path, cluster):

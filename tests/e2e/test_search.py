@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import free_port, read_runs, run_cli, wait_http
+from conftest import free_port, postgres, postgres_available, read_runs, run_cli, wait_http
 
 PARENT = "mlflow.parentRunId"
 
@@ -175,38 +175,11 @@ def test_a_pruned_trial_stops_early_ends_tagged_and_frees_its_slot(tmp_path):
     check_best(study, parent, children)
 
 
-def postgres_available():
-    import shutil
-
-    return shutil.which("initdb") and shutil.which("pg_ctl") and (os.geteuid() != 0 or shutil.which("runuser"))
-
-
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL's initdb / pg_ctl are not on this machine")
 def test_a_study_stored_in_postgresql(tmp_path):
-    """A real PostgreSQL (started here, as tests/e2e/test_tracking_server.py does) as the study's
+    """A real PostgreSQL (started here: conftest.postgres, as for tests/e2e/test_tracking_server.py) as the study's
     storage: the search runs, the study is read back from the server, the parent names it."""
-    import pwd
-    import shutil
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix="runner-pg-"))
-    as_pg = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user for initdb")
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        d.chmod(0o755)
-        as_pg = ["runuser", "-u", "postgres", "--"]
-    port, data = free_port(), d / "data"
-    try:
-        subprocess.run([*as_pg, "initdb", "-D", str(data), "-A", "trust", "-U", "runner"], check=True, capture_output=True)
-        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-l", str(d / "log"), "-w", "start", "-o",
-                        f"-p {port} -k {d} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "runner", "optuna"],
-                       check=True, capture_output=True)
-        storage = f"postgresql+psycopg2://runner@127.0.0.1:{port}/optuna"
+    with postgres("optuna") as storage:
         args = [a for a in search_args(tmp_path, "steps=100", "optim.lr=tag(log, interval(0.001, 0.3))",
                                        "hydra.sweeper.n_trials=3") if not a.startswith("hydra.sweeper.storage=")]
         proc = run_cli([*args, f"hydra.sweeper.storage={storage}"], cwd=tmp_path)
@@ -218,6 +191,3 @@ def test_a_study_stored_in_postgresql(tmp_path):
         (parent,) = [r for r in runs if PARENT not in r.data.tags]
         assert parent.data.tags["study_storage"] == storage and len(runs) == 4
         check_best(study, parent, [r for r in runs if PARENT in r.data.tags])
-    finally:
-        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-w", "stop", "-m", "fast"], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)

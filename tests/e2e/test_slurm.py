@@ -17,14 +17,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import read_runs, run_cli
+from conftest import free_port, read_runs, run_cli, sweep_runs
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 PROGRAMS = (*DAEMONS, "sbatch", "squeue", "scontrol", "scancel")
@@ -44,12 +43,6 @@ LONG = ["model=gmm", "steps=4000000", "tracking.uri=sqlite:///mlflow.db", "track
 
 def sbin(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def node_line() -> str:
@@ -130,11 +123,8 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def sweep_runs(folder: Path) -> tuple[list, list]:
-    _, runs = read_runs(f"sqlite:///{folder}/mlflow.db", "slurm")
-    parents = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    return parents, children
+def slurm_runs(folder: Path) -> tuple[list, list]:
+    return sweep_runs(f"sqlite:///{folder}/mlflow.db", "slurm")
 
 
 def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fits_numbers(tmp_path, slurm):
@@ -149,7 +139,7 @@ def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fit
     assert reference.returncode == 0, err[-3000:]
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "1 jobs, 1 run, 0 skipped, 0 failed; 1 finished child runs" in proc.stdout
-    parents, children = sweep_runs(driver)
+    parents, children = slurm_runs(driver)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 1 and children[0].info.status == "FINISHED"  # one run, whatever the requeues
     child = children[0]
@@ -174,7 +164,7 @@ def test_an_eight_seed_sweep_through_slurm_equals_the_basic_launcher(tmp_path, s
         proc = run_cli(["-m", f"hydra/launcher={launcher}", *SWEEP], cwd=folder, env=slurm, timeout=600)  # the README's
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "8 jobs, 8 run, 0 skipped, 0 failed; 8 finished child runs" in proc.stdout
-        parents, children = sweep_runs(folder)
+        parents, children = slurm_runs(folder)
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         assert len(children) == 8 and all(c.info.status == "FINISHED" for c in children)
         assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
@@ -197,14 +187,14 @@ def test_sigterm_to_the_driver_cancels_its_jobs_and_their_runs_stay_killed(tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", "seed=0,1", *LONG],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: list(tmp_path.glob("multirun/*/*/sweep.json")) and len(  # the store is set up by then
-        [c for c in sweep_runs(tmp_path)[1] if c.info.status == "RUNNING"]) == 2, 240, "two jobs did not start")
+        [c for c in slurm_runs(tmp_path)[1] if c.info.status == "RUNNING"]) == 2, 240, "two jobs did not start")
     time.sleep(3)  # into their fits
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     assert subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip() == ""
     time.sleep(5)
-    parents, children = sweep_runs(tmp_path)
+    parents, children = slurm_runs(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
     assert all(c.data.tags.get("error") == "interrupted" for c in children)  # each job's own end: it was stopped

@@ -1,12 +1,10 @@
 """Tracking beyond the embedded store: a real `mlflow server` on loopback, and PostgreSQL."""
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, read_runs, run_cli
+from conftest import ROOT, postgres, postgres_available, read_runs, run_cli
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -204,41 +202,12 @@ def test_a_sweeps_chart_view_shows_its_runs_and_groups_by_config(mlflow_server, 
         assert (shots / f"{name}.png").stat().st_size > 10_000
 
 
-def postgres_available():
-    return shutil.which("initdb") and shutil.which("pg_ctl") and (
-        os.geteuid() != 0 or shutil.which("runuser"))
-
-
 @pytest.mark.skipif(not postgres_available(), reason="PostgreSQL's initdb / pg_ctl are not on this machine")
 def test_run_against_postgresql(tmp_path):
-    import pwd
-
-    d = Path(tempfile.mkdtemp(prefix="runner-pg-"))
-    as_pg = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user for initdb")
-        os.chown(d, pw.pw_uid, pw.pw_gid)
-        d.chmod(0o755)
-        as_pg = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    data = d / "data"
-    try:
-        subprocess.run([*as_pg, "initdb", "-D", str(data), "-A", "trust", "-U", "runner"],
-                       check=True, capture_output=True)
-        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-l", str(d / "log"), "-w", "start", "-o",
-                        f"-p {port} -k {d} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "runner", "mlflow"],
-                       check=True, capture_output=True)
-        uri = f"postgresql+psycopg2://runner@127.0.0.1:{port}/mlflow"
+    with postgres("mlflow") as uri:
         proc = run_cli(["model=coin", "guide=manual", "steps=100", f"tracking.uri={uri}",
                         f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         _, runs = read_runs(uri)
         assert len(runs) == 1 and runs[0].info.status == "FINISHED"
         assert runs[0].data.metrics["final_loss"] > 0
-    finally:
-        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-w", "stop", "-m", "fast"], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runner.errors import TrackingError
 from runner.tracking.base import RunEnd, RunRecord, RunStart, SweepResult, SweepStart, Tracking
+from runner.tracking.worker import alive, host
 from runner.tracking.mlflow.reach import MLFLOW_NAMED_URIS, REACH_TIMEOUT_S, check_reachable, check_timeout
 
 # MLflow 3 sends usage telemetry and waits for it at exit (about 1 s per process where the
@@ -39,20 +40,6 @@ def mlflow_tags(tags: dict, name: str | None = None, parent_id: str | None = Non
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()
 
 
 class MlflowTracking(Tracking):
@@ -180,15 +167,15 @@ class MlflowTracking(Tracking):
         in every experiment of the store (the next command on the store, whatever its experiment)."""
         from mlflow.entities import ViewType
 
-        client, host = self._client, _host()
+        client, here = self._client, host()
         experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
                                                                           max_results=50000)]
         runs = client.search_runs(experiments or [self.experiment_id], filter_string=(
-            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{host}'"), max_results=1000)
+            f"attributes.status = 'RUNNING' and tags.`runner.host` = '{here}'"), max_results=1000)
         for r in runs:
             pid = r.data.tags.get("runner.pid", "")
-            if pid.isdigit() and not _alive(int(pid)):
-                client.set_tag(r.info.run_id, "runner.stale", f"process {pid} on {host} was gone; marked FAILED by a later command")
+            if pid.isdigit() and not alive(int(pid)):
+                client.set_tag(r.info.run_id, "runner.stale", f"process {pid} on {here} was gone; marked FAILED by a later command")
                 client.set_terminated(r.info.run_id, "FAILED")
                 self.reaped.append(r.info.run_id)
 
@@ -271,7 +258,7 @@ class MlflowTracking(Tracking):
     @staticmethod
     def _left_by_the_dead(run) -> bool:
         pid = run.data.tags.get("runner.pid", "")
-        return run.data.tags.get("runner.host") == _host() and pid.isdigit() and not _alive(int(pid))
+        return run.data.tags.get("runner.host") == host() and pid.isdigit() and not alive(int(pid))
 
     def adopt(self) -> str | None:
         """The run this command opened (RUNNING, tagged with its pid and host): a new worker that
@@ -281,7 +268,7 @@ class MlflowTracking(Tracking):
         self.client
         if self.run_id is None:
             runs = self._search(f"attributes.status = 'RUNNING' and tags.`runner.pid` = '{owner_pid()}' and "
-                                f"tags.`runner.host` = '{_host()}'", "attributes.start_time DESC", 1)
+                                f"tags.`runner.host` = '{host()}'", "attributes.start_time DESC", 1)
             self.run_id = runs[0].info.run_id if runs else None
         return self.run_id
 
@@ -390,8 +377,8 @@ class MlflowTracking(Tracking):
 
         tags = self.client.get_run(parent_id).data.tags
         pid = tags.get("runner.pid", "")
-        return (tags.get("runner.host") == _host() and pid.isdigit() and int(pid) != owner_pid()
-                and _alive(int(pid)))
+        return (tags.get("runner.host") == host() and pid.isdigit() and int(pid) != owner_pid()
+                and alive(int(pid)))
 
     def sweep_updated(self, parent_id: str | None, tags: dict) -> None:
         from mlflow.entities import RunTag

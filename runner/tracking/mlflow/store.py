@@ -112,11 +112,9 @@ def metric_name(name: str) -> str:
 
 
 def process_tags() -> dict:
-    import socket
+    from runner.tracking.worker import host, owner_pid
 
-    from runner.tracking.worker import owner_pid
-
-    return {"runner.pid": str(owner_pid()), "runner.host": socket.gethostname()}
+    return {"runner.pid": str(owner_pid()), "runner.host": host()}
 
 
 def preimport() -> None:
