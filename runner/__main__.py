@@ -76,7 +76,10 @@ def main() -> None:
     except (HydraException, OmegaConfBaseException) as e:
         if full:
             raise
-        print(f"runner: error: {redact(one_line(e))}", file=sys.stderr)
+        line = redact(one_line(e))
+        if SIGNALS.at_stop:  # a sweep's parent was opened (e.g. a launcher's settings refused): it ends FAILED
+            SIGNALS.stopped(error=line[:500])
+        print(f"runner: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
     except OSError as e:  # from Hydra's own set-up (the run's errors end in app.run): its output folder
         if not e.filename and SIGNALS.at_stop and not full:  # a launcher's (ConnectionError, ...)

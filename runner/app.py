@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ConfigError, Pruned, RunFailed, TrackingError, disk_full
+from runner.experiment import configure_jax  # noqa: F401 (runner.app.configure_jax: the API's and tests')
 from runner.redact import redact, redact_folder
 
 
@@ -30,20 +31,6 @@ class Outcome:
     @property
     def final_loss(self) -> float | None:
         return self.scalars.get("final_loss")
-
-
-def configure_jax(cache_dir: str | None, x64: bool | None = None) -> None:
-    """XLA's persistent compile cache: repeated runs skip the compile. `x64`: the experiment's
-    float width, set again (another experiment built since may have changed it)."""
-    import jax
-
-    if x64 is not None:
-        from runner.experiment import set_precision
-
-        set_precision(x64)
-    if cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
 def run(cfg):
@@ -72,7 +59,7 @@ def run(cfg):
 def start(cfg, job) -> Outcome | None:
     """The backend checked, a finished twin looked for (a sweep's job), the experiment built and a
     resume= checked, all before any fit; then `execute`."""
-    from runner import identity, tracking
+    from runner import fusion, identity, tracking
     from runner.experiment import build
     from runner.job import check_resumable
 
@@ -83,15 +70,17 @@ def start(cfg, job) -> Outcome | None:
     done = job.skip(backend, config_hash)
     if done:
         return twin_outcome(job, backend, f"already FINISHED as run {done}", done)
-    exp = build(cfg, config_hash)  # the last reader of cfg
+    prefit = fusion.take(config_hash)  # hydra/launcher=vectorized fitted it with its group
+    exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
     if resume is not None:  # before the interrupted run is reopened
         check_resumable(exp, resume)
-    return execute(exp, job, backend, resume=resume)
+    return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output)
 
 
-def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
+def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outcome | None:
     """One run: opened (RUNNING while it fits), fitted, written into its run directory, recorded;
-    an interruption ends it KILLED, a crash FAILED (runner.lifecycle.RunScope)."""
+    an interruption ends it KILLED, a crash FAILED (runner.lifecycle.RunScope). `fitted`: its
+    FitOutput when its fit was done already (a fused sweep's group)."""
     from runner import identity, outputs
     from runner.lifecycle import RunScope
     from runner.tracking.base import RunEnd
@@ -108,7 +97,7 @@ def execute(exp, job, backend, resume: Path | None = None) -> Outcome | None:
         if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
             return twin_outcome(job, backend, f"run {twin} has the same config (RUNNING in another process, "
                                 "or FINISHED)", twin)
-        out = exp.inference.fit(exp, fit_context(exp, job, resume, scope))
+        out = fitted if fitted is not None else exp.inference.fit(exp, fit_context(exp, job, resume, scope))
         scope.safe_point()
         written = outputs.write(exp, out, job.run_dir)
         scope.safe_point()

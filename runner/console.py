@@ -32,8 +32,12 @@ def one_line(e: BaseException) -> str:
         if renamed:
             return f"{group}={name} is called {group}={renamed} now (choose one of {options})"
         return f"unknown {group} '{name}': choose one of {options}"
-    from hydra.errors import OverrideParseException
+    from hydra.errors import InstantiationException, OverrideParseException
 
+    from runner.errors import ConfigError
+
+    if isinstance(e, InstantiationException) and isinstance(e.__cause__, ConfigError):  # a plugin's settings
+        return str(e.__cause__)
     text = str(e).strip()
     if isinstance(e, OverrideParseException) and e.override:
         return f"cannot read the override {e.override!r}: {text.splitlines()[0]}"

@@ -67,6 +67,40 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
                       data_source=None if data is None else str(node.get("path") or node.get("_target_")))
 
 
+def build_like(cfg: DictConfig, chash: str, like: Experiment) -> Experiment:
+    """A fused sweep's job (runner.fusion) whose config differs from `like`'s only in the numbers
+    the group varies and in what acts after the fit: `like`'s model and data, the method's parts
+    taken from `like`'s (Method.prepare_like), and this config's own seed, method settings,
+    optimizer, run settings, config text, params and hash."""
+    import dataclasses
+
+    from runner import schema
+    from runner.inference import from_config
+
+    check_targets(cfg)
+    run = schema.run_settings(cfg)
+    inference = from_config(cfg.get("inference"))
+    inference.prepare_like(cfg, like.model, like.data, like.inference)
+    every = run["checkpoint.every_s"]
+    return dataclasses.replace(
+        like, inference=inference, seed=run["seed"], posterior_samples=run["posterior.samples"],
+        progress=run["progress"], config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
+        params={k: redact(v) for k, v in flatten(cfg).items()}, config_hash=chash,
+        checkpoint_every_s=None if every is None else float(every))
+
+
+def configure_jax(cache_dir: str | None, x64: bool | None = None) -> None:
+    """XLA's persistent compile cache: repeated runs skip the compile. `x64`: the experiment's
+    float width, set again (another experiment built since may have changed it)."""
+    import jax
+
+    if x64 is not None:
+        set_precision(x64)
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def set_precision(x64: bool) -> bool:
     """JAX's float width for this run, set before its data are loaded: float64 with jax.x64=true
     or JAX_ENABLE_X64=1 in the environment (as JAX reads it), else float32 (also after an earlier

@@ -39,7 +39,7 @@ def optax_transform(name: str, lr=None, schedule=None, **kwargs) -> OptaxOptimiz
     fn = getattr(optax, name, None)
     if not callable(fn) or name.startswith("_"):
         raise ConfigError(f"optim.name='{name}' is not an optax optimizer (e.g. adam, sgd, adamw)")
-    if lr is not None and not callable(lr):
+    if lr is not None and not callable(lr) and not traced(lr):  # traced: a fused sweep's row (checked as a number)
         schema.positive("optim.lr", lr)  # NaN or inf ran to a wrong loss
     if schedule is not None:
         lr = schedule(init_value=lr)
@@ -48,6 +48,13 @@ def optax_transform(name: str, lr=None, schedule=None, **kwargs) -> OptaxOptimiz
     except TypeError as e:
         raise ConfigError(f"optim '{name}': {e}") from None
     return OptaxOptimizer(tx)
+
+
+def traced(value) -> bool:
+    """A value inside a compiled program (a fused sweep gives each row its own numbers)."""
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
 
 
 def cosine_schedule(init_value: float, decay_steps: int, alpha: float = 0.0, **kwargs):

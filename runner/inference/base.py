@@ -78,13 +78,28 @@ class Method:
     groups: tuple = ("model", "data", "inference")
     #: the fit writes checkpoints (FitContext.checkpoint) and continues one (resume=)
     checkpoints: bool = False
+    #: several experiments fit as one program (`fit_fused`: hydra/launcher=vectorized)
+    fuses: bool = False
 
     def prepare(self, cfg, model, data) -> None:
         """Build what the method needs from the composed config, and refuse what cannot work
         with this model and data (ConfigError, one line). Called by runner.experiment, before any fit."""
 
+    def prepare_like(self, cfg, model, data, other: "Method") -> None:
+        """`prepare` for a config that differs from `other`'s (prepared for the same model and
+        data) only in numbers a fused sweep varies (runner.fusion.signature): a method may take
+        `other`'s parts instead of building them again."""
+        self.prepare(cfg, model, data)
+
     def fit(self, exp, context: FitContext = FitContext()) -> FitOutput:
         raise NotImplementedError
+
+    def fit_fused(self, exps: list, plan) -> list[FitOutput] | None:
+        """Several experiments that differ only in numbers that keep the program's shapes (a fused
+        sweep's group, runner.fusion: `plan` says which numbers differ, the pruning and the memory)
+        fitted as one compiled program: each one's FitOutput, as its own fit would give it. None:
+        this method fits one experiment at a time (the jobs then run one by one)."""
+        return None
 
     def extras(self, exp, output: FitOutput, run_dir: Path) -> list[str]:
         """The method's own files in the run directory (its figures); their paths."""

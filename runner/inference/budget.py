@@ -12,6 +12,10 @@ from runner.errors import ConfigError
 SHARE = 0.9
 
 
+class OverBudget(ConfigError):
+    """A compiled program plans more memory than there is (a fused sweep splits its group)."""
+
+
 def available_bytes() -> int | None:
     """Free memory of the device the fit runs on: an accelerator's limit less what is in use, or
     the host's MemAvailable (Linux); None where it cannot be known."""
@@ -59,6 +63,6 @@ def compile_within_budget(jitted, *args, what: str = "the fit", hint: str = "", 
     need = needed_bytes(compiled)
     have = available_bytes() if available is None else available
     if need is not None and have is not None and need > SHARE * have:
-        raise ConfigError(f"{what} needs {gb(need)} of memory, {gb(have)} is available"
+        raise OverBudget(f"{what} needs {gb(need)} of memory, {gb(have)} is available"
                           + (f": {hint}" if hint else ""))
     return compiled

@@ -87,7 +87,8 @@ def compile_fit(programs, roots, data) -> tuple[Callable, Callable]:
                           lowered.out_info, prepare.output_shardings)
     compiled = compile_within_budget(
         programs.advance, *shapes, data, 0, programs.steps, what="the fit",
-        hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)")
+        hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)",
+        available=programs.available)
     return prepare, on_its_devices(compiled)
 
 
@@ -126,18 +127,21 @@ def run(programs, roots, data, progress=None, checkpoint: Checkpoint | None = No
     """The whole fit (`programs`: runner.inference.svi.program.Programs). With `checkpoint`, the
     state is written every `checkpoint.every_s` seconds (and at the end), and `checkpoint.resume`
     continues from the saved one: the same step keys on the same state, the same numbers. With
-    early stopping, the chunks end once every restart has stopped."""
+    early stopping, the chunks end once every restart has stopped. `programs.pruner` (a fused
+    sweep's, runner.inference.svi.fused.Halving): chunks also end at its rungs, where it stops
+    the worst jobs (a masked update, as early stopping's)."""
+    pruner = programs.pruner
     prepare, advance = compile_fit(programs, roots, data)
     state, fixed = prepare(roots, data)
     start = 0
     if checkpoint is not None and checkpoint.resume:
         state, start = checkpoint.load(state)
     seconds = chunk_seconds(progress, checkpoint, safe_point)
-    if seconds is None and start == 0:  # one call
+    if seconds is None and start == 0 and pruner is None:  # one call
         state, _ = advance(state, fixed, data, 0, programs.steps)
     else:
         chunks = Chunks(advance, fixed, data, programs.steps, 1e9 if seconds is None else seconds,
-                        Between(progress, checkpoint, safe_point))
+                        Between(progress, checkpoint, safe_point), pruner)
         state = chunks.run(state, start)
     return programs.finish(state, fixed, roots, data)
 
@@ -185,6 +189,7 @@ class Chunks:
     steps: int
     chunk_s: float
     between: Between
+    pruner: Any = None  # rungs (steps at which a chunk ends) and (state, step) -> state
 
     def run(self, state, start: int):
         self.state = state  # the latest state, complete or not (advance donates the one it is given)
@@ -204,8 +209,12 @@ class Chunks:
         every = report_every(self.between.safe_point, self.steps)
         while start < self.steps and not state.finished(self.steps):
             stop = min(self.steps, start + chunk if every is None else (start // every + 1) * every)
+            if self.pruner is not None:
+                stop = min([stop, *(r for r in self.pruner.rungs if r > start)])
             t = time.perf_counter()
             state, best = self.advance(state, self.fixed, self.data, start, stop)
+            if self.pruner is not None and stop in self.pruner.rungs:
+                state = self.pruner(state, stop)
             self.state = state
             best = float(best)  # waits for the chunk
             self.done = (state, stop)

@@ -38,6 +38,7 @@ class SVI(Method):
     their groups and refuses what cannot work with the model and data."""
     name = "svi"
     checkpoints = True  # its state is written between chunks (checkpoint.every_s) and continued (resume=)
+    fuses = True  # a fused sweep's group is one program (fit_fused)
     groups = ("model", "guide", "loss", "optim", "data", "inference")
     steps: int = schema.setting(1000, schema.RUN["steps"].check)
     select: str = schema.setting("final", schema.RUN["select"].check)
@@ -87,6 +88,17 @@ class SVI(Method):
             if self.optimizer.needs_deterministic:
                 raise ConfigError("optim=lbfgs needs the full data at every step: drop data.batch_size")
 
+    def prepare_like(self, cfg, model, data, other: "SVI") -> None:
+        """The guide, loss and checks of `other` (the same model, data, guide and loss: a fused
+        sweep's group); this config's own optimizer, whose numbers may differ."""
+        from runner.checks import instantiate
+
+        self.guide_builder, self.loss = other.guide_builder, other.loss
+        self.deterministic, self.continuous = other.deterministic, other.continuous
+        self.rows, self.data_plates = other.rows, other.data_plates
+        self.optimizer = instantiate(cfg.optim, "optim")
+        self.lr = cfg.optim.get("lr")
+
     def label(self, choices: dict) -> str:
         return choices.get("guide") or self.name
 
@@ -119,6 +131,17 @@ class SVI(Method):
                                     resume=context.resume is not None, config_hash=exp.config_hash)
         progress = None if context.progress is None else Progress(self.steps, label=context.progress)
         return output(exp, fit(exp, progress=progress, checkpoint=checkpoint, safe_point=context.safe_point))
+
+    def fit_fused(self, exps: list, plan) -> list[FitOutput]:
+        """The experiments as one compiled program (runner/inference/svi/fused.py): their seeds,
+        optimizer numbers and early stopping per row; `plan` (runner.fusion.Plan): the optimizer
+        numbers that differ, the pruning, the memory the program may use, a progress label."""
+        from runner.inference.svi import fused
+        from runner.progress import Progress
+
+        progress = None if plan.progress is None else Progress(self.steps, label=plan.progress)
+        per_job, pruned_at = fused.fit(exps, plan.varying, plan.optim_node, plan.pruning, progress, plan.available)
+        return fused_outputs(exps, per_job, pruned_at)
 
     def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:
         """Every restart's loss curve (plots/loss.png) and the per-restart diagnostics."""
@@ -179,6 +202,21 @@ def output(exp, results) -> FitOutput:
                      assignments=assignments, draw=guide_sampler(exp, result.params),
                      line=f"{line} {stop_words}".rstrip(), key_derivation=KEY_DERIVATION, tags=tags,
                      children=children, extras=Fitted(results, best, diagnostics))
+
+
+def fused_outputs(exps, per_job: list, pruned_at: np.ndarray | None) -> list:
+    """Each job's FitOutput, as its own fit would give it; a pruned job's says so (tags
+    `pruned`, `pruned_at_step`, and its summary line)."""
+    outs = []
+    for j, (exp, results) in enumerate(zip(exps, per_job)):
+        out = output(exp, results)
+        if pruned_at is not None and pruned_at[j] < exp.inference.steps:
+            step = int(pruned_at[j])
+            out.tags = {**out.tags, "pruned": "yes", "pruned_at_step": step}
+            out.scalars = {**out.scalars, "pruned_at_step": step}
+            out.line = f"{out.line} pruned at step {step}/{exp.inference.steps}".strip()
+        outs.append(out)
+    return outs
 
 
 def diverged(exp, results, best: int, scalars: dict) -> FitOutput:

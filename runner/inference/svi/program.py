@@ -119,11 +119,14 @@ class Programs:
     finish: Callable  # (state, fixed, roots, data) -> dict of arrays, leading axis = replicate
     steps: int
     curve_steps: np.ndarray = None  # the steps kept on the curves
+    available: int | None = None  # bytes the fit may plan to use (None: what the machine has free)
+    pruner: Any = None  # a fused sweep's pruning between chunks (runner.inference.svi.fused.Halving)
 
     def run(self, roots, data, progress=None, checkpoint: Checkpoint | None = None,
             safe_point: Callable[[], None] | None = None) -> dict:
         """The whole fit (runner.inference.svi.loop.run): in one call, or in chunks for the
-        progress line (`progress.chunk_s` seconds), the checkpoints and the safe point."""
+        progress line (`progress.chunk_s` seconds), the checkpoints, the safe point and a fused
+        sweep's pruner."""
         return run(self, roots, data, progress, checkpoint, safe_point)
 
 
@@ -150,6 +153,8 @@ class FitProgram:
     minibatch: features.Minibatch | None = None  # data.batch_size, None: every step sees all the data
     batch_model: Any = None  # the model a minibatch step trains (its data plates scaled)
     psis_draws: int = 0  # guide draws for PSIS (continuous guides), 0: none
+    stop: Any = None  # the early stopping settings (method.stop; a fused program's: (B,) arrays per row)
+    varying: Any = None  # a fused program's runner.inference.svi.fused.Varying: the optimizer's numbers per row
 
     @property
     def steps(self) -> int:
@@ -241,14 +246,16 @@ class FitProgram:
         restart keeps its params, optimizer state and failure step (a masked update)."""
         import jax
 
-        optimizer = self.method.optimizer
+        varying = self.varying
 
-        def one(p, s, k):
+        def one(p, s, k, numbers):
+            optimizer = self.method.optimizer if varying is None else varying.optimizer(numbers)
             p, s, loss, grads = optimizer.step(p, s, step_loss, k)
             return p, s, loss, {n: grad_norm(g) for n, g in grads.items()}
 
         keys = jax.vmap(nth_key, (0, None))(train_keys, i)
-        params, opt_state, loss, norms = jax.vmap(one)(state.params, state.opt_state, keys)
+        numbers = None if varying is None else varying.rows()
+        params, opt_state, loss, norms = jax.vmap(one)(state.params, state.opt_state, keys, numbers)
         step = Step(i, loss, norms, state.tail.last)
         new = FitState(params, opt_state, self.curves.update(state.curves, step), self.tail.update(state.tail, step),
                        self.failure.update(state.failure, step), state.stop)
@@ -314,7 +321,10 @@ class FitProgram:
             finals = state.tail.last if method.deterministic else state.tail.total / tail
         noise = jnp.sqrt(state.tail.d2 / (2 * max(1, min(tail, steps - 1))))
         if state.stop is not None:  # a stopped restart: the mean (and noise) of its last `patience` losses
-            stopped, patience = state.stop.stop_at < steps, method.stop.patience
+            # (a restart pruned by a fused sweep stopped before `patience` steps without improvement:
+            # its tail was evaluated at the params it stopped with, as every held restart's is)
+            patience = self.stop.patience
+            stopped = (state.stop.stop_at < steps) & (state.stop.since >= patience)
             if not method.deterministic and self.minibatch is None:
                 finals = jnp.where(stopped, state.stop.since_sum / patience, finals)
             noise = jnp.where(stopped, jnp.sqrt(state.stop.since_d2 / (2 * patience)), noise)
@@ -350,14 +360,17 @@ def restart_keys(roots, R: int) -> tuple[Any, Any]:
     return shard_restarts(keys), shard_restarts(train_keys.reshape(N * R, -1))
 
 
-def make_programs(exp) -> Programs:
-    """The fit as three jitted functions for the experiment `exp` (see the module docstring)."""
+def make_programs(exp, fused=None) -> Programs:
+    """The fit as three jitted functions for the experiment `exp` (see the module docstring);
+    `fused` (runner.inference.svi.fused.Rows): one program for several experiments that differ
+    in their seeds and numbers only (a fused sweep's jobs), their settings per row."""
     import jax
 
     method = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
     steps = method.steps
     kept = curve_steps(steps, method.curve_points)
-    stop = method.stop  # runner.inference.svi.method.Stop or None (train every step)
+    # runner.inference.svi.method.Stop or None (train every step); fused: its fields per row
+    stop = method.stop if fused is None else fused.stop
     batch = method.batch_size  # None: every step sees all the data
     minibatch = features.minibatch(method.rows, batch, method.data_plates) if batch else None
     fit = FitProgram(
@@ -365,7 +378,8 @@ def make_programs(exp) -> Programs:
         tail=features.tail(steps, tail_length(steps)), failure=features.failure(steps),
         stopping=None if stop is None else features.stopping(stop, steps), minibatch=minibatch,
         batch_model=None if minibatch is None else minibatch.init(exp.model),
-        psis_draws=method.psis_draws if method.continuous else 0)
+        psis_draws=method.psis_draws if method.continuous else 0, stop=stop,
+        varying=None if fused is None else fused.varying)
     return Programs(prepare=jax.jit(fit.prepare), advance=jax.jit(fit.advance, donate_argnums=0),
                     finish=jax.jit(fit.finish), steps=steps, curve_steps=kept)
 

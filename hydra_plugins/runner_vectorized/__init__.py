@@ -1,0 +1,2 @@
+"""runner's Hydra plugins live under `hydra_plugins` (Hydra instantiates launchers and sweepers
+only from this namespace package)."""
