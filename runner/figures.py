@@ -82,7 +82,8 @@ def loss_plot(result, path: Path) -> None:
     if np.isfinite(result.initial_loss):
         ax0.axvline(result.initial_loss, color="C3")
     ax0.set_title("initial losses")
-    fig.tight_layout()
+    # fixed margins for this fixed layout: tight_layout drew the figure once more (half its cost)
+    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.13, top=0.91, wspace=0.2)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
