@@ -243,8 +243,10 @@ def read_checkpoint(path: Path) -> tuple[str, int]:
     import numpy as np
 
     from runner.errors import describe
+    from runner.readback import NPZ_SIGNATURES, first_bytes
 
     try:
+        first_bytes(path, NPZ_SIGNATURES, f"resume: {path}", "a .npz file", ": not runner's checkpoint")
         with np.load(path) as f:
             names = set(f.files)
             if not {"config_hash", "step"} <= names:
