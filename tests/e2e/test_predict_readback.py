@@ -24,7 +24,7 @@ def runs(tmp_path_factory):
     ids = {}
     for name, args in {"coin": ("model=coin", "guide=autonormal", "steps=50"), "gmm": ("model=gmm", "steps=50"),
                        "em": ("model=gmm", "inference=em", "restarts=2")}.items():
-        _, client, run, _ = fit_cli(folder, *args, run=name)
+        run = fit_cli(folder, *args, run=name)[2]
         ids[name] = run.info.run_id
     return folder, ids
 
@@ -88,8 +88,8 @@ CASES = [
     ("gmm", "latents.json", {**GMM, "locs": [0.5, 11.0, 3.0]}, ": 'locs' has shape (3,), the model's site has shape (2,)"),
     ("em", "params.json", b'{"locs": [[0.5], [11]], "variances": [[NaN], [0.6]], "weights": [0.4, 0.6]}',
      " is not JSON (NaN is not a JSON number)"),
-    ("em", "params.json", {**EM, "locs": [0.5, 11.0]}, " holds {'locs': (2,), 'variances': (2, 1), 'weights': (2,)}, "
-                                                       "EM's parameters of this model are"),
+    ("em", "params.json", {**EM, "locs": [0.5, 11.0]},
+     (" holds {'locs': (2,), 'variances': (2, 1), 'weights': (2,)}, EM's parameters of this model are")),
     ("em", "params.json", {**EM, "weights": ["a", 0.6]}, ": 'weights' holds text where numbers belong"),
 ]
 
