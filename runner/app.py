@@ -61,20 +61,22 @@ def start(cfg, job) -> Outcome | None:
     resume= checked, all before any fit; then `execute`."""
     from runner import fusion, identity, tracking
     from runner.experiment import build
-    from runner.job import check_resumable
+    from runner.job import check_resumable, run_dir_locks
 
     backend = tracking.from_config(cfg.tracking)
     backend.check()
     resume = job.resume_dir(cfg.get("resume"), backend)
-    config_hash = identity.config_hash(cfg)  # it reads the data file and the model's source: once
-    done = job.skip(backend, config_hash)
-    if done:
-        return twin_outcome(job, backend, f"already FINISHED as run {done}", done)
-    prefit = fusion.take(config_hash)  # hydra/launcher=vectorized fitted it with its group
-    exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
-    if resume is not None:  # before the interrupted run is reopened
-        check_resumable(exp, resume)
-    return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output)
+    # a resume holds its run directory's lock from here to its end: a second resume of it is refused
+    with run_dir_locks([] if resume is None else [resume], "resume"):
+        config_hash = identity.config_hash(cfg)  # it reads the data file and the model's source: once
+        done = job.skip(backend, config_hash)
+        if done:
+            return twin_outcome(job, backend, f"already FINISHED as run {done}", done)
+        prefit = fusion.take(config_hash)  # hydra/launcher=vectorized fitted it with its group
+        exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
+        if resume is not None:  # before the interrupted run is reopened
+            check_resumable(exp, resume)
+        return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output)
 
 
 def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outcome | None:
@@ -82,6 +84,7 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outco
     an interruption ends it KILLED, a crash FAILED (runner.lifecycle.RunScope). `fitted`: its
     FitOutput when its fit was done already (a fused sweep's group)."""
     from runner import identity, outputs
+    from runner.job import run_dir_locks
     from runner.lifecycle import RunScope
     from runner.tracking.base import RunEnd
 
@@ -92,7 +95,9 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outco
     configure_jax(exp.cache_dir, exp.x64)
     preimport(exp)
     start = identity.run_start(exp, job, resume)  # its name and tags
-    with RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope:
+    # a fit that checkpoints holds its run directory's lock: a resume of it while it runs is refused
+    with (run_dir_locks([job.run_dir] if checkpoints(exp, resume) else [], ""),
+          RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope):
         twin = scope.open(start)
         if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
             return twin_outcome(job, backend, f"run {twin} has the same config (RUNNING in another process, "
@@ -129,15 +134,19 @@ def finish(exp, job, backend, out, record, run_id: str | None) -> Outcome:
     return Outcome(run_id=run_id, output=out, scalars=record.scalars, run_dir=job.run_dir, experiment=exp)
 
 
+def checkpoints(exp, resume: Path | None) -> bool:
+    """Whether the fit writes checkpoints into its run directory."""
+    return bool(exp.inference.checkpoints and (exp.checkpoint_every_s is not None or resume is not None))
+
+
 def fit_context(exp, job, resume: Path | None, scope):
     """What the fit gets from the run: its progress label, where it checkpoints, what it
     continues, and the run's safe point."""
     from runner.inference import FitContext
     from runner.job import CHECKPOINT
 
-    checkpoints = exp.inference.checkpoints and (exp.checkpoint_every_s is not None or resume is not None)
     return FitContext(progress=job.label if exp.progress else None,
-                      checkpoint=job.run_dir / CHECKPOINT if checkpoints else None,
+                      checkpoint=job.run_dir / CHECKPOINT if checkpoints(exp, resume) else None,
                       resume=None if resume is None else resume / CHECKPOINT,
                       safe_point=job.safe_point(scope.safe_point))
 

@@ -37,6 +37,18 @@ class Experiment:
         return self.inference.name
 
 
+def check_draws(model, data, samples: int) -> None:
+    """posterior.samples predictive draws of every site are kept in memory (and written): refused
+    in one line before the run opens when they cannot be."""
+    if not samples:
+        return
+    from runner.inference.budget import check_bytes
+    from runner.posterior import draw_bytes
+
+    check_bytes(int(samples) * draw_bytes(model, data), f"posterior.samples={samples} (the posterior predictive draws)",
+                "fewer posterior.samples")
+
+
 def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     """The composed config -> a typed Experiment, or one ConfigError line: every refusal that
     can be known before a fit. `chash`: the config's hash when the caller already has it (a
@@ -54,6 +66,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     data = load_data(cfg.get("data"))
     data = model.bind(data)
     inference.prepare(cfg, model, data)
+    check_draws(model, data, run["posterior.samples"])
     if run["data.batch_size"] is not None and not getattr(inference, "batch_size", None):
         raise ConfigError(f"data.batch_size applies to inference=svi, not inference={inference.name}")
     node = cfg.get("data") or {}
@@ -81,6 +94,7 @@ def build_like(cfg: DictConfig, chash: str, like: Experiment) -> Experiment:
     run = schema.run_settings(cfg)
     inference = from_config(cfg.get("inference"))
     inference.prepare_like(cfg, like.model, like.data, like.inference)
+    check_draws(like.model, like.data, run["posterior.samples"])
     every = run["checkpoint.every_s"]
     return dataclasses.replace(
         like, inference=inference, seed=run["seed"], posterior_samples=run["posterior.samples"],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from runner.errors import ConfigError
 SWEEP_FILE = "sweep.json"
 STATUS_FILE = "runner_status.json"
 CHECKPOINT = "checkpoint.npz"
+#: in a run directory whose fit checkpoints (or that a resume continues): locked (flock) by the
+#: process fitting it, its pid inside; the kernel releases it when that process ends, however
+LOCK = ".runner.lock"
 TRIALS = "trials"  # <sweep dir>/trials/<job number>.json: a search's trial, per job
 #: set by a launcher that requeues its jobs (hydra_plugins/runner_slurm) in a requeued job's process
 REQUEUED = "RUNNER_REQUEUED"
@@ -243,8 +247,10 @@ def read_checkpoint(path: Path) -> tuple[str, int]:
     import numpy as np
 
     from runner.errors import describe
+    from runner.readback import NPZ_SIGNATURES, first_bytes
 
     try:
+        first_bytes(path, NPZ_SIGNATURES, f"resume: {path}", "a .npz file", ": not runner's checkpoint")
         with np.load(path) as f:
             names = set(f.files)
             if not {"config_hash", "step"} <= names:
@@ -259,3 +265,45 @@ def read_checkpoint(path: Path) -> tuple[str, int]:
     except Exception as e:  # a zip cut short, not a .npz, an object array (pickles are refused)
         raise ConfigError(f"resume: {path} cannot be read ({describe(e)}): cut short, or not runner's checkpoint") from None
     return saved, int(step)
+
+
+def lock_folder(folder: Path, what: str) -> int:
+    """An exclusive flock on `folder`'s LOCK file (created), held on the returned descriptor
+    until it is closed or the process ends (a crash or SIGKILL included); ConfigError in one line
+    while another process holds it. The descriptor is not inherited by child processes."""
+    import fcntl
+    import os
+
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise ConfigError(f"{what + ': ' if what else ''}{folder} is being fitted by another command (pid "
+                          f"{holder or 'unknown'}): wait for it to end, or stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+#: the run directories this process holds the lock of (a requeued job resumes its own: locked once)
+HELD: set = set()
+
+
+@contextmanager
+def run_dir_locks(folders: list, what: str):
+    """lock_folder on each of `folders` that this process does not hold yet, for the block."""
+    import os
+
+    held: dict = {}
+    try:
+        for folder in dict.fromkeys(Path(f).resolve() for f in folders):
+            if folder not in HELD:
+                held[folder] = lock_folder(folder, what)
+                HELD.add(folder)
+        yield
+    finally:
+        for folder, fd in held.items():
+            HELD.discard(folder)
+            os.close(fd)

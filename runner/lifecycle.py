@@ -6,10 +6,13 @@ Signals: the CLI installs `SIGNALS` (runner.__main__). Inside a run a SIGINT or 
 recorded: the handler never raises inside whatever code it lands in (a GC callback once swallowed
 a SystemExit raised there, and the fit ran on). The run stops at its next safe point (between the
 fit's compiled chunks, between the run's phases) with `Interrupted`, and ends KILLED. While a
-run's results are logged (about a second), or its end recorded, a signal waits for that: the
-run ends complete and FINISHED, then the command stops and says so. Outside a run (composing, a
-launcher waiting for its jobs) a signal stops the command at once, and so does a second signal
-in a run (a fit without safe points inside, NUTS or EM, runs to its end otherwise).
+run is opened in the store, its results are logged (about a second), or its end recorded, a
+signal (a second one too) waits for that: the run ends complete and FINISHED, or KILLED, then the
+command stops and says so. Outside a run (composing, a launcher waiting for its jobs) a signal
+stops the command at once, and so does a second signal in a run (a fit without safe points
+inside, NUTS or EM, runs to its end otherwise): how a user says "now". Where that raise lands in
+a callback that swallows it (XLA's gc callback), the signal is recorded all the same and the
+run stops at its next safe point, or when it ends: it is never left RUNNING by a live command.
 """
 from __future__ import annotations
 
@@ -98,12 +101,13 @@ class Signals:
 
     @contextmanager
     def logging(self):
-        """The run's results being logged: a signal waits until they are."""
-        self.deferred = True
+        """The run's results being logged (or the run opened or ended in the store): a signal,
+        a second one too, waits until they are. Nested blocks keep waiting until the outer ends."""
+        before, self.deferred = self.deferred, True
         try:
             yield
         finally:
-            self.deferred = False
+            self.deferred = before
 
 
 SIGNALS = Signals()
@@ -127,7 +131,8 @@ class RunScope:
     def open(self, start) -> str | None:
         """Open the run; the id of a run it yields to (a sweep's twin), in which case the job is
         skipped and the scope has nothing to end."""
-        twin = self.backend.run_started(start)
+        with SIGNALS.logging():  # opened whole: a second signal here would leave a run no one ends
+            twin = self.backend.run_started(start)
         if twin:
             self.done = True
         return twin
@@ -137,8 +142,9 @@ class RunScope:
 
     def __exit__(self, kind, error, tb) -> bool:
         try:
-            if error is not None and not self.done:
-                self.ended(error)
+            with SIGNALS.logging():  # a second signal while the run is ended waits: it ends KILLED, recorded
+                if error is not None and not self.done:
+                    self.ended(error)
         finally:
             SIGNALS.runs -= 1
         if error is None and SIGNALS.code and not SIGNALS.deferred:

@@ -69,13 +69,11 @@ def read(az, run: dict):
     first bytes before it is opened) with a finite log-likelihood group; else one ConfigError line
     naming the run and the file. Nothing in it is executed (netCDF holds arrays only)."""
     from runner.errors import describe
+    from runner.readback import first_bytes
 
     path = Path(run["path"])
     what = f"run {run.get('run_id') or run['label']}: {path.name}"
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not head.startswith(SIGNATURES):
-        raise ConfigError(f"{what} is not a netCDF file (it starts {head[:8]!r}): it cannot be ranked by LOO")
+    first_bytes(path, SIGNATURES, what, "a netCDF file", ": it cannot be ranked by LOO")
     try:
         idata = az.from_netcdf(str(path))
     except Exception as e:

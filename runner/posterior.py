@@ -56,6 +56,21 @@ def model_sites(model, data, inspect=None):
     return out
 
 
+def draw_bytes(model, data, sites=None) -> int:
+    """Bytes of one draw of the model's sample and deterministic sites (of `sites` only, when
+    given), from one abstract trace on `data`: nothing is drawn."""
+    sizes: dict = {}
+
+    def inspect(trace, _):
+        for name, s in trace.items():
+            if s["type"] in ("sample", "deterministic") and (sites is None or name in sites):
+                value = s["value"]
+                sizes[name] = int(np.prod(np.shape(value), dtype=np.int64)) * np.dtype(getattr(value, "dtype", "f4")).itemsize
+
+    model_sites(model, data, inspect)
+    return sum(sizes.values())
+
+
 class Roles(NamedTuple):
     """The model's sites by role, from one trace."""
     latent: list  # sampled and not observed, not enumerated (what a guide or a sampler draws)

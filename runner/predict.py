@@ -91,10 +91,8 @@ def predict(opts: dict) -> dict:
             tags = backend.fetch(opts["run_id"], PREDICT_FILES, Path(tmp))
         except LookupError as e:
             raise ConfigError(str(e)) from None
-        try:
-            fitted = load_fitted({p.name: p for p in Path(tmp).iterdir()}, tags.get("inference", "svi"), roots)
-        except ConfigError as e:
-            raise ConfigError(f"run {opts['run_id']}: {e}") from None
+        fitted = load_fitted({p.name: p for p in Path(tmp).iterdir()}, tags.get("inference", "svi"), roots,
+                             source=f"run {opts['run_id']}")
     data = new_data(fitted.cfg, tags, opts["data"], roots)
     out: dict = {"run_id": opts["run_id"], "inference": fitted.method, "n": data_size(data)}
     kind, found = predict_data(fitted, data, opts["samples"])

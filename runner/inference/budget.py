@@ -1,7 +1,10 @@
 """The memory a compiled fit will need, checked against what the machine has before it runs: a
 fit that cannot fit (restarts x data x components too large) is one line, exit 2, not an
 out-of-memory kill minutes later. XLA's own analysis of the compiled program (arguments, outputs
-and temporaries), so it holds for a user's model as for ours."""
+and temporaries), so it holds for a user's model as for ours: SVI's program
+(runner/inference/svi/loop.py) and EM's (runner/inference/em.py). What a run keeps of draws (NUTS's
+chains, posterior.samples' predictive draws) is checked by its size before the run opens
+(`check_bytes`: draws x the model's sites x bytes, runner.posterior.draw_bytes)."""
 from __future__ import annotations
 
 import os
@@ -60,9 +63,14 @@ def compile_within_budget(jitted, *args, what: str = "the fit", hint: str = "", 
     allocated) and checked: ConfigError if it plans more than SHARE of the available memory.
     Returns the compiled program (call it with arrays of those shapes)."""
     compiled = jitted.lower(*args).compile()
-    need = needed_bytes(compiled)
+    check_bytes(needed_bytes(compiled), what, hint, available)
+    return compiled
+
+
+def check_bytes(need: int | None, what: str, hint: str = "", available: int | None = None) -> None:
+    """ConfigError (one line, with the remedy `hint`) if `need` bytes are more than SHARE of the
+    available memory; for what is not one compiled program (a size estimate: draws kept)."""
     have = available_bytes() if available is None else available
     if need is not None and have is not None and need > SHARE * have:
         raise OverBudget(f"{what} needs {gb(need)} of memory, {gb(have)} is available"
                           + (f": {hint}" if hint else ""))
-    return compiled

@@ -30,6 +30,13 @@ class NUTS(Method):
     def prepare(self, cfg, model, data) -> None:
         if cfg.replicates != 1:
             raise ConfigError("replicates applies to inference=svi; for inference=nuts sweep seeds with -m seed=0,1,...")
+        from runner.inference.budget import check_bytes
+        from runner.posterior import draw_bytes, latent_sites
+
+        # the chains' draws of the latent sites are kept (and their diagnostics computed in float64)
+        per_draw = draw_bytes(model, data, latent_sites(model, data))
+        check_bytes(int(self.chains) * int(self.samples) * per_draw * 3, f"inference=nuts ({self.chains} chains x "
+                    f"{self.samples} samples)", "fewer inference.samples or inference.chains")
 
     def fit(self, exp, context=None) -> FitOutput:
         return output(exp, fit_nuts(exp))

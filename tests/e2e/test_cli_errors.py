@@ -175,3 +175,24 @@ def test_a_fit_that_cannot_start_is_one_line_exit_1_and_a_failed_run(tmp_path, m
         assert "Cannot find valid initial parameters" in lines[0] and "cannot start inference=nuts" in run.data.tags["error"]
     else:
         assert run.data.tags["failure_step"] == "0" and "what was finite is logged" in lines[0]
+
+
+def test_memory_beyond_svi_is_refused_in_one_line(tmp_path):
+    """Issue 28: `model=bmm inference=em restarts=100000` grew past 12.7 GB, and `model=gmm steps=10
+    posterior.samples=1000000000` past 12.8 GB after its fit. The draws are refused when the run
+    is built (no run at all); EM's program when it is compiled, before it runs: its run ends
+    FAILED with the line, never RUNNING."""
+    import re
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    draws = run_cli(["model=gmm", "steps=10", "posterior.samples=1000000000", f"tracking.uri={uri}"], cwd=tmp_path)
+    assert draws.returncode == 2
+    assert re.fullmatch(r"runner: error: posterior\.samples=1000000000 \(the posterior predictive draws\) needs "
+                        r"\d+\.\d GB of memory, \d+\.\d GB is available: fewer posterior\.samples\n", draws.stderr)
+    no_runs_left(tmp_path)
+    em = run_cli(["model=bmm", "inference=em", "restarts=100000", f"tracking.uri={uri}"], cwd=tmp_path)
+    assert em.returncode == 2
+    assert re.fullmatch(r"runner: error: the fit needs \d+\.\d GB of memory, \d+\.\d GB is available: fewer restarts, "
+                        r"or less data \(data\.n\)\n", em.stderr), em.stderr
+    (run,) = read_runs(uri)[1]
+    assert run.info.status == "FAILED" and "needs" in run.data.tags["error"]

@@ -1,4 +1,6 @@
 """runner/inference/budget.py: XLA's plan of a compiled program's memory against what is there."""
+import re
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -36,3 +38,65 @@ def test_a_fit_larger_than_the_machine_is_refused_before_it_runs():
     with pytest.raises(ConfigError, match=r"^the fit needs (\d+\.\d) GB of memory, (\d+\.\d) GB is available: "
                                           r"fewer restarts, data.batch_size=<rows> \(minibatches\), or less data"):
         runner.fit(runner.build(cfg))
+
+
+# issue 28: the budget covers every program a run compiles or what it keeps, not only SVI's. The huge
+# cases are only ever refused (before anything is allocated); the small ones run against a budget
+# made small on purpose.
+GB_LINE = r"needs (\d+\.\d) GB of memory, (\d+\.\d) GB is available: "
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["model=gmm", "steps=10", "posterior.samples=1000000000"],
+     r"^posterior\.samples=1000000000 \(the posterior predictive draws\) " + GB_LINE + r"fewer posterior\.samples$"),
+    (["model=coin", "posterior.samples=2000000000"],
+     r"^posterior\.samples=2000000000 \(the posterior predictive draws\) " + GB_LINE + r"fewer posterior\.samples$"),
+    (["model=gmm", "inference=nuts", "inference.samples=1000000000"],
+     r"^inference=nuts \(1 chains x 1000000000 samples\) " + GB_LINE + r"fewer inference\.samples or inference\.chains$"),
+    (["model=gaussian2d", "inference=nuts", "inference.chains=100000", "inference.samples=100000"],
+     r"^inference=nuts \(100000 chains x 100000 samples\) " + GB_LINE),
+])
+def test_draws_larger_than_the_machine_are_refused_when_the_run_is_built(overrides, line):
+    """What a run keeps of draws is sized before the run is built (no run opened, nothing drawn):
+    `model=gmm steps=10 posterior.samples=1e9` grew past 12 GB after its fit."""
+    cfg, _ = runner.compose([*overrides, "tracking=none"])
+    with pytest.raises(ConfigError, match=line) as e:
+        runner.build(cfg)
+    need, have = (float(x) for x in re.search(GB_LINE, str(e.value)).groups())
+    assert need > 0.9 * have
+
+
+def test_draws_within_the_budget_are_built_and_the_size_counts_every_site(monkeypatch):
+    from runner.posterior import draw_bytes
+
+    cfg, _ = runner.compose(["model=gmm", "posterior.samples=1000", "tracking=none"])
+    exp = runner.build(cfg)  # 1000 draws: accepted
+    n = len(exp.data)
+    # weights (2) + locs (2) + scale + the assignment (n ints) + obs (n) per draw, 4 bytes each
+    assert draw_bytes(exp.model, exp.data) == 4 * (2 + 2 + 1 + n + n)
+    monkeypatch.setattr(budget, "available_bytes", lambda: 1000 * draw_bytes(exp.model, exp.data))
+    with pytest.raises(ConfigError, match=r"^posterior\.samples=1000 \(the posterior predictive draws\) needs"):
+        runner.build(cfg)
+
+
+def test_em_is_compiled_within_the_budget_before_it_runs(monkeypatch):
+    """EM's program is compiled ahead of time and XLA's plan checked (`model=bmm inference=em
+    restarts=100000` grew past 12.7 GB): over the budget it is one line and nothing runs; within
+    it the fit is the compiled program's."""
+    cfg, _ = runner.compose(["model=bmm", "inference=em", "restarts=50", "data.n=200", "tracking=none"])
+    exp = runner.build(cfg)
+    ran = []
+    real = budget.compile_within_budget
+
+    def spy(*args, **kwargs):
+        ran.append(kwargs.get("what"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(budget, "compile_within_budget", spy)
+    monkeypatch.setattr(budget, "available_bytes", lambda: 100_000)
+    with pytest.raises(ConfigError, match=r"^the fit needs 0\.\d GB of memory, 0\.0 GB is available: fewer restarts, "
+                                          r"or less data \(data\.n\)$"):
+        runner.fit(exp)
+    assert ran == ["the fit"]
+    monkeypatch.undo()
+    assert runner.fit(exp).scalars["avg_loglik"] < 0  # within the machine's budget: it runs

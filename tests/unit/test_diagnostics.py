@@ -311,7 +311,7 @@ def test_a_safe_point_that_raises_stops_the_fit_after_its_chunk_and_keeps_that_c
 
 @pytest.mark.parametrize("spoil, message", [
     (lambda p: p.write_bytes(p.read_bytes()[:300]), "cannot be read"),  # cut short
-    (lambda p: p.write_text("not a checkpoint"), "cannot be read"),
+    (lambda p: p.write_text("not a checkpoint"), "is not a .npz file (it starts b'not a ch'): not runner's checkpoint"),
     (lambda p: _resave(p, step=np.asarray(5_000_000)), "says step 5000000, outside this fit's 0..20"),
     (lambda p: _resave(p, step=np.asarray(-1)), "says step -1"),
     (lambda p: _resave(p, step=np.asarray(2.5)), "has a step that is not an integer"),

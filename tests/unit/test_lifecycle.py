@@ -175,6 +175,67 @@ def test_a_second_signal_in_a_run_stops_it_at_once(signals, tmp_path):
     assert backend.events == [("killed", "interrupted")]
 
 
+def test_a_second_signal_while_the_run_is_opened_waits_for_it(signals, tmp_path):
+    """Issue 28: a raise inside the store's call that opens the run would leave a run that no one
+    ends (RUNNING). Both signals wait; the run, opened, stops at its next safe point, KILLED."""
+    class Opening(Events):
+        def run_started(self, start):
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # "now": it waits until the run is opened
+            self.events.append(("started", start.name))
+
+    backend = Opening()
+    with pytest.raises(Interrupted) as e:
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            scope.open(RunStart(name="r", tags={}, config_hash="h"))
+            scope.safe_point()
+    assert e.value.code == 130 and not signals.deferred
+    assert backend.events == [("started", "r"), ("killed", "interrupted")]
+
+
+def test_a_second_signal_while_the_run_is_ended_waits_for_its_end_to_be_recorded(signals, tmp_path):
+    class Ending(Events):
+        def run_killed(self, end):
+            os.kill(os.getpid(), signal.SIGTERM)  # lands while KILLED is being recorded
+            self.events.append(("killed", end.error))
+            return "r1"
+
+    backend = Ending()
+    with pytest.raises(Interrupted) as e:
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            os.kill(os.getpid(), signal.SIGINT)
+            scope.safe_point()
+    assert e.value.code == 130 and backend.events == [("killed", "interrupted")] and signals.runs == 0
+
+
+def test_a_second_signal_swallowed_by_a_callback_still_stops_the_run_at_its_safe_point(signals, tmp_path):
+    """The raise of a second signal can land in a callback that ignores exceptions (XLA's gc
+    callback printed `Exception ignored in ...` and the fit ran on): the signal stays recorded, the
+    run stops at its next safe point and ends KILLED, never RUNNING."""
+    def callback():  # as CPython treats an exception raised in a gc callback
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except BaseException:
+            pass
+
+    backend = Events()
+    with pytest.raises(Interrupted):
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            scope.open(RunStart(name="r", tags={}, config_hash="h"))
+            os.kill(os.getpid(), signal.SIGINT)  # the first: recorded
+            callback()  # the second, swallowed
+            scope.safe_point()
+    assert backend.events == [("started", "r"), ("killed", "interrupted")]
+
+
+def test_nested_waits_end_with_the_outer_one(signals):
+    with signals.logging():
+        with signals.logging():
+            pass
+        assert signals.deferred
+    assert not signals.deferred
+
+
 @pytest.fixture
 def usr2(signals):
     """SIGUSR2 (SLURM's signal before a job's time limit) routed to SIGNALS.time_out, as
