@@ -85,8 +85,26 @@ def pointwise_loglik(model, data, samples: dict) -> dict:
 
         out = log_likelihood(model, samples, *args, batch_ndims=1)
         return {k: np.asarray(v) for k, v in out.items()}
-    one = enumerated_loglik(model, data)
-    return {k: np.asarray(v) for k, v in jax.jit(jax.vmap(lambda s: one(s, *args)))(samples).items()}
+    return {k: np.asarray(v) for k, v in enumerated_program(model, data)(samples, *args).items()}
+
+
+#: the compiled per-draw log-likelihood of the last few models (a fused sweep's jobs share their
+#: model object: one trace and compile for all of them, not one each)
+_PROGRAMS: dict = {}
+
+
+def enumerated_program(model, data):
+    """jit(vmap(enumerated_loglik)) for `model`, kept for the same model object and data shapes."""
+    import jax
+
+    shapes = jax.tree.map(np.shape, data)
+    key = (id(model), str(shapes))
+    if key not in _PROGRAMS:
+        one = enumerated_loglik(model, data)
+        if len(_PROGRAMS) >= 4:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[key] = (model, jax.jit(jax.vmap(one, in_axes=(0,) + (None,) * (data is not None))))
+    return _PROGRAMS[key][1]
 
 
 def enumerated_loglik(model, data):
