@@ -61,8 +61,9 @@ def fit_alone(exp):
 
 
 @pytest.mark.parametrize("extra", [("guide=autonormal", "select=final"),
-                                   ("optim=adam_cosine", "optim.schedule.alpha=0.1,0.5"),
-                                   ("stop.rtol=0.001,0.01", "stop.window=5", "stop.patience=5")])
+                                   pytest.param(("optim=adam_cosine", "optim.schedule.alpha=0.1,0.5"), marks=pytest.mark.slow),
+                                   pytest.param(("guide=autonormal", "select=final", "stop.rtol=0.001,0.01", "stop.window=5",
+                                                 "stop.patience=5"), marks=pytest.mark.slow)])
 def test_fused_jobs_have_the_numbers_of_each_job_fitted_alone(extra):
     """Per job: final loss, every restart's final loss and the curves, to 1e-6 relative (measured:
     equal bit for bit here); learning rates, a schedule's alpha and early stopping per row."""
