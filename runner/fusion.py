@@ -51,6 +51,7 @@ class Plan:
     """What a method's `fit_fused` gets besides the experiments."""
     varying: dict  # optim key (inside the optim node, e.g. "lr", "schedule.alpha") -> each job's value
     optim_node: dict | None  # the optim config, resolved (each row's optimizer is built from it)
+    model: list = field(default_factory=list)  # the model's settings that differ ("model.prior_loc_scale")
     pruning: Any = None  # runner.inference.svi.fused.Pruning, or None
     available: int | None = None  # bytes a program may plan to use (None: what the machine has free)
     progress: str | None = None  # the progress line's label, None: no progress line
@@ -86,6 +87,12 @@ def signature(cfg) -> tuple[str, dict]:
 
     if isinstance(node.get("optim"), dict):
         floats(node["optim"], "optim")
+    model = node.get("model")
+    if isinstance(model, dict):  # the model's own float settings (prior scales): attributes per row
+        for key, value in list(model.items()):
+            if isinstance(value, float):
+                numbers[f"model.{key}"] = value
+                model[key] = NUMBER
     inference = node.get("inference") if isinstance(node.get("inference"), dict) else {}
     for at, stop in (("stop", node.get("stop")), (None, inference.get("stop"))):  # the method reads it too
         if isinstance(stop, dict) and stop.get("rtol") is not None:
@@ -216,7 +223,8 @@ def split_fit(built: list, group: Group, plan_: Plan) -> list | None:
     configure_jax(exps[0].cache_dir, exps[0].x64)
     numbers = [group.numbers[group.jobs.index(i)] for i, _, _ in built]
     varies = [k for k in group.varies if k.startswith("optim.")]
-    part = replace(plan_, varying={k[len("optim."):]: [float(n[k]) for n in numbers] for k in varies})
+    part = replace(plan_, varying={k[len("optim."):]: [float(n[k]) for n in numbers] for k in varies},
+                   model=[k for k in group.varies if k.startswith("model.")])
     try:
         return exps[0].inference.fit_fused(exps, part)
     except OverBudget as e:

@@ -23,10 +23,11 @@ def groups_of(*jobs):
 
 def test_jobs_fuse_when_only_seeds_optimizer_floats_stopping_and_after_fit_settings_differ():
     jobs = [("seed=0",), ("seed=1", "optim.lr=0.3"), ("optim.b1=0.5",), ("tracking=mlflow", "tracking.uri=sqlite:///x.db"),
-            ("posterior.samples=10", "progress=false"), ("stop.rtol=1e-3",), ("stop.rtol=1e-4", "stop.patience=7")]
-    assert groups_of(*jobs) == [[0, 1, 2, 3, 4], [5, 6]]  # early stopping on or off is another program
+            ("posterior.samples=10", "progress=false"), ("stop.rtol=1e-3",), ("stop.rtol=1e-4", "stop.patience=7"),
+            ("model.prior_loc_scale=3.0",)]
+    assert groups_of(*jobs) == [[0, 1, 2, 3, 4, 7], [5, 6]]  # early stopping on or off is another program
     plan = fusion.plan([cfg(*j) for j in jobs])
-    assert plan[0].varies == ["optim.b1", "optim.lr", "seed"] and plan[0].alone is None
+    assert plan[0].varies == ["model.prior_loc_scale", "optim.b1", "optim.lr", "seed"] and plan[0].alone is None
     assert plan[1].varies == ["stop.patience", "stop.rtol"]
 
 
@@ -63,7 +64,8 @@ def fit_alone(exp):
 @pytest.mark.parametrize("extra", [("guide=autonormal", "select=final"),
                                    pytest.param(("optim=adam_cosine", "optim.schedule.alpha=0.1,0.5"), marks=pytest.mark.slow),
                                    pytest.param(("guide=autonormal", "select=final", "stop.rtol=0.001,0.01", "stop.window=5",
-                                                 "stop.patience=5"), marks=pytest.mark.slow)])
+                                                 "stop.patience=5"), marks=pytest.mark.slow),
+                                   ("guide=autonormal", "select=final", "model.prior_loc_scale=0.5,10.0")])
 def test_fused_jobs_have_the_numbers_of_each_job_fitted_alone(extra):
     """Per job: final loss, every restart's final loss and the curves, to 1e-6 relative (measured:
     equal bit for bit here); learning rates, a schedule's alpha and early stopping per row."""
@@ -75,7 +77,8 @@ def test_fused_jobs_have_the_numbers_of_each_job_fitted_alone(extra):
     assert [g.jobs for g in plan] == [[0, 1, 2, 3]]
     exps = [build(c) for c in cfgs]
     varying = {k[len("optim."):]: [float(n[k]) for n in plan[0].numbers] for k in plan[0].varies if k.startswith("optim.")}
-    per_job, _ = fused.fit(exps, varying, OmegaConf.to_container(cfgs[0].optim, resolve=True))
+    model = [k for k in plan[0].varies if k.startswith("model.")]
+    per_job, _ = fused.fit(exps, fusion.Plan(varying, OmegaConf.to_container(cfgs[0].optim, resolve=True), model=model))
     outs = fused_outputs(exps, per_job, None)
     assert len({round(o.scalars["final_loss"], 6) for o in outs}) > 1
     for exp, out, results in zip(exps, outs, per_job):

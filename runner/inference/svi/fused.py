@@ -79,6 +79,7 @@ class Rows:
     """A fused program's settings per row (runner.inference.svi.program.make_programs)."""
     stop: RowStop | None = None
     varying: Varying | None = None
+    model: dict | None = None  # model attribute -> (J,) each job's number (the model's float settings)
 
 
 @dataclass
@@ -128,7 +129,8 @@ def rungs(steps: int, first: float, keep: float) -> tuple:
     return tuple(out)
 
 
-def rows_of(exps, varying: dict, optim_node: dict, prune: bool, first_rung: int | None) -> Rows:
+def rows_of(exps, varying: dict, optim_node: dict, prune: bool, first_rung: int | None,
+            model: dict | None = None) -> Rows:
     """The per-row settings of `exps` (one block of rows per experiment): `varying` the optimizer's
     numbers that differ (path -> each job's value). With pruning and no early stopping, a stop
     block that never stops by itself (patience past the last step) gives the masked update and a
@@ -155,7 +157,8 @@ def rows_of(exps, varying: dict, optim_node: dict, prune: bool, first_rung: int 
     moving = None
     if varying:
         moving = Varying(optim_node, {path: per_row(values, dtype) for path, values in varying.items()})
-    return Rows(stop=stop, varying=moving)
+    numbers = {name: np.asarray(values, dtype=dtype) for name, values in (model or {}).items()} or None
+    return Rows(stop=stop, varying=moving, model=numbers)
 
 
 @dataclass(frozen=True)
@@ -166,21 +169,25 @@ class Pruning:
     first: float = 0.125
 
 
-def fit(exps, varying: dict, optim_node: dict, pruning: Pruning | None = None, progress=None,
-        available: int | None = None) -> tuple[list, np.ndarray | None]:
-    """One compiled fit of every experiment in `exps` (same model, guide, data, shapes): each
+def fit(exps, plan) -> tuple[list, np.ndarray | None]:
+    """One compiled fit of every experiment in `exps` (same model class, guide, data, shapes): each
     one's list of FitResults (one per replicate), and the step at which each was pruned (None
-    without pruning). `available`: the memory the program may plan to use (None: the machine's)."""
+    without pruning). `plan` (runner.fusion.Plan): the optimizer's and the model's numbers that
+    differ, the pruning, the memory the program may plan to use, the progress line's label."""
     import jax
     import jax.numpy as jnp
 
     from runner.inference.svi import program as fused_program
+    from runner.progress import Progress
 
     exp = exps[0]
     n = exp.inference.replicates
     steps = exp.inference.steps
+    pruning, available = plan.pruning, plan.available
+    progress = None if plan.progress is None else Progress(steps, label=plan.progress)
+    model = model_numbers(exps, plan.model)
     at = rungs(steps, pruning.first, pruning.keep) if pruning else ()
-    rows = rows_of(exps, varying, optim_node, bool(at), at[0] if at else None)
+    rows = rows_of(exps, plan.varying, plan.optim_node, bool(at), at[0] if at else None, model)
     roots = jnp.stack([jax.random.PRNGKey(e.seed + i) for e in exps for i in range(n)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     programs = fused_program.make_programs(exp, rows)
@@ -205,6 +212,45 @@ def fit(exps, varying: dict, optim_node: dict, pruning: Pruning | None = None, p
             if pruner.pruned_at[j] < steps:
                 trim_at(job, int(pruner.pruned_at[j]))
     return per_job, None if pruner is None else pruner.pruned_at
+
+
+def model_numbers(exps, keys: list) -> dict | None:
+    """The model's float settings that differ between the jobs (model.<key> in their configs), as
+    attributes of the model object: each job's value, read from its own model. A setting that is
+    not a float attribute of that name, or that changed other attributes too (a model deriving
+    numbers from it when it is built), or a fit the per-job model cannot follow (minibatches; a
+    Laplace guide, whose draws evaluate the model) is not fused (ValueError: the jobs run one by one)."""
+    if not keys:
+        return None
+    from numpyro.infer.autoguide import AutoLaplaceApproximation
+
+    names = [key.split(".", 1)[1] for key in keys]
+    template = vars(exps[0].model)
+    for exp in exps:
+        mine = vars(exp.model)
+        changed = {k for k in set(mine) | set(template) if not _same(mine.get(k), template.get(k))}
+        if changed - set(names) or any(not isinstance(mine.get(n), float) for n in names):
+            raise ValueError(f"model.{', model.'.join(names)}: not only float attributes of the model of that "
+                             f"name differ between the jobs ({sorted(changed) or 'none'})")
+    method = exps[0].inference
+    if method.batch_size is not None or method.optimizer.needs_deterministic:
+        raise ValueError("the model's numbers vary and data.batch_size or optim=lbfgs is set")
+    if isinstance(method.make_guide(exps[0].model, exps[0].data, _key()), AutoLaplaceApproximation):
+        raise ValueError("the model's numbers vary and the Laplace guide's draws evaluate the model")
+    return {n: [getattr(e.model, n) for e in exps] for n in names}
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else bool(a == b)
+    except Exception:  # values that do not compare (a callable, a jax array of another shape): differ
+        return a is b
+
+
+def _key():
+    import jax
+
+    return jax.random.PRNGKey(0)
 
 
 def trim_at(results: list, step: int) -> None:

@@ -137,10 +137,8 @@ class SVI(Method):
         optimizer numbers and early stopping per row; `plan` (runner.fusion.Plan): the optimizer
         numbers that differ, the pruning, the memory the program may use, a progress label."""
         from runner.inference.svi import fused
-        from runner.progress import Progress
 
-        progress = None if plan.progress is None else Progress(self.steps, label=plan.progress)
-        per_job, pruned_at = fused.fit(exps, plan.varying, plan.optim_node, plan.pruning, progress, plan.available)
+        per_job, pruned_at = fused.fit(exps, plan)
         return fused_outputs(exps, per_job, pruned_at)
 
     def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:

@@ -32,6 +32,7 @@ one while_loop that ends when every restart has stopped.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -155,33 +156,74 @@ class FitProgram:
     psis_draws: int = 0  # guide draws for PSIS (continuous guides), 0: none
     stop: Any = None  # the early stopping settings (method.stop; a fused program's: (B,) arrays per row)
     varying: Any = None  # a fused program's runner.inference.svi.fused.Varying: the optimizer's numbers per row
+    model_numbers: Any = None  # a fused program's model numbers: attribute -> (J,) one per job (None: the model's own)
+    job_rows: int = 1  # a fused program's replicates per job (rows of `roots` per job)
 
     @property
     def steps(self) -> int:
         return self.method.steps
 
-    def setup(self, key, data) -> Setup:
-        """Fresh guide per restart (NumPyro autoguides cache their prototype; issue 1753)."""
+    def setup(self, key, data, numbers=None) -> Setup:
+        """Fresh guide per restart (NumPyro autoguides cache their prototype; issue 1753).
+        `numbers`: a fused job's model numbers (traced), None: the model's own."""
         import jax
         from numpyro.infer import SVI
         from numpyro.optim import Adam
 
-        model, elbo = self.model, self.method.loss
+        model, elbo = self.model_at(numbers), self.method.loss
         args = () if data is None else (data,)
         k_values, k_params = jax.random.split(key)
         guide = self.method.make_guide(model, data, k_values)
         svi = SVI(model, guide, Adam(1e-3), elbo)  # SVI only initialises; our step is optimizer.step
         state = svi.init(k_params, *args)
         params = svi.optim.get_params(state.optim_state)
+        loss_fn, step_loss_fn = self.losses(model, guide, svi.constrain_fn, data,
+                                            self.batch_model if numbers is None else None)
+        return Setup(guide, svi.constrain_fn, params, loss_fn, step_loss_fn)
+
+    def losses(self, model, guide, constrain, data, batch_model=None) -> tuple[Callable, Callable]:
+        """(loss on the full data, the loss a step follows: on a minibatch, scaled) of `guide` for
+        `model`; `batch_model`: the model's scaled minibatch model when already made."""
+        elbo = self.method.loss
+        args = () if data is None else (data,)
 
         def loss_fn(p, k):
-            return elbo.loss(k, svi.constrain_fn(p), model, guide, *args)
+            return elbo.loss(k, constrain(p), model, guide, *args)
+
+        if self.minibatch is None:
+            return loss_fn, loss_fn
+        scaled = batch_model if batch_model is not None else self.minibatch.init(model)
 
         def step_loss_fn(p, k):  # on a minibatch, scaled
             k, part = self.minibatch.update(k, data)
-            return elbo.loss(k, svi.constrain_fn(p), self.batch_model, guide, part)
+            return elbo.loss(k, constrain(p), scaled, guide, part)
 
-        return Setup(guide, svi.constrain_fn, params, loss_fn, loss_fn if self.minibatch is None else step_loss_fn)
+        return loss_fn, step_loss_fn
+
+    def model_at(self, numbers):
+        """The model with a fused job's numbers (attributes of a copy), or the model itself."""
+        if not numbers:
+            return self.model
+        import copy
+
+        model = copy.copy(self.model)
+        for name, value in numbers.items():
+            setattr(model, name, value)
+        return model
+
+    @property
+    def jobs(self) -> int:
+        """A fused program's jobs (1 otherwise)."""
+        return len(next(iter(self.model_numbers.values()))) if self.model_numbers else 1
+
+    def numbers_by_row(self, per_job: int):
+        """A fused program's model numbers, one per row for rows in blocks of `per_job` per job
+        (None without model numbers)."""
+        if not self.model_numbers:
+            return None
+        import jax.numpy as jnp
+
+        return {k: jnp.asarray(np.repeat(v, per_job)) for k, v in self.model_numbers.items()}
 
     def prepare(self, roots, data) -> tuple[FitState, Fixed]:
         """roots: (N, key) for N replicate experiments. Their restarts are flattened into one
@@ -193,12 +235,18 @@ class FitProgram:
         keys, train_keys = restart_keys(roots, R)
         # Per-restart initial params need a fresh guide each (vmapped); the loss, the training and
         # the samples use one template guide: a guide's params do not depend on its init values.
-        init_params = jax.vmap(lambda k: self.setup(k, data).params)(keys)
-        loss_fn = self.setup(keys[0], data).loss
+        numbers = self.numbers_by_row(self.job_rows * R)  # a fused job's model numbers, per restart
+        init_params = jax.vmap(lambda k, n: self.setup(k, data, n).params)(keys, numbers)
+        template = self.setup(keys[0], data)
         first_keys = jax.vmap(lambda k: nth_key(k, 0))(train_keys)
-        init_losses = jax.vmap(loss_fn)(init_params, first_keys).reshape(N, R)
+
+        def initial_loss(p, k, n):
+            loss_fn = template.loss if n is None else self.losses(self.model_at(n), template.guide, template.constrain, data)[0]
+            return loss_fn(p, k)
+
+        init_losses = jax.vmap(initial_loss)(init_params, first_keys, numbers).reshape(N, R)
         start, fixed = self.select_start(init_params, init_losses, keys[0], train_keys)
-        return self.initial_state(start, loss_fn, fixed), fixed
+        return self.initial_state(start, template.loss, fixed), fixed
 
     def select_start(self, init_params, init_losses, template_key, train_keys) -> tuple[Any, Fixed]:
         """(the trained restarts' initial params, Fixed): with select=initial only the
@@ -228,7 +276,11 @@ class FitProgram:
         import jax
         import jax.numpy as jnp
 
-        step_loss = self.setup(fixed.template_key, data).step_loss
+        template = self.setup(fixed.template_key, data)
+        step_loss = template.step_loss
+        if self.model_numbers:  # a fused job's own model numbers: its loss per row
+            def step_loss(p, k, n):
+                return self.losses(self.model_at(n), template.guide, template.constrain, data)[1](p, k)
 
         def body(i, s):
             return self.step(s, fixed.train_keys, step_loss, i)
@@ -248,14 +300,16 @@ class FitProgram:
 
         varying = self.varying
 
-        def one(p, s, k, numbers):
+        def one(p, s, k, numbers, model_numbers):
             optimizer = self.method.optimizer if varying is None else varying.optimizer(numbers)
-            p, s, loss, grads = optimizer.step(p, s, step_loss, k)
+            loss_fn = step_loss if model_numbers is None else functools.partial(step_loss, n=model_numbers)
+            p, s, loss, grads = optimizer.step(p, s, loss_fn, k)
             return p, s, loss, {n: grad_norm(g) for n, g in grads.items()}
 
         keys = jax.vmap(nth_key, (0, None))(train_keys, i)
         numbers = None if varying is None else varying.rows()
-        params, opt_state, loss, norms = jax.vmap(one)(state.params, state.opt_state, keys, numbers)
+        model_numbers = self.numbers_by_row(train_keys.shape[0] // self.jobs) if self.model_numbers else None
+        params, opt_state, loss, norms = jax.vmap(one)(state.params, state.opt_state, keys, numbers, model_numbers)
         step = Step(i, loss, norms, state.tail.last)
         new = FitState(params, opt_state, self.curves.update(state.curves, step), self.tail.update(state.tail, step),
                        self.failure.update(state.failure, step), state.stop)
@@ -299,8 +353,9 @@ class FitProgram:
         if state.stop is not None:
             out["stopped"] = per_replicate(state.stop.stop_at)
         if self.psis_draws:  # PSIS: log importance weights of the selected restart's guide (Yao et al. 2018)
-            out["log_weights"] = jax.vmap(lambda p, k: log_weights(self.model, guide, p, k, args, self.psis_draws))(
-                best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 2))
+            out["log_weights"] = jax.vmap(
+                lambda p, k, n: log_weights(self.model_at(n), guide, p, k, args, self.psis_draws))(
+                best_params, jax.vmap(jax.random.fold_in, (0, None))(roots, 2), self.numbers_by_row(self.job_rows))
         if select == "final" and R > 1:  # restart agreement: the K best restarts of each replicate
             out.update(self.agreement(finals, params, roots, guide, constrain, args))
         return out
@@ -379,7 +434,8 @@ def make_programs(exp, fused=None) -> Programs:
         stopping=None if stop is None else features.stopping(stop, steps), minibatch=minibatch,
         batch_model=None if minibatch is None else minibatch.init(exp.model),
         psis_draws=method.psis_draws if method.continuous else 0, stop=stop,
-        varying=None if fused is None else fused.varying)
+        varying=None if fused is None else fused.varying, model_numbers=None if fused is None else fused.model,
+        job_rows=method.replicates)
     return Programs(prepare=jax.jit(fit.prepare), advance=jax.jit(fit.advance, donate_argnums=0),
                     finish=jax.jit(fit.finish), steps=steps, curve_steps=kept)
 
