@@ -124,7 +124,8 @@ def test_the_optuna_sweeper_gets_the_same_trial_values_from_the_fused_launcher(t
     def search(folder, *launcher):
         folder.mkdir()
         args = ["hydra/sweeper=optuna", *launcher, f"hydra.sweeper.storage=sqlite:///{folder}/optuna.db",
-                "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=4", "hydra.sweeper.sampler.seed=0",
+                "hydra.sweeper.n_trials=16", "hydra.sweeper.n_jobs=8", "hydra.sweeper.sampler.seed=0",
+                "hydra.sweeper.sampler.n_startup_trials=4",  # the second batch's TPE proposals follow the first's values
                 "model=coin", "guide=autonormal", "steps=200", "optim.lr=tag(log, interval(0.001, 0.3))"]
         proc, _, _, children = sweep(folder, args)
         (summary,) = optuna.get_all_study_summaries(f"sqlite:///{folder}/optuna.db")
@@ -133,8 +134,8 @@ def test_the_optuna_sweeper_gets_the_same_trial_values_from_the_fused_launcher(t
 
     _, basic, _ = search(tmp_path / "basic")
     proc, fused, children = search(tmp_path / "fused", "hydra/launcher=vectorized")
-    assert proc.stdout.count("4 jobs: 4 in 1 fused program(s)") == 2  # two batches of n_jobs=4 trials
-    assert len(fused.trials) == len(basic.trials) == 8 and len(children) == 8
+    assert proc.stdout.count("8 jobs: 8 in 1 fused program(s)") == 2  # two batches of n_jobs=8 trials
+    assert len(fused.trials) == len(basic.trials) == 16 and len(children) == 16
     for a, b in zip(basic.trials, fused.trials):
         assert a.params == b.params
         assert b.value == pytest.approx(a.value, rel=1e-6)
