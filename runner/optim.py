@@ -75,8 +75,13 @@ class LBFGS:
     needs_deterministic: bool = True
 
     def _solver(self, loss_fn):
+        import warnings
+
         import jax
-        import jaxopt
+
+        with warnings.catch_warnings():  # "JAXopt is no longer maintained": its L-BFGS is what runner uses
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import jaxopt
 
         key = jax.random.PRNGKey(self.fixed_key_seed)
         return jaxopt.LBFGS(fun=lambda p: loss_fn(p, key), history_size=self.history_size,
