@@ -124,9 +124,12 @@ def read_runs(uri, experiment="runner"):
 
 def run_cli_tty(args, cwd, timeout=600):
     """`python -m runner ARGS` with stderr on a pseudo-terminal, as in an interactive shell.
-    Returns (returncode, stdout, what the terminal received)."""
+    Returns (returncode, stdout, what the terminal received). Both are read as they come (a full
+    stdout pipe cannot block the child); a child still running after `timeout` seconds is killed
+    and TimeoutExpired raised."""
     import pty
     import select
+    import time
 
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -134,22 +137,33 @@ def run_cli_tty(args, cwd, timeout=600):
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        chunk = b""
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                pass
-            seen += chunk
-        if not chunk and proc.poll() is not None:
-            break
-    os.close(master)
-    out = proc.stdout.read().decode()
-    proc.wait(timeout=timeout)
-    return proc.returncode, out, seen.decode(errors="replace")
+    seen, out = {master: b"", proc.stdout.fileno(): b""}, proc.stdout.fileno()
+    open_fds = [master, out]
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds:  # until the terminal and stdout are both closed (EOF / EIO once the child exits)
+            left = deadline - time.monotonic()
+            if left <= 0:  # a hung child fails the test, it does not hang it
+                proc.kill()
+                raise subprocess.TimeoutExpired(proc.args, timeout, output=seen[out], stderr=seen[master])
+            ready, _, _ = select.select(open_fds, [], [], min(left, 1.0))
+            for fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                if chunk:
+                    seen[fd] += chunk
+                else:
+                    open_fds.remove(fd)
+        proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
+        proc.stdout.close()
+    return proc.returncode, seen[out].decode(), seen[master].decode(errors="replace")
 
 
 # --- in-process helpers (tests/unit) -----------------------------------------------------------

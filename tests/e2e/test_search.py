@@ -41,6 +41,7 @@ def check_best(study, parent, children):
     assert parent.data.tags["best_trial_run_id"] == study.best_trial.user_attrs["run_id"]
 
 
+@pytest.mark.timeout(1500)  # two commands, 300 s + 900 s allowed
 def test_a_search_of_20_trials_survives_ctrl_c_and_the_next_command_continues_it(tmp_path):
     args = search_args(tmp_path, "steps=200", "optim.lr=tag(log, interval(0.001, 0.3))",
                        "guide=choice(autodelta, autonormal)", "hydra.sweeper.sampler.seed=0")

@@ -127,6 +127,7 @@ def slurm_runs(folder: Path) -> tuple[list, list]:
     return sweep_runs(f"sqlite:///{folder}/mlflow.db", "slurm")
 
 
+@pytest.mark.timeout(1200)  # a SLURM job requeued past its time limit: 900 s allowed
 def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fits_numbers(tmp_path, slurm):
     driver, alone = tmp_path / "driver", tmp_path / "alone"
     driver.mkdir(), alone.mkdir()
@@ -156,6 +157,7 @@ def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fit
     print(f"requeues: {requeues}; final_loss {child.data.metrics['final_loss']}")
 
 
+@pytest.mark.timeout(1500)  # two sweeps, 600 s allowed each
 def test_an_eight_seed_sweep_through_slurm_equals_the_basic_launcher(tmp_path, slurm):
     finals = {}
     for launcher in ("basic", "slurm"):
