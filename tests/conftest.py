@@ -13,6 +13,65 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_project"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jax_cache(tmp_path_factory):
+    """XLA's persistent compile cache of this test run (RUNNER_JAX_CACHE: the default of jax.cache_dir,
+    for runs in this process and the commands it starts), never the user's ~/.cache/runner/jax; one
+    folder for the run's xdist workers (their basetemps share a parent), so each program compiles
+    once per run. RUNNER_JAX_CACHE set already (a CI's cache kept between runs) is used as it is."""
+    if os.environ.get("RUNNER_JAX_CACHE"):
+        yield Path(os.environ["RUNNER_JAX_CACHE"])
+        return
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["RUNNER_JAX_CACHE"] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop("RUNNER_JAX_CACHE", None)
+
+
+def _mlflow_uri_state():
+    """(the URI mlflow.set_tracking_uri set in this process, or None; MLFLOW_TRACKING_URI, which it
+    exports to every later subprocess). None while mlflow is not imported."""
+    if "mlflow" not in sys.modules:
+        return None, os.environ.get("MLFLOW_TRACKING_URI")
+    from mlflow.tracking._tracking_service import utils
+
+    return utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def no_global_state_left():
+    """A test leaves the process as it found it: MLflow's tracking URI (module and environment),
+    the logging record factory (runner.redact.mask_log_records), RUNNER_JAX_CACHE."""
+    import logging
+
+    before = (_mlflow_uri_state(), logging.getLogRecordFactory(), os.environ.get("RUNNER_JAX_CACHE"))
+    yield
+    after = (_mlflow_uri_state(), logging.getLogRecordFactory(), os.environ.get("RUNNER_JAX_CACHE"))
+    assert after[0] == before[0] or before[0][0] is None and after[0] == (None, before[0][1]), (
+        f"the test left MLflow's tracking URI set: {after[0]} (use the tracking_uri fixture)")
+    assert after[1] is before[1], "the test left a log record factory installed (mask_log_records)"
+    assert after[2] == before[2], "the test changed RUNNER_JAX_CACHE"
+
+
+@pytest.fixture
+def tracking_uri():
+    """mlflow.set_tracking_uri for one test (what mlflow.pyfunc.load_model('runs:/...') reads); the
+    URI and the MLFLOW_TRACKING_URI it exports are put back afterwards."""
+    import mlflow
+
+    uri, env = _mlflow_uri_state()
+    yield mlflow.set_tracking_uri
+    mlflow.set_tracking_uri(uri)  # None: unset, MLFLOW_TRACKING_URI removed
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 @pytest.fixture
 def store(tmp_path):
     """A fresh sqlite MLflow store URI in a temp dir."""
