@@ -20,7 +20,8 @@ run: $(STAMP)
 	$(PY) -m runner $(ARGS)
 
 # Two workers: the suite is mostly XLA compiles, one per core. PYTHONHASHSEED=0 lets XLA's
-# persistent compile cache (~/.cache/runner/jax) work across processes: numpyro's Trace_ELBO sums
+# persistent compile cache work across processes (the tests' own per run, RUNNER_JAX_CACHE under
+# pytest's temporary folder, never ~/.cache/runner/jax; tests/conftest.py): numpyro's Trace_ELBO sums
 # its sites in set order, so with a random string-hash seed every process compiles a loss=trace
 # fit into a different program (another cache key). tests/e2e/test_cli.py's determinism test sets
 # its own seeds.

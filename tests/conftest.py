@@ -13,6 +13,65 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "my_project"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jax_cache(tmp_path_factory):
+    """XLA's persistent compile cache of this test run (RUNNER_JAX_CACHE: the default of jax.cache_dir,
+    for runs in this process and the commands it starts), never the user's ~/.cache/runner/jax; one
+    folder for the run's xdist workers (their basetemps share a parent), so each program compiles
+    once per run. RUNNER_JAX_CACHE set already (a CI's cache kept between runs) is used as it is."""
+    if os.environ.get("RUNNER_JAX_CACHE"):
+        yield Path(os.environ["RUNNER_JAX_CACHE"])
+        return
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["RUNNER_JAX_CACHE"] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop("RUNNER_JAX_CACHE", None)
+
+
+def _mlflow_uri_state():
+    """(the URI mlflow.set_tracking_uri set in this process, or None; MLFLOW_TRACKING_URI, which it
+    exports to every later subprocess). None while mlflow is not imported."""
+    if "mlflow" not in sys.modules:
+        return None, os.environ.get("MLFLOW_TRACKING_URI")
+    from mlflow.tracking._tracking_service import utils
+
+    return utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+
+
+@pytest.fixture(autouse=True)
+def no_global_state_left():
+    """A test leaves the process as it found it: MLflow's tracking URI (module and environment),
+    the logging record factory (runner.redact.mask_log_records), RUNNER_JAX_CACHE."""
+    import logging
+
+    before = (_mlflow_uri_state(), logging.getLogRecordFactory(), os.environ.get("RUNNER_JAX_CACHE"))
+    yield
+    after = (_mlflow_uri_state(), logging.getLogRecordFactory(), os.environ.get("RUNNER_JAX_CACHE"))
+    assert after[0] == before[0] or before[0][0] is None and after[0] == (None, before[0][1]), (
+        f"the test left MLflow's tracking URI set: {after[0]} (use the tracking_uri fixture)")
+    assert after[1] is before[1], "the test left a log record factory installed (mask_log_records)"
+    assert after[2] == before[2], "the test changed RUNNER_JAX_CACHE"
+
+
+@pytest.fixture
+def tracking_uri():
+    """mlflow.set_tracking_uri for one test (what mlflow.pyfunc.load_model('runs:/...') reads); the
+    URI and the MLFLOW_TRACKING_URI it exports are put back afterwards."""
+    import mlflow
+
+    uri, env = _mlflow_uri_state()
+    yield mlflow.set_tracking_uri
+    mlflow.set_tracking_uri(uri)  # None: unset, MLFLOW_TRACKING_URI removed
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 @pytest.fixture
 def store(tmp_path):
     """A fresh sqlite MLflow store URI in a temp dir."""
@@ -74,10 +133,59 @@ def sweep_runs(uri, experiment="runner") -> tuple[list, list]:
             [r for r in runs if r.data.tags.get("mlflow.parentRunId")])
 
 
-def postgres_available():
+def needs(reason: str):
+    """A test that needs a part this machine lacks (PostgreSQL, Chromium, a tmpfs mount, ...): skipped
+    here with the reason; in CI (CI set, as .ci/run exports it) it fails instead, since CI installs
+    every part (and pytest_runtest_makereport below fails any other skip there)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI runs every test, and this one cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (CI set) a skipped test is a failed one: nothing is silently left unchecked there."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
+
+
+#: PostgreSQL's server programs: on PATH, or where Debian's postgresql package puts them
+#: (/usr/lib/postgresql/<version>/bin, the newest version)
+PG_PROGRAMS = ("initdb", "pg_ctl", "createdb")
+
+
+def pg_program(name: str) -> str | None:
+    import glob
     import shutil
 
-    return shutil.which("initdb") and shutil.which("pg_ctl") and (os.geteuid() != 0 or shutil.which("runuser"))
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                      key=lambda p: [int(x) if x.isdigit() else 0 for x in Path(p).parts[-3].split(".")])
+    return versions[-1] if versions else None
+
+
+def runuser() -> str | None:
+    """util-linux's runuser (root starts PostgreSQL as the postgres user): /usr/sbin is not on every PATH."""
+    import shutil
+
+    return shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None)
+
+
+def postgres_missing() -> str | None:
+    """Why a real PostgreSQL cannot be started here, or None."""
+    missing = [p for p in PG_PROGRAMS if pg_program(p) is None]
+    if missing:
+        return (f"PostgreSQL's {', '.join(missing)} are neither on PATH nor in /usr/lib/postgresql/*/bin: "
+                "apt-get install postgresql (.ci/run installs it)")
+    if os.geteuid() == 0 and not runuser():
+        return "running as root, and runuser (to start PostgreSQL as the postgres user) is missing"
+    return None
 
 
 @contextmanager
@@ -89,26 +197,31 @@ def postgres(database: str):
     import shutil
     import tempfile
 
-    d = Path(tempfile.mkdtemp(prefix="runner-pg-"))
+    why = postgres_missing()
+    if why:
+        needs(why)
+    initdb, pg_ctl, createdb = (pg_program(p) for p in PG_PROGRAMS)
     as_pg = []
     if os.geteuid() == 0:  # initdb refuses to run as root
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user for initdb")
+            needs("running as root and there is no 'postgres' user for initdb (apt-get install postgresql makes it)")
+    d = Path(tempfile.mkdtemp(prefix="runner-pg-"))
+    if os.geteuid() == 0:
         os.chown(d, pw.pw_uid, pw.pw_gid)
         d.chmod(0o755)
-        as_pg = ["runuser", "-u", "postgres", "--"]
+        as_pg = [runuser(), "-u", "postgres", "--"]
     port, data = free_port(), d / "data"
     try:
-        subprocess.run([*as_pg, "initdb", "-D", str(data), "-A", "trust", "-U", "runner"], check=True, capture_output=True)
-        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-l", str(d / "log"), "-w", "start", "-o",
+        subprocess.run([*as_pg, initdb, "-D", str(data), "-A", "trust", "-U", "runner"], check=True, capture_output=True)
+        subprocess.run([*as_pg, pg_ctl, "-D", str(data), "-l", str(d / "log"), "-w", "start", "-o",
                         f"-p {port} -k {d} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "runner", database],
+        subprocess.run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "runner", database],
                        check=True, capture_output=True)
         yield f"postgresql+psycopg2://runner@127.0.0.1:{port}/{database}"
     finally:
-        subprocess.run([*as_pg, "pg_ctl", "-D", str(data), "-w", "stop", "-m", "fast"], capture_output=True)
+        subprocess.run([*as_pg, pg_ctl, "-D", str(data), "-w", "stop", "-m", "fast"], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -124,9 +237,12 @@ def read_runs(uri, experiment="runner"):
 
 def run_cli_tty(args, cwd, timeout=600):
     """`python -m runner ARGS` with stderr on a pseudo-terminal, as in an interactive shell.
-    Returns (returncode, stdout, what the terminal received)."""
+    Returns (returncode, stdout, what the terminal received). Both are read as they come (a full
+    stdout pipe cannot block the child); a child still running after `timeout` seconds is killed
+    and TimeoutExpired raised."""
     import pty
     import select
+    import time
 
     env = {**os.environ}
     env.pop("HYDRA_FULL_ERROR", None)
@@ -134,22 +250,33 @@ def run_cli_tty(args, cwd, timeout=600):
     proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        chunk = b""
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                pass
-            seen += chunk
-        if not chunk and proc.poll() is not None:
-            break
-    os.close(master)
-    out = proc.stdout.read().decode()
-    proc.wait(timeout=timeout)
-    return proc.returncode, out, seen.decode(errors="replace")
+    seen, out = {master: b"", proc.stdout.fileno(): b""}, proc.stdout.fileno()
+    open_fds = [master, out]
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds:  # until the terminal and stdout are both closed (EOF / EIO once the child exits)
+            left = deadline - time.monotonic()
+            if left <= 0:  # a hung child fails the test, it does not hang it
+                proc.kill()
+                raise subprocess.TimeoutExpired(proc.args, timeout, output=seen[out], stderr=seen[master])
+            ready, _, _ = select.select(open_fds, [], [], min(left, 1.0))
+            for fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # the child closed the terminal
+                    chunk = b""
+                if chunk:
+                    seen[fd] += chunk
+                else:
+                    open_fds.remove(fd)
+        proc.wait(timeout=max(deadline - time.monotonic(), 1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
+        proc.stdout.close()
+    return proc.returncode, seen[out].decode(), seen[master].decode(errors="replace")
 
 
 # --- in-process helpers (tests/unit) -----------------------------------------------------------

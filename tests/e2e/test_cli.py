@@ -4,6 +4,7 @@ the progress line on a terminal; replicates as child runs; failed restarts and f
 determinism across processes; the console script."""
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,7 +153,13 @@ def test_run_name_tags_dataset_and_summary(tmp_path):
     (run,) = read_runs(uri)[1]
     assert run.info.run_name == "coin-manual-steps30-lr0.01-seed3"
     tags = run.data.tags
-    assert tags["jax.backend"] == "cpu" and tags["jax.device_count"] == "1" and tags["jax.device_kind"]
+    # what JAX reports in this environment (CPU, a GPU, several devices): a process of its own, as the run's
+    probe = "import jax; d = jax.devices(); print(jax.default_backend(), len(d), d[0].device_kind, sep='|')"
+    here = subprocess.run([sys.executable, "-c", probe], check=False, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert here.returncode == 0, here.stderr
+    backend, count, kind = here.stdout.strip().splitlines()[-1].split("|")
+    assert (tags["jax.backend"], tags["jax.device_count"], tags["jax.device_kind"]) == (backend, count, kind)
     # provenance: the user's project is the folder the command ran in (here: no repository);
     # runner's own commit when it runs from a checkout
     assert "mlflow.source.git.commit" not in tags and tags["runner.version"]
@@ -174,7 +181,7 @@ def test_run_name_tags_dataset_and_summary(tmp_path):
     assert table["look"] == f"mlflow ui --backend-store-uri {uri}"
 
 
-def test_progress_line_on_a_terminal_and_pyfunc_draws(tmp_path):
+def test_progress_line_on_a_terminal_and_pyfunc_draws(tmp_path, tracking_uri):
     """A fit of a few seconds redraws one line on a terminal; progress=false shows none. The
     (converged) coin fit's pyfunc model draws from the posterior predictive of Beta(13, 9)."""
     import mlflow
@@ -190,7 +197,7 @@ def test_progress_line_on_a_terminal_and_pyfunc_draws(tmp_path):
     assert steps == sorted(steps) and steps[-1] == 150000
     assert tty.rstrip("\r\n").endswith("\x1b[K")  # the line ends with a newline after the last redraw
     assert "final_loss=" in out
-    mlflow.set_tracking_uri(uri)
+    tracking_uri(uri)
     coin = mlflow.pyfunc.load_model(f"runs:/{out.split('run_id=')[1].split()[0]}/model")
     flips = coin.predict(np.ones(20, np.float32), params={"samples": 4000})
     assert flips.shape == (4000, 20) and set(np.unique(flips)) <= {0, 1}

@@ -65,7 +65,7 @@ def test_predict_em_run_reproduces_its_assignments(tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["assignment"] == logged[:50]
 
 
-def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
+def test_pyfunc_model_loads_predicts_and_serves(tmp_path, tracking_uri):
     """The fit logged as an MLflow pyfunc model: load_model(...).predict gives the run's own
     assignments; `mlflow models serve` answers the same (posterior predictive draws: below)."""
     import os
@@ -79,7 +79,7 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # logging the model adds no warnings
     runs = {"gmm": proc.stdout.split("run_id=")[1].split()[0]}
-    mlflow.set_tracking_uri(uri)
+    tracking_uri(uri)
     gmm = mlflow.pyfunc.load_model(f"runs:/{runs['gmm']}/model")
     data = np.array([0.0, 1.0, 10.0, 11.0, 12.0], np.float32)  # the tutorial's data
     logged = json.loads((tmp_path / "gmm" / "assignments.json").read_text())["assignment"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import free_port, postgres, postgres_available, read_runs, run_cli, wait_http
+from conftest import free_port, postgres, read_runs, run_cli, wait_http
 
 PARENT = "mlflow.parentRunId"
 
@@ -41,6 +41,7 @@ def check_best(study, parent, children):
     assert parent.data.tags["best_trial_run_id"] == study.best_trial.user_attrs["run_id"]
 
 
+@pytest.mark.timeout(1500)  # two commands, 300 s + 900 s allowed
 def test_a_search_of_20_trials_survives_ctrl_c_and_the_next_command_continues_it(tmp_path):
     args = search_args(tmp_path, "steps=200", "optim.lr=tag(log, interval(0.001, 0.3))",
                        "guide=choice(autodelta, autonormal)", "hydra.sweeper.sampler.seed=0")
@@ -175,7 +176,6 @@ def test_a_pruned_trial_stops_early_ends_tagged_and_frees_its_slot(tmp_path):
     check_best(study, parent, children)
 
 
-@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL's initdb / pg_ctl are not on this machine")
 def test_a_study_stored_in_postgresql(tmp_path):
     """A real PostgreSQL (started here: conftest.postgres, as for tests/e2e/test_tracking_server.py) as the study's
     storage: the search runs, the study is read back from the server, the parent names it."""

@@ -29,6 +29,7 @@ def run_devices(n):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.timeout(1500)  # two processes, 600 s allowed each
 def test_two_devices_same_numbers_as_one():
     one, two = run_devices(1), run_devices(2)
     assert (one["devices"], two["devices"]) == (1, 2)
@@ -55,6 +56,7 @@ DEVICE_CONFIGS = [["model=gmm", "guide=autodelta", "restarts=1000", "select=fina
                   ["model=gmm", "restarts=7", "steps=60"]]
 
 
+@pytest.mark.timeout(2100)  # three processes, 600 s allowed each
 def test_the_command_gives_the_same_numbers_on_1_2_and_3_devices(tmp_path):
     results = []
     for n in (1, 2, 3):

@@ -154,12 +154,19 @@ def test_ctrl_c_while_the_results_are_logged_lets_the_run_complete(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "runner", "model=coin", "steps=60000", "tracking.max_points_per_curve=null",
                              f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    # sites.json is the run directory's last file (after metrics.json, the figures, inference_data.nc):
-    # the command goes on to logging, which takes seconds for 60000 points
-    while not (tmp_path / "run" / "sites.json").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
+    # the event: the run's params are in the store while it is still RUNNING. The run is opened with
+    # its tags only; its params are the first thing the tracking worker logs for the completed run
+    # (runner/tracking/mlflow/backend.py _log), which it does only once the command has handed it
+    # the record inside its logging section; 60000 curve points in batches of 1000 follow (seconds)
+    deadline, run = time.time() + 300, None
+    while run is None:
+        assert proc.poll() is None and time.time() < deadline, "the command did not reach its logging"
+        try:
+            runs = read_runs(uri)[1] if (tmp_path / "mlflow.db").exists() else []
+        except Exception:  # the store is being created or written: look again
+            runs = []
+        run = next((r for r in runs if r.info.status == "RUNNING" and r.data.params), None)
+        time.sleep(0.05)  # polling interval, not a wait for anything
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
@@ -183,9 +190,11 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_numbers_as_o
     proc = subprocess.Popen([sys.executable, "-m", "runner", *fit, "checkpoint.every_s=0.5", f"hydra.run.dir={tmp_path}/cut"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (tmp_path / "cut" / "checkpoint.npz").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
+    # the event: a checkpoint is there (written to a temporary file renamed over the last one, so it
+    # is whole as soon as it exists); Ctrl-C from then on keeps the last one
+    while not (tmp_path / "cut" / "checkpoint.npz").exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)  # polling interval
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

@@ -123,10 +123,28 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def processes_in(folder: Path) -> list[str]:
+    """The processes whose working directory or command line is under `folder` (a sweep's jobs and
+    their tracking workers), as "pid command"."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if cwd.startswith(str(folder)) or str(folder) in cmd:
+            found.append(f"{proc.name} {cmd[:200]}")
+    return found
+
+
 def slurm_runs(folder: Path) -> tuple[list, list]:
     return sweep_runs(f"sqlite:///{folder}/mlflow.db", "slurm")
 
 
+@pytest.mark.timeout(1200)  # a SLURM job requeued past its time limit: 900 s allowed
 def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fits_numbers(tmp_path, slurm):
     driver, alone = tmp_path / "driver", tmp_path / "alone"
     driver.mkdir(), alone.mkdir()
@@ -156,6 +174,7 @@ def test_a_job_past_its_time_limit_is_one_finished_run_with_an_uninterrupted_fit
     print(f"requeues: {requeues}; final_loss {child.data.metrics['final_loss']}")
 
 
+@pytest.mark.timeout(1500)  # two sweeps, 600 s allowed each
 def test_an_eight_seed_sweep_through_slurm_equals_the_basic_launcher(tmp_path, slurm):
     finals = {}
     for launcher in ("basic", "slurm"):
@@ -184,17 +203,23 @@ def test_sigterm_to_the_driver_cancels_its_jobs_and_their_runs_stay_killed(tmp_p
 
     env = {**os.environ, **slurm}
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", "seed=0,1", *LONG],
+    proc = subprocess.Popen([sys.executable, "-m", "runner", "-m", "hydra/launcher=slurm", "seed=0,1", *LONG,
+                             "checkpoint.every_s=0.5"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: list(tmp_path.glob("multirun/*/*/sweep.json")) and len(  # the store is set up by then
         [c for c in slurm_runs(tmp_path)[1] if c.info.status == "RUNNING"]) == 2, 240, "two jobs did not start")
-    time.sleep(3)  # into their fits
+    # the event: both jobs are into their fits (each has written a checkpoint between two chunks). Signalled
+    # before that (while they compile), the jobs' runs ended KILLED without their own "interrupted": here
+    # a job's own end is what is checked (was: a fixed 3 s sleep)
+    wait_for(lambda: len(list(tmp_path.glob("multirun/*/*/*/checkpoint.npz"))) == 2, 240, "the two fits did not start")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     assert subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip() == ""
-    time.sleep(5)
+    # nothing can flip a run once no process of the sweep is left (the jobs, their tracking workers): wait
+    # for that, then read the runs (was: a fixed 5 s)
+    wait_for(lambda: not processes_in(tmp_path), 120, f"processes of the sweep outlived it: {processes_in(tmp_path)}")
     parents, children = slurm_runs(tmp_path)
     assert [p.info.status for p in parents] == ["KILLED"]
     assert sorted(c.info.status for c in children) == ["KILLED", "KILLED"]
-    assert all(c.data.tags.get("error") == "interrupted" for c in children)  # each job's own end: it was stopped
+    assert all(c.data.tags.get("error") == "interrupted" for c in children), [c.data.tags.get("error") for c in children]  # each job's own end: it was stopped

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 from conftest import run_cli
 
 
@@ -38,8 +39,12 @@ def test_a_sweep_without_mlflow_aggregates_its_run_directories(tmp_path):
     assert [(row["config"], row["n"]) for row in table] == [
         ("guide=manual model=coin optim.lr=0.01 steps=300", 2), ("guide=manual model=coin optim.lr=0.02 steps=300", 2)]
     assert [row["seeds"] for row in table] == ["0 1", "0 1"]  # each (config, seed) once, as with MLflow
-    for row in table:  # each configuration's mean is that of its two jobs' final losses
-        finals = [json.loads((tmp_path / "sweep" / job / "runner_status.json").read_text())["final_loss"]
-                  for job in ("0", "1", "2", "3")]
-        assert min(finals) <= row["mean"] <= max(finals)
+    jobs = [json.loads((tmp_path / "sweep" / job / "runner_status.json").read_text()) for job in ("0", "1", "2", "3")]
+    overall = np.mean([j["final_loss"] for j in jobs])
+    for row in table:  # each configuration's numbers are those of its own two jobs' final losses, exactly
+        mine = [j["final_loss"] for j in jobs if j["config_group"] == row["config"]]
+        assert len(mine) == 2 and mine[0] != mine[1], jobs
+        assert (row["mean"], row["std"], row["min"], row["max"]) == (
+            float(np.mean(mine)), float(np.std(mine)), min(mine), max(mine))
+        assert row["mean"] != overall  # the two learning rates end apart: a mean over all jobs would differ
     assert (tmp_path / "sweep" / "sweep" / "plots" / "final_losses.png").is_file()

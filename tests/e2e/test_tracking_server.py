@@ -3,8 +3,7 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-from conftest import ROOT, postgres, postgres_available, read_runs, run_cli
+from conftest import ROOT, needs, postgres, read_runs, run_cli
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -67,7 +66,7 @@ def test_sweep_against_a_real_mlflow_server(mlflow_server, tmp_path):
     assert len(client.get_metric_history(run_id, "loss")) == 200
     # the MLflow UI, looked at in a real browser (issue 7)
     if not CHROMIUM or not have_playwright():
-        pytest.skip("the UI check needs Chromium (apt-get install chromium; .ci/run installs it) and playwright")
+        needs("the UI check needs Chromium (apt-get install chromium; .ci/run installs it) and playwright")
     parent = parents[0]
     look_at_ui(mlflow_server, parent.info.experiment_id, parent.info.run_name,
                {c.info.run_name: c.info.run_id for c in sorted(children, key=lambda c: c.info.run_name)}, tmp_path)
@@ -181,7 +180,7 @@ def test_a_sweeps_chart_view_shows_its_runs_and_groups_by_config(mlflow_server, 
     assert groups == [f"guide={g} model=gmm optim.lr={lr} restarts=4 steps=50"
                       for g in ("autodelta", "autonormal") for lr in ("0.05", "0.1")]
     if not CHROMIUM or not have_playwright():
-        pytest.skip("the UI check needs Chromium (apt-get install chromium; .ci/run installs it) and playwright")
+        needs("the UI check needs Chromium (apt-get install chromium; .ci/run installs it) and playwright")
     shots = SHOTS / "sweep_chart_view"
     shots.mkdir(parents=True, exist_ok=True)
     seen = look_at_charts(mlflow_server, parent.info.experiment_id, parent.info.run_name, groups, shots)
@@ -202,7 +201,6 @@ def test_a_sweeps_chart_view_shows_its_runs_and_groups_by_config(mlflow_server, 
         assert (shots / f"{name}.png").stat().st_size > 10_000
 
 
-@pytest.mark.skipif(not postgres_available(), reason="PostgreSQL's initdb / pg_ctl are not on this machine")
 def test_run_against_postgresql(tmp_path):
     with postgres("mlflow") as uri:
         proc = run_cli(["model=coin", "guide=manual", "steps=100", f"tracking.uri={uri}",

@@ -140,7 +140,7 @@ def test_the_untouched_run_still_predicts(logged, tmp_path, capsys):
     assert out["run_id"] == run.info.run_id and out["n"] > 0 and len(out["assignment"]) == out["n"]
 
 
-def test_the_pyfunc_model_refuses_an_untrusted_config(logged, tmp_path, monkeypatch):
+def test_the_pyfunc_model_refuses_an_untrusted_config(logged, tmp_path, monkeypatch, tracking_uri):
     """mlflow.pyfunc.load_model of the run's model: loads and predicts as logged; once its
     config.yaml (model artifact artifacts/config.yaml) is replaced, load_model raises and the
     payload never runs. (Loading any pyfunc model runs its code, pyfunc_code.py: see README.)"""
@@ -149,27 +149,23 @@ def test_the_pyfunc_model_refuses_an_untrusted_config(logged, tmp_path, monkeypa
 
     uri, client, run, _ = logged
     monkeypatch.delenv("RUNNER_TRUST", raising=False)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        good = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-        assert good.predict(np.array([0.3, 10.6], np.float32)).shape == (2,)
+    tracking_uri(uri)
+    good = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert good.predict(np.array([0.3, 10.6], np.float32)).shape == (2,)
 
-        (model,) = client.search_logged_models([run.info.experiment_id])
-        paths = {a.path for a in client.list_logged_model_artifacts(model.model_id, "artifacts")}
-        assert "artifacts/config.yaml" in paths, paths
-        marker = tmp_path / "marker"
-        cfg = OmegaConf.load(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
-        cfg.model = touch(marker)
-        bad = tmp_path / "bad"
-        (bad / "artifacts").mkdir(parents=True)
-        (bad / "artifacts" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        client.log_model_artifacts(model.model_id, str(bad))
-        with pytest.raises(ConfigError, match="model._target_=os.system in a stored config is not trusted"):
-            mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-        assert not marker.exists()
-    finally:
-        mlflow.set_tracking_uri(previous)
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    paths = {a.path for a in client.list_logged_model_artifacts(model.model_id, "artifacts")}
+    assert "artifacts/config.yaml" in paths, paths
+    marker = tmp_path / "marker"
+    cfg = OmegaConf.load(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    cfg.model = touch(marker)
+    bad = tmp_path / "bad"
+    (bad / "artifacts").mkdir(parents=True)
+    (bad / "artifacts" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    client.log_model_artifacts(model.model_id, str(bad))
+    with pytest.raises(ConfigError, match="model._target_=os.system in a stored config is not trusted"):
+        mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    assert not marker.exists()
 
 
 def test_the_users_own_command_uses_its_target(tmp_path):

@@ -152,7 +152,7 @@ def test_regression_automvn_matches_least_squares_and_nuts(project, regression_r
         assert summary[site]["std"] == pytest.approx(ref[site].std(), rel=0.15), site
 
 
-def test_predict_and_pyfunc_take_named_inputs(project, monkeypatch):
+def test_predict_and_pyfunc_take_named_inputs(project, monkeypatch, tracking_uri):
     """runner.predict with a CSV of covariates only, and the pyfunc model with a DataFrame: the
     observed site is drawn at the new x, around alpha + beta x."""
     import pandas as pd
@@ -182,7 +182,7 @@ def test_predict_and_pyfunc_take_named_inputs(project, monkeypatch):
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{project}/mlflow.db")
+    tracking_uri(f"sqlite:///{project}/mlflow.db")
     monkeypatch.setenv("RUNNER_TRUST", "mymodels")
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     draws = model.predict(pd.DataFrame({"x": [0, 5, 10]}), params={"samples": 2000})  # integers for a float x

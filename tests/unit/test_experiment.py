@@ -69,10 +69,22 @@ def test_the_experiment_carries_what_the_run_needs():
     assert exp.data_source == "runner.data.coin_flips"
     assert exp.params["steps"] == "10000" and exp.params["model._target_"] == "runner.models.coin.Coin"
     assert OmegaConf.create(exp.config_yaml).seed == 7
-    assert exp.cache_dir == cfg.jax.cache_dir and exp.cache_dir.endswith("/.cache/runner/jax")
+    assert exp.cache_dir == cfg.jax.cache_dir
     assert len(exp.config_hash) == 16
     cfg, _ = compose(["model=coin", "guide=manual", "seed=8", "restarts=3", "posterior.samples=5", "progress=false"])
     assert build(cfg).config_hash != exp.config_hash  # another seed, another result
+
+
+def test_the_compile_cache_is_under_home_unless_runner_jax_cache_says(monkeypatch, tmp_path):
+    """jax.cache_dir: ~/.cache/runner/jax by default, RUNNER_JAX_CACHE when set (the tests' own
+    folder: tests/conftest.py), the key itself over both."""
+    monkeypatch.delenv("RUNNER_JAX_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert build(compose(["model=coin"])[0]).cache_dir == f"{tmp_path}/home/.cache/runner/jax"
+    monkeypatch.setenv("RUNNER_JAX_CACHE", str(tmp_path / "cache"))
+    assert build(compose(["model=coin"])[0]).cache_dir == f"{tmp_path}/cache"
+    assert build(compose(["model=coin", "jax.cache_dir=/elsewhere"])[0]).cache_dir == "/elsewhere"
+    assert build(compose(["model=coin", "jax.cache_dir=null"])[0]).cache_dir is None
 
 
 def test_flatten_gives_every_leaf_by_its_dotted_path():

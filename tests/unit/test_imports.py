@@ -111,3 +111,66 @@ def test_the_circle_check_finds_a_circle(tmp_path, monkeypatch):
         assert "runner.a -> runner.b -> runner.a" in str(e)
     else:
         raise AssertionError("the circle was not found")
+
+
+#: optional parts and the extra of pyproject.toml that brings what they import
+EXTRAS = {"hydra_plugins/runner_slurm": "slurm"}
+#: a distribution that holds a module, and the one pyproject.toml names for it (its meta-package,
+#: which pins it to the same version: the `mlflow` module is in mlflow-skinny)
+PROVIDED_BY = {"mlflow-skinny": "mlflow"}
+
+
+def declared(extra: str | None = None) -> set[str]:
+    """The distributions pyproject.toml requires (normalised names), with those of `extra`."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [*project["dependencies"], *(project["optional-dependencies"][extra] if extra else [])]
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", r).group()).lower() for r in reqs}
+
+
+def distribution_of(module: str) -> str | None:
+    """The installed distribution whose files hold `module` (a namespace package's part too:
+    hydra_plugins.hydra_ray_launcher is hydra-ray-launcher's), normalised; None for none."""
+    import importlib.metadata as md
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec(module)
+    origin = spec and (spec.origin if spec.origin not in (None, "namespace") else
+                       next(iter(spec.submodule_search_locations or []), None))
+    if not origin:
+        return None
+    origin = Path(origin).resolve()
+    for dist in md.distributions():
+        for f in dist.files or ():
+            if f.name in ("__init__.py", origin.name) and Path(dist.locate_file(f)).resolve() in (origin, origin / "__init__.py"):
+                return re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+    return None
+
+
+def test_every_third_party_import_is_declared_in_pyproject():
+    """`pip install .` brings what runner imports: each module outside the standard library that
+    runner/ or hydra_plugins/ imports (inside functions too) comes from a distribution that
+    pyproject.toml requires, directly (not through another's requirements: pandas came with
+    MLflow), or from the extra of the optional part that imports it."""
+    found: dict[str, set[str]] = collections.defaultdict(set)
+    for folder in ("runner", "hydra_plugins"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for name in imports(path):
+                parts = name.split(".")
+                top = ".".join(parts[:2]) if parts[0] == "hydra_plugins" else parts[0]
+                if parts[0] in sys.stdlib_module_names or parts[0] == "runner" or (
+                        parts[0] == "hydra_plugins" and (ROOT / "hydra_plugins" / parts[1]).exists()):
+                    continue  # the standard library, or this project's own
+                found[top].add(str(path.relative_to(ROOT)))
+    undeclared = []
+    for module, files in sorted(found.items()):
+        dist = distribution_of(module)
+        for f in sorted(files):
+            extra = next((e for prefix, e in EXTRAS.items() if f.startswith(prefix)), None)
+            if dist is None or PROVIDED_BY.get(dist, dist) not in declared(extra):
+                undeclared.append(f"{module} ({dist or 'not installed'}) imported by {f}")
+    assert len(found) >= 15, sorted(found)  # numpy, jax, numpyro, hydra, omegaconf, mlflow, ...
+    assert not undeclared, "not in pyproject.toml's dependencies: " + "; ".join(undeclared)

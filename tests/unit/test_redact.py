@@ -19,8 +19,21 @@ def test_redact(text, masked):
     assert redact(text) == masked
 
 
-def test_log_records_are_masked(caplog):
+@pytest.fixture
+def record_factory():
+    """The logging record factory as it was before the test, put back after it (mask_log_records
+    installs its own for the whole process, as the command and the tracking worker want)."""
+    before = logging.getLogRecordFactory()
+    yield before
+    logging.setLogRecordFactory(before)
+
+
+def test_log_records_are_masked(caplog, record_factory):
     mask_log_records()
+    masking = logging.getLogRecordFactory()
+    assert masking is not record_factory
+    mask_log_records()  # once per process: a second call wraps nothing more
+    assert logging.getLogRecordFactory() is masking
     with caplog.at_level(logging.INFO):
         logging.getLogger("hydra.test").info("#0 : %s", "tracking.uri=http://a:secret@h:1")
         logging.getLogger("hydra.test").info("#1 : tracking.uri=http://a:secret@h:1")

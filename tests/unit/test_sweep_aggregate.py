@@ -14,9 +14,12 @@ def child(run_id, group, loss, seed, status="FINISHED", chash=None, start=0):
             "config_hash": chash or f"{group}/{seed}", "start_time": start}
 
 
+# per configuration: lr=0.1 has mean 2 (1, 3), lr=0.05 has mean 5 (one finished seed), and all three
+# finished children have mean 3: a row computed over every configuration, or over the failed child
+# too, gives other numbers than each row's own
 CHILDREN = [
     child("a", "optim.lr=0.1", 1.0, 0), child("b", "optim.lr=0.1", 3.0, 1),
-    child("c", "optim.lr=0.05", 2.0, 0), child("d", "optim.lr=0.05", None, 1, status="FAILED"),
+    child("c", "optim.lr=0.05", 5.0, 0), child("d", "optim.lr=0.05", None, 1, status="FAILED"),
 ]
 
 
@@ -30,7 +33,9 @@ def test_aggregate_groups_by_config_across_seeds_into_a_table_not_metric_names()
     assert (lr01["n"], lr01["seeds"], lr01["mean"], lr01["min"], lr01["max"], lr01["best_run_id"]) == (
         2, "0 1", 2.0, 1.0, 3.0, "a")
     assert lr01["std"] == pytest.approx(np.std([1.0, 3.0])) and lr01["run_ids"] == ["a", "b"]
-    assert table[0]["n"] == 1 and table[0]["seeds"] == "0"  # the failed seed is not counted
+    lr005 = table[0]  # the failed seed is not counted
+    assert (lr005["n"], lr005["seeds"], lr005["mean"], lr005["std"], lr005["min"], lr005["max"], lr005["best_run_id"],
+            lr005["run_ids"]) == (1, "0", 5.0, 0.0, 5.0, 5.0, "c", ["c"])
     frame = table_frame(table)  # MLflow's table artifact: column -> values, no list cells
     assert list(frame) == ["config", "n", "seeds", "mean", "std", "min", "max", "best_run_id"]
     assert frame["n"] == [1, 2] and frame["best_run_id"] == ["c", "a"]

@@ -64,11 +64,36 @@ def test_an_untrusted_user_module_is_never_imported(tmp_path, monkeypatch):
     ["model=bmm", "data=mnist", "data.path=."], ["data=file", "data.path=x.csv"],
 ], ids=lambda o: " ".join(o) or "defaults")
 def test_every_built_in_config_passes_the_strict_rule(overrides):
-    """The config as a run stores it (resolved): every `_target_` is runner's own."""
+    """The config as a run stores it (resolved): every `_target_` is runner's own, and the check
+    reads each of them: the same config with any one of its targets (or a function model's `fn`)
+    swapped for os.system is refused, naming that key."""
+    import copy
+
     from runner.api import compose
 
     cfg, _ = compose(overrides)
-    check_stored_config(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)), trusted_roots())
+    stored = OmegaConf.to_container(OmegaConf.create(OmegaConf.to_yaml(cfg, resolve=True)))
+    check_stored_config(OmegaConf.create(stored), trusted_roots())
+
+    def places(node, path=()):  # every (path, key) of a _target_, and fn beside a function model's
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if k == "_target_" or (k == "fn" and node.get("_target_") == "runner.models.function.FunctionModel"):
+                yield path, k
+            yield from places(v, (*path, k))
+
+    found = list(places(stored))
+    assert {p[0] for p, _ in found if p} >= {"model", "guide", "optim", "loss", "inference", "tracking"}
+    for path, key in found:
+        bad = copy.deepcopy(stored)
+        node = bad
+        for k in path:
+            node = node[k]
+        node[key] = "os.system"
+        name = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in (*path, key)).lstrip(".")
+        with pytest.raises(ConfigError, match="'os' is not runner") as e:
+            check_stored_config(OmegaConf.create(bad), trusted_roots())
+        assert str(e.value).startswith(f"{name}=os.system in a stored config is not trusted"), (name, str(e.value))
 
 
 @pytest.mark.parametrize("yaml,says", [
@@ -90,6 +115,16 @@ def test_stored_config_bypasses_are_refused(yaml, says):
     assert says in str(e.value) and len(str(e.value).splitlines()) == 1
 
 
-def test_references_and_oc_env_are_left_as_they_are():
-    cfg = OmegaConf.create("model: {_target_: runner.models.gmm.GMM, K: '${k}'}\nk: 2\nhome: '${oc.env:HOME}'")
-    check_stored_config(cfg, trusted_roots())
+def test_references_and_oc_env_are_left_as_they_are(monkeypatch):
+    """A reference to the config's own key and ${oc.env:...} pass, and the check resolves nothing:
+    the nodes are still interpolations afterwards, and resolve as before."""
+    monkeypatch.setenv("HOME", "/home/someone")
+    text = "model: {_target_: runner.models.gmm.GMM, K: '${k}'}\nk: 2\nhome: '${oc.env:HOME}'"
+    cfg = OmegaConf.create(text)
+    assert check_stored_config(cfg, trusted_roots()) is None
+    assert OmegaConf.to_yaml(cfg) == OmegaConf.to_yaml(OmegaConf.create(text))
+    assert cfg.model._get_node("K")._is_interpolation() and cfg._get_node("home")._is_interpolation()
+    assert (cfg.model.K, cfg.home) == (2, "/home/someone")
+    # the same reference to a key that holds a target is checked where that key is
+    with pytest.raises(ConfigError, match=r"^k\._target_=os\.system in a stored config is not trusted"):
+        check_stored_config(OmegaConf.create(text.replace("k: 2", "k: {_target_: os.system}")), trusted_roots())
