@@ -14,17 +14,18 @@ EXAMPLE = ROOT / "examples" / "my_project"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def jax_cache(tmp_path_factory):
-    """XLA's persistent compile cache of this test run (RUNNER_JAX_CACHE: the default of jax.cache_dir,
-    for runs in this process and the commands it starts), never the user's ~/.cache/runner/jax; one
-    folder for the run's xdist workers (their basetemps share a parent), so each program compiles
-    once per run. RUNNER_JAX_CACHE set already (a CI's cache kept between runs) is used as it is."""
+def jax_cache():
+    """XLA's persistent compile cache of the tests (RUNNER_JAX_CACHE: the default of jax.cache_dir,
+    for runs in this process and the commands it starts): ~/.cache/runner/jax-tests, never the
+    user's ~/.cache/runner/jax, kept between test runs as XLA's cache is meant to be (a cold cache
+    makes `make test` several times slower: every program of ~1000 tests compiled again; the
+    cache holds compiled programs by their hash, so a run never reads another program's).
+    RUNNER_JAX_CACHE set already (a CI's own cache) is used as it is."""
     if os.environ.get("RUNNER_JAX_CACHE"):
         yield Path(os.environ["RUNNER_JAX_CACHE"])
         return
-    base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
-    folder.mkdir(exist_ok=True)
+    folder = Path.home() / ".cache" / "runner" / "jax-tests"
+    folder.mkdir(parents=True, exist_ok=True)
     os.environ["RUNNER_JAX_CACHE"] = str(folder)
     try:
         yield folder
