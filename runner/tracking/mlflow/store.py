@@ -63,16 +63,24 @@ def log_table(client, run_id: str, table: dict, artifact_file: str, folder: Path
 
 def log_dataset(client, run_id: str, name: str, source: str, array) -> None:
     """mlflow.log_input for a client run: the UI's Dataset column (name, digest, source)."""
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag
-
     import warnings
+
+    import mlflow.data
+    import mlflow.exceptions
+    from mlflow.entities import DatasetInput, InputTag
 
     with warnings.catch_warnings():  # a loader name as source: MLflow warns it could be several kinds
         warnings.simplefilter("ignore", UserWarning)
         ds = mlflow.data.from_numpy(array, source=source, name=name)
-    client.log_inputs(run_id, datasets=[DatasetInput(ds._to_mlflow_entity(),
-                                                     tags=[InputTag("mlflow.data.context", "training")])])
+    inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except mlflow.exceptions.MlflowException as e:
+        # two commands logging the same dataset at once (a sweep started twice): the other one's
+        # insert won the store's UNIQUE (experiment, name, digest); now it exists, link this run to it
+        if "UNIQUE constraint" not in str(e):
+            raise
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def strided_steps(n: int, max_points: int | None) -> list[int]:
