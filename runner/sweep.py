@@ -73,7 +73,7 @@ def local_children(sweep_dir: Path) -> list[dict]:
             continue
         row = {"run_id": status.get("run_id") or path.parent.name, "config_group": status.get("config_group", "(defaults)"),
                "status": "FINISHED" if status["status"] == "run" else "FAILED", "final_loss": status.get("final_loss"),
-               "config_hash": status.get("config_hash"), "seed": status.get("seed")}
+               "config_hash": status.get("config_hash"), "seed": status.get("seed"), "objective": status.get("objective")}
         metrics = path.parent / "metrics.json"
         if row["status"] == "FINISHED" and metrics.is_file():
             row["loss"] = json.loads(metrics.read_text()).get("curves", {}).get("loss")
@@ -120,11 +120,34 @@ def aggregate(children: list[dict], counts: dict) -> tuple[dict, dict, list[dict
     tags.update(children_finished=len(finished), configs=len(table))
     metrics = {}
     scored = [c for c in finished if np.isfinite(c["final_loss"])]
-    if scored:
-        best = min(scored, key=lambda c: c["final_loss"])
+    kind, ranked, apart = ranked_objective(scored)
+    if ranked:
+        best = min(ranked, key=lambda c: c["final_loss"])
         metrics["final_loss"] = float(best["final_loss"])
         tags.update(best_run_id=best["run_id"], best_config=best.get("config_group") or "(defaults)")
+    if apart:  # final losses of another objective: not ranked with these (a MAP objective is no ELBO)
+        other = min(apart, key=lambda c: c["final_loss"])
+        tags.update(ranked_objective=kind, apart_objective=other.get("objective"),
+                    apart_runs=len(apart), apart_best_final_loss=float(other["final_loss"]),
+                    apart_best_run_id=other["run_id"], apart_best_config=other.get("config_group") or "(defaults)")
     return metrics, tags, table
+
+
+#: which final losses a sweep ranks when its runs minimise different objectives: an ELBO first
+RANKED_FIRST = ("elbo",)
+
+
+def ranked_objective(scored: list[dict]) -> tuple[str | None, list, list]:
+    """(the objective ranked, the runs ranked for the sweep's best, those of another objective). A negative ELBO and a
+    negative log joint (the MAP objective of a Delta guide) are not the same number: ranking them
+    together crowns the MAP fit. Runs that do not say their objective (EM, older runs) rank with
+    the first kind."""
+    kinds = {c.get("objective") for c in scored} - {None}
+    if len(kinds) <= 1:
+        return next(iter(kinds), None), scored, []
+    first = next((k for k in RANKED_FIRST if k in kinds), sorted(kinds)[0])
+    ranked = [c for c in scored if c.get("objective") in (first, None)]
+    return first, ranked, [c for c in scored if c.get("objective") not in (first, None)]
 
 
 def _seed_key(seed: str):
@@ -327,5 +350,10 @@ def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, swe
     print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, {counts['skipped']} skipped, "
           f"{counts['failed']} failed{pruned}; {summary['children']} finished child runs{under}")
     if summary.get("best_run_id"):
-        print(f"runner: sweep best final_loss={summary['final_loss']:.6g} {summary['best_config']} "
+        kind = f" ({summary['ranked_objective'].upper()})" if summary.get("apart_runs") else ""
+        print(f"runner: sweep best final_loss={summary['final_loss']:.6g}{kind} {summary['best_config']} "
               f"(run {summary['best_run_id']})")
+    if summary.get("apart_runs"):
+        print(f"runner: sweep: {summary['apart_runs']} run(s) minimise the {summary['apart_objective'].upper()} "
+              f"objective, not the {summary['ranked_objective'].upper()}: ranked apart, best final_loss="
+              f"{summary['apart_best_final_loss']:.6g} {summary['apart_best_config']} (run {summary['apart_best_run_id']})")

@@ -78,3 +78,22 @@ def test_local_children_read_the_jobs_run_directories(tmp_path):
     assert [(r["run_id"], r["status"], r["config_hash"], r["seed"]) for r in rows] == [
         ("0", "FINISHED", "h0", 0), ("1", "FAILED", "h1", 1)]
     assert rows[0]["loss"] == [5.0, 4.0] and rows[0]["final_loss"] == 4.0
+
+
+def test_a_map_objective_is_not_ranked_with_elbos():
+    """The README's my_project sweep crowned guide=autolaplace (55.56, the MAP objective of its fit)
+    over the autonormal and autolowrank ELBOs: each objective is ranked apart, the ELBO first."""
+    runs = [dict(child("n0", "guide=autonormal", 60.1, 0), objective="elbo"),
+            dict(child("l0", "guide=autolowrank", 59.7, 0), objective="elbo"),
+            dict(child("p0", "guide=autolaplace", 55.56, 0), objective="map"),
+            dict(child("p1", "guide=autolaplace", 55.9, 1), objective="map")]
+    metrics, tags, _ = aggregate(runs, {"run": 4, "skipped": 0, "failed": 0})
+    assert metrics == {"final_loss": 59.7}
+    assert (tags["best_run_id"], tags["best_config"], tags["ranked_objective"]) == ("l0", "guide=autolowrank", "elbo")
+    assert (tags["apart_objective"], tags["apart_runs"], tags["apart_best_final_loss"], tags["apart_best_run_id"]) == (
+        "map", 2, 55.56, "p0")
+    # one objective (or runs that do not say theirs, EM's): ranked together as before
+    metrics, tags, _ = aggregate([dict(r, objective="map") for r in runs], {"run": 4, "skipped": 0, "failed": 0})
+    assert metrics == {"final_loss": 55.56} and "apart_runs" not in tags
+    metrics, tags, _ = aggregate([*runs[:2], child("e", "inference=em", 10.0, 0)], {"run": 3, "skipped": 0, "failed": 0})
+    assert metrics == {"final_loss": 10.0} and "apart_runs" not in tags

@@ -185,6 +185,9 @@ def output(exp, results) -> FitOutput:
         children = replicate_children(exp, results)
     latent_names = posterior.latent_sites(exp.model, exp.data)
     checks, tags, stop_words, diagnostics = diagnose(exp, result, latent_names)
+    # what final_loss is: a Delta guide (autodelta, autolaplace's fit) minimises the negative log joint
+    # (the MAP objective), any other guide the negative ELBO: a sweep ranks each apart (runner.sweep)
+    tags["objective"] = "map" if exp.inference.deterministic else "elbo"
     scalars.update(checks)
     latents = posterior.point_estimate(result.samples, latent_names)
     assignments = None

@@ -439,7 +439,8 @@ class MlflowTracking(Tracking):
             tags = r.data.tags
             row = {"run_id": r.info.run_id, "status": r.info.status, "start_time": r.info.start_time,
                    "config_group": tags.get("config_group", "(defaults)"), "config_hash": tags.get("config_hash"),
-                   "seed": tags.get("seed"), "final_loss": r.data.metrics.get("final_loss")}
+                   "seed": tags.get("seed"), "final_loss": r.data.metrics.get("final_loss"),
+                   "objective": tags.get("objective")}
             if (r.info.status == "FINISHED" and row["final_loss"] is not None and len(drawn) < curves
                     and row["config_hash"] not in drawn):
                 drawn.add(row["config_hash"])
