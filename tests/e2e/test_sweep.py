@@ -58,10 +58,18 @@ def check_sweep(client, parents, children, n_jobs=4):
                               "guide=autonormal model=gmm restarts=4 steps=20"]
     assert all(sorted(c.data.tags["seed"] for c in runs) == ["0", "1"] for runs in groups.values())
     losses = {c.info.run_id: c.data.metrics["final_loss"] for c in children}
-    best = min(losses, key=losses.get)
+    # autodelta's final loss is the MAP objective, autonormal's a negative ELBO: the best is the best
+    # ELBO, the MAP runs are ranked apart (runner.sweep.ranked_objective)
+    assert {c.data.tags["objective"] for c in children if c.data.tags["guide"] == "autodelta"} == {"map"}
+    assert {c.data.tags["objective"] for c in children if c.data.tags["guide"] == "autonormal"} == {"elbo"}
+    elbo = {k: v for k, v in losses.items() if k in {c.info.run_id for c in children if c.data.tags["objective"] == "elbo"}}
+    best = min(elbo, key=elbo.get)
+    apart = min(set(losses) - set(elbo), key=losses.get)
     assert parent.data.metrics == {"final_loss": pytest.approx(losses[best], rel=1e-6)}
     tags = parent.data.tags
     assert (tags["best_run_id"], tags["children_finished"], tags["configs"]) == (best, str(n_jobs), "2")
+    assert (tags["ranked_objective"], tags["apart_objective"], tags["apart_runs"], tags["apart_best_run_id"]) == (
+        "elbo", "map", "2", apart)
     assert tags["mlflow.note.content"].startswith(
         "Sweep of 4 jobs over guide (autodelta, autonormal) x seed (0, 1); fixed: model=gmm steps=20 restarts=4.")
     table = read_table(client, parent)
@@ -95,9 +103,10 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     assert "4 jobs, 4 run, 0 skipped" in proc.stdout
     jobs = [line.split()[1:3] for line in proc.stdout.splitlines() if line.startswith("runner: job")]
     assert jobs == [["job", f"{i}/4"] for i in (1, 2, 3, 4)]  # each job's line says which of the 4 it is
-    best = min(children, key=lambda c: c.data.metrics["final_loss"])
-    assert (f"runner: sweep best final_loss={best.data.metrics['final_loss']:.6g} {best.data.tags['config_group']} "
+    best = min((c for c in children if c.data.tags["objective"] == "elbo"), key=lambda c: c.data.metrics["final_loss"])
+    assert (f"runner: sweep best final_loss={best.data.metrics['final_loss']:.6g} (ELBO) {best.data.tags['config_group']} "
             f"(run {best.info.run_id})") in proc.stdout.splitlines()
+    assert "runner: sweep: 2 run(s) minimise the MAP objective, not the ELBO: ranked apart" in proc.stdout
     # runner.compare: one sweep's children, best final loss first, in an 80-column terminal
     parent_id = parents[0].info.run_id
     out = compare(tmp_path, "--sweep", parent_id)
