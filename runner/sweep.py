@@ -94,7 +94,7 @@ def unique_children(children: list[dict]) -> list[dict]:
 TABLE_COLUMNS = ("config", "n", "seeds", "mean", "std", "min", "max", "best_run_id")
 
 
-def aggregate(children: list[dict], counts: dict) -> tuple[dict, dict, list[dict]]:
+def aggregate(children: list[dict], counts: dict, by_objective: bool = True) -> tuple[dict, dict, list[dict]]:
     """The sweep's result: (metrics, tags, table). Metrics: `final_loss`, the best child's (the
     children's own metric name, so a parent adds no chart of its own in the UI and sweeps compare
     on it). Tags: the best child's run id and configuration, the counts of jobs. Table: one row
@@ -120,7 +120,8 @@ def aggregate(children: list[dict], counts: dict) -> tuple[dict, dict, list[dict
     tags.update(children_finished=len(finished), configs=len(table))
     metrics = {}
     scored = [c for c in finished if np.isfinite(c["final_loss"])]
-    kind, ranked, apart = ranked_objective(scored)
+    # a search ranks its trials by the values its sampler was told (Optuna's best is the parent's)
+    kind, ranked, apart = ranked_objective(scored) if by_objective else (None, scored, [])
     if ranked:
         best = min(ranked, key=lambda c: c["final_loss"])
         metrics["final_loss"] = float(best["final_loss"])
@@ -211,7 +212,9 @@ def finish(backend, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs
     children = backend.children(parent_id)
     if children is None:
         children = local_children(sweep_dir)
-    metrics, tags, table = aggregate(children, counts)
+    from runner.job import TRIALS
+
+    metrics, tags, table = aggregate(children, counts, by_objective=not (Path(sweep_dir) / TRIALS).is_dir())
     out = Path(sweep_dir) / "sweep"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(table, indent=1))
