@@ -86,7 +86,7 @@ def fit(exp, progress: bool = False):
     runner.inference.FitOutput, the same type for every method (its draws, scalars, curves;
     `extras`: the method's own result). XLA's persistent compile cache (jax.cache_dir) is on, as
     in the CLI."""
-    from runner.app import configure_jax
+    from runner.experiment import configure_jax
     from runner.inference import FitContext
 
     configure_jax(exp.cache_dir, exp.x64)

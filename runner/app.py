@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import ConfigError, Pruned, RunFailed, TrackingError, disk_full
-from runner.experiment import configure_jax  # noqa: F401 (runner.app.configure_jax: the API's and tests')
+from runner.experiment import configure_jax
 from runner.redact import redact, redact_folder
 
 

@@ -139,7 +139,7 @@ def rows_of(exps, varying: dict, optim_node: dict, prune: bool, first_rung: int 
 
     exp = exps[0]
     method = exp.inference
-    per_job = method.replicates * (1 if method.select == "initial" else exp.restarts)
+    per_job = rows_per_job(exp)
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
 
     def per_row(values, kind):
@@ -161,6 +161,11 @@ def rows_of(exps, varying: dict, optim_node: dict, prune: bool, first_rung: int 
     return Rows(stop=stop, varying=moving, model=numbers)
 
 
+def rows_per_job(exp) -> int:
+    """The trained rows of one job: its replicates x its trained restarts (1 with select=initial)."""
+    return exp.inference.replicates * (1 if exp.inference.select == "initial" else exp.restarts)
+
+
 @dataclass(frozen=True)
 class Pruning:
     """hydra.launcher.prune=halving: the fraction kept at each rung and the first rung (a fraction
@@ -174,9 +179,6 @@ def fit(exps, plan) -> tuple[list, np.ndarray | None]:
     one's list of FitResults (one per replicate), and the step at which each was pruned (None
     without pruning). `plan` (runner.fusion.Plan): the optimizer's and the model's numbers that
     differ, the pruning, the memory the program may plan to use, the progress line's label."""
-    import jax
-    import jax.numpy as jnp
-
     from runner.inference.svi import program as fused_program
     from runner.progress import Progress
 
@@ -188,17 +190,13 @@ def fit(exps, plan) -> tuple[list, np.ndarray | None]:
     model = model_numbers(exps, plan.model)
     at = rungs(steps, pruning.first, pruning.keep) if pruning else ()
     rows = rows_of(exps, plan.varying, plan.optim_node, bool(at), at[0] if at else None, model)
-    roots = jnp.stack([jax.random.PRNGKey(e.seed + i) for e in exps for i in range(n)])
-    data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     programs = fused_program.make_programs(exp, rows)
     programs.available = available
     pruner = None
     if at:
-        per_job = n * (1 if exp.inference.select == "initial" else exp.restarts)
-        pruner = programs.pruner = Halving(at, pruning.keep, len(exps), per_job, steps, exp.inference.deterministic)
-    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress)))
-    results = [fused_program.result_of(jax.tree.map(lambda x: x[i], batched), programs.curve_steps,
-                                       exp.inference.deterministic) for i in range(len(exps) * n)]
+        pruner = programs.pruner = Halving(at, pruning.keep, len(exps), rows_per_job(exp), steps,
+                                           exp.inference.deterministic)
+    results = fused_program.run_rows(exps, programs, progress)
     per_job = [results[j * n:(j + 1) * n] for j in range(len(exps))]
     for job, e in zip(per_job, exps):
         if job[0].stopped is not None:

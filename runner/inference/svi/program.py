@@ -32,7 +32,6 @@ one while_loop that ends when every restart has stopped.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -200,6 +199,13 @@ class FitProgram:
 
         return loss_fn, step_loss_fn
 
+    def row_loss(self, template: Setup, data, numbers, step: bool = False) -> Callable:
+        """(params, key) -> the loss (`step`: the loss a step follows) of a fused job's row with
+        its model numbers, on the template guide; the template's own without numbers."""
+        if numbers is None:
+            return template.step_loss if step else template.loss
+        return self.losses(self.model_at(numbers), template.guide, template.constrain, data)[1 if step else 0]
+
     def model_at(self, numbers):
         """The model with a fused job's numbers (attributes of a copy), or the model itself."""
         if not numbers:
@@ -239,12 +245,8 @@ class FitProgram:
         init_params = jax.vmap(lambda k, n: self.setup(k, data, n).params)(keys, numbers)
         template = self.setup(keys[0], data)
         first_keys = jax.vmap(lambda k: nth_key(k, 0))(train_keys)
-
-        def initial_loss(p, k, n):
-            loss_fn = template.loss if n is None else self.losses(self.model_at(n), template.guide, template.constrain, data)[0]
-            return loss_fn(p, k)
-
-        init_losses = jax.vmap(initial_loss)(init_params, first_keys, numbers).reshape(N, R)
+        init_losses = jax.vmap(lambda p, k, n: self.row_loss(template, data, n)(p, k))(
+            init_params, first_keys, numbers).reshape(N, R)
         start, fixed = self.select_start(init_params, init_losses, keys[0], train_keys)
         return self.initial_state(start, template.loss, fixed), fixed
 
@@ -277,10 +279,9 @@ class FitProgram:
         import jax.numpy as jnp
 
         template = self.setup(fixed.template_key, data)
-        step_loss = template.step_loss
-        if self.model_numbers:  # a fused job's own model numbers: its loss per row
-            def step_loss(p, k, n):
-                return self.losses(self.model_at(n), template.guide, template.constrain, data)[1](p, k)
+
+        def step_loss(numbers):  # a fused job's row: its loss with its own model numbers
+            return self.row_loss(template, data, numbers, step=True)
 
         def body(i, s):
             return self.step(s, fixed.train_keys, step_loss, i)
@@ -295,15 +296,15 @@ class FitProgram:
 
     def step(self, state: FitState, train_keys, step_loss: Callable, i) -> FitState:
         """One optimizer step of every trained restart, then the features' updates; a stopped
-        restart keeps its params, optimizer state and failure step (a masked update)."""
+        restart keeps its params, optimizer state and failure step (a masked update).
+        `step_loss(model numbers or None)`: the loss a row's step follows."""
         import jax
 
         varying = self.varying
 
         def one(p, s, k, numbers, model_numbers):
             optimizer = self.method.optimizer if varying is None else varying.optimizer(numbers)
-            loss_fn = step_loss if model_numbers is None else functools.partial(step_loss, n=model_numbers)
-            p, s, loss, grads = optimizer.step(p, s, loss_fn, k)
+            p, s, loss, grads = optimizer.step(p, s, step_loss(model_numbers), k)
             return p, s, loss, {n: grad_norm(g) for n, g in grads.items()}
 
         keys = jax.vmap(nth_key, (0, None))(train_keys, i)
@@ -490,19 +491,26 @@ def fit(exp, progress=None, checkpoint: Checkpoint | None = None,
     `checkpoint`: where to write the state (and whether to resume from it), or None;
     `safe_point`: called after every chunk (chunks of about a second at least); an exception
     from it stops the fit as Ctrl-C does (runner/inference/svi/loop.py)."""
-    import jax
-    import jax.numpy as jnp
-
-    replicates = exp.inference.replicates
-    roots = jnp.stack([jax.random.PRNGKey(exp.seed + i) for i in range(replicates)])
-    data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     programs = make_programs(exp)
-    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint, safe_point)))
-    results = [result_of(jax.tree.map(lambda x: x[i], batched), programs.curve_steps, exp.inference.deterministic)
-               for i in range(replicates)]
+    results = run_rows([exp], programs, progress, checkpoint, safe_point)
     if results[0].stopped is not None:
         trim_stopped(results, programs.curve_steps)
     return results
+
+
+def run_rows(exps: list, programs: Programs, progress=None, checkpoint: Checkpoint | None = None,
+             safe_point: Callable[[], None] | None = None) -> list[FitResult]:
+    """One FitResult per replicate of each experiment (seeds seed..seed+replicates-1 of each, in
+    order), from one run of `programs` (every experiment's: one, or a fused sweep's group)."""
+    import jax
+    import jax.numpy as jnp
+
+    exp, n = exps[0], exps[0].inference.replicates
+    roots = jnp.stack([jax.random.PRNGKey(e.seed + i) for e in exps for i in range(n)])
+    data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
+    batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint, safe_point)))
+    return [result_of(jax.tree.map(lambda x: x[i], batched), programs.curve_steps, exp.inference.deterministic)
+            for i in range(len(exps) * n)]
 
 
 def result_of(out: dict, kept: np.ndarray, deterministic: bool) -> FitResult:
