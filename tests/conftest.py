@@ -227,9 +227,16 @@ def postgres(database: str):
 
 
 def read_runs(uri, experiment="runner"):
+    """The store's runs, read as a user's second process would. Opening a sqlite store that a
+    command is creating at that moment migrates it twice (the command then fails): the test takes
+    the store's own lock while it opens it, as every runner command does."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(uri)
+    from runner.tracking.mlflow.store import store_lock
+
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client.get_experiment_by_name(experiment)  # the store is opened (and created) here
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return client, []

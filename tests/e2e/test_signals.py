@@ -160,7 +160,8 @@ def test_ctrl_c_while_the_results_are_logged_lets_the_run_complete(tmp_path):
     # the record inside its logging section; 60000 curve points in batches of 1000 follow (seconds)
     deadline, run = time.time() + 300, None
     while run is None:
-        assert proc.poll() is None and time.time() < deadline, "the command did not reach its logging"
+        assert proc.poll() is None and time.time() < deadline, \
+            f"the command did not reach its logging: {proc.poll() is not None and proc.communicate()[1]}"
         try:
             runs = read_runs(uri)[1] if (tmp_path / "mlflow.db").exists() else []
         except Exception:  # the store is being created or written: look again

@@ -139,10 +139,11 @@ def test_complete_records_the_run_and_its_children_once(tmp_path):
     backend = Events()
     child = record()
     with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()) as scope:
-        assert scope.complete(record(tags={"config_hash": "h", "seed": 3, "config_group": "g"}), [child]) == "r1"
+        assert scope.complete(record(tags={"config_hash": "h", "seed": 3, "config_group": "g", "objective": "elbo"}), [child]) == "r1"
     assert backend.events == [("completed", "FINISHED"), ("child", "r1")]
     assert json.loads((tmp_path / "runner_status.json").read_text()) == {
-        "status": "run", "run_id": "r1", "config_group": "g", "final_loss": 1.5, "config_hash": "h", "seed": 3}
+        "status": "run", "run_id": "r1", "config_group": "g", "final_loss": 1.5, "config_hash": "h", "seed": 3,
+        "objective": "elbo"}
 
 
 def test_a_record_the_store_refuses_is_a_run_failed_that_keeps_the_fit(tmp_path):
