@@ -71,6 +71,10 @@ def main() -> None:
     from runner.tracking.worker import start_early
 
     start_early(sys.argv[1:], CONF_DIR)  # a background backend imports while this process imports JAX
+    from runner import timing
+
+    timing.since("start", "startup")
+    timing.mark("compose")
     try:
         _hydra_main()
     except (HydraException, OmegaConfBaseException) as e:
@@ -132,6 +136,10 @@ def cli() -> None:
         code = 1
     threading._shutdown()  # as Python's own exit: thread pools' exit hooks, then join non-daemon threads
     atexit._run_exitfuncs()  # MLflow's, logging's, Ray's and joblib's shutdown handlers
+    from runner import timing
+
+    timing.since("exit", "exit")
+    timing.report()  # timing=true
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)

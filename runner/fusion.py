@@ -26,7 +26,7 @@ from typing import Any
 
 #: top-level keys that do not act on the fit's program (read after it, or by the job); the
 #: tracking group's curve length does (tracking.max_points_per_curve: the curves' shape)
-AFTER_FIT = ("hydra", "tracking", "progress", "checkpoint", "rerun", "posterior", "hints", "resume")
+AFTER_FIT = ("hydra", "tracking", "progress", "timing", "checkpoint", "rerun", "posterior", "hints", "resume")
 IN_FIT = {"tracking": ("max_points_per_curve",)}
 #: a fused number's place in a job's signature
 NUMBER = "<fused number>"
