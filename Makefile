@@ -36,8 +36,10 @@ test: $(STAMP)
 check: $(STAMP)
 	$(PYTEST) --durations=10 -m "not slow" tests/unit $(PYTEST_ARGS)
 
+PORT ?= 5000
+STORE ?= sqlite:///mlflow.db
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db
+	$(VENV)/bin/mlflow ui --backend-store-uri $(STORE) --port $(PORT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/gmm_tutorial.py
