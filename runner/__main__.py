@@ -65,7 +65,9 @@ def main() -> None:
     mask_log_records()  # Hydra logs each job's overrides, tracking.uri included
     SIGNALS.install()
     _completion_config_dir()
-    if (problem := _long_key()) is not None:
+    from runner.extras import check_overrides
+
+    if (problem := _long_key() or check_overrides(sys.argv[1:])) is not None:
         print(f"runner: error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     from runner.tracking.worker import start_early
