@@ -22,7 +22,8 @@ ORDER = ("startup", "compose", "build", "compile", "fit", "outputs", "logging", 
 
 _spent: dict[str, float] = {}
 _stack: list[list] = []  # [name, start, time spent in phases nested inside]
-_marks: dict[str, float] = {}
+_marks: dict[str, tuple[float, float]] = {}  # name -> (when, the phases' total then)
+_counted = 0.0  # the seconds of every outermost phase so far
 _jobs = 0
 ON = False  # set by the Hydra task from the config's `timing`
 
@@ -57,18 +58,23 @@ def phase(name: str):
         _spent[name] = _spent.get(name, 0.0) + took - entry[2]
         if _stack:
             _stack[-1][2] += took
+        else:
+            global _counted
+            _counted += took
 
 
 def mark(name: str) -> None:
     """A point in time that a later phase starts from (`since`)."""
-    _marks[name] = time.perf_counter()
+    _marks[name] = (time.perf_counter(), _counted)
 
 
 def since(mark_name: str, name: str) -> None:
-    """Count the time from `mark_name` (the process's start for 'start') to now as `name`."""
-    start = _START if mark_name == "start" else _marks.pop(mark_name, None)
-    if start is not None:
-        _spent[name] = _spent.get(name, 0.0) + time.perf_counter() - start
+    """Count the time from `mark_name` (the process's start for 'start') to now as `name`, less
+    the phases counted in between (a fused sweep's launcher builds and fits its jobs before the
+    first job starts: that is build and fit, not compose)."""
+    start = (_START, 0.0) if mark_name == "start" else _marks.pop(mark_name, None)
+    if start is not None and not _stack:
+        _spent[name] = _spent.get(name, 0.0) + time.perf_counter() - start[0] - (_counted - start[1])
 
 
 def job_started() -> None:
@@ -98,7 +104,7 @@ def spent() -> dict[str, float]:
 
 def reset() -> None:
     """Forget what was counted (an in-process caller timing one run after another)."""
-    global _jobs
+    global _jobs, _counted
     _spent.clear()
     _marks.clear()
-    _jobs = 0
+    _jobs, _counted = 0, 0.0
