@@ -1,10 +1,15 @@
-"""`python -m runner.compare`: an experiment's runs as a table that fits a terminal, best final
-loss first.
+"""`python -m runner.compare`: an experiment's runs as a table that fits a terminal, one row per
+run, best final loss first.
 
-Columns: the config choices and the params that differ between the runs (a param that only some
-runs have follows from a choice and is left out), final_loss, status, run id; long values are
-cut in the middle, and differing columns that do not fit the terminal's width are left out (named
-below the table). `--all`: every differing param and every metric, uncut, whatever the width. `--sweep <parent run id>`: one sweep's child runs only;
+Columns: the config choices that differ, then the params that differ between the runs (a param
+that only some runs have follows from a choice and is left out; one name of two with the same
+values), final_loss (and final_loss_std, over a replicated run's replicates), status, the run
+id's first 8 characters; a column that is the same, or blank, in every row is left out. A run's
+replicates (child runs tagged `replicate`) are its row. Runs of an objective other than the first
+(a MAP fit's negative log joint beside negative ELBOs) are ranked apart, below a line saying why.
+Long values are cut in the middle, and differing columns that do not fit the terminal's width are
+left out (named below the table). `--all`: every differing param and every metric, uncut, whole
+run ids, whatever the width. `--sweep <parent run id>`: one sweep's child runs only;
 with `--loo` they are ranked by PSIS-LOO instead (runner/loo.py: arviz.compare on each run's inference_data.nc from the store).
 The store is only read: a sqlite file that is not there is one line and exit 2, never a new store;
 a server or database is reached within one deadline (`--timeout`, 5 s).
@@ -163,7 +168,8 @@ def drop_order(runs: list[dict]) -> list[str]:
                                        for g in _by_choices(runs).values())]
     shared = [k for k in params if k not in within]
     rest = [c for c in choices[1:] if c not in implied]
-    return [*reversed(shared), "final_loss_std", *reversed(implied), *reversed(within), *reversed(rest)]
+    std = ["final_loss_std"] if any("final_loss_std" in (r.get("metrics") or {}) for r in runs) else []
+    return [*reversed(shared), *std, *reversed(implied), *reversed(within), *reversed(rest)]
 
 
 def _follows(runs: list[dict], before: list[str], choice: str) -> bool:
