@@ -327,12 +327,14 @@ def test_plugin_package_model_fits_its_conjugate_posterior(plugin_venv, tmp_path
 
 
 def test_readme_plugin_commands(plugin_venv, tmp_path):
-    """The README's own lines, as typed after installing the example package: write y.json, run
-    `runner model=normal_mean data.path=y.json` from an empty folder; mu's posterior is analytic."""
+    """The README's own lines, as typed after installing the example package: write scratch/y.json,
+    run `runner model=normal_mean data.path=scratch/y.json` from an empty folder; mu's posterior is
+    analytic."""
     env = _env()
     env["PATH"] = f"{plugin_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     readme = (ROOT / "README.md").read_text()
-    lines = ["echo '{\"y\": [2.8, 3.3, 1.2, 3.4, 2.9]}' > y.json", "runner model=normal_mean data.path=y.json"]
+    lines = ["mkdir -p scratch && echo '{\"y\": [2.8, 3.3, 1.2, 3.4, 2.9]}' > scratch/y.json",
+             "runner model=normal_mean data.path=scratch/y.json"]
     for line in lines:
         assert f"$ {line}" in readme, line
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -31,7 +31,7 @@ NOT_HERE = {
     "pip install .": "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     'cd "$(mktemp -d)" && runner model=coin': "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     "pip install examples/runner_plugin_example": "tests/e2e/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
-    "echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
+    "mkdir -p scratch && echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
     "runner model=normal_mean": "tests/e2e/test_install.py::test_readme_plugin_commands",
     # a Ray cluster of two nodes on loopback, started and ended by the test
     "ray start --head": "tests/e2e/test_ray_cluster.py::test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store",

@@ -482,7 +482,7 @@ class MlflowTracking(Tracking):
         query = f"tags.`{PARENT}` = '{parent_id}'" if parent_id else ""
         runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
         return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
-                 "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
+                 "parent_id": r.data.tags.get(PARENT), "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
                  "final_loss": r.data.metrics.get("final_loss")} for r in runs]
 
     def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:
