@@ -10,7 +10,6 @@ import time
 
 from conftest import read_runs, run_cli
 
-from runner.tracking.mlflow.store import store_lock
 
 
 def start(tmp_path, *args):
@@ -32,8 +31,7 @@ def wait_for(check, proc, within=120):
 def the_run(uri, run_dir=None, run_id=None):
     """The run of `run_dir` (until a resume reopens it in its own) or of `run_id`."""
     try:
-        with store_lock(uri):
-            runs = read_runs(uri)[1]
+        runs = read_runs(uri)[1]  # under the store's lock
     except Exception:  # the store is being created
         return None
     return next((r for r in runs if r.data.tags.get("run_dir") == str(run_dir) or r.info.run_id == run_id), None)

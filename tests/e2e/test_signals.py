@@ -12,7 +12,6 @@ import time
 import pytest
 from conftest import read_runs, run_cli
 
-from runner.tracking.mlflow.store import store_lock
 
 
 def start_long_fit(tmp_path, uri, new_session=False):
@@ -23,9 +22,8 @@ def start_long_fit(tmp_path, uri, new_session=False):
     while time.time() < deadline:  # the run is created (RUNNING) while the fit compiles
         time.sleep(0.5)
         if (tmp_path / "mlflow.db").exists():
-            try:  # under the store's lock: a reader must not migrate a store being created
-                with store_lock(uri):
-                    runs = read_runs(uri)[1]
+            try:  # read_runs opens it under the store's lock: a reader must not migrate a store being created
+                runs = read_runs(uri)[1]
             except Exception:
                 continue
             if runs and runs[0].info.status == "RUNNING":
@@ -99,8 +97,7 @@ def test_a_killed_tracking_worker_is_replaced_and_the_run_ends_finished(tmp_path
         time.sleep(0.3)
         if (tmp_path / "mlflow.db").exists():
             try:
-                with store_lock(uri):
-                    runs = read_runs(uri)[1]
+                runs = read_runs(uri)[1]
             except Exception:
                 continue
             run = runs[0] if runs and runs[0].info.status == "RUNNING" else None
@@ -130,9 +127,8 @@ def test_sigterm_to_a_joblib_sweep_ends_its_running_jobs_killed(tmp_path):
         time.sleep(1)
         if (tmp_path / "mlflow.db").exists():
             try:
-                with store_lock(uri):
-                    running = [r for r in read_runs(uri)[1]
-                               if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId")]
+                running = [r for r in read_runs(uri)[1]
+                           if r.info.status == "RUNNING" and r.data.tags.get("mlflow.parentRunId")]
             except Exception:
                 continue
     assert len(running) == 2, "the two jobs did not start"
