@@ -53,7 +53,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     """The composed config -> a typed Experiment, or one ConfigError line: every refusal that
     can be known before a fit. `chash`: the config's hash when the caller already has it (a
     sweep's job checks it against the store first)."""
-    from runner import schema
+    from runner import check, schema
     from runner.identity import config_hash
     from runner.inference import from_config
 
@@ -66,6 +66,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     data = load_data(cfg.get("data"))
     data = model.bind(data)
     inference.prepare(cfg, model, data)
+    inference = check.from_config(cfg.get("check"), inference, model, data)  # check=sbc: the run is the check
     check_draws(model, data, run["posterior.samples"])
     if run["data.batch_size"] is not None and not getattr(inference, "batch_size", None):
         raise ConfigError(f"data.batch_size applies to inference=svi, not inference={inference.name}")
