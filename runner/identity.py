@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
+CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference", "check")
 
 
 def result_overrides(overrides) -> list[str]:

@@ -290,27 +290,43 @@ class Simulator:
         truths = {n: np.asarray(drawn[n]) for n in self.latent}
         if not isinstance(self.data, dict):
             (site,) = self.observed
-            values = np.asarray(drawn[site]).astype(np.asarray(self.data).dtype, copy=False)
+            values = like(drawn[site], self.data)
             return truths, Sims(values, 0, count)
         by_key = {key: site for site, key in self.observed.items()}
         data, axes = {}, {}
         for k, v in self.data.items():
             if k in by_key:
-                data[k] = np.asarray(drawn[by_key[k]]).astype(np.asarray(v).dtype, copy=False)
+                data[k] = like(drawn[by_key[k]], v)
                 axes[k] = 0
             else:
                 data[k], axes[k] = np.asarray(v), None
         return truths, Sims(data, axes, count)
 
 
+def like(values, data) -> np.ndarray:
+    """Simulated values in the data's dtype (0/1 tosses as the data's integers), unless that would
+    round them (integer data of a continuous likelihood, eight schools' y: they stay floats)."""
+    values, dtype = np.asarray(values), np.asarray(data).dtype
+    if np.issubdtype(dtype, np.integer) and not np.array_equal(values, np.round(values)):
+        return values
+    return values.astype(dtype, copy=False)
+
+
 def observed_keys(model, data, observed: list) -> dict:
     """observed site -> the data's key it observes ("" for one unnamed array)."""
-    from runner.posterior import observed_data
+    from runner.posterior import model_sites
 
     if not isinstance(data, dict):
         return {observed[0]: ""} if len(observed) == 1 else {}
-    arrays = observed_data(model, data)
-    return {site: next(k for k, v in data.items() if v is arr) for site, arr in arrays.items()}
+    found: dict = {}
+
+    def match(trace, arrays):  # by identity: the function passed the array itself as obs=
+        for name, site in trace.items():
+            if site["type"] == "sample" and site["is_observed"]:
+                found.update({name: k for k, v in arrays.items() if site["value"] is v})
+
+    model_sites(model, data, inspect=match)
+    return found
 
 
 def improper(fn):
