@@ -5,7 +5,7 @@ this process, XLA's persistent cache warm: the most favourable way to fit them o
 process per simulation adds the command's start, timed here once).
 
     python benchmarks/sbc.py                       # SVI, autonormal, 2000 steps, 200 simulations
-    python benchmarks/sbc.py --simulations 100 --sequential 20 --nuts   # NUTS too, 1 chain x 200+200
+    python benchmarks/sbc.py --methods nuts --sequential 20   # NUTS, 1 chain x (200 warmup + 200 draws)
 
 Each time includes what a run pays: tracing, compiling (a fresh program: jax.cache_dir=null for the
 one fit and the SBC), the fit, and for SBC the simulations, ranks and verdicts.
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=200)
     parser.add_argument("--sequential", type=int, default=200, help="how many of them to fit one at a time")
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--nuts", action="store_true", help="NUTS as well")
+    parser.add_argument("--methods", default="svi", help="svi, nuts or svi,nuts")
     args = parser.parse_args()
     os.chdir(EXAMPLE)
     sys.path.insert(0, str(EXAMPLE))
@@ -96,14 +96,12 @@ def main() -> None:
 
     print(f"devices: {jax.devices()}")
     cache = tempfile.mkdtemp(prefix="sbc-bench-cache-")
-    base, what = svi_cases(args)
-    measure(base, what, args, cache)
-    t_cmd = command_time([*base, f"jax.cache_dir={cache}"])
-    print(f"  a process per simulation: one command takes {t_cmd:.2f} s (cache warm), "
-          f"{args.simulations} of them about {t_cmd * args.simulations:.0f} s")
-    if args.nuts:
-        base, what = nuts_cases(args)
+    for method in args.methods.split(","):
+        base, what = {"svi": svi_cases, "nuts": nuts_cases}[method](args)
         measure(base, what, args, cache)
+        t_cmd = command_time([*base, f"jax.cache_dir={cache}"])
+        print(f"  a process per simulation: one command takes {t_cmd:.2f} s (cache warm), "
+              f"{args.simulations} of them about {t_cmd * args.simulations:.0f} s")
 
 
 if __name__ == "__main__":

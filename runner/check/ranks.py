@@ -88,7 +88,9 @@ class Report:
         ok = np.all(np.concatenate([np.isfinite(r) for r in flat.values()], axis=1), axis=1)
         S = int(ok.sum())
         if S < 2:
-            raise RuntimeError(f"check=sbc: {len(ok) - S} of {len(ok)} simulations' fits failed: nothing to rank")
+            from runner.errors import RunFailed
+
+            raise RunFailed(f"check=sbc: {len(ok) - S} of {len(ok)} simulations' fits failed: nothing to rank")
         points, lower, upper = band(S, each)
         sites = {n: site((r[ok] + 0.5) / (draws + 1), points, lower, upper, int((~ok).sum()))
                  for n, r in flat.items()}

@@ -76,7 +76,8 @@ class SBC(Method):
             raise ConfigError(f"inference={self.method.name} gives no draws of the latent sites "
                               f"{self.simulator.latent}: nothing to rank")
         found = {n: ranks.rank(truths[n], draws[n]) for n in latent}
-        report = ranks.Report.of(found, self.draws, self.prob)
+        kept = min(draws[n].shape[1] for n in latent)  # fewer than check.draws: a short chain, a point estimate (EM)
+        report = ranks.Report.of(found, kept, self.prob)
         return output(self, report, found, truths, seconds, mode)
 
     def fit_all(self, inner, sims, context: FitContext) -> tuple[dict, str]:
@@ -100,7 +101,7 @@ class SBC(Method):
 
         report, found, truths = out.extras["report"], out.extras["ranks"], out.extras["truths"]
         np.savez_compressed(run_dir / "sbc_ranks.npz", **{f"rank/{n}": r for n, r in found.items()},
-                            **{f"true/{n}": truths[n] for n in found}, draws=np.asarray(self.draws))
+                            **{f"true/{n}": truths[n] for n in found}, draws=np.asarray(report.draws))
         files = ["sbc_ranks.npz", write_json(run_dir / "sbc.json", report.as_json())]
         if figures.sbc_plot(report, run_dir / "plots" / "sbc_ecdf.png"):
             files.append("plots/sbc_ecdf.png")
@@ -108,12 +109,12 @@ class SBC(Method):
 
 
 def output(check: SBC, report, found: dict, truths: dict, seconds: float, mode: str) -> FitOutput:
-    scalars = {"sbc_simulations": check.simulations, "sbc_draws": check.draws, "sbc_seconds": seconds,
+    scalars = {"sbc_simulations": check.simulations, "sbc_draws": report.draws, "sbc_seconds": seconds,
                "sbc_sites_calibrated": sum(s.verdict == "calibrated" for s in report.sites.values()),
                **report.metrics()}
     tags = {"check": "sbc", "sbc_verdict": report.verdict, "sbc_fit": mode,
             **{f"sbc/{n}": s.verdict for n, s in report.sites.items()}}
-    line = (f"sbc simulations={check.simulations} draws={check.draws} ({mode}, {seconds:.3g}s): "
+    line = (f"sbc simulations={check.simulations} draws={report.draws} ({mode}, {seconds:.3g}s): "
             + "; ".join(s.words(n) for n, s in report.sites.items()))
     return FitOutput(method=check.method.name, scalars=scalars, line=line, key_derivation=KEY_DERIVATION,
                      tags=tags, extras={"report": report, "ranks": found, "truths": truths})

@@ -103,6 +103,9 @@ def test_a_sweep_compares_guides_by_calibration_mean_field_underdispersed_full_c
     assert by_guide["automvn"].data.metrics["sbc/z/outside_band"] == 0
     assert "job 1/2 rotated/autonormal sbc simulations=100" in proc.stdout
     assert "z: underdispersed (2/2 elements" in proc.stdout and "z: calibrated (2/2 elements" in proc.stdout
+    assert (f"runner: sweep calibration guide=autonormal: z underdispersed (run {by_guide['autonormal'].info.run_id})"
+            in proc.stdout)
+    assert f"runner: sweep calibration guide=automvn: calibrated (run {by_guide['automvn'].info.run_id})" in proc.stdout
 
 
 def test_nuts_on_eight_schools_non_centred_is_calibrated(tmp_path):

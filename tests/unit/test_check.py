@@ -167,3 +167,37 @@ def test_one_program_over_the_simulations_gives_each_fit_alone(models):
     chunked, mode = batched(check.method.simulation_fit(inner), exp.seed, sims, 50, 3, FitContext())
     assert mode == "2 programs of 3"
     np.testing.assert_allclose(chunked["mu"], together["mu"], atol=1e-5)
+
+
+def test_nuts_simulations_split_into_chunks_when_the_memory_budget_says_so(models, monkeypatch):
+    """NUTS's simulations as one program of vectorised chains; a budget that takes 2 simulations
+    at most (XLA's plan refused above that: runner.inference.budget, its own tests) halves the
+    program until it fits: 5 simulations in 3 programs of 2, the last padded."""
+    from runner.inference import FitContext, budget
+    from runner.check.sbc import batched
+
+    exp = runner.build(compose(models, "normal", "inference=nuts", "inference.chains=2", "inference.warmup=30",
+                               "inference.samples=30", "check.simulations=5"))
+    import dataclasses
+
+    check = exp.inference
+    inner = dataclasses.replace(exp, inference=check.method)
+    _, sims = check.simulator.draw(exp.seed, 5)
+    real = budget.compile_within_budget
+    sizes = []
+
+    def two_at_most(jitted, roots, data, **kwargs):
+        sizes.append(roots.shape[0])
+        if roots.shape[0] > 2:
+            raise budget.OverBudget(f"{kwargs.get('what')} needs more than this test's budget")
+        return real(jitted, roots, data, **kwargs)
+
+    monkeypatch.setattr(budget, "compile_within_budget", two_at_most)
+    draws, mode = batched(check.method.simulation_fit(inner), exp.seed, sims, 20, None, FitContext())
+    assert sizes == [5, 3, 2] and mode == "3 programs of 2"
+    assert draws["mu"].shape == (5, 20) and np.isfinite(draws["mu"]).all()
+    # each simulation's posterior is near its own data: N(sum(x) / (n + 1), 1 / (n + 1)) with n = 4
+    post = sims.data["x"].sum(axis=1) / 5
+    assert np.all(np.abs(draws["mu"].mean(axis=1) - post) < 4 * np.sqrt(1 / 5 / 20) + 0.3)
+    with pytest.raises(budget.OverBudget):  # a chunk the user set is not split further
+        batched(check.method.simulation_fit(inner), exp.seed, sims, 20, 4, FitContext())
