@@ -1,8 +1,9 @@
 """SBC's rank statistics and their verdict (Talts et al. 2018; Säilynoja et al. 2022).
 
 The rank of a true value among L posterior draws is uniform on {0..L} when the inference is
-calibrated. Each element's normalised rank u = (rank + 0.5) / (L + 1) is compared with the uniform
-distribution by its ECDF and ArviZ's simultaneous band (`arviz.stats.ecdf_utils.ecdf_confidence_band`,
+calibrated. Each element's normalised rank u = (rank + v) / (L + 1), v ~ Uniform(0, 1) (a randomised
+rank, from a fixed seed: u is then exactly uniform for any L, not only for many draws), is compared
+with the uniform distribution by its ECDF and ArviZ's simultaneous band (`arviz.stats.ecdf_utils.ecdf_confidence_band`,
 the optimised band of Säilynoja et al.); the band's level `prob` holds for all ranked elements
 together (Bonferroni over them: eight schools' ten elements are not ten chances of a false alarm).
 
@@ -92,8 +93,9 @@ class Report:
 
             raise RunFailed(f"check=sbc: {len(ok) - S} of {len(ok)} simulations' fits failed: nothing to rank")
         points, lower, upper = band(S, each)
-        sites = {n: site((r[ok] + 0.5) / (draws + 1), points, lower, upper, int((~ok).sum()))
-                 for n, r in flat.items()}
+        jitter = np.random.default_rng(0)  # randomised ranks: u exactly uniform for any L when calibrated
+        sites = {n: site((r[ok] + jitter.uniform(size=r[ok].shape)) / (draws + 1), points, lower, upper,
+                         int((~ok).sum())) for n, r in flat.items()}
         return cls(sites=sites, draws=draws, prob=prob, eval_points=points, lower=lower, upper=upper)
 
     def metrics(self) -> dict:
@@ -121,6 +123,9 @@ class Report:
 def band(S: int, prob: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(evaluation points, lower, upper): ArviZ's simultaneous `prob` band of the ECDF of S uniform
     draws (the optimised method of Säilynoja et al. 2022)."""
+    from runner.inference_data import import_arviz
+
+    import_arviz()  # waits for the run's background import of ArviZ (runner.background): never two at once
     from arviz.stats.ecdf_utils import ecdf_confidence_band
 
     points = np.linspace(0, 1, EVAL_POINTS + 2)[1:-1]

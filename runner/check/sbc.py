@@ -71,12 +71,13 @@ class SBC(Method):
         seconds = time.perf_counter() - started
         from runner.check import ranks
 
-        latent = [n for n in self.simulator.latent if n in draws]
+        draws = {n: matched(draws[n], truths[n]) for n in self.simulator.latent if n in draws}
+        latent = [n for n in self.simulator.latent if draws.get(n) is not None]
         if not latent:
             raise ConfigError(f"inference={self.method.name} gives no draws of the latent sites "
                               f"{self.simulator.latent}: nothing to rank")
         found = {n: ranks.rank(truths[n], draws[n]) for n in latent}
-        kept = min(draws[n].shape[1] for n in latent)  # fewer than check.draws: a short chain, a point estimate (EM)
+        kept = min(draws[n].shape[1] for n in latent)  # fewer than check.draws: a short chain
         report = ranks.Report.of(found, kept, self.prob)
         return output(self, report, found, truths, seconds, mode)
 
@@ -118,6 +119,13 @@ def output(check: SBC, report, found: dict, truths: dict, seconds: float, mode: 
             + "; ".join(s.words(n) for n, s in report.sites.items()))
     return FitOutput(method=check.method.name, scalars=scalars, line=line, key_derivation=KEY_DERIVATION,
                      tags=tags, extras={"report": report, "ranks": found, "truths": truths})
+
+
+def matched(draws, truth):
+    """(S, L, ...) draws in the shape of the site's (S, ...) true values (EM's locs are (K, 1) for
+    the model's (K,)); None where they are not the same values."""
+    shape = (*draws.shape[:2], *truth.shape[1:])
+    return draws.reshape(shape) if int(np.prod(draws.shape[2:])) == int(np.prod(shape[2:])) else None
 
 
 class ConcreteData(Exception):
@@ -176,7 +184,7 @@ def thin(draws: dict, num: int) -> dict:
 
 def one_at_a_time(inner, method: Method, sims, draws: int, context: FitContext) -> dict:
     """Every simulation fitted alone by the method's own `fit` (seed+i on data set i): draws, or
-    a point estimate as one draw (EM)."""
+    a point estimate repeated as `draws` draws (EM: ranks 0 or L, as autodelta's guide draws are)."""
     import dataclasses
 
     parts = []
@@ -186,7 +194,8 @@ def one_at_a_time(inner, method: Method, sims, draws: int, context: FitContext) 
         if out.failed:
             parts.append(None)
             continue
-        got = out.flat() if out.draws else {k: np.asarray(v)[None] for k, v in (out.latents or {}).items()}
+        point = out.latents or out.params or {}  # EM: its fitted parameters, by the model's site names where they are
+        got = out.flat() if out.draws else {k: np.repeat(np.asarray(v)[None], draws, axis=0) for k, v in point.items()}
         parts.append({k: np.asarray(v) for k, v in thin(got, draws).items()})
         if context.safe_point is not None:
             context.safe_point()

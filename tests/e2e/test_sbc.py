@@ -123,6 +123,17 @@ def test_nuts_on_eight_schools_non_centred_is_calibrated(tmp_path):
     assert "eight_schools/nuts sbc simulations=100 draws=100 (one program" in proc.stdout
 
 
+def test_em_is_fitted_one_simulation_at_a_time_and_its_point_estimate_is_underdispersed(tmp_path):
+    """EM (GMM on the tutorial's 5 points) has no vmappable fit here: each simulation by EM's own fit.
+    A point estimate repeated as its draws ranks every true value 0 or L, as autodelta does."""
+    proc = run_cli(["model=gmm", "inference=em", "check=sbc", "check.simulations=20", "tracking=none",
+                    "progress=false", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gmm/em sbc simulations=20 draws=100 (one at a time" in proc.stdout
+    report = json.loads((tmp_path / "run" / "sbc.json").read_text())
+    assert {n: s["verdict"] for n, s in report["sites"].items()} == {"weights": "underdispersed", "locs": "underdispersed"}
+
+
 def test_a_model_that_cannot_simulate_is_refused_in_one_line_before_any_run(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_cli(["model=gaussian2d", "check=sbc", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"],
