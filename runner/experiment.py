@@ -88,13 +88,14 @@ def build_like(cfg: DictConfig, chash: str, like: Experiment) -> Experiment:
     optimizer, run settings, config text, params and hash."""
     import dataclasses
 
-    from runner import schema
+    from runner import check, schema
     from runner.inference import from_config
 
     check_targets(cfg)
     run = schema.run_settings(cfg)
     inference = from_config(cfg.get("inference"))
-    inference.prepare_like(cfg, like.model, like.data, like.inference)
+    inference.prepare_like(cfg, like.model, like.data, getattr(like.inference, "method", like.inference))
+    inference = check.from_config(cfg.get("check"), inference, like.model, like.data)  # as build does
     check_draws(like.model, like.data, run["posterior.samples"])
     every = run["checkpoint.every_s"]
     return dataclasses.replace(

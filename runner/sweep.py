@@ -355,7 +355,8 @@ def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, swe
           f"{counts['failed']} failed{pruned}; {summary['children']} finished child runs{under}")
     for s in statuses:  # check=sbc: each job's calibration, so that configs compare by it (not only by loss)
         if s.get("status") == "run" and s.get("calibration"):
-            print(f"runner: sweep calibration {s.get('config_group', '(defaults)')}: {s['calibration']} (run {s.get('run_id')})")
+            run = f" (run {s['run_id']})" if s.get("run_id") else ""
+            print(f"runner: sweep calibration {s.get('config_group', '(defaults)')}: {s['calibration']}{run}")
     if summary.get("best_run_id"):
         kind = f" ({summary['ranked_objective'].upper()})" if summary.get("apart_runs") else ""
         print(f"runner: sweep best final_loss={summary['final_loss']:.6g}{kind} {summary['best_config']} "
