@@ -65,12 +65,18 @@ def main() -> None:
     mask_log_records()  # Hydra logs each job's overrides, tracking.uri included
     SIGNALS.install()
     _completion_config_dir()
-    if (problem := _long_key()) is not None:
+    from runner.extras import check_overrides
+
+    if (problem := _long_key() or check_overrides(sys.argv[1:])) is not None:
         print(f"runner: error: {problem}", file=sys.stderr)
         raise SystemExit(2)
     from runner.tracking.worker import start_early
 
     start_early(sys.argv[1:], CONF_DIR)  # a background backend imports while this process imports JAX
+    from runner import timing
+
+    timing.since("start", "startup")
+    timing.mark("compose")
     try:
         _hydra_main()
     except (HydraException, OmegaConfBaseException) as e:
@@ -132,6 +138,10 @@ def cli() -> None:
         code = 1
     threading._shutdown()  # as Python's own exit: thread pools' exit hooks, then join non-daemon threads
     atexit._run_exitfuncs()  # MLflow's, logging's, Ray's and joblib's shutdown handlers
+    from runner import timing
+
+    timing.since("exit", "exit")
+    timing.report()  # timing=true
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)

@@ -38,6 +38,20 @@ def run(cfg):
     an exit code (2: the user's input, 1: the run failed); a sweep's job records them in its
     run directory and the sweep goes on. Returns the final loss (for a sweeper): the logged
     `final_loss` (with replicates, their mean); a skipped job's, its finished twin's."""
+    from runner import timing
+    from runner.job import from_hydra
+    from runner.lifecycle import SIGNALS
+
+    timing.since("compose", "compose")
+    timing.ON = timing.ON or cfg.get("timing") is True
+    timing.job_started()
+    try:
+        return _run(cfg)
+    finally:
+        timing.mark("exit")
+
+
+def _run(cfg):
     from runner.job import from_hydra
     from runner.lifecycle import SIGNALS
 
@@ -59,21 +73,24 @@ def run(cfg):
 def start(cfg, job) -> Outcome | None:
     """The backend checked, a finished twin looked for (a sweep's job), the experiment built and a
     resume= checked, all before any fit; then `execute`."""
-    from runner import fusion, identity, tracking
+    from runner import fusion, identity, timing, tracking
     from runner.experiment import build
     from runner.job import check_resumable, run_dir_locks
 
-    backend = tracking.from_config(cfg.tracking)
-    backend.check()
-    resume = job.resume_dir(cfg.get("resume"), backend)
+    with timing.phase("build"):
+        backend = tracking.from_config(cfg.tracking)
+        backend.check()
+        resume = job.resume_dir(cfg.get("resume"), backend)
     # a resume holds its run directory's lock from here to its end: a second resume of it is refused
     with run_dir_locks([] if resume is None else [resume], "resume"):
-        config_hash = identity.config_hash(cfg)  # it reads the data file and the model's source: once
-        done = job.skip(backend, config_hash)
+        with timing.phase("build"):
+            config_hash = identity.config_hash(cfg)  # it reads the data file and the model's source: once
+            done = job.skip(backend, config_hash)
         if done:
             return twin_outcome(job, backend, f"already FINISHED as run {done}", done)
         prefit = fusion.take(config_hash)  # hydra/launcher=vectorized fitted it with its group
-        exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
+        with timing.phase("build"):
+            exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
         if resume is not None:  # before the interrupted run is reopened
             check_resumable(exp, resume)
         return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output)
@@ -83,32 +100,37 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outco
     """One run: opened (RUNNING while it fits), fitted, written into its run directory, recorded;
     an interruption ends it KILLED, a crash FAILED (runner.lifecycle.RunScope). `fitted`: its
     FitOutput when its fit was done already (a fused sweep's group)."""
-    from runner import identity, outputs
+    from runner import identity, outputs, timing
     from runner.job import run_dir_locks
     from runner.lifecycle import RunScope
     from runner.tracking.base import RunEnd
 
-    params = identity.run_params(exp, resumed=resume is not None)
-    backend.check_params(params)
-    write_config(exp, job.run_dir)
-    backend.connect()  # nothing refused: a background backend sets its store up while this process compiles
-    configure_jax(exp.cache_dir, exp.x64)
-    preimport(exp)
-    start = identity.run_start(exp, job, resume)  # its name and tags
+    with timing.phase("build"):
+        params = identity.run_params(exp, resumed=resume is not None)
+        backend.check_params(params)
+        write_config(exp, job.run_dir)
+        backend.connect()  # nothing refused: a background backend sets its store up while this process compiles
+        configure_jax(exp.cache_dir, exp.x64)
+        preimport(exp)
+        start = identity.run_start(exp, job, resume)  # its name and tags
     # a fit that checkpoints holds its run directory's lock: a resume of it while it runs is refused
     with (run_dir_locks([job.run_dir] if checkpoints(exp, resume) else [], ""),
           RunScope(backend, job, RunEnd(params=params, artifact_dir=job.run_dir)) as scope):
-        twin = scope.open(start)
+        with timing.phase("logging"):
+            twin = scope.open(start)
         if twin:  # the same sweep started twice at once: the other command runs (or ran) this job
             return twin_outcome(job, backend, f"run {twin} has the same config (RUNNING in another process, "
                                 "or FINISHED)", twin)
-        out = fitted if fitted is not None else exp.inference.fit(exp, fit_context(exp, job, resume, scope))
+        with timing.phase("fit"):  # its compile counted apart where the method says (SVI)
+            out = fitted if fitted is not None else exp.inference.fit(exp, fit_context(exp, job, resume, scope))
         scope.safe_point()
-        written = outputs.write(exp, out, job.run_dir)
+        with timing.phase("outputs"):
+            written = outputs.write(exp, out, job.run_dir)
         scope.safe_point()
         params = {**params, "key_derivation": out.key_derivation}  # the run's and its children's
-        record = identity.run_record(exp, job, start, out, written, params)
-        run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir))
+        with timing.phase("logging"):
+            record = identity.run_record(exp, job, start, out, written, params)
+            run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir))
     return finish(exp, job, backend, out, record, run_id)
 
 

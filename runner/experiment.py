@@ -59,8 +59,9 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
 
     check_targets(cfg)
     run = schema.run_settings(cfg)  # the run-level keys, typed and range-checked (runner/schema.py)
-    x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made
-    inference = from_config(cfg.get("inference"))
+    schema.early_settings(cfg)  # and what else can be refused before JAX is imported
+    inference = from_config(cfg.get("inference"))  # its settings checked: no array is made
+    x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made (JAX imported here)
 
     model = instantiate(cfg.model, "model")
     data = load_data(cfg.get("data"))

@@ -26,7 +26,7 @@ from typing import Any
 
 #: top-level keys that do not act on the fit's program (read after it, or by the job); the
 #: tracking group's curve length does (tracking.max_points_per_curve: the curves' shape)
-AFTER_FIT = ("hydra", "tracking", "progress", "checkpoint", "rerun", "posterior", "hints", "resume")
+AFTER_FIT = ("hydra", "tracking", "progress", "timing", "checkpoint", "rerun", "posterior", "hints", "resume")
 IN_FIT = {"tracking": ("max_points_per_curve",)}
 #: a fused number's place in a job's signature
 NUMBER = "<fused number>"
@@ -162,11 +162,14 @@ def fit_groups(groups: list[Group], cfgs: list, settings: dict, say=print) -> di
     refuses is left out (its own run refuses it the same way)."""
     from omegaconf import OmegaConf
 
+    from runner import timing
+
     done: dict[int, Prefit] = {}
     for n, group in enumerate(groups, 1):
         if group.alone is not None:
             continue
-        built = build_all(group, cfgs)
+        with timing.phase("build"):
+            built = build_all(group, cfgs)
         if len(built) < 2:
             group.alone = "its other jobs' configs are refused"
             continue
@@ -175,7 +178,8 @@ def fit_groups(groups: list[Group], cfgs: list, settings: dict, say=print) -> di
                      pruning=settings.get("pruning"), available=settings.get("available"),
                      progress=f"group {n} ({len(built)} jobs) " if built[0][2].progress else None)
         try:
-            outs = split_fit(built, group, plan_)
+            with timing.phase("fit"):  # the group's compile counted apart
+                outs = split_fit(built, group, plan_)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # the program could not be built for these jobs together

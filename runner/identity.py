@@ -16,7 +16,7 @@ CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference", "check"
 
 def result_overrides(overrides) -> list[str]:
     """Overrides that can change a result (not where it is logged or cached)."""
-    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|hydra)", o)]
+    return [o for o in overrides if not re.match(r"^[+~]*(tracking[.=]|jax[.=]|rerun=|progress=|timing=|hydra)", o)]
 
 
 def group_label(overrides) -> str:
@@ -85,7 +85,7 @@ def run_start(exp, job, resume=None):
 
 
 #: keys a resumed run may change (display and where to resume from): its params keep the first values
-RESUME_FREE = ("resume", "progress")
+RESUME_FREE = ("resume", "progress", "timing")
 
 
 def run_params(exp, resumed: bool = False) -> dict:
@@ -182,7 +182,7 @@ def dataset_info(exp, choices: dict) -> dict | None:
 
 
 #: config keys that do not change a fit's result, left out of its hash
-NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress", "checkpoint", "resume")
+NOT_HASHED = ("tracking", "jax", "rerun", "hydra", "progress", "timing", "checkpoint", "resume")
 
 
 def digest(obj) -> str:

@@ -29,13 +29,18 @@ POINT_DRAWS = 4  # copies of a point estimate: arviz.loo needs more than one dra
 
 
 def import_arviz():
-    """arviz, without its INFO lines about optional packages (Hydra's logging shows INFO)."""
+    """arviz, without its INFO lines about optional packages (Hydra's logging shows INFO), nor
+    the FutureWarning about its coming refactor that its import gives once a day (a user's
+    terminal is no place for a dependency's migration notice: runner pins the ArviZ it uses)."""
     import logging
+    import warnings
 
     from runner import background
 
     background.settled()  # the background import's, if one is under way (preimport)
     logging.getLogger("arviz").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor",
+                            category=FutureWarning, module="arviz")
     import arviz
 
     return arviz

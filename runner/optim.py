@@ -96,4 +96,7 @@ class LBFGS:
 
 
 def lbfgs(history_size: int = 10, maxls: int = 15) -> LBFGS:
+    from runner.extras import require
+
+    require("optim", "lbfgs")  # jaxopt is the `lbfgs` extra
     return LBFGS(history_size=int(history_size), maxls=int(maxls))

@@ -31,7 +31,7 @@ class Progress:
     def line(self, step: int, loss: float, rate: float) -> str:
         left = (self.total - step) / rate if rate > 0 else float("nan")
         eta = f"{left:.0f}s" if left == left else "?"
-        return (f"runner: {self.label}step {step}/{self.total}  loss {loss:.6g}  "
+        return (f"runner: {self.label}step {step}/{self.total}  last loss {loss:.6g}  "
                 f"{rate:,.0f} steps/s  left {eta}")
 
     def update(self, step: int, loss: float) -> None:

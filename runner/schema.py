@@ -137,6 +137,7 @@ RUN: dict[str, Key] = {
     "replicates": Key(positive_int, 1),
     "select": Key(one_of("initial", "final"), "final"),
     "progress": Key(boolean, True),
+    "timing": Key(boolean, False),
     "rerun": Key(boolean, False),
     "resume": Key(optional(path("a run directory or a run id of the store")), None),
     "posterior.samples": Key(integer(0), 0),
@@ -149,6 +150,23 @@ RUN: dict[str, Key] = {
     "jax.cache_dir": Key(optional(path("a folder")), None),
     "jax.x64": Key(boolean, False),
 }
+
+#: A component's numbers that a refusal should not wait for JAX to name (a component checks them
+#: again where it is built): `early_settings` checks them right after the run-level keys.
+EARLY: dict[str, Check] = {
+    # the optimizer's rate when it is a plain value (not a schedule node): runner.optim's own check
+    "optim.lr": Check(positive.what, lambda v: v is None or not is_number_like(v) or positive.accepts(v)),
+}
+
+
+def early_settings(cfg) -> None:
+    for key, check in EARLY.items():
+        check(key, lookup(cfg, key, None))
+
+
+def is_number_like(value) -> bool:
+    """A plain value a user typed for a number (a string or a number), not a node or a callable."""
+    return isinstance(value, (str, int, float))
 
 #: The tracking backends' own keys (a backend checks them; SVI's curve_points takes the first).
 TRACKING: dict[str, Check] = {

@@ -184,6 +184,9 @@ class Search(Sweeper):
     """The sweeper (hydra_plugins.runner_optuna_sweeper.optuna_sweeper.OptunaSweeper is this)."""
 
     def __init__(self, **settings):
+        from runner.extras import require
+
+        require("hydra/sweeper", "optuna")  # the `optuna` extra (a config file may choose this sweeper)
         self.settings = Settings(**settings)
         if self.settings.direction not in ("minimize", "maximize"):
             raise ConfigError(f"hydra.sweeper.direction must be minimize or maximize, got {self.settings.direction!r}")

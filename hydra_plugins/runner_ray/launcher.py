@@ -11,30 +11,16 @@ folder; runner's hydra.sweep.dir is absolute), so a job on another node logs int
 from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
-from hydra_plugins.hydra_ray_launcher._config import RayConf  # registers the plugin's node first
-from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as PluginRayLauncher
 from omegaconf import open_dict
+
+try:  # the `ray` extra (pip install 'runner[ray]'): without it there is no hydra/launcher=ray (runner.extras says so)
+    from hydra_plugins.hydra_ray_launcher._config import RayConf  # registers the plugin's node first
+    from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as PluginRayLauncher
+except ImportError:
+    RayConf = PluginRayLauncher = None
 
 #: the plugin's default store for a Ray it starts itself (ray-project/ray#11966)
 LOCAL_STORE_BYTES = 78643200
-
-
-class RayLauncher(PluginRayLauncher):
-    def launch(self, job_overrides, initial_job_idx):
-        from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
-
-        from runner.lifecycle import SIGNALS
-
-        init = self.ray_cfg.init
-        with open_dict(init):
-            if init.get("address"):
-                answers(str(init.address))
-                init["object_store_memory"] = None  # present, so the plugin's setdefault leaves it out
-            else:
-                init.setdefault("object_store_memory", LOCAL_STORE_BYTES)
-        start_ray(init)  # the plugin's own start (it starts none when Ray is up)
-        SIGNALS.take_back()
-        return super().launch(job_overrides, initial_job_idx)
 
 
 CONNECT_S = 5.0
@@ -55,10 +41,29 @@ def answers(address: str) -> None:
                               f"({e.strerror or e}): start it with `ray start --head`, or fix the address") from None
 
 
-@dataclass
-class RayLauncherConf:
-    _target_: str = "hydra_plugins.runner_ray.launcher.RayLauncher"
-    ray: RayConf = field(default_factory=RayConf)
+if PluginRayLauncher is not None:
+    class RayLauncher(PluginRayLauncher):
+        def launch(self, job_overrides, initial_job_idx):
+            from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
+
+            from runner.lifecycle import SIGNALS
+
+            init = self.ray_cfg.init
+            with open_dict(init):
+                if init.get("address"):
+                    answers(str(init.address))
+                    init["object_store_memory"] = None  # present, so the plugin's setdefault leaves it out
+                else:
+                    init.setdefault("object_store_memory", LOCAL_STORE_BYTES)
+            start_ray(init)  # the plugin's own start (it starts none when Ray is up)
+            SIGNALS.take_back()
+            return super().launch(job_overrides, initial_job_idx)
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayLauncherConf, provider="runner")
+    @dataclass
+    class RayLauncherConf:
+        _target_: str = "hydra_plugins.runner_ray.launcher.RayLauncher"
+        ray: RayConf = field(default_factory=RayConf)
+
+
+    ConfigStore.instance().store(group="hydra/launcher", name="ray", node=RayLauncherConf, provider="runner")

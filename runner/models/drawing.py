@@ -17,18 +17,24 @@ def image_side(dim: int) -> int | None:
 
 
 def image_grid(fig, images, weights, dim: int) -> None:
-    """Component means as a grid of images, mixture weights in the titles."""
+    """Component means as a grid of images (one mosaic in one axes: a figure of K axes spent a
+    second laying itself out), each mixture weight written above its image."""
     side = image_side(dim)
-    images = np.asarray(images)
+    images = np.asarray(images, dtype=float)
     K = images.shape[0]
     cols = min(K, 5)
     rows = math.ceil(K / cols)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for k, ax in enumerate(axes):
-        ax.axis("off")
-        if k < K:
-            ax.imshow(images[k].reshape(side, side) if side else images[k][None, :], cmap="gray")
-            ax.set_title(f"{float(weights[k]):.2f}", fontsize=9)
+    h, w = (side, side) if side else (1, images.shape[-1])
+    gap = max(1, h // 7)  # room between images for the weights
+    mosaic = np.full((rows * (h + gap) + gap, cols * (w + gap) + gap), np.nan)
+    ax = fig.subplots()
+    for k in range(K):
+        r, c = divmod(k, cols)
+        top, left = gap + r * (h + gap), gap + c * (w + gap)
+        mosaic[top:top + h, left:left + w] = images[k].reshape(h, w)
+        ax.text(left + w / 2, top - 0.5, f"{float(weights[k]):.2f}", ha="center", va="bottom", fontsize=9)
+    ax.imshow(np.ma.masked_invalid(mosaic), cmap="gray", aspect="equal" if side else "auto")
+    ax.axis("off")
 
 
 def density_with_samples(fig, log_density, samples, extent, title: str) -> None:

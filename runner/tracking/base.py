@@ -167,8 +167,8 @@ class Tracking:
         return None
 
     def runs(self, parent_id: str | None = None) -> list[dict]:
-        """The experiment's runs (or one sweep's) as plain dicts: run_id, status, name, tags,
-        params, metrics, final_loss (runner.compare)."""
+        """The experiment's runs (or one sweep's) as plain dicts: run_id, status, name, parent_id
+        (a sweep's or a replicated run's, or None), tags, params, metrics, final_loss (runner.compare)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no runs to list")
 
     def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:

@@ -3,6 +3,7 @@ run's summary line and table, name, tags, params, metrics, artifacts, dataset in
 the progress line on a terminal; replicates as child runs; failed restarts and failed runs;
 determinism across processes; the console script."""
 import json
+import shlex
 import subprocess
 import sys
 
@@ -178,7 +179,11 @@ def test_run_name_tags_dataset_and_summary(tmp_path):
     assert table["psis_khat"] == f"{run.data.metrics['psis_khat']:.3g} ({tags['psis_verdict']}; 1000 draws)"
     assert table["run"] == f"coin-manual-steps30-lr0.01-seed3  ({run.info.run_id})"
     assert float(table["final_loss"]) == pytest.approx(run.data.metrics["final_loss"], rel=1e-5)
-    assert table["look"] == f"mlflow ui --backend-store-uri {uri}"
+    # the hint works as printed, from where the command ran, whether or not the venv is activated
+    assert table["look"].endswith(f" ui --backend-store-uri {uri}")
+    hint = subprocess.run([*shlex.split(table["look"]), "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert hint.returncode == 0 and "--backend-store-uri" in hint.stdout, hint.stderr[-2000:]
 
 
 def test_progress_line_on_a_terminal_and_pyfunc_draws(tmp_path, tracking_uri):

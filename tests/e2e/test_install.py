@@ -10,7 +10,7 @@
   selected by name and fits its conjugate posterior.
 
 Needs PyPI (or a configured index): `pip install .` into a new venv fetches runner's dependencies
-(about 1.6 GB, kept in pip's cache between runs; 90 s here from a local mirror), and `pip wheel`
+(about 1.3 GB without the optional extras, kept in pip's cache between runs; 55 s here from a local mirror), and `pip wheel`
 its build backend. The module's tests share that venv: one xdist group, one install per run.
 """
 import json
@@ -86,7 +86,7 @@ def wheel(tmp_path_factory):
 def venv(tmp_path_factory):
     """A new venv (`python -m venv`, its own pip) and, in the checkout, `pip install .` exactly as
     the README says: runner and every dependency from the package index (pip's configured index,
-    PyPI by default), nothing borrowed from the project's venv. About 1.6 GB; pip's own cache
+    PyPI by default), nothing borrowed from the project's venv. About 1.3 GB; pip's own cache
     (~/.cache/pip, or PIP_CACHE_DIR) keeps the downloaded wheels for the next run. Here (the index
     a local mirror plus PyPI) it took 90 s; from PyPI with a cold cache expect minutes."""
     tmp = tmp_path_factory.mktemp("venv")
@@ -139,6 +139,36 @@ def test_installed_runner_fits_from_an_empty_folder(venv, tmp_path):
     _, runs = read_runs(f"sqlite:///{empty}/mlflow.db")
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert runs[0].data.tags["model"] == "coin"
+
+
+def test_an_engine_of_an_extra_that_is_not_installed_is_one_line_naming_it(venv, tmp_path):
+    """`pip install .` brings no optional engine (Ray, Optuna, submitit, JAXopt): choosing one is one
+    line naming its extra, exit 2, before anything is created; a run that needs none says nothing
+    about them (no Hydra plugin-scan warning from runner's Ray or SLURM launcher modules)."""
+    py = venv / "bin" / "python"
+    missing = _run([py, "-c", "import importlib.util as u; print([m for m in ('ray', 'optuna', 'submitit', 'jaxopt') "
+                    "if u.find_spec(m)])"], cwd=tmp_path)
+    assert missing.stdout.strip() == "[]", missing.stdout  # the default install has none of them
+    for args, extra, what in ((["-m", "hydra/launcher=ray", "seed=0,1"], "ray", "hydra/launcher=ray needs Ray"),
+                              (["-m", "hydra/sweeper=optuna", "optim.lr=interval(0.01, 0.1)"], "optuna",
+                               "hydra/sweeper=optuna needs Optuna"),
+                              (["-m", "hydra/launcher=slurm", "seed=0,1"], "slurm", "hydra/launcher=slurm needs submitit"),
+                              (["optim=lbfgs", "guide=autodelta"], "lbfgs", "optim=lbfgs needs JAXopt's L-BFGS")):
+        proc = _run([venv / "bin" / "runner", "model=coin", "steps=10", *args], cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines() == [
+            f"runner: error: {what}, an optional part of runner: pip install 'runner[{extra}]' (or 'runner[all]')"]
+        assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+    # a config file of the user's that uses it: the same line from where it is built
+    (tmp_path / "conf" / "optim").mkdir(parents=True)
+    (tmp_path / "conf" / "optim" / "mylbfgs.yaml").write_text("_target_: runner.optim.lbfgs\nhistory_size: 5\n")
+    proc = _run([venv / "bin" / "runner", "--config-dir", "conf", "optim=mylbfgs", "model=coin", "steps=10",
+                 "guide=autodelta", "tracking=none"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "runner: error: optim=lbfgs needs JAXopt's L-BFGS, an optional part of runner: pip install 'runner[lbfgs]' "
+        "(or 'runner[all]')"), proc.stderr[-2000:]
+    ok = _ok(_run([venv / "bin" / "runner", "model=coin", "steps=10", "tracking=none"], cwd=tmp_path))
+    assert "warn" not in ok.stderr.lower() and "error" not in ok.stderr.lower(), ok.stderr
 
 
 def test_a_users_own_models_guides_and_conf_do_not_shadow_runners(venv, tmp_path):
@@ -297,12 +327,14 @@ def test_plugin_package_model_fits_its_conjugate_posterior(plugin_venv, tmp_path
 
 
 def test_readme_plugin_commands(plugin_venv, tmp_path):
-    """The README's own lines, as typed after installing the example package: write y.json, run
-    `runner model=normal_mean data.path=y.json` from an empty folder; mu's posterior is analytic."""
+    """The README's own lines, as typed after installing the example package: write scratch/y.json,
+    run `runner model=normal_mean data.path=scratch/y.json` from an empty folder; mu's posterior is
+    analytic."""
     env = _env()
     env["PATH"] = f"{plugin_venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     readme = (ROOT / "README.md").read_text()
-    lines = ["echo '{\"y\": [2.8, 3.3, 1.2, 3.4, 2.9]}' > y.json", "runner model=normal_mean data.path=y.json"]
+    lines = ["mkdir -p scratch && echo '{\"y\": [2.8, 3.3, 1.2, 3.4, 2.9]}' > scratch/y.json",
+             "runner model=normal_mean data.path=scratch/y.json"]
     for line in lines:
         assert f"$ {line}" in readme, line
         proc = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -1,5 +1,5 @@
-"""Every console command in the README runs, as a new user types it, with the result the README
-shows. The harness reads the README's fenced blocks: a line `$ CMD  # comment` is a command,
+"""Every console command in the README and in docs/*.md runs, as a new user types it, with the result
+the page shows. The harness reads each page's fenced blocks: a line `$ CMD  # comment` is a command,
 the lines after it (up to the next command) are what it prints. Each block runs in one fresh
 folder holding a copy of examples/, its commands one after another (so `<id>` can name the run a
 command before it made), with the project venv's `python` and `runner` first on PATH.
@@ -25,13 +25,15 @@ import pytest
 from conftest import ROOT
 
 README = ROOT / "README.md"
+#: the README and the reference pages it links to: every command in any of them is run
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 #: commands run elsewhere (they change the environment, or need a folder of their own): prefix -> "file::test"
 NOT_HERE = {
     "pip install .": "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     'cd "$(mktemp -d)" && runner model=coin': "tests/e2e/test_install.py::test_installed_runner_fits_from_an_empty_folder",
     "pip install examples/runner_plugin_example": "tests/e2e/test_install.py::test_plugin_package_model_fits_its_conjugate_posterior",
-    "echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
+    "mkdir -p scratch && echo '{\"y\"": "tests/e2e/test_install.py::test_readme_plugin_commands",
     "runner model=normal_mean": "tests/e2e/test_install.py::test_readme_plugin_commands",
     # a Ray cluster of two nodes on loopback, started and ended by the test
     "ray start --head": "tests/e2e/test_ray_cluster.py::test_a_sweep_on_a_two_node_cluster_lands_in_the_drivers_store",
@@ -48,14 +50,20 @@ NOT_HERE = {
 }
 
 
-def blocks() -> list[tuple[int, list[dict]]]:
-    """(line number of the block, [{cmd, comment, shown: [lines]}]) for each fenced block with commands."""
+def blocks() -> list[tuple[str, list[dict]]]:
+    """("page:line number of the block", [{cmd, comment, shown: [lines]}]) for each fenced block with
+    commands, page by page (README.md first)."""
+    return [block for page in PAGES for block in page_blocks(page)]
+
+
+def page_blocks(page: Path) -> list[tuple[str, list[dict]]]:
     out, inside, current = [], False, None
-    for n, line in enumerate(README.read_text().splitlines(), start=1):
+    name = page.relative_to(ROOT).as_posix()
+    for n, line in enumerate(page.read_text().splitlines(), start=1):
         if line.startswith("```"):
             if inside and current and current[1]:
                 out.append(current)
-            inside, current = not inside, (n, [])
+            inside, current = not inside, (f"{name}:{n}", [])
             continue
         if not inside:
             continue
@@ -78,8 +86,13 @@ THERE = [b for b in BLOCKS if any(elsewhere(c["cmd"]) for c in b[1])]
 
 def test_the_readme_has_commands_and_each_is_run_somewhere():
     assert len(HERE) >= 4 and sum(len(c) for _, c in HERE) >= 25
-    # every `$ ` line of the README is a parsed command (none outside a fenced block)
-    assert sum(len(c) for _, c in BLOCKS) == sum(1 for ln in README.read_text().splitlines() if ln.startswith("$ "))
+    # every `$ ` line of every page is a parsed command (none outside a fenced block)
+    assert sum(len(c) for _, c in BLOCKS) == sum(
+        1 for page in PAGES for ln in page.read_text().splitlines() if ln.startswith("$ "))
+    assert {b.split(":")[0] for b, _ in BLOCKS} >= {"README.md", "docs/methods.md", "docs/diagnostics.md"}
+    # every page is linked from the README (a newcomer finds it)
+    readme = README.read_text()
+    assert all(f"]({page.relative_to(ROOT).as_posix()})" in readme for page in PAGES[1:])
     for _, cmds in THERE:
         for c in cmds:
             test = elsewhere(c["cmd"])
@@ -119,7 +132,7 @@ def newest(store: Path, parent: bool) -> str:
     raise AssertionError(f"no {'sweep parent' if parent else 'run'} in {store} for the placeholder")
 
 
-@pytest.mark.parametrize("block", HERE, ids=[f"README.md:{n}" for n, _ in HERE])
+@pytest.mark.parametrize("block", HERE, ids=[n for n, _ in HERE])
 def test_readme_block(block, tmp_path):
     _, cmds = block
     shutil.copytree(ROOT / "examples", tmp_path / "examples",

@@ -107,24 +107,30 @@ def test_basic_launcher_parent_children_and_resume(tmp_path):
     assert (f"runner: sweep best final_loss={best.data.metrics['final_loss']:.6g} (ELBO) {best.data.tags['config_group']} "
             f"(run {best.info.run_id})") in proc.stdout.splitlines()
     assert "runner: sweep: 2 run(s) minimise the MAP objective, not the ELBO: ranked apart" in proc.stdout
-    # runner.compare: one sweep's children, best final loss first, in an 80-column terminal
+    # runner.compare: one sweep's children, best final loss first, the MAP runs (autodelta) ranked
+    # apart below a line that says why, in an 80-column terminal
     parent_id = parents[0].info.run_id
     out = compare(tmp_path, "--sweep", parent_id)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    # guide.init_scale (autonormal's alone) follows from the guide column: left out
-    assert lines[0].split() == ["guide", "seed", "final_loss", "status", "run_id"]
-    assert max(map(len, lines)) == 72  # guide 10, seed 4, final_loss 10, status 8, run id 32, 4 gaps of 2
-    rows = [line.split() for line in lines[1:]]
-    by_loss = sorted(children, key=lambda c: c.data.metrics["final_loss"])
-    assert [r[-1] for r in rows] == [c.info.run_id for c in by_loss]
-    assert all(r[-2] == "FINISHED" for r in rows)
-    narrow = compare(tmp_path, "--sweep", parent_id, columns=70).stdout.splitlines()
-    assert narrow[0].split() == ["guide", "final_loss", "status", "run_id"] and max(map(len, narrow)) <= 70
-    assert " ".join(narrow[5:]) == "(1 more differing column(s) left out to fit the terminal: seed; --all shows every column)"
+    # guide.init_scale (autonormal's alone) follows from the guide column: left out; status (all
+    # FINISHED) and the choices every run shares are constant: left out; a run by its id's first 8
+    assert lines[0].split() == ["guide", "seed", "final_loss", "run_id"]
+    assert max(len(line) for line in lines if not line.startswith("--")) == 38  # 10, 4, 10, 8 and 3 gaps of 2
+    assert lines[3] == "-- MAP runs, ranked apart: a MAP loss (a negative log joint) is not an ELBO --"
+    rows = [line.split() for line in lines[1:3] + lines[4:]]
+    by_loss = sorted(children, key=lambda c: (c.data.tags["objective"] == "map", c.data.metrics["final_loss"]))
+    assert [r[-1] for r in rows] == [c.info.run_id[:8] for c in by_loss]
+    assert [r[0] for r in rows] == ["autonormal", "autonormal", "autodelta", "autodelta"]
+    narrow = compare(tmp_path, "--sweep", parent_id, columns=35).stdout.splitlines()
+    assert narrow[0].split() == ["guide", "final_loss", "run_id"]
+    assert max(len(line) for line in narrow[:6] if not line.startswith("--")) <= 35
+    assert " ".join(narrow[6:]) == "(1 more differing column(s) left out to fit the terminal: seed; --all shows every column)"
     everything = compare(tmp_path, "--sweep", parent_id, "--all").stdout.splitlines()
     assert everything[0].split()[:4] == ["guide", "guide.init_scale", "seed", "final_loss"]
-    assert len(everything[0].split()) == 3 + len({m for c in children for m in c.data.metrics}) + 2
+    assert everything[0].split()[-1] == "run_id" and everything[1].split()[-1] == by_loss[0].info.run_id
+    cells = [line.split() for line in everything[1:] if not line.startswith("--")]
+    assert len(cells) == 4 and "status" not in everything[0].split()
     # --sweep of a child's id, or of an id the store does not have: one line, exit 2 (was "no runs", exit 0)
     child_id = children[0].info.run_id
     out = compare(tmp_path, "--sweep", child_id)

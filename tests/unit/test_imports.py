@@ -114,7 +114,8 @@ def test_the_circle_check_finds_a_circle(tmp_path, monkeypatch):
 
 
 #: optional parts and the extra of pyproject.toml that brings what they import
-EXTRAS = {"hydra_plugins/runner_slurm": "slurm"}
+EXTRAS = {"hydra_plugins/runner_slurm": "slurm", "hydra_plugins/runner_ray": "ray", "runner/search.py": "optuna",
+          "runner/trial.py": "optuna", "runner/optim.py": "lbfgs"}
 #: a distribution that holds a module, and the one pyproject.toml names for it (its meta-package,
 #: which pins it to the same version: the `mlflow` module's files are in mlflow-skinny and mlflow-tracing)
 PROVIDED_BY = {"mlflow-skinny": "mlflow", "mlflow-tracing": "mlflow"}

@@ -171,5 +171,5 @@ def test_progress_chunks_change_no_number():
     lines = shown.stream.getvalue().splitlines()
     assert len(lines) == shown.updates - 1  # the first chunk (with the compile) is not shown
     best = min(r.losses[:, -1].min() for r in chunked)
-    assert lines[-1].startswith("runner: step 60/60  loss ") and "steps/s" in lines[-1]
-    assert float(lines[-1].split()[4]) == pytest.approx(best, rel=1e-5)
+    assert lines[-1].startswith("runner: step 60/60  last loss ") and "steps/s" in lines[-1]
+    assert float(lines[-1].split()[5]) == pytest.approx(best, rel=1e-5)

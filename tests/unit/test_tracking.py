@@ -23,7 +23,26 @@ def test_default_is_mlflow_with_its_settings():
                                 "max_points_per_curve": 10, "log_model": True}
     mlflow = backend.backend
     assert (mlflow.uri, mlflow.experiment, mlflow.max_points, mlflow.log_model) == ("sqlite:///x.db", "runner", 10, True)
-    assert backend.look() == "mlflow ui --backend-store-uri sqlite:///x.db"
+    assert backend.look().endswith("mlflow ui --backend-store-uri sqlite:///x.db")
+
+
+def test_the_mlflow_ui_hint_works_as_printed_with_or_without_the_venv_on_path(monkeypatch, tmp_path):
+    """`make run` leaves an environment that is not activated: the hint then names its mlflow by
+    path; activated (its bin first on PATH), plain `mlflow`."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from runner.tracking.mlflow.backend import mlflow_command
+
+    mine = Path(sys.executable).parent / "mlflow"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", f"{mine.parent}{os.pathsep}/usr/bin:/bin")
+    assert mlflow_command() == "mlflow"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert mlflow_command() == str(mine)  # from a folder elsewhere: the whole path
+    monkeypatch.chdir(mine.parent.parent.parent)  # the project folder, where `make run` ran
+    assert mlflow_command() == os.path.join(mine.parent.parent.name, "bin", "mlflow")
 
 
 def test_none_and_a_node_without_target():

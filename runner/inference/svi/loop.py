@@ -131,7 +131,10 @@ def run(programs, roots, data, progress=None, checkpoint: Checkpoint | None = No
     sweep's, runner.inference.svi.fused.Halving): chunks also end at its rungs, where it stops
     the worst jobs (a masked update, as early stopping's)."""
     pruner = programs.pruner
-    prepare, advance = compile_fit(programs, roots, data)
+    from runner import timing
+
+    with timing.phase("compile"):  # XLA, or its persistent cache
+        prepare, advance = compile_fit(programs, roots, data)
     state, fixed = prepare(roots, data)
     start = 0
     if checkpoint is not None and checkpoint.resume:

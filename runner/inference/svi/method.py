@@ -219,8 +219,8 @@ def output(exp, results) -> FitOutput:
                        "assignment_probs": result.params["assignment_probs"]}
     line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
             if len(results) == 1 else
-            f"final_loss={scalars['final_loss']:.6g} replicates={len(results)} "
-            f"std={scalars['final_loss_std']:.4g} best_replicate={best}")
+            f"final_loss={scalars['final_loss']:.6g} (the mean of {len(results)} replicates, "
+            f"std {scalars['final_loss_std']:.4g}) best_replicate={best}")
     return FitOutput(method="svi", scalars=scalars, curves=curves, curve_steps=steps, params=result.params,
                      draws={k: np.asarray(v)[None] for k, v in result.samples.items()}, latents=latents,
                      assignments=assignments, draw=guide_sampler(exp, result.params),

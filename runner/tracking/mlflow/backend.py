@@ -42,6 +42,25 @@ def mlflow_tags(tags: dict, name: str | None = None, parent_id: str | None = Non
 
 
 
+def mlflow_command() -> str:
+    """How to start this environment's `mlflow` as a hint to type: `mlflow` when the shell finds it
+    (the environment is activated), else its path (`.venv/bin/mlflow`, as `make run` leaves it),
+    so the hint works as printed."""
+    import shutil
+    import sys
+
+    mine = Path(sys.executable).parent / "mlflow"
+    found = shutil.which("mlflow")
+    if found and mine.exists() and Path(found).resolve() == mine.resolve():
+        return "mlflow"
+    if not mine.exists():
+        return "mlflow" if found else f"{sys.executable} -m mlflow"
+    try:
+        return os.path.relpath(mine) if not os.path.relpath(mine).startswith("..") else str(mine)
+    except ValueError:
+        return str(mine)
+
+
 class MlflowTracking(Tracking):
     background = True
 
@@ -107,7 +126,7 @@ class MlflowTracking(Tracking):
     def look(self) -> str:
         from runner.redact import redact
 
-        return f"mlflow ui --backend-store-uri {redact(self.uri)}"
+        return f"{mlflow_command()} ui --backend-store-uri {redact(self.uri)}"
 
     def where(self) -> str:
         return self.uri
@@ -463,7 +482,7 @@ class MlflowTracking(Tracking):
         query = f"tags.`{PARENT}` = '{parent_id}'" if parent_id else ""
         runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
         return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
-                 "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
+                 "parent_id": r.data.tags.get(PARENT), "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
                  "final_loss": r.data.metrics.get("final_loss")} for r in runs]
 
     def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:

@@ -1,0 +1,82 @@
+"""The fixed price of one command, as a user sees it: `timing=true` says where the seconds went, phase
+by phase, and the phases add up to the total; a refused config imports nothing heavy (it is refused
+in well under a second of imports); a run imports only what its config uses (`python -X importtime`)."""
+import re
+import subprocess
+import sys
+
+from conftest import read_runs, run_cli
+
+PHASES = ("startup", "compose", "build", "compile", "fit", "outputs", "logging", "exit")
+LINE = re.compile(r"^runner: timing(?: \((\d+) jobs\))?: (.*), total (\d+\.\d\d) s$")
+
+
+def timing_line(stderr: str) -> tuple[int, dict, float]:
+    (line,) = [ln for ln in stderr.splitlines() if ln.startswith("runner: timing")]
+    m = LINE.match(line)
+    assert m, line
+    phases = {name: float(s) for name, s in (re.fullmatch(r"(\w+) (\d+\.\d\d) s", p).groups() for p in m.group(2).split(", "))}
+    return int(m.group(1) or 1), phases, float(m.group(3))
+
+
+def test_timing_true_says_each_phase_and_they_add_up_to_the_total(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = run_cli(["model=coin", "steps=200", "timing=true", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs, phases, total = timing_line(proc.stderr)
+    assert jobs == 1 and tuple(phases) == PHASES  # every phase, in the order a run meets them
+    assert all(v >= 0 for v in phases.values()) and phases["build"] > 0 and phases["fit"] > 0
+    # nothing is counted twice (compile is inside the fit) and little is left uncounted
+    assert sum(phases.values()) <= total + 0.05 and sum(phases.values()) >= 0.9 * total - 0.1, (phases, total)
+    # not a config setting of the run: the same config without it is the same run (its hash)
+    again = run_cli(["model=coin", "steps=200", f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/run2"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    runs = read_runs(uri)[1]
+    assert len(runs) == 2 and len({r.data.tags["config_hash"] for r in runs}) == 1
+    assert "runner: timing" not in again.stderr  # off unless asked
+
+
+def test_a_sweep_adds_its_jobs_phases_and_says_how_many(tmp_path):
+    proc = run_cli(["-m", "model=coin", "steps=100", "seed=0,1", "timing=true", "tracking=none",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs, phases, total = timing_line(proc.stderr)
+    assert jobs == 2 and {"build", "fit", "outputs"} <= set(phases)
+    assert sum(phases.values()) <= total + 0.05
+
+
+HEAVY = ("jax", "numpyro", "optax", "arviz", "matplotlib", "mlflow", "scipy", "pandas", "xarray", "ray", "optuna",
+         "jaxopt", "submitit", "sklearn")
+
+
+def imported(stderr: str) -> set[str]:
+    """The top-level packages `python -X importtime` says were imported."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def test_a_refused_config_imports_nothing_heavy(tmp_path):
+    """The checks that need no model come before JAX: a range, an unknown option, a wrong type."""
+    for args in (["steps=-1"], ["model=nope"], ["restarts=0"], ["optim.lr=abc"], ["tracking.max_points_per_curve=1"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", *args, "tracking=none",
+                               f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("runner: error:")]
+        assert len(errors) == 1, (args, proc.stderr[-2000:])
+        assert not imported(proc.stderr) & set(HEAVY), (args, errors, imported(proc.stderr) & set(HEAVY))
+
+
+def test_a_run_imports_only_what_its_config_uses(tmp_path):
+    """SVI with tracking=none: no store (mlflow), no engines a sweep or an optimizer would need
+    (ray, optuna, submitit, jaxopt), no scikit-learn."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "model=coin", "steps=100",
+                           "tracking=none", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = imported(proc.stderr)
+    assert {"jax", "numpyro", "optax"} <= names  # the reading is real
+    assert not names & {"mlflow", "ray", "optuna", "submitit", "jaxopt", "sklearn"}, names
