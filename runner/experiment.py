@@ -61,6 +61,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     run = schema.run_settings(cfg)  # the run-level keys, typed and range-checked (runner/schema.py)
     schema.early_settings(cfg)  # and what else can be refused before JAX is imported
     inference = from_config(cfg.get("inference"))  # its settings checked: no array is made
+    check.check_settings(cfg.get("check"))  # check=sbc's too
     x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made (JAX imported here)
 
     model = instantiate(cfg.model, "model")
