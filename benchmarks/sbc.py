@@ -7,6 +7,8 @@ process per simulation adds the command's start, timed here once).
     python benchmarks/sbc.py                       # SVI, autonormal, 2000 steps, 200 simulations
     python benchmarks/sbc.py --methods nuts --sequential 20   # NUTS, 1 chain x (200 warmup + 200 draws)
 
+Fitting a few hundred simulations one at a time in one process compiles a program each; once, after
+~400 of them, LLVM ran out of code memory (`Cannot allocate memory`): run `--methods nuts` on its own.
 Each time includes what a run pays: tracing, compiling (a fresh program: jax.cache_dir=null for the
 one fit and the SBC), the fit, and for SBC the simulations, ranks and verdicts.
 """
