@@ -53,7 +53,7 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     """The composed config -> a typed Experiment, or one ConfigError line: every refusal that
     can be known before a fit. `chash`: the config's hash when the caller already has it (a
     sweep's job checks it against the store first)."""
-    from runner import schema
+    from runner import check, schema
     from runner.identity import config_hash
     from runner.inference import from_config
 
@@ -61,12 +61,14 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     run = schema.run_settings(cfg)  # the run-level keys, typed and range-checked (runner/schema.py)
     schema.early_settings(cfg)  # and what else can be refused before JAX is imported
     inference = from_config(cfg.get("inference"))  # its settings checked: no array is made
+    check.check_settings(cfg.get("check"))  # check=sbc's too
     x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made (JAX imported here)
 
     model = instantiate(cfg.model, "model")
     data = load_data(cfg.get("data"))
     data = model.bind(data)
     inference.prepare(cfg, model, data)
+    inference = check.from_config(cfg.get("check"), inference, model, data)  # check=sbc: the run is the check
     check_draws(model, data, run["posterior.samples"])
     if run["data.batch_size"] is not None and not getattr(inference, "batch_size", None):
         raise ConfigError(f"data.batch_size applies to inference=svi, not inference={inference.name}")
@@ -88,13 +90,14 @@ def build_like(cfg: DictConfig, chash: str, like: Experiment) -> Experiment:
     optimizer, run settings, config text, params and hash."""
     import dataclasses
 
-    from runner import schema
+    from runner import check, schema
     from runner.inference import from_config
 
     check_targets(cfg)
     run = schema.run_settings(cfg)
     inference = from_config(cfg.get("inference"))
-    inference.prepare_like(cfg, like.model, like.data, like.inference)
+    inference.prepare_like(cfg, like.model, like.data, getattr(like.inference, "method", like.inference))
+    inference = check.from_config(cfg.get("check"), inference, like.model, like.data)  # as build does
     check_draws(like.model, like.data, run["posterior.samples"])
     every = run["checkpoint.every_s"]
     return dataclasses.replace(

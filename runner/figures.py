@@ -200,3 +200,35 @@ def predictive_plot(draws: dict, observed: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+@figure
+def sbc_plot(report, path: Path) -> None:
+    """check=sbc: per latent site, the ECDF of its normalised ranks minus the uniform CDF (one line
+    per element, the first 16) inside the simultaneous band (runner/check/ranks.py, ArviZ's band)."""
+    from runner.check.ranks import MAX_ELEMENTS, ecdf
+
+    plt = _plt()
+    names = list(report.sites)
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    x = report.eval_points
+    for ax, name in zip(axes.ravel(), names):
+        s = report.sites[name]
+        ax.fill_between(x, report.lower - x, report.upper - x, color="C0", alpha=0.2,
+                        label=f"{report.prob:.0%} simultaneous band")
+        diff = ecdf(s.u[:, :MAX_ELEMENTS], x) - x[:, None]
+        ax.plot(x, diff, color="C1" if s.verdict != "calibrated" else "C2", lw=1, alpha=0.8)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"{name}: {s.verdict}", fontsize=10)
+        ax.set_xlabel("normalised rank")
+        ax.set_ylabel("ECDF - uniform")
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"SBC: {report.sites[names[0]].u.shape[0]} simulations, {report.draws} draws each", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -129,6 +129,8 @@ def alone_why(cfg, jobs: int) -> str | None:
 
     if jobs == 1:
         return "nothing to fuse it with"
+    if cfg.get("check"):  # check=sbc: each job is its own program over its simulations
+        return "a check (check=...) runs each job's own program"
     try:
         method = from_config(cfg.get("inference"))
     except Exception as e:  # the job's own run says what is wrong

@@ -22,6 +22,10 @@ GALLERY = {
     "multimodal_guide.png": (["model=multimodal", "guide=manual"], "plots/multimodal.png"),
     "digits_components.png": (["model=gmm", "data=digits", "model.K=10", "inference=em", "restarts=4"],
                               "plots/components.png"),
+    "coin_sbc_manual.png": (["model=coin", "guide=manual", "steps=1000", "optim.lr=0.01", "check=sbc"],
+                            "plots/sbc_ecdf.png"),
+    "coin_sbc_autodelta.png": (["model=coin", "guide=autodelta", "steps=1000", "optim.lr=0.01", "check=sbc"],
+                               "plots/sbc_ecdf.png"),
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference")
+CHOICE_GROUPS = ("model", "guide", "loss", "optim", "data", "inference", "check")
 
 
 def result_overrides(overrides) -> list[str]:
@@ -107,7 +107,7 @@ def run_record(exp, job, start, out, written, params: dict):
     from runner.tracking.base import RunRecord
 
     model = None
-    if exp.data is not None and not out.failed:
+    if exp.data is not None and not out.failed and (out.params is not None or out.latents is not None or out.draws):
         model = {"files": predict_files(job.run_dir), "method": exp.inference.name, "data": exp.data,
                  "constants": dict(getattr(exp.model, "constants", None) or {})}
     return RunRecord(name=start.name, tags={**start.tags, **out.tags},

@@ -203,7 +203,8 @@ class RunScope:
             tags = record.tags
             self.job.said("run", run_id=self.run_id, config_group=tags.get("config_group", "(defaults)"),
                           final_loss=record.scalars.get("final_loss"), config_hash=tags.get("config_hash"),
-                          seed=tags.get("seed"), objective=tags.get("objective"))
+                          seed=tags.get("seed"), objective=tags.get("objective"),
+                          **({"calibration": tags["sbc_verdict"]} if tags.get("sbc_verdict") else {}))
         if SIGNALS.code:  # it came while the results were logged: the run is complete, say so
             SIGNALS.said = True
             print(f"runner: interrupted{' (SIGTERM)' if SIGNALS.code == 143 else ''} while the results were logged: "

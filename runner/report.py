@@ -42,6 +42,10 @@ def diagnostic_rows(s: dict, tags: dict) -> list[tuple[str, str]]:
         rows.append(("restarts", f"{tags['restart_agreement']} (best {s['restarts_compared']:.0f}: losses within "
                                  f"{s['restart_loss_spread']:.3g} noise sd of the best{rhat}; "
                                  f"{s['restarts_at_best']:.0f} of {s['restarts_finite']:.0f} at the best loss)"))
+    if "sbc_verdict" in tags:
+        rows.append(("calibration", f"{tags['sbc_verdict']} ({s['sbc_simulations']:.0f} simulations, "
+                                    f"{s['sbc_draws']:.0f} draws each; {tags.get('sbc_fit', '')}, "
+                                    f"{s['sbc_seconds']:.3g}s): sbc.json, plots/sbc_ecdf.png"))
     if "converged" in tags:
         rows.append(("stopped", f"step {s['stop_step']:.0f}; {s['restarts_converged']:.0f} restarts converged"
                      if tags["converged"] == "yes" else

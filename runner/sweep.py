@@ -347,11 +347,16 @@ class SweepCallback(Callback):
 
 
 def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, sweep_dir: Path) -> None:
-    """The sweep's two lines: what ran, and the best configuration."""
+    """The sweep's two lines: what ran, and the best configuration (and each job's calibration,
+    check=sbc)."""
     under = f" under parent {parent_id}" if parent_id else f" in {sweep_dir}"
     pruned = f", {counts['pruned']} pruned" if counts.get("pruned") else ""
     print(f"runner: sweep done: {len(statuses)} jobs, {counts['run']} run, {counts['skipped']} skipped, "
           f"{counts['failed']} failed{pruned}; {summary['children']} finished child runs{under}")
+    for s in statuses:  # check=sbc: each job's calibration, so that configs compare by it (not only by loss)
+        if s.get("status") == "run" and s.get("calibration"):
+            run = f" (run {s['run_id']})" if s.get("run_id") else ""
+            print(f"runner: sweep calibration {s.get('config_group', '(defaults)')}: {s['calibration']}{run}")
     if summary.get("best_run_id"):
         kind = f" ({summary['ranked_objective'].upper()})" if summary.get("apart_runs") else ""
         print(f"runner: sweep best final_loss={summary['final_loss']:.6g}{kind} {summary['best_config']} "

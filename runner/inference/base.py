@@ -105,6 +105,12 @@ class Method:
         """The method's own files in the run directory (its figures); their paths."""
         return []
 
+    def simulation_fit(self, exp) -> Callable | None:
+        """The fit of `exp` as a pure function (root key, data) -> latent site -> (draws, ...), to be
+        vmapped over data sets that differ (runner/check/sbc.py: one program over simulations).
+        None: this method fits one data set at a time (its `fit`)."""
+        return None
+
     def label(self, choices: dict) -> str:
         """The word after the model in run names and summary lines."""
         return self.name

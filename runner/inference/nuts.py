@@ -46,6 +46,40 @@ class NUTS(Method):
     def fit(self, exp, context=None) -> FitOutput:
         return output(exp, fit_nuts(exp))
 
+    def simulation_fit(self, exp):
+        """NUTS on one data set as a pure function (root, data) -> site -> (chains x samples, ...)
+        draws: NumPyro's kernel initialised and stepped (warmup adapting) inside the function, its
+        chains vmapped as chain_method=vectorized does; a calibration vmaps it over simulated data
+        sets (runner/check/sbc.py)."""
+        import jax
+        from numpyro.infer import NUTS as numpyro_nuts
+        from numpyro.infer import init_to_median, init_to_sample, init_to_uniform
+
+        init = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[self.init]
+        model, warmup, samples, chains = exp.model, self.warmup, self.samples, self.chains
+        target = float(self.target_accept)
+
+        def chain(key, data):
+            kernel = numpyro_nuts(model, target_accept_prob=target, init_strategy=init)
+            args = (data,)
+            k_init, k_run = jax.random.split(key)
+            state = kernel.init(k_init, warmup, None, args, {})
+            state = state._replace(rng_key=k_run)
+            state = jax.lax.fori_loop(0, warmup, lambda i, s: kernel.sample(s, args, {}), state)
+
+            def draw(s, _):
+                s = kernel.sample(s, args, {})
+                return s, s.z
+
+            _, zs = jax.lax.scan(draw, state, None, length=samples)
+            return jax.vmap(kernel.postprocess_fn(args, {}))(zs)
+
+        def fit_one(root, data):
+            draws = jax.vmap(chain, (0, None))(jax.random.split(root, chains), data)
+            return {k: v.reshape(chains * samples, *v.shape[2:]) for k, v in draws.items()}
+
+        return fit_one
+
     def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:
         from runner import figures
 

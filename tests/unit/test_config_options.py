@@ -21,6 +21,7 @@ OPTIONS = {  # every YAML of every group; a new one fails test_the_options_are_t
     "data": ["coin", "csv", "digits", "digits_binary", "file", "gmm1d", "json", "mnist", "mnist_sample", "none", "npz"],
     "inference": ["em", "nuts", "svi"],
     "tracking": ["mlflow", "none"],
+    "check": ["none", "sbc"],
 }
 CONTEXT = {  # the model each group's options are built with
     "model": [],  # each model's own defaults
@@ -30,6 +31,7 @@ CONTEXT = {  # the model each group's options are built with
     "data": ["model=gmm"],
     "inference": ["model=gmm"],
     "tracking": ["model=coin"],
+    "check": ["model=coin"],
 }
 FN = ["model=fn", "model.fn=options_model.model"]
 EXTRA = {  # the fewest overrides an option needs besides its context ({tmp}: the files written below)
@@ -81,7 +83,7 @@ def test_every_option_builds(files, group, option):
     cfg, choices = runner.compose([*CONTEXT[group], f"{group}={option}", *extra])
     assert choices[group] == option
     exp = runner.build(cfg)
-    target = get_object(cfg[group]._target_) if group != "data" or option != "none" else None
+    target = get_object(cfg[group]._target_) if option != "none" or group not in ("data", "check") else None
     if group == "model":
         assert type(exp.model) is target
     elif group == "guide":
@@ -95,6 +97,9 @@ def test_every_option_builds(files, group, option):
         assert rows == ROWS[option]
     elif group == "inference":
         assert type(exp.inference) is target and exp.method == option
+    elif group == "check":  # check=sbc is the run's method, around the configured one (SVI's)
+        assert (type(exp.inference) is target and type(exp.inference.method).__name__ == "SVI"
+                if option == "sbc" else type(exp.inference).__name__ == "SVI")
     else:  # a background backend (MLflow's) is built here and run in the tracking worker
         backend = tracking_from_config(cfg.tracking)
         assert type(getattr(backend, "backend", backend)) is target

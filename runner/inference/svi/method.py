@@ -141,6 +141,29 @@ class SVI(Method):
         per_job, pruned_at = fused.fit(exps, plan)
         return fused_outputs(exps, per_job, pruned_at)
 
+    def simulation_fit(self, exp) -> Callable | None:
+        """The whole fit (prepare, every step, finish) of one data set as a pure function
+        (root, data) -> the selected restart's guide draws: a calibration vmaps it over simulated
+        data sets (runner/check/sbc.py). No PSIS draws: only the guide's draws are used. None for a
+        model whose data are fixed in the program (NumPy on its data)."""
+        import dataclasses
+
+        from runner.inference.svi.program import fit_program
+
+        if getattr(exp.model, "concrete", False):
+            return None
+        program = dataclasses.replace(fit_program(exp), psis_draws=0)
+        steps = self.steps
+
+        def fit_one(root, data):
+            roots = root[None]
+            state, fixed = program.prepare(roots, data)
+            state, _ = program.advance(state, fixed, data, 0, steps)
+            out = program.finish(state, fixed, roots, data)
+            return {k: v[0] for k, v in out["samples"].items()}
+
+        return fit_one
+
     def extras(self, exp, out: FitOutput, run_dir: Path) -> list[str]:
         """Every restart's loss curve (plots/loss.png) and the per-restart diagnostics."""
         from runner import figures

@@ -157,6 +157,7 @@ class FitProgram:
     varying: Any = None  # a fused program's runner.inference.svi.fused.Varying: the optimizer's numbers per row
     model_numbers: Any = None  # a fused program's model numbers: attribute -> (J,) one per job (None: the model's own)
     job_rows: int = 1  # a fused program's replicates per job (rows of `roots` per job)
+    kept: Any = None  # the steps kept on the curves (curve_steps)
 
     @property
     def steps(self) -> int:
@@ -422,6 +423,14 @@ def make_programs(exp, fused=None) -> Programs:
     in their seeds and numbers only (a fused sweep's jobs), their settings per row."""
     import jax
 
+    fit = fit_program(exp, fused)
+    return Programs(prepare=jax.jit(fit.prepare), advance=jax.jit(fit.advance, donate_argnums=0),
+                    finish=jax.jit(fit.finish), steps=fit.steps, curve_steps=fit.kept)
+
+
+def fit_program(exp, fused=None) -> FitProgram:
+    """The FitProgram of `exp` (make_programs jits its parts; a calibration, runner.check.sbc,
+    vmaps the whole of it over simulated data sets)."""
     method = exp.inference  # runner.inference.svi.SVI: the guide, loss, optimizer and settings
     steps = method.steps
     kept = curve_steps(steps, method.curve_points)
@@ -436,9 +445,8 @@ def make_programs(exp, fused=None) -> Programs:
         batch_model=None if minibatch is None else minibatch.init(exp.model),
         psis_draws=method.psis_draws if method.continuous else 0, stop=stop,
         varying=None if fused is None else fused.varying, model_numbers=None if fused is None else fused.model,
-        job_rows=method.replicates)
-    return Programs(prepare=jax.jit(fit.prepare), advance=jax.jit(fit.advance, donate_argnums=0),
-                    finish=jax.jit(fit.finish), steps=steps, curve_steps=kept)
+        job_rows=method.replicates, kept=kept)
+    return fit
 
 
 def grad_norm(g):
