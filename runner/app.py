@@ -39,8 +39,6 @@ def run(cfg):
     run directory and the sweep goes on. Returns the final loss (for a sweeper): the logged
     `final_loss` (with replicates, their mean); a skipped job's, its finished twin's."""
     from runner import timing
-    from runner.job import from_hydra
-    from runner.lifecycle import SIGNALS
 
     timing.since("compose", "compose")
     timing.ON = timing.ON or cfg.get("timing") is True

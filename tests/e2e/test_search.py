@@ -107,7 +107,7 @@ def test_a_trial_whose_config_finished_gets_that_runs_value_and_replicates_their
         assert t.value == run.data.metrics["final_loss"] == run.data.metrics["final_loss_mean"]
         assert t.user_attrs["run_id"] == run.info.run_id
     skipped = [t for t in study.trials if "skipped_for" in t.user_attrs]
-    assert len(skipped) == 4 and f"6 jobs, 2 run, 4 skipped, 0 failed" in proc.stdout
+    assert len(skipped) == 4 and "6 jobs, 2 run, 4 skipped, 0 failed" in proc.stdout
     assert parent.data.tags["jobs_skipped"] == "4"
     check_best(study, parent, runs)
     results = (tmp_path / "multirun" / "optimization_results.yaml").read_text()
