@@ -80,13 +80,11 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         uri = f"tracking.uri=sqlite:///{cwd}/mlflow.db"
-        rows = []
 
-        def row(work, a, b, peer, goal, faster_is_ratio_of_peer=True):
+        def row(work, a, b, peer, goal):
             ra, rb, phases = pair(a, b, cwd, args.repeats)
             ratio = rb / ra
             said = f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
-            rows.append((work, f"{ra:.1f} s", f"{peer} {rb:.1f} s", said, goal, breakdown(phases)))
             print(f"| {work} | {ra:.2f} s | {peer} {rb:.2f} s | {said} | {goal} |", flush=True)
             print(breakdown(phases), flush=True)
 

@@ -19,6 +19,10 @@ class Extra(NamedTuple):
     modules: tuple[str, ...]  # what it must make importable
     what: str  # the engine, for the message
 
+    @property
+    def missing(self) -> bool:
+        return not all(installed(m) for m in self.modules)
+
 
 #: a config choice (group, option) and the extra it needs
 CHOICES: dict[tuple[str, str], Extra] = {
@@ -44,7 +48,7 @@ def message(group: str, option: str, extra: Extra) -> str:
 def require(group: str, option: str) -> None:
     """ConfigError naming the extra when the choice's extra is not installed."""
     extra = CHOICES[(group, option)]
-    if not all(installed(m) for m in extra.modules):
+    if extra.missing:
         raise ConfigError(message(group, option, extra))
 
 
@@ -58,6 +62,6 @@ def check_overrides(overrides: list[str]) -> str | None:
         m = CHOICE.match(arg)
         for option in m.group(2).split(",") if m else ():
             extra = CHOICES.get((m.group(1), option))
-            if extra and not all(installed(mod) for mod in extra.modules):
+            if extra and extra.missing:
                 return message(m.group(1), option, extra)
     return None

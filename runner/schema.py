@@ -160,6 +160,7 @@ EARLY: dict[str, Check] = {
 
 
 def early_settings(cfg) -> None:
+    """Every EARLY key's value checked (absent: nothing to check)."""
     for key, check in EARLY.items():
         check(key, lookup(cfg, key, None))
 
@@ -167,6 +168,7 @@ def early_settings(cfg) -> None:
 def is_number_like(value) -> bool:
     """A plain value a user typed for a number (a string or a number), not a node or a callable."""
     return isinstance(value, (str, int, float))
+
 
 #: The tracking backends' own keys (a backend checks them; SVI's curve_points takes the first).
 TRACKING: dict[str, Check] = {

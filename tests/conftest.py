@@ -236,8 +236,7 @@ def read_runs(uri, experiment="runner"):
 
     with store_lock(uri):
         client = MlflowClient(uri)
-        client.get_experiment_by_name(experiment)  # the store is opened (and created) here
-    exp = client.get_experiment_by_name(experiment)
+        exp = client.get_experiment_by_name(experiment)  # the store is opened (and created) here
     if exp is None:
         return client, []
     return client, client.search_runs([exp.experiment_id])

@@ -46,21 +46,25 @@ class NUTS(Method):
     def fit(self, exp, context=None) -> FitOutput:
         return output(exp, fit_nuts(exp))
 
+    def kernel(self, model):
+        """NumPyro's NUTS kernel of `model` with these settings (target_accept, init)."""
+        from numpyro.infer import NUTS as numpyro_nuts
+        from numpyro.infer import init_to_median, init_to_sample, init_to_uniform
+
+        init = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[self.init]
+        return numpyro_nuts(model, target_accept_prob=float(self.target_accept), init_strategy=init)
+
     def simulation_fit(self, exp):
         """NUTS on one data set as a pure function (root, data) -> site -> (chains x samples, ...)
         draws: NumPyro's kernel initialised and stepped (warmup adapting) inside the function, its
         chains vmapped as chain_method=vectorized does; a calibration vmaps it over simulated data
         sets (runner/check/sbc.py)."""
         import jax
-        from numpyro.infer import NUTS as numpyro_nuts
-        from numpyro.infer import init_to_median, init_to_sample, init_to_uniform
 
-        init = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[self.init]
         model, warmup, samples, chains = exp.model, self.warmup, self.samples, self.chains
-        target = float(self.target_accept)
 
         def chain(key, data):
-            kernel = numpyro_nuts(model, target_accept_prob=target, init_strategy=init)
+            kernel = self.kernel(model)
             args = (data,)
             k_init, k_run = jax.random.split(key)
             state = kernel.init(k_init, warmup, None, args, {})
@@ -104,13 +108,10 @@ def fit_nuts(exp) -> NUTSResult:
 
     import jax
     from numpyro.diagnostics import summary
-    from numpyro.infer import NUTS as numpyro_nuts
-    from numpyro.infer import MCMC, init_to_median, init_to_sample, init_to_uniform
+    from numpyro.infer import MCMC
 
     nuts = exp.inference
-    init = {"median": init_to_median, "uniform": init_to_uniform, "sample": init_to_sample}[nuts.init]
-    kernel = numpyro_nuts(exp.model, target_accept_prob=float(nuts.target_accept), init_strategy=init)
-    mcmc = MCMC(kernel, num_warmup=nuts.warmup, num_samples=nuts.samples, num_chains=nuts.chains,
+    mcmc = MCMC(nuts.kernel(exp.model), num_warmup=nuts.warmup, num_samples=nuts.samples, num_chains=nuts.chains,
                 chain_method="vectorized", progress_bar=False)
     args = () if exp.data is None else (exp.data,)
     try:

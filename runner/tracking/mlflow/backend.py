@@ -49,16 +49,16 @@ def mlflow_command() -> str:
     import shutil
     import sys
 
-    mine = Path(sys.executable).parent / "mlflow"
-    found = shutil.which("mlflow")
-    if found and mine.exists() and Path(found).resolve() == mine.resolve():
-        return "mlflow"
+    mine, found = Path(sys.executable).parent / "mlflow", shutil.which("mlflow")
     if not mine.exists():
         return "mlflow" if found else f"{sys.executable} -m mlflow"
+    if found and Path(found).resolve() == mine.resolve():
+        return "mlflow"
     try:
-        return os.path.relpath(mine) if not os.path.relpath(mine).startswith("..") else str(mine)
-    except ValueError:
+        near = os.path.relpath(mine)  # .venv/bin/mlflow from the project folder
+    except ValueError:  # another drive
         return str(mine)
+    return str(mine) if near.startswith("..") else near
 
 
 class MlflowTracking(Tracking):
