@@ -49,6 +49,9 @@ class VectorizedLauncher(Launcher):
         self.config = self.task_function = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra_plugins.runner_vectorized.compose import install
+
+        install(hydra_context)  # the sweeper's batch check and this launcher: each choice of groups composed once
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
