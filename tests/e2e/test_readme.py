@@ -1,8 +1,10 @@
 """Every console command in the README and in docs/*.md runs, as a new user types it, with the result
 the page shows. The harness reads each page's fenced blocks: a line `$ CMD  # comment` is a command,
-the lines after it (up to the next command) are what it prints. Each block runs in one fresh
-folder holding a copy of examples/, its commands one after another (so `<id>` can name the run a
-command before it made), with the project venv's `python` and `runner` first on PATH.
+the lines after it (up to the next command) are what it prints. The README runs top to bottom in
+one folder holding a copy of examples/, on one store (what a newcomer following it sees: a sweep
+after the first run finds that run's twin); each docs/ page's block runs in a fresh such folder.
+Commands run one after another (so `<id>` can name the run a command before it made), with the
+project venv's `python` and `runner` first on PATH.
 
 - exit code: 0, or 2 where the comment says "exit code 2";
 - a shown output line must appear in the output; `...` in it matches anything, every other
@@ -82,6 +84,9 @@ def elsewhere(cmd: str) -> str | None:
 BLOCKS = blocks()
 HERE = [b for b in BLOCKS if not any(elsewhere(c["cmd"]) for c in b[1])]
 THERE = [b for b in BLOCKS if any(elsewhere(c["cmd"]) for c in b[1])]
+#: the README's blocks run as a newcomer runs them: in order, in one folder, on one store
+README_HERE = [b for b in HERE if b[0].startswith("README.md:")]
+DOCS_HERE = [b for b in HERE if not b[0].startswith("README.md:")]
 
 
 def test_the_readme_has_commands_and_each_is_run_somewhere():
@@ -132,11 +137,28 @@ def newest(store: Path, parent: bool) -> str:
     raise AssertionError(f"no {'sweep parent' if parent else 'run'} in {store} for the placeholder")
 
 
-@pytest.mark.parametrize("block", HERE, ids=[n for n, _ in HERE])
-def test_readme_block(block, tmp_path):
-    _, cmds = block
+def test_the_readme_in_order_on_one_store(tmp_path):
+    """Every README command, top to bottom, in one folder: each sees the store and the files the
+    ones before it left, as a newcomer following the page does."""
+    folder = fresh_folder(tmp_path)
+    for name, cmds in README_HERE:
+        run_block(name, cmds, folder)
+
+
+@pytest.mark.parametrize("block", DOCS_HERE, ids=[n for n, _ in DOCS_HERE])
+def test_docs_block(block, tmp_path):
+    name, cmds = block
+    run_block(name, cmds, fresh_folder(tmp_path))
+
+
+def fresh_folder(tmp_path: Path) -> Path:
+    """A folder holding a copy of examples/, as a clone has it."""
     shutil.copytree(ROOT / "examples", tmp_path / "examples",
                     ignore=shutil.ignore_patterns("__pycache__", "mlruns", "outputs", "*.db"))
+    return tmp_path
+
+
+def run_block(name: str, cmds: list, tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("HYDRA_FULL_ERROR", None)
     for c in cmds:
@@ -153,9 +175,9 @@ def test_readme_block(block, tmp_path):
                               timeout=600, stdin=subprocess.DEVNULL)
         output = proc.stdout + proc.stderr
         expected = 2 if "exit code 2" in c["comment"] else 0
-        assert proc.returncode == expected, f"$ {cmd}\n-> exit {proc.returncode}\n{output[-3000:]}"
+        assert proc.returncode == expected, f"{name}: $ {cmd}\n-> exit {proc.returncode}\n{output[-3000:]}"
         lines = output.splitlines()
         for shown in c["shown"]:
             pat = pattern(shown)
             assert any(pat.fullmatch(line.strip()) for line in lines), \
-                f"$ {cmd}\nshould print: {shown}\nprinted:\n{output[-3000:]}"
+                f"{name}: $ {cmd}\nshould print: {shown}\nprinted:\n{output[-3000:]}"

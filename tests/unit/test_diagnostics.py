@@ -191,7 +191,7 @@ def test_summary_table_rows_say_each_verdict():
 
 # --- checkpoint, resume and the safe point (the program level) -------------------------------------------
 
-@pytest.mark.parametrize("extra", [["guide=autonormal"],
+@pytest.mark.parametrize("extra", [pytest.param(["guide=autonormal"], marks=pytest.mark.slow),
                                    ["guide=autodelta", "stop.rtol=1e-6", "stop.patience=50", "stop.window=10"]])
 def test_a_fit_interrupted_and_resumed_from_its_checkpoint_gives_the_same_numbers(tmp_path, extra):
     """The carry is written between chunks; a fit killed half way and resumed from the file ends

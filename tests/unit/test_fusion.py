@@ -61,7 +61,7 @@ def fit_alone(exp):
     return exp.inference.fit(exp, FitContext())
 
 
-@pytest.mark.parametrize("extra", [("guide=autonormal", "select=final"),
+@pytest.mark.parametrize("extra", [pytest.param(("guide=autonormal", "select=final"), marks=pytest.mark.slow),
                                    pytest.param(("optim=adam_cosine", "optim.schedule.alpha=0.1,0.5"), marks=pytest.mark.slow),
                                    pytest.param(("guide=autonormal", "select=final", "stop.rtol=0.001,0.01", "stop.window=5",
                                                  "stop.patience=5"), marks=pytest.mark.slow),
@@ -111,6 +111,7 @@ def test_halving_rungs_and_the_jobs_it_stops():
     assert halving.steps_saved == 350 + 300 + 350
 
 
+@pytest.mark.slow  # four programs compiled (13 s); tests/unit/test_budget.py checks the budget in make check
 def test_a_group_over_the_memory_budget_is_split_into_parts_that_fit(capsys):
     """Nothing is allocated before the split: the programs are compiled for their shapes only."""
     import jax

@@ -241,6 +241,7 @@ def jax_width():
     jax.config.update("jax_enable_x64", before)
 
 
+@pytest.mark.slow  # a NUTS fit compiled in float64 (8 s)
 def test_jax_x64_makes_the_data_and_the_draws_float64(tmp_path, jax_width, monkeypatch):
     """jax.x64=true (a key, or a model config's `jax: {x64: true}`, or JAX_ENABLE_X64=1) runs in
     float64: the data are loaded as float64 (not rounded to float32 first) and posterior.npz
