@@ -133,9 +133,11 @@ class Tracking:
         """The sweep's parent run (an earlier one of the same sweep when start.reuse): (id, reused)."""
         return None, False
 
-    def sweep_completed(self, parent_id: str | None, result: SweepResult) -> None:
+    def sweep_completed(self, parent_id: str | None, result: SweepResult) -> str | None:
         """The aggregate onto the parent, which ends FINISHED (unless a live command of the same
-        sweep shares it: that command ends it)."""
+        sweep shares it: that command ends it). Returns where a person sees the sweep's children
+        compared (a viewer's address), if the backend has one."""
+        return None
 
     def sweep_failed(self, parent_id: str | None, error: str) -> None:
         """The sweep's summary failed: the parent ends FAILED."""

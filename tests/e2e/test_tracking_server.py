@@ -201,6 +201,59 @@ def test_a_sweeps_chart_view_shows_its_runs_and_groups_by_config(mlflow_server, 
         assert (shots / f"{name}.png").stat().st_size > 10_000
 
 
+def open_sweep_view(url: str, parent_id: str, groups: list[str], shots: Path) -> dict:
+    """The address a sweep prints, opened as it is (no click): what the page shows first."""
+    from playwright.sync_api import sync_playwright
+
+    seen = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url)
+            page.get_by_text(f"Group: {groups[0]}", exact=False).first.wait_for(timeout=90_000)
+            close = page.locator('button[data-component-id="mlflow.assistant.chat_panel.close"]')
+            if close.count():
+                close.first.click()
+            page.locator(CARD).first.locator(".js-plotly-plot, svg.main-svg").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(2000)
+            rows = page.locator('[role="row"]').all_inner_texts()
+            seen["group_rows"] = sorted(r.split("Group: ", 1)[1].splitlines()[0] for r in rows if "Group: " in r)
+            seen["runs"] = sum(1 for r in rows if "Hide run" in r)
+            seen["charts"] = chart_count(page)
+            seen["titles"] = [name for name in ("final_loss", "loss")
+                              if page.locator(CARD).filter(has=page.get_by_text(name, exact=True)).count() == 1]
+            seen["filter"] = parent_id in page.url
+            page.screenshot(path=str(shots / "sweep_view_first.png"))
+        finally:
+            browser.close()
+    return seen
+
+
+def test_a_sweep_prints_the_address_of_its_charts_grouped_by_config(mlflow_server, tmp_path):
+    """Issue 29: the page a sweep points to shows, with no click, its children only, grouped by
+    configuration, and the two charts that compare them: the loss curves and the final losses."""
+    proc = run_cli(["-m", "model=gmm", "guide=autodelta,autonormal", "seed=0,1", "steps=50", "restarts=4",
+                    f"tracking.uri={mlflow_server}", "tracking.experiment=view",
+                    f"hydra.sweep.dir={tmp_path}/multirun"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = read_runs(mlflow_server, "view")
+    (parent,) = [r for r in runs if r.data.tags.get("runner.role") == "sweep"]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("runner: sweep charts, grouped by config: ")]
+    url = line.split(": ", 2)[2]
+    assert url == (f"{mlflow_server}/#/experiments/{parent.info.experiment_id}/runs?compareRunsMode=CHART"
+                   f"&viewStateShareKey=sweep-{parent.info.run_id[:8]}")  # a server's own address: nothing to start
+    if not CHROMIUM or not have_playwright():
+        needs("the UI check needs Chromium (apt-get install chromium; .ci/run installs it) and playwright")
+    shots = SHOTS / "sweep_view"
+    shots.mkdir(parents=True, exist_ok=True)
+    groups = [f"guide={g} model=gmm restarts=4 steps=50" for g in ("autodelta", "autonormal")]
+    seen = open_sweep_view(url, parent.info.run_id, groups, shots)
+    assert seen["group_rows"] == groups and seen["runs"] == 4 and seen["filter"], seen  # the children, by config
+    assert seen["charts"] == 2 and seen["titles"] == ["final_loss", "loss"], seen  # nothing else first
+    assert (shots / "sweep_view_first.png").stat().st_size > 10_000
+
+
 def test_run_against_postgresql(tmp_path):
     with postgres("mlflow") as uri:
         proc = run_cli(["model=coin", "guide=manual", "steps=100", f"tracking.uri={uri}",

@@ -403,8 +403,30 @@ class MlflowTracking(Tracking):
         self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
         store.log_table(self.client, parent_id, result.table, result.table_file, folder)
         store.log_files(self.client, parent_id, folder, result.artifacts)
+        view = self._sweep_view(parent_id)
         if not self._shared_with_live(parent_id):
             self.client.set_terminated(parent_id, "FINISHED")
+        return view
+
+    def _sweep_view(self, parent_id: str) -> str:
+        """The sweep in MLflow's chart view as a person wants it first: its children only, grouped
+        by config_group (one curve per configuration, the mean over seeds), the loss curves and the
+        final losses, best first. Saved as one of MLflow's shared views (an experiment tag
+        mlflow.sharedViewState.<key>, what the UI's Share button writes); returns the page's address
+        (the server's, or where `mlflow ui` serves a local store)."""
+        import json
+
+        key = f"sweep-{parent_id[:8]}"
+        state = {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                 "orderByKey": "metrics.`final_loss`", "orderByAsc": True,
+                 "chartsSearchFilter": "^(loss|final_loss)$",
+                 "groupBy": {"aggregateFunction": "average",
+                             "groupByKeys": [{"mode": "tag", "groupByData": "config_group"}]}}
+        self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
+        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        from runner.redact import redact
+
+        return redact(f"{base}/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART&viewStateShareKey={key}")
 
     def _shared_with_live(self, parent_id: str) -> bool:
         """Whether another live process of this host took the parent over (sweep_started tags it
