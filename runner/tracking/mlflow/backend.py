@@ -331,16 +331,16 @@ class MlflowTracking(Tracking):
         from runner.tracking.mlflow import store
 
         try:  # (this process ignores Ctrl-C and SIGTERM: the command ends its runs)
-            if record.model is not None and self.log_model:  # first: MLflow copies the run's metrics
-                from runner.tracking.mlflow.pyfunc import log_model  # logged so far into the model's (~0.04 s)
-
-                log_model(run_id, **record.model)
             store.log_batches(self.client, run_id, params=store.params_of(record.params),
                               metrics=store.metrics_of(record.scalars, record.curves, record.curve_steps,
                                                        self.max_points))
             if record.dataset is not None:
                 store.log_dataset(self.client, run_id, **record.dataset)
             store.log_files(self.client, run_id, record.artifact_dir, record.artifacts)
+            if record.model is not None and self.log_model:  # last: leaving mlflow.start_run ends the run
+                from runner.tracking.mlflow.pyfunc import log_model
+
+                log_model(run_id, **record.model)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")
             raise
