@@ -91,13 +91,15 @@ def start(cfg, job) -> Outcome | None:
             exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
         if resume is not None:  # before the interrupted run is reopened
             check_resumable(exp, resume)
-        return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output)
+        return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output,
+                       ahead=None if prefit is None else prefit.ahead)
 
 
-def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outcome | None:
+def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=None) -> Outcome | None:
     """One run: opened (RUNNING while it fits), fitted, written into its run directory, recorded;
     an interruption ends it KILLED, a crash FAILED (runner.lifecycle.RunScope). `fitted`: its
-    FitOutput when its fit was done already (a fused sweep's group)."""
+    FitOutput when its fit was done already (a fused sweep's group); `ahead`: its files, when
+    they were written ahead (runner.fusion.Ahead)."""
     from runner import identity, outputs, timing
     from runner.job import run_dir_locks
     from runner.lifecycle import RunScope
@@ -123,7 +125,7 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None) -> Outco
             out = fitted if fitted is not None else exp.inference.fit(exp, fit_context(exp, job, resume, scope))
         scope.safe_point()
         with timing.phase("outputs"):
-            written = outputs.write(exp, out, job.run_dir)
+            written = ahead.into(job.run_dir) if ahead is not None else outputs.write(exp, out, job.run_dir)
         scope.safe_point()
         params = {**params, "key_derivation": out.key_derivation}  # the run's and its children's
         with timing.phase("logging"):

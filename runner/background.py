@@ -4,6 +4,7 @@ imported by ArviZ's thread, once had no `switch_backend` for the figures: every 
 Code that imports what a background import may be importing calls `settled()` first."""
 from __future__ import annotations
 
+import collections
 import threading
 
 _THREADS: list[threading.Thread] = []
@@ -26,3 +27,28 @@ def settled() -> None:
         thread.join(WAIT_S)
         if not thread.is_alive():
             _THREADS.remove(thread)
+
+
+# --- work done while this process waits on another -------------------------------------------------
+_IDLE: collections.deque = collections.deque()
+
+
+def when_idle(task) -> None:
+    """`task()` runs in the main thread the next time it waits on the tracking worker process
+    (runner.tracking.worker.Client.result): a fused sweep writes its next job's files while the
+    worker logs this job's run, each on its own core. A task catches its own errors."""
+    _IDLE.append(task)
+
+
+def idle_waiting() -> bool:
+    return bool(_IDLE) and threading.current_thread() is threading.main_thread()
+
+
+def run_idle() -> None:
+    """The oldest waiting task, run here (the main thread only: numpyro's handlers are global)."""
+    if idle_waiting():
+        _IDLE.popleft()()
+
+
+def drop_idle() -> None:
+    _IDLE.clear()

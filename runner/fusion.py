@@ -59,10 +59,65 @@ class Plan:
 
 @dataclass(frozen=True)
 class Prefit:
-    """A job's fit, done in its group's program: the experiment built from its config and its output."""
+    """A job's fit, done in its group's program: the experiment built from its config and its
+    output; `ahead`: its files, written while an earlier job was logged (`Ahead`)."""
     config_hash: str
     experiment: Any
     output: Any
+    ahead: Any = None
+
+
+class Ahead:
+    """A fused job's run directory files (runner.outputs.write), written ahead of its turn in a
+    folder of their own while the main thread waits on the tracking worker for an earlier job
+    (runner.background.when_idle), and moved into the job's folder when the job reaches its
+    outputs: the same files, each core busy. Never taken (a job skipped as a finished twin, an
+    interrupted sweep): the launcher deletes the folder. An error is raised where the job takes
+    its files, as writing them there would have raised it."""
+
+    def __init__(self, exp, out, folder):
+        self.exp, self.out, self.folder = exp, out, folder
+        self.written = self.error = None
+        self.done = False
+
+    def write(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        from runner import outputs
+
+        try:
+            self.written = outputs.write(self.exp, self.out, self.folder)
+        except Exception as e:  # raised at the job's outputs, in its run
+            self.error = e
+
+    def into(self, run_dir):
+        """The Written of runner.outputs.write, its files now in `run_dir`."""
+        import os
+        import shutil
+
+        self.write()
+        if self.error is not None:
+            raise self.error
+        for root, _, names in os.walk(self.folder):
+            target = run_dir / os.path.relpath(root, self.folder)
+            target.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                os.replace(os.path.join(root, name), target / name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return self.written
+
+
+def write_ahead(fits: dict, root) -> None:
+    """Each fused job's files queued to be written ahead (`Ahead`), in job order, under `root`."""
+    from pathlib import Path
+
+    from runner import background
+
+    for i, prefit in sorted(fits.items()):
+        ahead = Ahead(prefit.experiment, prefit.output, Path(root) / str(i))
+        fits[i] = Prefit(prefit.config_hash, prefit.experiment, prefit.output, ahead)
+        background.when_idle(ahead.write)
 
 
 def signature(cfg) -> tuple[str, dict]:

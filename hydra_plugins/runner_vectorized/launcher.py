@@ -26,6 +26,7 @@ from hydra.plugins.launcher import Launcher
 log = logging.getLogger(__name__)
 
 PRUNE_RULES = ("halving",)
+AHEAD_DIR = ".runner-ahead"  # under the sweep folder: fused jobs' files written ahead (runner.fusion.Ahead)
 
 
 @dataclass
@@ -85,14 +86,24 @@ class VectorizedLauncher(Launcher):
         for name, spec in (self.config.hydra.job_logging.get("loggers") or {}).items():  # the jobs' (jax: WARNING)
             logging.getLogger(name).setLevel(spec.get("level", "WARNING"))
         fits = fusion.fit_groups(groups, task_configs, settings)
+        ahead = Path(str(self.config.hydra.sweep.dir)) / AHEAD_DIR
+        fusion.write_ahead(fits, ahead)  # each job's files while the one before it is logged
         returns = []
-        for idx, (overrides, sweep_config) in enumerate(zip(job_overrides, sweep_configs)):
-            log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
-            with fusion.supplied(fits.get(idx)):
-                returns.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
-                                       config=sweep_config, job_dir_key="hydra.sweep.dir",
-                                       job_subdir_key="hydra.sweep.subdir"))
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        try:
+            for idx, (overrides, sweep_config) in enumerate(zip(job_overrides, sweep_configs)):
+                log.info(f"\t#{initial_job_idx + idx} : {' '.join(filter_overrides(overrides))}")
+                with fusion.supplied(fits.get(idx)):
+                    returns.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                           config=sweep_config, job_dir_key="hydra.sweep.dir",
+                                           job_subdir_key="hydra.sweep.subdir"))
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        finally:
+            import shutil
+
+            from runner import background
+
+            background.drop_idle()
+            shutil.rmtree(ahead, ignore_errors=True)
         return returns
 
 

@@ -142,11 +142,22 @@ class Client:
         return req
 
     def result(self, req: int):
-        """(value, state) of request `req`; its exception raised here."""
+        """(value, state) of request `req`; its exception raised here. While it waits, this
+        thread does the work queued for such waits (runner.background.when_idle: a fused sweep's
+        next job's files while this job's run is logged here, on the worker's core)."""
+        from runner import background
+
         with self._cond:
             while req not in self._replies:
                 if self._gone:
                     raise WorkerGone(self._gone)
+                if background.idle_waiting():
+                    self._cond.release()
+                    try:
+                        background.run_idle()
+                    finally:
+                        self._cond.acquire()
+                    continue
                 self._cond.wait()
             self._waiting.discard(req)
             ok, value, state = self._replies.pop(req)

@@ -36,6 +36,10 @@ def by_config(children, *keys):
     return {tuple(c.data.params[k] for k in keys): c for c in children}
 
 
+def files_in(folder) -> list:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
 def artifacts(client, run) -> set:
     def walk(path):
         for f in client.list_artifacts(run.info.run_id, path):
@@ -67,6 +71,11 @@ def test_a_fused_sweep_gives_each_job_its_own_run_with_the_numbers_of_the_job_ru
         curve_b = [m.value for m in client_b.get_metric_history(alone.info.run_id, "loss")]
         assert len(curve_f) == len(curve_b) == 300 and curve_f == pytest.approx(curve_b, rel=1e-6)
     assert len(set(finals)) == 6  # six different jobs, not one answer copied
+    # each job's files, written ahead while the job before it was logged, are in its own folder
+    for job in sorted((tmp_path / "basic" / "multirun").glob("[0-9]*")):
+        other = tmp_path / "fused" / "multirun" / job.name
+        assert files_in(other) == files_in(job), job.name
+    assert not (tmp_path / "fused" / "multirun" / ".runner-ahead").exists()
     # the sweep's best is the same job either way
     assert parent_f.data.metrics["final_loss"] == pytest.approx(parent_b.data.metrics["final_loss"], rel=1e-6)
 

@@ -40,6 +40,12 @@ class Elsewhere(Tracking):
 
     def finished_run(self, config_hash):
         return f"{os.getpid()} {config_hash} {sorted(self.settings.items())}"
+
+    def final_loss_of(self, run_id):
+        import time
+
+        time.sleep(1.0)  # a slow store
+        return 1.5
 """
 
 
@@ -67,3 +73,40 @@ def test_any_background_backend_runs_in_the_worker_process(tmp_path, monkeypatch
         worker.close()
     assert int(pid) == worker.proc.pid != os.getpid() and config_hash == "h" and settings == "[('depth', 3)]"
     assert type(from_config(OmegaConf.create({"_target_": "runner.tracking.none.NoTracking"}))) is NoTracking
+
+
+def test_work_queued_for_waits_runs_in_the_main_thread_while_the_worker_answers(tmp_path, monkeypatch):
+    """runner.background.when_idle: a fused sweep writes its next job's files while the worker
+    logs this job's run. The tasks run in the main thread during the wait, one after another,
+    and the answer is the worker's."""
+    import os
+    import threading
+    import time
+
+    from omegaconf import OmegaConf
+
+    from runner import background
+    from runner.tracking import from_config
+    from runner.tracking.worker import Client
+
+    (tmp_path / "elsewhere_backend.py").write_text(ELSEWHERE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    backend = from_config(OmegaConf.create({"_target_": "elsewhere_backend.Elsewhere"}))
+    backend._worker = worker = Client()
+    ran = []
+    try:
+        backend.finished_run("warm")  # the worker started and the module imported
+        for n in range(3):
+            background.when_idle(lambda n=n: ran.append((n, threading.current_thread() is threading.main_thread(),
+                                                         time.perf_counter())))
+        t0 = time.perf_counter()
+        value = backend.final_loss_of("r")
+        t1 = time.perf_counter()
+    finally:
+        background.drop_idle()
+        worker.close()
+    assert value == 1.5 and t1 - t0 >= 1.0
+    assert [(n, main) for n, main, _ in ran] == [(0, True), (1, True), (2, True)]
+    assert all(t0 <= t < t0 + 0.5 for _, _, t in ran)  # at the start of the wait, not after it
+    assert not background.idle_waiting()
