@@ -91,14 +91,33 @@ class Ahead:
         except Exception as e:  # raised at the job's outputs, in its run
             self.error = e
 
+    def when_idle(self) -> None:
+        """Written now, while an earlier job waits, only where that changes nothing: not once a
+        signal came (the command stops at its next safe point), not under another float width
+        (jax.x64: the job's own run sets its width; its files are then written in its turn)."""
+        import jax
+
+        from runner.lifecycle import SIGNALS
+
+        if SIGNALS.code or bool(jax.config.jax_enable_x64) != bool(self.exp.x64):
+            return
+        self.write()
+
     def into(self, run_dir):
-        """The Written of runner.outputs.write, its files now in `run_dir`."""
+        """The Written of runner.outputs.write, its files now in `run_dir` (written there, in its
+        turn, when they were not written ahead)."""
         import os
         import shutil
 
-        self.write()
+        from runner import outputs
+
+        if not self.done:
+            self.done = True
+            return outputs.write(self.exp, self.out, run_dir)
         if self.error is not None:
             raise self.error
+        if not self.folder.is_dir():  # gone (deleted by hand): written again, where they belong
+            return outputs.write(self.exp, self.out, run_dir)
         for root, _, names in os.walk(self.folder):
             target = run_dir / os.path.relpath(root, self.folder)
             target.mkdir(parents=True, exist_ok=True)
@@ -117,7 +136,7 @@ def write_ahead(fits: dict, root) -> None:
     for i, prefit in sorted(fits.items()):
         ahead = Ahead(prefit.experiment, prefit.output, Path(root) / str(i))
         fits[i] = Prefit(prefit.config_hash, prefit.experiment, prefit.output, ahead)
-        background.when_idle(ahead.write)
+        background.when_idle(ahead.when_idle)
 
 
 def signature(cfg) -> tuple[str, dict]:

@@ -50,8 +50,7 @@ class Composer:
             cfg = self.loader.load_sweep_config(master_config, sweep_overrides)
             self.groups |= set(cfg.hydra.runtime.choices or {})  # a key found to be a config group
             key, values = self.key(parsed)
-            reusable = not any(o.key_or_group in self.groups for o in values)
-            self.cache[key] = copy.deepcopy(cfg) if reusable else None
+            self.cache[key] = copy.deepcopy(cfg) if reusable(parsed, values) else None
             return cfg
         base = self.cache[key]
         if base is None:
@@ -68,6 +67,16 @@ class Composer:
                 overrides=app, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
+
+
+def reusable(parsed: list, values: list) -> bool:
+    """Whether setting the values last gives Hydra's config: no other override (a `++`, `+` or `~`)
+    acts on a value's key, or on a node above or below it (Hydra applies them in their order)."""
+    from hydra.core.override_parser.types import OverrideType
+
+    keys = [o.key_or_group for o in values]
+    others = [o.key_or_group for o in parsed if o.type != OverrideType.CHANGE and not o.is_hydra_override()]
+    return not any(k == o or k.startswith(o + ".") or o.startswith(k + ".") for k in keys for o in others)
 
 
 def plain_value(override) -> bool:

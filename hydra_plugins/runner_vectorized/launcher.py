@@ -26,7 +26,7 @@ from hydra.plugins.launcher import Launcher
 log = logging.getLogger(__name__)
 
 PRUNE_RULES = ("halving",)
-AHEAD_DIR = ".runner-ahead"  # under the sweep folder: fused jobs' files written ahead (runner.fusion.Ahead)
+AHEAD_PREFIX = ".runner-ahead-"  # a folder under the sweep's: fused jobs' files written ahead (runner.fusion.Ahead)
 
 
 @dataclass
@@ -86,8 +86,11 @@ class VectorizedLauncher(Launcher):
         for name, spec in (self.config.hydra.job_logging.get("loggers") or {}).items():  # the jobs' (jax: WARNING)
             logging.getLogger(name).setLevel(spec.get("level", "WARNING"))
         fits = fusion.fit_groups(groups, task_configs, settings)
-        ahead = Path(str(self.config.hydra.sweep.dir)) / AHEAD_DIR
-        fusion.write_ahead(fits, ahead)  # each job's files while the one before it is logged
+        import tempfile
+
+        # each job's files while the one before it is logged, in a folder of this launch's own
+        ahead = Path(tempfile.mkdtemp(prefix=AHEAD_PREFIX, dir=os.path.abspath(str(self.config.hydra.sweep.dir))))
+        fusion.write_ahead(fits, ahead)
         returns = []
         try:
             for idx, (overrides, sweep_config) in enumerate(zip(job_overrides, sweep_configs)):

@@ -147,20 +147,18 @@ class Client:
         next job's files while this job's run is logged here, on the worker's core)."""
         from runner import background
 
-        with self._cond:
-            while req not in self._replies:
+        while True:
+            with self._cond:
+                if req in self._replies:
+                    self._waiting.discard(req)
+                    ok, value, state = self._replies.pop(req)
+                    break
                 if self._gone:
                     raise WorkerGone(self._gone)
-                if background.idle_waiting():
-                    self._cond.release()
-                    try:
-                        background.run_idle()
-                    finally:
-                        self._cond.acquire()
+                if not background.idle_waiting():
+                    self._cond.wait()
                     continue
-                self._cond.wait()
-            self._waiting.discard(req)
-            ok, value, state = self._replies.pop(req)
+            background.run_idle()  # outside the lock: the receiver stores the reply meanwhile
         if not ok:
             raise value
         return value, state

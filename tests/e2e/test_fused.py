@@ -75,7 +75,7 @@ def test_a_fused_sweep_gives_each_job_its_own_run_with_the_numbers_of_the_job_ru
     for job in sorted((tmp_path / "basic" / "multirun").glob("[0-9]*")):
         other = tmp_path / "fused" / "multirun" / job.name
         assert files_in(other) == files_in(job), job.name
-    assert not (tmp_path / "fused" / "multirun" / ".runner-ahead").exists()
+    assert not list((tmp_path / "fused" / "multirun").glob(".runner-ahead*"))
     # the sweep's best is the same job either way
     assert parent_f.data.metrics["final_loss"] == pytest.approx(parent_b.data.metrics["final_loss"], rel=1e-6)
 

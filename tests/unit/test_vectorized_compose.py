@@ -53,14 +53,18 @@ JOBS = [["model=gmm", "guide=autodelta", "optim.lr=0.01", "seed=0"],
         ["model=gmm", "hydra.launcher.prune=halving", "stop.rtol=1e-3", "seed=1"],
         ["model=gmm", "hydra.launcher.prune=halving", "stop.rtol=1e-4", "seed=2"],
         ["model=gmm", "tracking.experiment=a b", "seed=2"],
-        ["model=gmm", "tracking.experiment='a=b'", "seed=3"]]
+        ["model=gmm", "tracking.experiment='a=b'", "seed=3"],
+        ["model=gmm", "optim.lr=0.2", "++optim.lr=0.5"],  # a ++ on a value's key: Hydra's order, every time
+        ["model=gmm", "optim.lr=0.3", "++optim.lr=0.7"],
+        ["model=gmm", "optim.lr=0.2", "~optim.b1"],
+        ["model=gmm", "optim.lr=0.3", "~optim.b1"]]
 
 
 def test_every_job_is_the_config_hydra_composes(loaders):
     master, hydra_loader, composer = loaders
     for overrides in JOBS:
         same(master, hydra_loader, composer, overrides)
-    assert composer.hits == 8  # the second and later job of each choice of groups and value keys
+    assert composer.hits == 9  # the second and later job of each choice of groups and value keys
 
 
 def test_the_copy_is_the_jobs_own(loaders):
@@ -81,3 +85,15 @@ def test_a_bad_override_is_hydras_error(loaders, bad):
     with pytest.raises(Exception) as theirs:
         hydra_loader.load_sweep_config(master, ["model=gmm", bad])
     assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)
+
+
+def test_a_value_that_another_override_acts_on_is_composed_by_hydra(loaders):
+    """`optim.lr=0.2 ++optim.lr=0.5`: Hydra applies them in order (0.5); setting the plain value last
+    on a copy would give 0.2. Such a job is never served from a copy."""
+    master, hydra_loader, composer = loaders
+    for lr in ("0.2", "0.3"):
+        cfg = same(master, hydra_loader, composer, ["model=gmm", f"optim.lr={lr}", "++optim.lr=0.5"])
+        assert cfg.optim.lr == 0.5
+    before = composer.hits
+    same(master, hydra_loader, composer, ["model=gmm", "optim.lr=0.4", "++optim.lr=0.5"])
+    assert composer.hits == before

@@ -147,6 +147,9 @@ class MlflowTracking(Tracking):
             return
         opened = _OPENED.get(self._key())
         if opened is not None:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.uri)  # the pyfunc model is logged through MLflow's current store
             self._client, self.experiment_id = opened
             return
         try:
@@ -157,11 +160,18 @@ class MlflowTracking(Tracking):
             self._error = e
 
     def _key(self) -> tuple:
-        """The store (a relative sqlite path is the folder's the command runs in) and experiment."""
-        uri = self.uri
+        """The store (a relative sqlite path is the folder's the command runs in; the file itself,
+        so that a store deleted and made again is opened again) and experiment."""
+        uri, file = self.uri, None
         if uri.startswith("sqlite:///"):
-            uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).expanduser().resolve())
-        return uri, self.experiment
+            path = Path(uri[len("sqlite:///"):]).expanduser().resolve()
+            uri = f"sqlite:///{path}"
+            try:
+                stat = path.stat()
+                file = (stat.st_dev, stat.st_ino)
+            except OSError:
+                file = "missing"
+        return uri, file, self.experiment
 
     def _open_store(self):
         import logging
@@ -403,10 +413,12 @@ class MlflowTracking(Tracking):
         self.client.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
         store.log_table(self.client, parent_id, result.table, result.table_file, folder)
         store.log_files(self.client, parent_id, folder, result.artifacts)
-        view = self._sweep_view(parent_id)
         if not self._shared_with_live(parent_id):
             self.client.set_terminated(parent_id, "FINISHED")
-        return view
+        try:  # a courtesy: a store that refuses the tag leaves the sweep as it is
+            return self._sweep_view(parent_id)
+        except Exception:
+            return None
 
     def _sweep_view(self, parent_id: str) -> str:
         """The sweep in MLflow's chart view as a person wants it first: its children only, grouped
