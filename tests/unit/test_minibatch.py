@@ -12,6 +12,7 @@ from runner.errors import ConfigError
 from runner.inference.svi.features import scale_plates
 
 
+@pytest.mark.slow  # many minibatch draws of the ELBO (7 s); make test runs it
 def test_the_scaled_minibatch_elbo_is_unbiased():
     """E over random batches of the N/B-scaled ELBO = the full ELBO (GMM tutorial model at fixed
     params, enumerated assignments: a deterministic objective, so the check is exact up to MC)."""
