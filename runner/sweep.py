@@ -228,8 +228,7 @@ def finish(backend, parent_id, sweep_dir: Path, counts: dict, overrides=(), jobs
     view = backend.sweep_completed(parent_id, SweepResult(
         scalars=metrics, tags=tags, description=redact(description(overrides, jobs, {**tags, **metrics}))[:5000],
         table=table_frame(table), table_file=TABLE_FILE, artifact_dir=out, artifacts=files))
-    return {"children": tags["children_finished"], "groups": table, **metrics, **tags,
-            **({"view": view, "look": backend.look()} if view else {})}
+    return {"children": tags["children_finished"], "groups": table, **metrics, **tags, **({"view": view} if view else {})}
 
 
 def loo_files(sweep_dir: Path, out: Path) -> list[str]:
@@ -362,10 +361,8 @@ def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, swe
         kind = f" ({summary['ranked_objective'].upper()})" if summary.get("apart_runs") else ""
         print(f"runner: sweep best final_loss={summary['final_loss']:.6g}{kind} {summary['best_config']} "
               f"(run {summary['best_run_id']})")
-    if summary.get("view"):  # a local store's page is there while `mlflow ui` serves it
-        look = summary.get("look") or ""
-        after = f" (while `{look}` runs)" if look and not look.split()[-1].startswith(("http://", "https://")) else ""
-        print(f"runner: sweep charts, grouped by config: {summary['view']}{after}")
+    if summary.get("view"):
+        print(f"runner: sweep charts, grouped by config: {summary['view']}")
     if summary.get("apart_runs"):
         print(f"runner: sweep: {summary['apart_runs']} run(s) minimise the {summary['apart_objective'].upper()} "
               f"objective, not the {summary['ranked_objective'].upper()}: ranked apart, best final_loss="

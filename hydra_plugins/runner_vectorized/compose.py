@@ -23,15 +23,16 @@ class Composer:
 
     def __init__(self, loader) -> None:
         self.loader = loader
-        self.cache: dict = {}  # (group overrides, value keys) -> a composed config, or None: never reuse
+        self.cache: dict = {}  # (other overrides, value keys) -> a composed config, or None: never reuse
         self.groups: set = set()  # the config groups of every config composed so far
         self.hits = 0
 
     def key(self, parsed: list) -> tuple:
         """(what the job's config is composed from besides its values, its value overrides)."""
-        values = [o for o in parsed if plain_value(o) and o.key_or_group not in self.groups]
-        others = tuple(o.input_line for o in parsed if not (plain_value(o) and o.key_or_group not in self.groups))
-        return (others, tuple(o.key_or_group for o in values)), values
+        values, others = [], []
+        for o in parsed:
+            (values if plain_value(o) and o.key_or_group not in self.groups else others).append(o)
+        return (tuple(o.input_line for o in others), tuple(o.key_or_group for o in values)), values
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.loader, name)

@@ -15,6 +15,8 @@ sys.modules, where dataclasses cannot read them.)
 import copy
 import logging
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -86,8 +88,6 @@ class VectorizedLauncher(Launcher):
         for name, spec in (self.config.hydra.job_logging.get("loggers") or {}).items():  # the jobs' (jax: WARNING)
             logging.getLogger(name).setLevel(spec.get("level", "WARNING"))
         fits = fusion.fit_groups(groups, task_configs, settings)
-        import tempfile
-
         # each job's files while the one before it is logged, in a folder of this launch's own
         ahead = Path(tempfile.mkdtemp(prefix=AHEAD_PREFIX, dir=os.path.abspath(str(self.config.hydra.sweep.dir))))
         fusion.write_ahead(fits, ahead)
@@ -101,8 +101,6 @@ class VectorizedLauncher(Launcher):
                                            job_subdir_key="hydra.sweep.subdir"))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         finally:
-            import shutil
-
             from runner import background
 
             background.drop_idle()

@@ -136,7 +136,7 @@ class Tracking:
     def sweep_completed(self, parent_id: str | None, result: SweepResult) -> str | None:
         """The aggregate onto the parent, which ends FINISHED (unless a live command of the same
         sweep shares it: that command ends it). Returns where a person sees the sweep's children
-        compared (a viewer's address), if the backend has one."""
+        compared (a viewer's address, and what serves it), if the backend has one."""
         return None
 
     def sweep_failed(self, parent_id: str | None, error: str) -> None:

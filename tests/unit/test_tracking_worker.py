@@ -49,6 +49,24 @@ class Elsewhere(Tracking):
 """
 
 
+def elsewhere(tmp_path, monkeypatch, **settings):
+    """The Elsewhere backend from a module in `tmp_path`, with a tracking worker of its own that
+    finds the module: (backend, worker); the caller closes the worker."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from runner.tracking import from_config
+    from runner.tracking.worker import Client
+
+    (tmp_path / "elsewhere_backend.py").write_text(ELSEWHERE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    backend = from_config(OmegaConf.create({"_target_": "elsewhere_backend.Elsewhere", **settings}))
+    backend._worker = worker = Client()
+    return backend, worker
+
+
 def test_any_background_backend_runs_in_the_worker_process(tmp_path, monkeypatch):
     """runner.tracking.from_config wraps a backend that says background=True: its events and
     questions run in the tracking worker (another process), built there from its class and
@@ -59,14 +77,10 @@ def test_any_background_backend_runs_in_the_worker_process(tmp_path, monkeypatch
 
     from runner.tracking import from_config
     from runner.tracking.none import NoTracking
-    from runner.tracking.worker import Background, Client
+    from runner.tracking.worker import Background
 
-    (tmp_path / "elsewhere_backend.py").write_text(ELSEWHERE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    backend = from_config(OmegaConf.create({"_target_": "elsewhere_backend.Elsewhere", "depth": 3}))
+    backend, worker = elsewhere(tmp_path, monkeypatch, depth=3)
     assert type(backend) is Background and backend.target == "elsewhere_backend.Elsewhere"
-    backend._worker = worker = Client()  # a worker of its own, that finds the module
     try:
         pid, config_hash, settings = backend.finished_run("h").split(" ", 2)
     finally:
@@ -79,21 +93,12 @@ def test_work_queued_for_waits_runs_in_the_main_thread_while_the_worker_answers(
     """runner.background.when_idle: a fused sweep writes its next job's files while the worker
     logs this job's run. The tasks run in the main thread during the wait, one after another,
     and the answer is the worker's."""
-    import os
     import threading
     import time
 
-    from omegaconf import OmegaConf
-
     from runner import background
-    from runner.tracking import from_config
-    from runner.tracking.worker import Client
 
-    (tmp_path / "elsewhere_backend.py").write_text(ELSEWHERE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    backend = from_config(OmegaConf.create({"_target_": "elsewhere_backend.Elsewhere"}))
-    backend._worker = worker = Client()
+    backend, worker = elsewhere(tmp_path, monkeypatch)
     ran = []
     try:
         backend.finished_run("warm")  # the worker started and the module imported

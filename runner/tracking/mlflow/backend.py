@@ -61,7 +61,7 @@ def mlflow_command() -> str:
     return str(mine) if near.startswith("..") else near
 
 
-#: (uri, experiment) -> (client, experiment id) of the stores this process opened and reaped
+#: MlflowTracking._key() -> (client, experiment id) of the stores this process opened and reaped
 _OPENED: dict = {}
 
 
@@ -424,8 +424,8 @@ class MlflowTracking(Tracking):
         """The sweep in MLflow's chart view as a person wants it first: its children only, grouped
         by config_group (one curve per configuration, the mean over seeds), the loss curves and the
         final losses, best first. Saved as one of MLflow's shared views (an experiment tag
-        mlflow.sharedViewState.<key>, what the UI's Share button writes); returns the page's address
-        (the server's, or where `mlflow ui` serves a local store)."""
+        mlflow.sharedViewState.<key>, what the UI's Share button writes); returns the page's address:
+        the server's, or where `mlflow ui` serves a local store, and the command that serves it."""
         import json
 
         key = f"sweep-{parent_id[:8]}"
@@ -435,10 +435,12 @@ class MlflowTracking(Tracking):
                  "groupBy": {"aggregateFunction": "average",
                              "groupByKeys": [{"mode": "tag", "groupByData": "config_group"}]}}
         self.client.set_experiment_tag(self.experiment_id, f"mlflow.sharedViewState.{key}", json.dumps(state))
-        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
         from runner.redact import redact
 
-        return redact(f"{base}/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART&viewStateShareKey={key}")
+        page = f"/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART&viewStateShareKey={key}"
+        if self.uri.startswith(("http://", "https://")):
+            return redact(self.uri.rstrip("/") + page)
+        return redact(f"http://127.0.0.1:5000{page}") + f" (while `{self.look()}` runs)"
 
     def _shared_with_live(self, parent_id: str) -> bool:
         """Whether another live process of this host took the parent over (sweep_started tags it
