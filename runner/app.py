@@ -130,7 +130,8 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
         params = {**params, "key_derivation": out.key_derivation}  # the run's and its children's
         with timing.phase("logging"):
             record = identity.run_record(exp, job, start, out, written, params)
-            run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir))
+            run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir),
+                                    later=fitted is not None)  # a fused job: logged while the next one starts
     return finish(exp, job, backend, out, record, run_id)
 
 

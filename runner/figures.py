@@ -78,7 +78,7 @@ def loss_plot(result, path: Path) -> None:
     ax.legend()
     inits = result.initial_losses[np.isfinite(result.initial_losses)]
     if np.unique(inits).size > 1:  # a histogram of one value (one restart) has no width to bin
-        ax0.hist(inits, bins=min(30, np.unique(inits).size), color="0.5")
+        ax0.hist(inits, bins=min(30, np.unique(inits).size), color="0.5", histtype="stepfilled")  # one patch, not 30
     if np.isfinite(result.initial_loss):
         ax0.axvline(result.initial_loss, color="C3")
     ax0.set_title("initial losses")

@@ -45,6 +45,7 @@ class Job:
     label = ""  # the progress line's and summary line's prefix
     parent_id = None
     yield_to_finished = None  # runner.tracking.base.RunStart: a single run never yields
+    may_log_later = False  # its record may be logged while the command goes on (RunScope.complete)
 
     def tags(self) -> dict:
         return {}
@@ -107,6 +108,11 @@ class SweepJob(Job):
     @property
     def yield_to_finished(self) -> bool:
         return not self.rerun
+
+    @property
+    def may_log_later(self) -> bool:
+        """A sweep's job, not a search's trial (the sweeper takes a trial's value as logged)."""
+        return self.trial is None
 
     def tags(self) -> dict:
         from runner.redact import redact

@@ -182,22 +182,37 @@ class RunScope:
             except OSError:
                 pass
 
-    def complete(self, record, children=()) -> str | None:
+    def logging_failed(self, error: Exception) -> RunFailed:
+        """The run's record could not be logged: the job fails with one line (the fit is kept)."""
+        if isinstance(error, TrackingError):
+            return RunFailed(f"{error}; the fit is saved in {self.job.run_dir}", code=2)
+        return RunFailed(f"tracking failed ({describe(error)}); the fit is saved in {self.job.run_dir}")
+
+    def logging_failed_later(self, error: Exception) -> None:
+        """A record sent without waiting (`complete(later=True)`) failed in the worker: the job
+        is failed as `logging_failed` fails it here (its status file and its error line)."""
+        failed = self.logging_failed(error)
+        self.job.refused(redact(str(failed)), failed.code)
+
+    def complete(self, record, children=(), later: bool = False) -> str | None:
         """The run's record and its children, logged while a signal waits; then, if one came,
-        the command stops (the run is complete: it says so)."""
+        the command stops (the run is complete: it says so). `later` (a fused sweep's job, whose
+        run was opened in the tracking worker): the record is sent and the command goes on to
+        the next job while the worker logs it; its error, found at the command's next call to
+        the worker (at the latest when the launcher settles), fails this job as it would here."""
         try:
             with SIGNALS.logging():
-                self.run_id = self.backend.run_completed(record)
+                if later and not children and self.job.may_log_later:
+                    self.run_id = self.backend.run_completed_later(record, self.logging_failed_later)
+                else:
+                    self.run_id = self.backend.run_completed(record)
                 for child in children:
                     child.parent_id = self.run_id
                     self.backend.child_logged(child)
                 self.backend.flush()  # the children: done, or their error raised here
-        except TrackingError as e:
-            self.done = True
-            raise RunFailed(f"{e}; the fit is saved in {self.job.run_dir}", code=2) from None
         except Exception as e:
             self.done = True
-            raise RunFailed(f"tracking failed ({describe(e)}); the fit is saved in {self.job.run_dir}") from None
+            raise self.logging_failed(e) from None
         self.done = True
         if record.status == "FINISHED":
             tags = record.tags

@@ -101,10 +101,13 @@ class VectorizedLauncher(Launcher):
                                            job_subdir_key="hydra.sweep.subdir"))
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         finally:
-            from runner import background
+            from runner import background, tracking
 
             background.drop_idle()
-            shutil.rmtree(ahead, ignore_errors=True)
+            try:
+                tracking.settle()  # the last jobs' runs, logged while the ones after them ran
+            finally:
+                shutil.rmtree(ahead, ignore_errors=True)
         return returns
 
 

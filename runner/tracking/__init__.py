@@ -32,6 +32,17 @@ def from_config(node) -> Tracking:
     return Background(backend, f"{cls.__module__}.{cls.__qualname__}", settings)
 
 
+def settle() -> None:
+    """Wait for the records a background backend logs while the command goes on (a fused sweep's
+    jobs, runner.lifecycle.RunScope.complete); an error fails its job. Nothing to wait for when
+    no backend ran in the background."""
+    import sys
+
+    worker = sys.modules.get("runner.tracking.worker")
+    if worker is not None:
+        worker.settle()
+
+
 def reader(**settings) -> Tracking:
     """The store a side command reads (runner.compare, runner.predict): the default tracking
     choice's backend (conf/tracking/<choice>.yaml, as `python -m runner` composes it) with

@@ -249,6 +249,21 @@ class Background(Tracking):
     def child_logged(self, record) -> None:
         self._later("child_logged", record)
 
+    def run_completed_later(self, record, failed) -> str | None:
+        """A run opened in the worker (a sweep's job: its id is known): its record is sent and
+        this returns at once, so the command goes on to its next job while the worker logs this
+        one; `settle()` (the command's next call here, or the launcher's end) collects the answer
+        and hands an error to `failed`. A run not opened yet: logged now."""
+        if self.run_id is None:
+            return self.run_completed(record)
+        self.flush()  # what this backend sent before (its store set up, its run opened): answered
+        run_id = self.run_id
+        try:
+            _DEFERRED.append((self, self._send("run_completed", record), record, failed))
+        except WorkerGone as e:
+            return self._again(e, [("run_completed", (record,), {})])
+        return run_id
+
     def _later(self, method: str, *args) -> None:
         try:
             self._pending.append((self._send(method, *args), (method, args, {})))
@@ -267,6 +282,7 @@ class Background(Tracking):
         return value
 
     def call(self, method: str, *args, **kwargs):
+        settle()  # the records of earlier jobs, logged while this command went on
         self.flush()  # what was sent without waiting, answered first
         try:
             return self._collect(self._send(method, *args, **kwargs))
@@ -310,6 +326,27 @@ class Background(Tracking):
         except WorkerGone as e:
             raise TrackingError(f"{e}; nothing more could be logged to {self.backend.where()}") from None
         return value
+
+
+#: (backend, request, record, failed): records sent without waiting (Background.run_completed_later)
+_DEFERRED: list = []
+
+
+def settle() -> None:
+    """Wait for every record sent without waiting, in order; each one's error to its `failed`
+    (a worker that died meanwhile: a new one adopts the run and logs the record again)."""
+    from runner import timing
+
+    while _DEFERRED:
+        backend, req, record, failed = _DEFERRED.pop(0)
+        try:
+            with timing.phase("logging"):
+                try:
+                    backend._collect(req)
+                except WorkerGone as e:
+                    backend._again(e, [("run_completed", (record,), {})])
+        except Exception as e:
+            failed(e)
 
 
 def _forward(name: str):

@@ -154,6 +154,38 @@ def test_a_record_the_store_refuses_is_a_run_failed_that_keeps_the_fit(tmp_path)
     assert e.value.code == 2 and backend.events == []  # not ended twice: the backend ended it
 
 
+class Later(Events):
+    """A backend that logs a record later (as the tracking worker does for a fused job)."""
+
+    def run_completed_later(self, record, failed):
+        self.events.append(("later", record.status))
+        self.failed = failed
+        return "r1"
+
+
+def test_a_fused_jobs_record_logged_later_fails_its_job_when_the_store_refuses_it(tmp_path, capsys):
+    """RunScope.complete(later=True): a sweep's job hands its record over and says it ran; the
+    store's refusal, found later, fails that job as a refusal found at once would (its status
+    file and one line). A search's trial (the sweeper takes its value) and a single run wait."""
+    backend = Later()
+    with RunScope(backend, SweepJob(tmp_path, {}, number=0), RunEnd()) as scope:
+        assert scope.complete(record(), later=True) == "r1"
+    assert backend.events == [("later", "FINISHED")]
+    assert json.loads((tmp_path / "runner_status.json").read_text())["status"] == "run"
+    backend.failed(TrackingError("the store is gone"))
+    status = json.loads((tmp_path / "runner_status.json").read_text())
+    assert status == {"status": "failed", "error": f"the store is gone; the fit is saved in {tmp_path}"}
+    assert capsys.readouterr().err == f"runner: error: the store is gone; the fit is saved in {tmp_path}\n"
+    backend.failed(ValueError("bad value"))
+    assert json.loads((tmp_path / "runner_status.json").read_text())["error"] == (
+        f"tracking failed (ValueError: bad value); the fit is saved in {tmp_path}")
+    for job in (SweepJob(tmp_path, {}, number=0, trial={"number": 0, "study_name": "s"}), Job(tmp_path, {})):
+        backend.events = []
+        with RunScope(backend, job, RunEnd()) as scope:
+            scope.complete(record(), later=True)
+        assert backend.events == [("completed", "FINISHED")]
+
+
 def test_what_registered_for_a_stop_ends_once(signals):
     """runner.sweep registers its parent run: a command stopped by a signal ends it KILLED."""
     ended = []

@@ -46,6 +46,21 @@ class Elsewhere(Tracking):
 
         time.sleep(1.0)  # a slow store
         return 1.5
+
+    def run_started(self, start):
+        self.run_id = start.name
+        return None
+
+    def run_completed(self, record):
+        import time
+
+        time.sleep(0.3)  # a slow store
+        if record.status == "BROKEN":
+            raise ValueError(f"cannot log {record.name}")
+        with open(self.settings["log"], "a") as f:
+            f.write(record.name + "\\n")
+        run_id, self.run_id = self.run_id, None
+        return run_id
 """
 
 
@@ -115,3 +130,44 @@ def test_work_queued_for_waits_runs_in_the_main_thread_while_the_worker_answers(
     assert [(n, main) for n, main, _ in ran] == [(0, True), (1, True), (2, True)]
     assert all(t0 <= t < t0 + 0.5 for _, _, t in ran)  # at the start of the wait, not after it
     assert not background.idle_waiting()
+
+
+def test_a_record_logged_later_lets_the_command_go_on_and_its_error_reaches_its_job(tmp_path, monkeypatch):
+    """Background.run_completed_later (a fused sweep's job): it returns the run's id at once while
+    the worker logs the record; the command's next call to the worker, and settle(), wait for
+    the records sent before, in order, and hand each error to that record's `failed`, not to the
+    call that found it."""
+    import time
+
+    from runner import tracking
+    from runner.tracking.base import RunRecord, RunStart
+
+    log = tmp_path / "logged.txt"
+    backend, worker = elsewhere(tmp_path, monkeypatch, log=str(log))
+    failed = []
+
+    def record(name, status="FINISHED"):
+        return RunRecord(name=name, tags={}, params={}, scalars={}, curves={}, artifact_dir=tmp_path,
+                         artifacts=[], status=status)
+
+    def start(name):
+        return RunStart(name=name, tags={}, config_hash=name, yield_to_finished=True)
+
+    try:
+        assert backend.run_started(start("a")) is None  # (a sweep's job waits for its run to open)
+        t0 = time.perf_counter()
+        assert backend.run_completed_later(record("a"), failed.append) == "a"
+        assert time.perf_counter() - t0 < 0.2 and not log.exists()  # sent; the worker logs it now
+        backend.run_started(start("b"))  # waits for a's record first
+        assert log.read_text() == "a\n"
+        assert backend.run_completed_later(record("b", "BROKEN"), failed.append) == "b"
+        backend.run_started(start("c"))
+        assert backend.run_completed_later(record("c"), failed.append) == "c"
+        assert backend.finished_run("h").endswith("h [('log', '" + str(log) + "')]")  # b's error not raised here
+        assert [str(e) for e in failed] == ["cannot log b"]
+        backend.run_started(start("d"))
+        backend.run_completed_later(record("d"), failed.append)
+        tracking.settle()  # the launcher's end: d logged
+        assert log.read_text() == "a\nc\nd\n" and len(failed) == 1
+    finally:
+        worker.close()
