@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from contextlib import contextmanager
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -278,6 +279,42 @@ def sweep_start(config, sweep_dir: Path):
         tags=tags, description=redact(description(overrides, jobs))[:5000]), jobs
 
 
+IN_PROCESS_LAUNCHERS = ("basic", "vectorized")  # the jobs run in this process (the others: elsewhere)
+
+
+@contextmanager
+def importing_while_waiting(config, backend):
+    """While the tracking worker imports MLflow and opens the store for the sweep's parent run
+    (seconds, on its own core), this process imports what its jobs will fit with (JAX, NumPyro,
+    Optax) in a background thread, joined before the block ends: no module imported by two
+    threads at once. Only where this process runs the jobs and something is waited for."""
+    from runner import background
+    from runner.tracking.worker import Background
+
+    if launcher_of(config) not in IN_PROCESS_LAUNCHERS or not isinstance(backend, Background):
+        yield
+        return
+
+    def load():
+        try:
+            import jax  # noqa: F401
+            import numpyro.infer  # noqa: F401
+            import optax  # noqa: F401
+
+            from runner.inference_data import import_arviz
+
+            import_arviz()  # and what writes each job's files
+            import h5netcdf  # noqa: F401
+        except Exception:  # a job's own import says what is wrong
+            pass
+
+    background.start("runner-jax-import", load)
+    try:
+        yield
+    finally:
+        background.settled()
+
+
 class SweepCallback(Callback):
     """conf/config.yaml's hydra.callbacks.runner_sweep: the parent run before the jobs, the
     aggregate after them. A sweep with a failed job (or whose summary failed) ends the command
@@ -300,7 +337,8 @@ class SweepCallback(Callback):
         backend = from_config(config.tracking)
         backend.check()
         start, jobs = sweep_start(config, sweep_dir)
-        parent_id, reused = backend.sweep_started(start)
+        with importing_while_waiting(config, backend):
+            parent_id, reused = backend.sweep_started(start)
         # every job reads the parent's id here, whatever launcher runs it
         (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused, "jobs": jobs}))
         redact_folder(sweep_dir)  # Hydra's multirun.yaml

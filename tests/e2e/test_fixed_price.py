@@ -80,3 +80,58 @@ def test_a_run_imports_only_what_its_config_uses(tmp_path):
     names = imported(proc.stderr)
     assert {"jax", "numpyro", "optax"} <= names  # the reading is real
     assert not names & {"mlflow", "ray", "optuna", "submitit", "jaxopt", "sklearn"}, names
+
+
+SLOW_STORE = """
+import time
+
+from runner.tracking.base import Tracking
+
+
+class Slow(Tracking):
+    background = True  # runs in the tracking worker process
+
+    def sweep_started(self, start):
+        time.sleep(0.5)  # MLflow's import and the store's set-up
+        return "parent", False
+"""
+
+WHILE_WAITING = """
+import sys
+import threading
+
+from omegaconf import OmegaConf
+
+from runner.sweep import importing_while_waiting
+from runner.tracking import from_config
+
+backend = from_config(OmegaConf.create({"_target_": sys.argv[2]}))
+config = OmegaConf.create({"hydra": {"runtime": {"choices": {"hydra/launcher": sys.argv[1]}}}})
+with importing_while_waiting(config, backend):
+    backend.sweep_started(None)
+print(sorted(m for m in ("jax", "numpyro", "optax", "arviz", "h5netcdf") if m in sys.modules),
+      [t.name for t in threading.enumerate() if t.name.startswith("runner-")])
+"""
+
+
+def test_a_sweep_imports_what_its_jobs_fit_with_while_the_worker_opens_the_store(tmp_path):
+    """While the tracking worker sets the store up for the sweep's parent run, a launcher that runs
+    the jobs in this process (basic, vectorized) has JAX, NumPyro, Optax and ArviZ imported in a
+    thread, joined when the parent is there; another launcher (joblib: its jobs import them in
+    their own processes) and a store that is not waited for (tracking=none) import none of them."""
+    import os
+
+    (tmp_path / "slow_store.py").write_text(SLOW_STORE)
+    (tmp_path / "while_waiting.py").write_text(WHILE_WAITING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+
+    def seen(launcher, target="slow_store.Slow"):
+        proc = subprocess.run([sys.executable, "while_waiting.py", launcher, target], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.strip()
+
+    everything = "['arviz', 'h5netcdf', 'jax', 'numpyro', 'optax'] []"  # imported, and the thread is gone
+    assert seen("basic") == everything and seen("vectorized") == everything
+    assert seen("joblib") == "[] []"
+    assert seen("basic", "runner.tracking.none.NoTracking") == "[] []"
