@@ -13,6 +13,9 @@ stops the command at once, and so does a second signal in a run (a fit without s
 inside, NUTS or EM, runs to its end otherwise): how a user says "now". Where that raise lands in
 a callback that swallows it (XLA's gc callback), the signal is recorded all the same and the
 run stops at its next safe point, or when it ends: it is never left RUNNING by a live command.
+A fused sweep's job hands its record to the tracking worker and goes on to the next job
+(`RunScope.complete(later=True)`); a signal meanwhile waits for that record where the command
+next waits on the worker (runner.tracking.worker.settle), or at the job's own end.
 """
 from __future__ import annotations
 
@@ -221,6 +224,10 @@ class RunScope:
                           seed=tags.get("seed"), objective=tags.get("objective"),
                           **({"calibration": tags["sbc_verdict"]} if tags.get("sbc_verdict") else {}))
         if SIGNALS.code:  # it came while the results were logged: the run is complete, say so
+            if later:  # (its record is in once the worker has logged it)
+                from runner import tracking
+
+                tracking.settle()
             SIGNALS.said = True
             print(f"runner: interrupted{' (SIGTERM)' if SIGNALS.code == 143 else ''} while the results were logged: "
                   f"run {self.run_id} is complete and {record.status}", file=sys.stderr)

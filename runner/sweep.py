@@ -286,12 +286,19 @@ IN_PROCESS_LAUNCHERS = ("basic", "vectorized")  # the jobs run in this process (
 def importing_while_waiting(config, backend):
     """While the tracking worker imports MLflow and opens the store for the sweep's parent run
     (seconds, on its own core), this process imports what its jobs will fit with (JAX, NumPyro,
-    Optax) in a background thread, joined before the block ends: no module imported by two
-    threads at once. Only where this process runs the jobs and something is waited for."""
+    Optax) and write their files with (ArviZ) in a background thread, joined before the block ends: no module imported by two
+    threads at once (this thread waits meanwhile). Only where this process runs the jobs, something
+    is waited for, and the jobs set no JAX_* variable of their own (hydra.job.env_set: JAX reads
+    them as it is imported, in the job)."""
     from runner import background
     from runner.tracking.worker import Background
 
-    if launcher_of(config) not in IN_PROCESS_LAUNCHERS or not isinstance(backend, Background):
+    try:
+        env = dict(config.hydra.job.env_set or {})
+    except Exception:
+        env = {}
+    if (launcher_of(config) not in IN_PROCESS_LAUNCHERS or not isinstance(backend, Background)
+            or any(str(k).startswith("JAX_") for k in env)):
         yield
         return
 
@@ -309,10 +316,8 @@ def importing_while_waiting(config, backend):
             pass
 
     background.start("runner-jax-import", load)
-    try:
-        yield
-    finally:
-        background.settled()
+    yield  # (a store that fails: its one line at once, the thread not waited for)
+    background.settled()
 
 
 class SweepCallback(Callback):
@@ -339,13 +344,14 @@ class SweepCallback(Callback):
         start, jobs = sweep_start(config, sweep_dir)
         with importing_while_waiting(config, backend):
             parent_id, reused = backend.sweep_started(start)
-        # every job reads the parent's id here, whatever launcher runs it
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused, "jobs": jobs}))
-        redact_folder(sweep_dir)  # Hydra's multirun.yaml
-        # the parent ends KILLED if the command is interrupted (nothing kept on the callback: a
-        # launcher pickles it with the jobs)
-        SIGNALS.at_stop[str(sweep_dir)] = lambda error=None: (backend.sweep_failed(parent_id, error) if error
-                                                              else backend.sweep_killed(parent_id))
+            # the parent ends KILLED if the command is interrupted, also while the imports finish
+            # (nothing kept on the callback: a launcher pickles it with the jobs)
+            SIGNALS.at_stop[str(sweep_dir)] = lambda error=None: (backend.sweep_failed(parent_id, error) if error
+                                                                  else backend.sweep_killed(parent_id))
+            # every job reads the parent's id here, whatever launcher runs it
+            (sweep_dir / SWEEP_FILE).write_text(json.dumps({"parent_run_id": parent_id, "reused": reused,
+                                                            "jobs": jobs}))
+            redact_folder(sweep_dir)  # Hydra's multirun.yaml
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
 

@@ -117,7 +117,7 @@ class Tracking:
     def run_completed_later(self, record: RunRecord, failed) -> str | None:
         """`run_completed`, where the backend can log it while the command goes on (a background
         backend: runner.tracking.worker); `failed(error)` is then called with its error, at the
-        latest when `runner.tracking.settle()` returns. Here: at once."""
+        latest when `runner.tracking.settle()` returns. Here: logged at once, its error raised."""
         return self.run_completed(record)
 
     def run_failed(self, end: RunEnd) -> str | None:

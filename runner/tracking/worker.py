@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NamedTuple
 
-from runner.errors import TrackingError
+from runner.errors import TrackingError, describe
 from runner.tracking.base import Tracking
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
@@ -200,7 +200,9 @@ class Background(Tracking):
     """Any backend, run in the tracking worker: its events are sent there. `connect`, a single
     run's `run_started` and `child_logged` are sent without waiting (the store is set up and the
     run created while this process compiles the fit): the next call, or `flush`, collects their
-    answers first and raises their error. `check`, `check_params` and `look` run here (they must
+    answers first and raises their error. A fused sweep job's record (`run_completed_later`) is
+    logged while the command goes on to the next job: `settle()` collects it and gives its error
+    to that job. `check`, `check_params` and `look` run here (they must
     not need the backend's heavy imports)."""
 
     _handles = itertools.count(1)
@@ -334,19 +336,33 @@ _DEFERRED: list = []
 
 def settle() -> None:
     """Wait for every record sent without waiting, in order; each one's error to its `failed`
-    (a worker that died meanwhile: a new one adopts the run and logs the record again)."""
+    (a worker that died meanwhile: a new one adopts the run and logs the record again). A signal
+    meanwhile waits (runner.lifecycle): a record is taken off the list once it is answered."""
     from runner import timing
+    from runner.lifecycle import SIGNALS
 
     while _DEFERRED:
-        backend, req, record, failed = _DEFERRED.pop(0)
-        try:
-            with timing.phase("logging"):
+        backend, req, record, failed = _DEFERRED[0]
+        if backend._worker is None or backend._worker.owner != os.getpid():  # a forked child's copy
+            _DEFERRED.pop(0)
+            continue
+        error = None
+        with SIGNALS.logging(), timing.phase("logging"):
+            try:
                 try:
                     backend._collect(req)
                 except WorkerGone as e:
                     backend._again(e, [("run_completed", (record,), {})])
-        except Exception as e:
-            failed(e)
+            except Exception as e:
+                error = e
+            _DEFERRED.pop(0)
+        if error is not None:
+            try:
+                failed(error)
+            except Exception as e:  # (its status file could not be written): said, not raised in another job
+                print(f"runner: error: {describe(error)}; and then {describe(e)}", file=sys.stderr)
+        if not SIGNALS.runs:
+            SIGNALS.safe_point()  # outside a run a signal stops the command at once: now that the record is in
 
 
 def _forward(name: str):

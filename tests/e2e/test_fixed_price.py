@@ -106,7 +106,8 @@ from runner.sweep import importing_while_waiting
 from runner.tracking import from_config
 
 backend = from_config(OmegaConf.create({"_target_": sys.argv[2]}))
-config = OmegaConf.create({"hydra": {"runtime": {"choices": {"hydra/launcher": sys.argv[1]}}}})
+env_set = dict(a.split("=", 1) for a in sys.argv[3:])
+config = OmegaConf.create({"hydra": {"runtime": {"choices": {"hydra/launcher": sys.argv[1]}}, "job": {"env_set": env_set}}})
 with importing_while_waiting(config, backend):
     backend.sweep_started(None)
 print(sorted(m for m in ("jax", "numpyro", "optax", "arviz", "h5netcdf") if m in sys.modules),
@@ -118,15 +119,16 @@ def test_a_sweep_imports_what_its_jobs_fit_with_while_the_worker_opens_the_store
     """While the tracking worker sets the store up for the sweep's parent run, a launcher that runs
     the jobs in this process (basic, vectorized) has JAX, NumPyro, Optax and ArviZ imported in a
     thread, joined when the parent is there; another launcher (joblib: its jobs import them in
-    their own processes) and a store that is not waited for (tracking=none) import none of them."""
+    their own processes), a store that is not waited for (tracking=none) and jobs that set a JAX_*
+    variable (hydra.job.env_set: JAX reads it at its import) import none of them here."""
     import os
 
     (tmp_path / "slow_store.py").write_text(SLOW_STORE)
     (tmp_path / "while_waiting.py").write_text(WHILE_WAITING)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
 
-    def seen(launcher, target="slow_store.Slow"):
-        proc = subprocess.run([sys.executable, "while_waiting.py", launcher, target], cwd=tmp_path, env=env,
+    def seen(launcher, target="slow_store.Slow", *env_set):
+        proc = subprocess.run([sys.executable, "while_waiting.py", launcher, target, *env_set], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout.strip()
@@ -135,3 +137,5 @@ def test_a_sweep_imports_what_its_jobs_fit_with_while_the_worker_opens_the_store
     assert seen("basic") == everything and seen("vectorized") == everything
     assert seen("joblib") == "[] []"
     assert seen("basic", "runner.tracking.none.NoTracking") == "[] []"
+    assert seen("basic", "slow_store.Slow", "JAX_DEBUG_NANS=1") == "[] []"  # JAX reads it as the job imports it
+    assert seen("basic", "slow_store.Slow", "OTHER=1") == everything

@@ -75,6 +75,25 @@ def test_the_command_process_never_imports_mlflow(tmp_path):
     assert run.data.tags["runner.pid"] == pid and run.data.metrics["final_loss"] > 0
 
 
+def test_a_new_worker_adopts_the_commands_open_run_never_its_sweeps_parent(tmp_path, tracking_uri):
+    """A worker that takes over (MlflowTracking.adopt, in the new worker) goes on with the run this
+    command left RUNNING; the sweep's parent, RUNNING under the same pid while its jobs run, is
+    not a job's run: with no job's run open it adopts none (a job's record would go into the parent)."""
+    from runner.tracking.base import RunRecord, RunStart, SweepStart
+    from runner.tracking.mlflow import MlflowTracking
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = MlflowTracking(uri, "adopt")
+    parent, _ = sweep.sweep_started(SweepStart(name="sweep", sweep_hash="s", tags={}, description="", reuse=False))
+    job = MlflowTracking(uri, "adopt")
+    job.run_started(RunStart(name="job 1", tags={}, config_hash="h1", parent_id=parent))
+    opened = job.run_id
+    assert MlflowTracking(uri, "adopt").adopt() == opened
+    job.run_completed(RunRecord(name="job 1", tags={}, params={}, scalars={"final_loss": 1.0}, curves={},
+                                artifact_dir=tmp_path, artifacts=[], parent_id=parent))
+    assert MlflowTracking(uri, "adopt").adopt() is None  # only the parent is RUNNING
+
+
 def test_a_dead_tracking_worker_is_replaced_once_then_one_clear_error(tmp_path):
     """A worker that dies is replaced by a new one, which answers the same call; a second death
     of the same tracker's worker is one clear error (no endless restarts)."""

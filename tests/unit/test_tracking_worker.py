@@ -54,7 +54,7 @@ class Elsewhere(Tracking):
     def run_completed(self, record):
         import time
 
-        time.sleep(0.3)  # a slow store
+        time.sleep(0.6)  # a slow store
         if record.status == "BROKEN":
             raise ValueError(f"cannot log {record.name}")
         with open(self.settings["log"], "a") as f:
@@ -134,17 +134,23 @@ def test_work_queued_for_waits_runs_in_the_main_thread_while_the_worker_answers(
 
 def test_a_record_logged_later_lets_the_command_go_on_and_its_error_reaches_its_job(tmp_path, monkeypatch):
     """Background.run_completed_later (a fused sweep's job): it returns the run's id at once while
-    the worker logs the record; the command's next call to the worker, and settle(), wait for
-    the records sent before, in order, and hand each error to that record's `failed`, not to the
-    call that found it."""
+    the worker logs the record; the command's next call to the worker (from any job's backend),
+    and settle(), wait for the records sent before, in order, and hand each error to that
+    record's `failed`, not to the call that found it."""
     import time
 
     from runner import tracking
+    from runner.tracking import worker as tracking_worker
     from runner.tracking.base import RunRecord, RunStart
 
     log = tmp_path / "logged.txt"
-    backend, worker = elsewhere(tmp_path, monkeypatch, log=str(log))
+    first, worker = elsewhere(tmp_path, monkeypatch, log=str(log))
     failed = []
+
+    def job():  # each job builds its own backend; they share this command's worker
+        backend = tracking.from_config(OmegaConf.create({"_target_": "elsewhere_backend.Elsewhere", "log": str(log)}))
+        backend._worker = worker
+        return backend
 
     def record(name, status="FINISHED"):
         return RunRecord(name=name, tags={}, params={}, scalars={}, curves={}, artifact_dir=tmp_path,
@@ -153,21 +159,26 @@ def test_a_record_logged_later_lets_the_command_go_on_and_its_error_reaches_its_
     def start(name):
         return RunStart(name=name, tags={}, config_hash=name, yield_to_finished=True)
 
+    from omegaconf import OmegaConf
+
     try:
-        assert backend.run_started(start("a")) is None  # (a sweep's job waits for its run to open)
+        a, b, c, d = first, job(), job(), job()
+        assert a.run_started(start("a")) is None  # (a sweep's job waits for its run to open)
         t0 = time.perf_counter()
-        assert backend.run_completed_later(record("a"), failed.append) == "a"
-        assert time.perf_counter() - t0 < 0.2 and not log.exists()  # sent; the worker logs it now
-        backend.run_started(start("b"))  # waits for a's record first
+        assert a.run_completed_later(record("a"), failed.append) == "a"
+        assert time.perf_counter() - t0 < 0.4 and not log.exists()  # sent; the worker logs it now (0.6 s)
+        b.run_started(start("b"))  # waits for a's record first
         assert log.read_text() == "a\n"
-        assert backend.run_completed_later(record("b", "BROKEN"), failed.append) == "b"
-        backend.run_started(start("c"))
-        assert backend.run_completed_later(record("c"), failed.append) == "c"
-        assert backend.finished_run("h").endswith("h [('log', '" + str(log) + "')]")  # b's error not raised here
-        assert [str(e) for e in failed] == ["cannot log b"]
-        backend.run_started(start("d"))
-        backend.run_completed_later(record("d"), failed.append)
+        c.run_started(start("c"))
+        assert b.run_completed_later(record("b", "BROKEN"), failed.append) == "b"
+        assert c.run_completed_later(record("c"), failed.append) == "c"
+        assert len(tracking_worker._DEFERRED) == 2  # b's and c's records, both on their way
+        assert d.finished_run("h").endswith("h [('log', '" + str(log) + "')]")  # b's error is b's, not this call's
+        assert [str(e) for e in failed] == ["cannot log b"] and log.read_text() == "a\nc\n"
+        d.run_started(start("d"))
+        d.run_completed_later(record("d"), failed.append)
         tracking.settle()  # the launcher's end: d logged
-        assert log.read_text() == "a\nc\nd\n" and len(failed) == 1
+        assert log.read_text() == "a\nc\nd\n" and len(failed) == 1 and not tracking_worker._DEFERRED
     finally:
+        tracking_worker._DEFERRED.clear()
         worker.close()

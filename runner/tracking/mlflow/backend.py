@@ -314,7 +314,8 @@ class MlflowTracking(Tracking):
         self.client
         if self.run_id is None:
             runs = self._search(f"attributes.status = 'RUNNING' and tags.`runner.pid` = '{owner_pid()}' and "
-                                f"tags.`runner.host` = '{host()}'", "attributes.start_time DESC", 1)
+                                f"tags.`runner.host` = '{host()}'", "attributes.start_time DESC", 10)
+            runs = [r for r in runs if r.data.tags.get("runner.role") != "sweep"]  # a job's, not its sweep's parent
             self.run_id = runs[0].info.run_id if runs else None
         return self.run_id
 
