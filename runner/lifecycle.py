@@ -225,9 +225,7 @@ class RunScope:
                           **({"calibration": tags["sbc_verdict"]} if tags.get("sbc_verdict") else {}))
         if SIGNALS.code:  # it came while the results were logged: the run is complete, say so
             if later:  # (its record is in once the worker has logged it)
-                from runner import tracking
-
-                tracking.settle()
+                self.backend.settle()
             SIGNALS.said = True
             print(f"runner: interrupted{' (SIGTERM)' if SIGNALS.code == 143 else ''} while the results were logged: "
                   f"run {self.run_id} is complete and {record.status}", file=sys.stderr)

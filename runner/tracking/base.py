@@ -120,6 +120,10 @@ class Tracking:
         latest when `runner.tracking.settle()` returns. Here: logged at once, its error raised."""
         return self.run_completed(record)
 
+    def settle(self) -> None:
+        """Wait for the records this command logs later (`run_completed_later`); their errors
+        to their jobs. Here: nothing is logged later."""
+
     def run_failed(self, end: RunEnd) -> str | None:
         """End the opened run FAILED with what there is; its id."""
         return None

@@ -251,6 +251,9 @@ class Background(Tracking):
     def child_logged(self, record) -> None:
         self._later("child_logged", record)
 
+    def settle(self) -> None:
+        settle()
+
     def run_completed_later(self, record, failed) -> str | None:
         """A run opened in the worker (a sweep's job: its id is known): its record is sent and
         this returns at once, so the command goes on to its next job while the worker logs this
