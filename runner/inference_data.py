@@ -46,17 +46,20 @@ def import_arviz():
     return arviz
 
 
+def load() -> None:
+    """ArviZ and its netCDF engine imported, in a background thread (`preimport`, and a sweep's
+    imports while its store opens: runner.sweep); an error is left to the write, which says it."""
+    try:
+        import_arviz()
+        import h5netcdf  # noqa: F401 (InferenceData.to_netcdf's engine)
+    except Exception:
+        pass
+
+
 def preimport() -> None:
     """Import ArviZ and its netCDF engine in a background thread while the fit compiles (XLA
     releases the GIL): about 1 s of a run's cold start overlapped instead of added."""
     from runner import background
-
-    def load():
-        try:
-            import_arviz()
-            import h5netcdf  # noqa: F401 (InferenceData.to_netcdf's engine)
-        except Exception:  # the write itself will say what is wrong
-            pass
 
     background.start("runner-arviz-import", load)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -286,17 +286,16 @@ IN_PROCESS_LAUNCHERS = ("basic", "vectorized")  # the jobs run in this process (
 def importing_while_waiting(config, backend):
     """While the tracking worker imports MLflow and opens the store for the sweep's parent run
     (seconds, on its own core), this process imports what its jobs will fit with (JAX, NumPyro,
-    Optax) and write their files with (ArviZ) in a background thread, joined before the block ends: no module imported by two
-    threads at once (this thread waits meanwhile). Only where this process runs the jobs, something
-    is waited for, and the jobs set no JAX_* variable of their own (hydra.job.env_set: JAX reads
-    them as it is imported, in the job)."""
+    Optax) and write their files with (ArviZ) in a background thread, joined before the block
+    ends: no module imported by two threads at once (this thread waits meanwhile). Only where
+    this process runs the jobs, something is waited for, and the jobs set no JAX_* variable of
+    their own (hydra.job.env_set: JAX reads them as it is imported, in the job)."""
+    from omegaconf import OmegaConf
+
     from runner import background
     from runner.tracking.worker import Background
 
-    try:
-        env = dict(config.hydra.job.env_set or {})
-    except Exception:
-        env = {}
+    env = OmegaConf.select(config, "hydra.job.env_set") or {}
     if (launcher_of(config) not in IN_PROCESS_LAUNCHERS or not isinstance(backend, Background)
             or any(str(k).startswith("JAX_") for k in env)):
         yield
@@ -307,13 +306,11 @@ def importing_while_waiting(config, backend):
             import jax  # noqa: F401
             import numpyro.infer  # noqa: F401
             import optax  # noqa: F401
-
-            from runner.inference_data import import_arviz
-
-            import_arviz()  # and what writes each job's files
-            import h5netcdf  # noqa: F401
         except Exception:  # a job's own import says what is wrong
             pass
+        from runner import inference_data
+
+        inference_data.load()  # and what writes each job's files
 
     background.start("runner-jax-import", load)
     yield  # (a store that fails: its one line at once, the thread not waited for)
