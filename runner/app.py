@@ -187,9 +187,9 @@ def write_config(exp, run_dir: Path) -> None:
 
 
 def preimport(exp) -> None:
-    """Every run with data writes inference_data.nc after its fit: ArviZ imports while it compiles."""
-    if exp.data is not None:
-        from runner.inference_data import preimport as load
+    """Every run draws figures after its fit (and one with data writes inference_data.nc): what
+    writes them imports while it compiles."""
+    from runner.outputs import preimport as load
 
-        load()
+    load()
 

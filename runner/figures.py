@@ -38,16 +38,21 @@ def figure(fn):
     return draw
 
 
-def _plt():
-    from runner import background
-
-    background.settled()  # ArviZ's background import imports pyplot too
+def load():
+    """matplotlib's pyplot on the Agg backend (files, never a window)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _plt():
+    from runner import background
+
+    background.settled()  # the background import of pyplot (runner.outputs.preimport), if under way
+    return load()
 
 
 MAX_CURVES = 300

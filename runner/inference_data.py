@@ -12,8 +12,9 @@ discrete sites the discrete sites are summed out per observation, as the fit doe
 
 Size: at most MAX_DRAWS draws (over all chains), and fewer where draws x (the sites' elements +
 the observations + the predictive draws') would pass MAX_ELEMENTS (float32, so 16 MB before
-compression); draws are thinned evenly. ArviZ is imported here only (0.6-1 s after JAX and
-matplotlib), in a background thread while the fit compiles (`preimport`).
+compression); draws are thinned evenly. The file is written with h5netcdf (`write_netcdf`), as
+ArviZ's own `to_netcdf` writes it: a run imports neither ArviZ nor xarray nor pandas (~1.5 s); ArviZ
+is imported only where its functions are used (`runner compare --loo`, the SBC check's band).
 """
 from __future__ import annotations
 
@@ -37,31 +38,13 @@ def import_arviz():
 
     from runner import background
 
-    background.settled()  # the background import's, if one is under way (preimport)
+    background.settled()  # the background import's, if one is under way (runner.outputs.preimport)
     logging.getLogger("arviz").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor",
                             category=FutureWarning, module="arviz")
     import arviz
 
     return arviz
-
-
-def load() -> None:
-    """ArviZ and its netCDF engine imported, in a background thread (`preimport`, and a sweep's
-    imports while its store opens: runner.sweep); an error is left to the write, which says it."""
-    try:
-        import_arviz()
-        import h5netcdf  # noqa: F401 (InferenceData.to_netcdf's engine)
-    except Exception:
-        pass
-
-
-def preimport() -> None:
-    """Import ArviZ and its netCDF engine in a background thread while the fit compiles (XLA
-    releases the GIL): about 1 s of a run's cold start overlapped instead of added."""
-    from runner import background
-
-    background.start("runner-arviz-import", load)
 
 
 def is_point(samples: dict) -> bool:
@@ -169,8 +152,6 @@ def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predicti
     observations (posterior.samples); `point_loglik`: observed site -> per-observation
     log-likelihood of a point estimate whose parameters are not the model's sites (EM's).
     Returns the artifact paths ([] without data)."""
-    import warnings
-
     if exp.data is None or not samples:
         return []
     from runner import posterior
@@ -214,13 +195,48 @@ def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predicti
         shape = next((g[name].shape[2:] for g in (loglik, groups.get("posterior_predictive") or {}) if name in g),
                      np.shape(observed[name]) if observed[name] is not None else ())
         dims[name] = [f"{name}_dim_{i}" for i in range(len(shape))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        az = import_arviz()
-
-        idata = az.from_dict(**{g: v for g, v in groups.items() if v}, dims=dims,
-                             attrs={"inference": exp.inference.name, "point_estimate": int(point),
-                                    "model": exp.model.name, "draws_per_chain": len(idx)})
-        run_dir.mkdir(parents=True, exist_ok=True)
-        idata.to_netcdf(str(run_dir / FILE))
+    attrs = {"inference": exp.inference.name, "point_estimate": int(point), "model": exp.model.name,
+             "draws_per_chain": len(idx)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_netcdf(run_dir / FILE, {g: v for g, v in groups.items() if v}, dims, attrs)
     return [FILE]
+
+
+#: the groups whose arrays lead with (chain, draw), as ArviZ's from_dict lays them out
+SAMPLED = ("posterior", "log_likelihood", "posterior_predictive")
+
+
+def write_netcdf(path: Path, groups: dict, dims: dict, attrs: dict) -> None:
+    """The file `arviz.from_dict(**groups, dims=dims, attrs=attrs).to_netcdf(path)` writes, written
+    with h5netcdf alone: ArviZ, xarray and pandas cost a run ~1.5 s of imports, h5netcdf ~0.1 s.
+    Per group (a netCDF group): one variable per site, zlib-compressed, with dimensions (chain,
+    draw, *names) in the sampled groups and (*names) in observed_data, where names are dims[site]
+    (as many as the array has) then <site>_dim_<i> for the rest; every dimension an integer coordinate 0..n-1; the group's `created_at`; `attrs`
+    on the file and on observed_data, as ArviZ puts them. Floats carry _FillValue NaN and booleans
+    are int8 with dtype="bool", as xarray encodes them, so that `arviz.from_netcdf` and
+    `xarray.open_dataset` read back what ArviZ's own writer would have given them."""
+    import datetime
+
+    import h5netcdf
+
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    with h5netcdf.File(path, "w") as f:
+        f.attrs.update(attrs)
+        for group, arrays in groups.items():
+            g = f.create_group(group)
+            g.attrs.update({"created_at": created, **(attrs if group == "observed_data" else {})})
+            lead = ["chain", "draw"] if group in SAMPLED else []
+            for name, value in arrays.items():
+                value = np.asarray(value)
+                given = list(dims.get(name) or [])[:value.ndim - len(lead)]  # then ArviZ's default names
+                names = [*lead, *given, *(f"{name}_dim_{i}" for i in range(len(given), value.ndim - len(lead)))]
+                for dim, size in zip(names, value.shape):
+                    if dim not in g.dimensions:
+                        g.dimensions[dim] = size
+                        g.create_variable(dim, (dim,), data=np.arange(size, dtype=np.int64), compression="gzip")
+                kind, extra = value.dtype.kind, {}
+                if kind == "b":
+                    value, extra = value.astype(np.int8), {"dtype": "bool"}
+                var = g.create_variable(name, tuple(names), data=value, compression="gzip",
+                                        fillvalue=np.nan if kind == "f" else None)
+                var.attrs.update(extra)

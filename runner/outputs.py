@@ -33,6 +33,27 @@ class Written:
     children: list = field(default_factory=list)  # (Child, its files relative to its folder)
 
 
+def load() -> None:
+    """What writes a run's files after its fit, imported (matplotlib's pyplot for the figures, h5netcdf
+    for inference_data.nc): in a background thread (`preimport`, and a sweep's imports while its store
+    opens: runner.sweep). An error is left to the writer, which says it."""
+    try:
+        from runner import figures
+
+        figures.load()
+        import h5netcdf  # noqa: F401 (runner.inference_data.write_netcdf)
+    except Exception:
+        pass
+
+
+def preimport() -> None:
+    """`load` in a background thread while the fit compiles (XLA releases the GIL): ~0.8 s of a
+    run's cold start overlapped instead of added. What imports them waits for it (runner.background)."""
+    from runner import background
+
+    background.start("runner-outputs-import", load)
+
+
 def to_lists(tree):
     """JSON-ready: arrays as nested lists (a param may itself be a pytree: a flow's weights)."""
     import jax

@@ -308,9 +308,9 @@ def importing_while_waiting(config, backend):
             import optax  # noqa: F401
         except Exception:  # a job's own import says what is wrong
             pass
-        from runner import inference_data
+        from runner import outputs
 
-        inference_data.load()  # and what writes each job's files
+        outputs.load()  # and what writes each job's files
 
     background.start("runner-jax-import", load)
     yield  # (a store that fails: its one line at once, the thread not waited for)

@@ -3,7 +3,7 @@ each running the command as a user does and reading its stderr:
 
 - ArviZ's FutureWarning about its refactor, printed by its import once a day (a stamp file in
   ArviZ's cache folder: a fresh XDG_CACHE_HOME is ArviZ's first import of the day): filtered where
-  runner imports it (runner.inference_data.import_arviz);
+  runner imports it (runner.inference_data.import_arviz: a sweep's LOO ranking);
 - MLflow 3.17's server importing starlette.middleware.wsgi (StarletteDeprecationWarning, once per
   uvicorn worker) under `make ui`: the Makefile's UI_WARNINGS;
 - setuptools' "Editable installation" note, which pip 26 shows as a BuildBackendWarning on every
@@ -32,15 +32,17 @@ def makefile_value(name: str) -> str:
     return match.group(1).strip()
 
 
-def test_a_first_run_of_the_day_prints_no_arviz_warning(tmp_path):
+def test_a_first_sweep_of_the_day_prints_no_arviz_warning(tmp_path):
+    """A sweep's summary ranks its jobs by PSIS-LOO with ArviZ (loo.json): its first import of the
+    day. (A single run writes its inference_data.nc without ArviZ: runner.inference_data.write_netcdf.)"""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # ArviZ's daily stamp: not there yet
     env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-m", "runner", "model=coin", "steps=50", "tracking=none",
-                           f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "runner", "-m", "model=coin", "steps=50", "seed=0,1", "tracking=none",
+                           f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "run" / "inference_data.nc").is_file()  # ArviZ was imported: it wrote the file
-    assert (tmp_path / "cache" / "arviz" / "daily_warning").is_file()  # ... and would have warned today
+    assert (tmp_path / "sweep" / "0" / "inference_data.nc").is_file()
+    assert (tmp_path / "cache" / "arviz" / "daily_warning").is_file()  # ArviZ was imported, and would have warned today
     assert warning_lines(proc.stderr) == []
 
 

@@ -1,5 +1,5 @@
 """runner.background: a module is never imported by two threads at once. The figures and the
-ArviZ file wait for the import started while the fit compiled."""
+ArviZ file wait for the import started while the fit compiled (runner.outputs.preimport)."""
 import threading
 import time
 
@@ -21,12 +21,12 @@ def test_settled_waits_for_a_background_import_and_not_for_itself():
     assert background._THREADS == []
 
 
-def test_figures_after_the_arviz_import_thread(tmp_path):
-    """The race the issue saw: figures importing pyplot while ArviZ's thread imports it."""
+def test_figures_after_the_outputs_import_thread(tmp_path):
+    """The race issue 27 saw: figures importing pyplot while a background thread imports it."""
     import numpy as np
 
     from runner import figures
-    from runner.inference_data import preimport
+    from runner.outputs import preimport
 
     preimport()
     assert figures.trace_plot({"x": np.random.default_rng(0).normal(size=(2, 50))}, tmp_path / "t.png")

@@ -95,14 +95,60 @@ def test_draws_are_capped():
     assert len(inference_data.kept_draws(2, 250, 10**9)) == 2
 
 
-def test_arviz_is_imported_only_to_write_or_compare():
-    """ArviZ (about 1 s to import) is not imported by runner's entry modules: only when a run
-    writes its file (in a background thread while the fit compiles) or LOO compares runs."""
+def test_no_entry_module_imports_arviz_or_what_writes_the_files():
+    """ArviZ (~2.6 s to import), xarray, h5netcdf and matplotlib are not imported by runner's entry
+    modules: a run imports h5netcdf and pyplot in a background thread while its fit compiles
+    (runner.outputs.preimport), ArviZ only where its functions run (LOO, the SBC check's band)."""
     import subprocess
     import sys
 
     code = ("import sys, runner, runner.app, runner.compare, runner.sweep, runner.loo, runner.inference_data, "
-            "runner.inference.svi, runner.inference.nuts, runner.inference.em; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('arviz', 'xarray', 'h5netcdf')))")
+            "runner.outputs, runner.figures, runner.inference.svi, runner.inference.nuts, runner.inference.em; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('arviz', 'xarray', 'h5netcdf', 'matplotlib')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def arviz_layouts():
+    """The layouts runs write: NUTS's chains with a vector site; one chain with a posterior
+    predictive group; EM's (per-observation log-likelihood of 2-D observations: the names given
+    for fewer dimensions than the array has); int and bool observations."""
+    rng = np.random.default_rng(0)
+    attrs = {"inference": "svi", "point_estimate": 0, "model": "m", "draws_per_chain": 5}
+    yield ({"posterior": {"mu": rng.normal(size=(2, 5, 3)).astype(np.float32), "s": rng.normal(size=(2, 5))},
+            "log_likelihood": {"obs": rng.normal(size=(2, 5, 7)).astype(np.float32)},
+            "observed_data": {"obs": rng.normal(size=7).astype(np.float32)}}, {"obs": ["obs_dim_0"]}, attrs)
+    yield ({"posterior": {"p": rng.uniform(size=(1, 6))}, "log_likelihood": {"obs": rng.normal(size=(1, 6, 4))},
+            "observed_data": {"obs": np.array([1, 0, 1, 1]), "flag": np.array([True, False])},
+            "posterior_predictive": {"obs": rng.integers(0, 2, size=(1, 6, 4))}}, {"obs": ["obs_dim_0"]}, attrs)
+    yield ({"posterior": {"locs": rng.normal(size=(1, 4, 3, 5))}, "log_likelihood": {"obs": rng.normal(size=(1, 4, 6))},
+            "observed_data": {"obs": rng.normal(size=(6, 5))}}, {"obs": ["obs_dim_0"]}, {**attrs, "point_estimate": 1})
+
+
+@pytest.mark.parametrize("layout", range(3))
+def test_the_file_is_what_arvizs_own_writer_writes(tmp_path, layout):
+    """write_netcdf (h5netcdf alone) against arviz.from_dict(...).to_netcdf on the same draws: every
+    group identical as xarray reads it back (values, dimensions, coordinates, attributes but the
+    creation time and ArviZ's version), the same encoding (zlib, fill values), and the same PSIS-LOO."""
+    import xarray as xr
+
+    groups, dims, attrs = list(arviz_layouts())[layout]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+    az.from_dict(**groups, dims=dims, attrs=dict(attrs)).to_netcdf(str(tmp_path / "arviz.nc"))
+    inference_data.write_netcdf(tmp_path / "runner.nc", groups, dims, attrs)
+    for group in (None, *groups):
+        with xr.open_dataset(tmp_path / "arviz.nc", group=group, engine="h5netcdf") as a, \
+                xr.open_dataset(tmp_path / "runner.nc", group=group, engine="h5netcdf") as b:
+            assert b.attrs.pop("created_at", "") if group else True
+            a.attrs.pop("created_at", None), a.attrs.pop("arviz_version", None)
+            xr.testing.assert_identical(a, b)
+            for name in a.variables:
+                ea, eb = ({k: v for k, v in x[name].encoding.items() if k != "source"} for x in (a, b))
+                assert str(ea) == str(eb), (group, name)  # str: a _FillValue NaN is not equal to itself
+    ours, theirs = az.from_netcdf(str(tmp_path / "runner.nc")), az.from_netcdf(str(tmp_path / "arviz.nc"))
+    assert set(ours.groups()) == set(theirs.groups()) == set(groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert float(az.loo(ours).elpd_loo) == float(az.loo(theirs).elpd_loo)
