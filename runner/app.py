@@ -102,6 +102,7 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
     they were written ahead (runner.fusion.Ahead)."""
     from runner import identity, outputs, timing
     from runner.job import run_dir_locks
+    from runner.outputs import Written
     from runner.lifecycle import RunScope
     from runner.tracking.base import RunEnd
 
@@ -124,14 +125,19 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
         with timing.phase("fit"):  # its compile counted apart where the method says (SVI)
             out = fitted if fitted is not None else exp.inference.fit(exp, fit_context(exp, job, resume, scope))
         scope.safe_point()
-        with timing.phase("outputs"):
-            written = ahead.into(job.run_dir) if ahead is not None else outputs.write(exp, out, job.run_dir)
-        scope.safe_point()
         params = {**params, "key_derivation": out.key_derivation}  # the run's and its children's
+
+        def children_written(children):  # SVI's replicates: logged while the run's own files are written
+            scope.log_children(identity.child_records(start, Written([], {}, children), params, job.run_dir))
+
+        with timing.phase("outputs"):
+            written = ahead.into(job.run_dir) if ahead is not None else outputs.write(exp, out, job.run_dir,
+                                                                                      children_written)
+        scope.safe_point()
         with timing.phase("logging"):
             record = identity.run_record(exp, job, start, out, written, params)
-            run_id = scope.complete(record, identity.child_records(start, written, params, job.run_dir),
-                                    later=fitted is not None)  # a fused job: logged while the next one starts
+            children = [] if scope.children_sent else identity.child_records(start, written, params, job.run_dir)
+            run_id = scope.complete(record, children, later=fitted is not None)  # a fused job: logged while the next one starts
     return finish(exp, job, backend, out, record, run_id)
 
 

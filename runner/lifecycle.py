@@ -126,6 +126,8 @@ class RunScope:
         self.backend, self.job, self.end = backend, job, end
         self.run_id: str | None = None
         self.done = False
+        self.children_sent = False  # log_children sent them ahead of the run's record
+        self.logging_error: Exception | None = None  # the store's, found by log_children: raised by complete
 
     def __enter__(self) -> "RunScope":
         SIGNALS.runs += 1
@@ -197,6 +199,26 @@ class RunScope:
         failed = self.logging_failed(error)
         self.job.refused(redact(str(failed)), failed.code)
 
+    def log_children(self, children) -> None:
+        """The run's children (SVI's replicates), sent before its own record where the run is open
+        (its id known): a background backend logs them while this process writes the run's
+        figures and files; `complete` waits for them (flush). A run not open: `complete` logs them.
+        An error of the store here is kept for `complete`: the run's files are written first."""
+        if not children:
+            return
+        try:
+            with SIGNALS.logging():
+                self.backend.flush()  # the run's opening, sent without waiting (a background backend)
+                run_id = self.backend.run_id
+                if run_id is None:
+                    return
+                for child in children:
+                    child.parent_id = run_id
+                    self.backend.child_logged(child)
+        except Exception as e:
+            self.logging_error = e
+        self.children_sent = self.logging_error is None
+
     def complete(self, record, children=(), later: bool = False) -> str | None:
         """The run's record and its children, logged while a signal waits; then, if one came,
         the command stops (the run is complete: it says so). `later` (a fused sweep's job, whose
@@ -205,6 +227,8 @@ class RunScope:
         the worker (at the latest when the launcher settles), fails this job as it would here."""
         try:
             with SIGNALS.logging():
+                if self.logging_error is not None:
+                    raise self.logging_error
                 if later and not children and self.job.may_log_later:
                     self.run_id = self.backend.run_completed_later(record, self.logging_failed_later)
                 else:

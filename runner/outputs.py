@@ -81,9 +81,11 @@ def write_metrics(run_dir: Path, scalars: dict, curves: dict, steps: list | None
                                                   **({"steps": steps} if steps is not None else {})})
 
 
-def write(exp, out, run_dir: Path) -> Written:
+def write(exp, out, run_dir: Path, children_written=None) -> Written:
     """The run directory of a fit (see the module docstring). A failed fit (every restart
-    diverged) leaves its params and metrics, no figures; its scalars are the finite ones."""
+    diverged) leaves its params and metrics, no figures; its scalars are the finite ones.
+    `children_written(children)`: called once the children's files are written (first: their
+    runs can be logged while the rest is written), with [(child, its files)]."""
     run_dir.mkdir(parents=True, exist_ok=True)
     files = ["config.yaml"]
     if out.params is not None:
@@ -93,10 +95,12 @@ def write(exp, out, run_dir: Path) -> Written:
         files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
         files += model_files(exp, run_dir)
         return Written(files, {k: v for k, v in scalars.items() if np.isfinite(v)})
+    children = [(child, child_files(child, run_dir / child.folder)) for child in out.children]
+    if children and children_written is not None:
+        children_written(children)
     files += exp.inference.extras(exp, out, run_dir)  # its figures first: a full disk says so here, in one line
     files += posterior_files(exp, out, run_dir, scalars)
     files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
-    children = [(child, child_files(child, run_dir / child.folder)) for child in out.children]
     files += model_files(exp, run_dir)
     return Written(files, scalars, children)
 

@@ -154,6 +154,57 @@ def test_a_record_the_store_refuses_is_a_run_failed_that_keeps_the_fit(tmp_path)
     assert e.value.code == 2 and backend.events == []  # not ended twice: the backend ended it
 
 
+class Open(Events):
+    """A backend whose run is open once started (its id known: MLflow's, in the tracking worker);
+    `refuse`: flush (the wait for the run's opening) raises it."""
+
+    def __init__(self, refuse=None):
+        super().__init__()
+        self.refuse = refuse
+
+    def run_started(self, start):
+        super().run_started(start)
+        self.run_id = "r1"
+
+    def flush(self):
+        if self.refuse:
+            raise self.refuse
+
+
+def test_children_of_an_open_run_are_logged_before_its_record_and_once(tmp_path):
+    """SVI's replicates: logged while the run's own files are written (the tracking worker's core),
+    under the open run, and not again by complete."""
+    backend = Open()
+    with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+        scope.open(RunStart(name="run", tags={}, config_hash="h"))
+        children = [record(), record()]
+        scope.log_children(children)
+        assert backend.events == [("started", "run"), ("child", "r1"), ("child", "r1")] and scope.children_sent
+        assert scope.complete(record(), [] if scope.children_sent else children) == "r1"
+    assert backend.events[-1] == ("completed", "FINISHED")
+    # a run not open (no store, or one that opens its run with its record): complete logs them
+    backend = Events()
+    with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+        children = [record()]
+        scope.log_children(children)
+        assert not scope.children_sent and backend.events == []
+        scope.complete(record(), children)
+    assert backend.events == [("completed", "FINISHED"), ("child", "r1")]
+
+
+def test_a_store_error_found_by_log_children_fails_the_run_at_complete(tmp_path):
+    """The run's files are written after log_children: its error waits for complete, which fails the
+    run as a refused record does (one line, code 2, the fit kept)."""
+    backend = Open(refuse=TrackingError("the store is gone"))
+    with pytest.raises(RunFailed, match=f"^the store is gone; the fit is saved in {tmp_path}$") as e:
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            scope.open(RunStart(name="run", tags={}, config_hash="h"))
+            scope.log_children([record()])  # no error here: the files are still to be written
+            assert not scope.children_sent
+            scope.complete(record(), [record()])
+    assert e.value.code == 2 and backend.events == [("started", "run")]
+
+
 class Later(Events):
     """A backend that logs a record later (as the tracking worker does for a fused job)."""
 
