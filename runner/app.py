@@ -112,7 +112,6 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
         write_config(exp, job.run_dir)
         backend.connect()  # nothing refused: a background backend sets its store up while this process compiles
         configure_jax(exp.cache_dir, exp.x64)
-        preimport(exp)
         start = identity.run_start(exp, job, resume)  # its name and tags
     # a fit that checkpoints holds its run directory's lock: a resume of it while it runs is refused
     with (run_dir_locks([job.run_dir] if checkpoints(exp, resume) else [], ""),
@@ -190,12 +189,3 @@ def write_config(exp, run_dir: Path) -> None:
         if not disk_full(e):
             raise
         raise RunFailed(f"cannot write {e.filename or run_dir}: {e.strerror}; nothing was run") from None
-
-
-def preimport(exp) -> None:
-    """Every run draws figures after its fit (and one with data writes inference_data.nc): what
-    writes them imports while it compiles."""
-    from runner.outputs import preimport as load
-
-    load()
-

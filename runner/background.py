@@ -1,5 +1,5 @@
-"""Imports started in a background thread while the fit compiles (XLA releases the GIL), and the
-wait for them: a module must never be imported by two threads at once (matplotlib.pyplot, half
+"""Imports started in a background thread while the command waits on another process (a sweep's
+store opening in the tracking worker: runner.sweep), and the wait for them: a module must never be imported by two threads at once (matplotlib.pyplot, half
 imported by ArviZ's thread, once had no `switch_backend` for the figures: every figure skipped).
 Code that imports what a background import may be importing calls `settled()` first."""
 from __future__ import annotations

@@ -51,7 +51,7 @@ def load():
 def _plt():
     from runner import background
 
-    background.settled()  # the background import of pyplot (runner.outputs.preimport), if under way
+    background.settled()  # the background import of pyplot (runner.outputs.load in a sweep), if under way
     return load()
 
 

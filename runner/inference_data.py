@@ -38,7 +38,7 @@ def import_arviz():
 
     from runner import background
 
-    background.settled()  # the background import's, if one is under way (runner.outputs.preimport)
+    background.settled()  # the background import's, if one is under way (runner.outputs.load in a sweep)
     logging.getLogger("arviz").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor",
                             category=FutureWarning, module="arviz")

@@ -35,8 +35,9 @@ class Written:
 
 def load() -> None:
     """What writes a run's files after its fit, imported (matplotlib's pyplot for the figures, h5netcdf
-    for inference_data.nc): in a background thread (`preimport`, and a sweep's imports while its store
-    opens: runner.sweep). An error is left to the writer, which says it."""
+    for inference_data.nc): in a background thread while a sweep's store opens (runner.sweep; not
+    while a run compiles: the import holds the GIL that tracing needs, and measured 4-9% slower
+    than importing after the fit). An error is left to the writer, which says it."""
     try:
         from runner import figures
 
@@ -44,14 +45,6 @@ def load() -> None:
         import h5netcdf  # noqa: F401 (runner.inference_data.write_netcdf)
     except Exception:
         pass
-
-
-def preimport() -> None:
-    """`load` in a background thread while the fit compiles (XLA releases the GIL): ~0.8 s of a
-    run's cold start overlapped instead of added. What imports them waits for it (runner.background)."""
-    from runner import background
-
-    background.start("runner-outputs-import", load)
 
 
 def to_lists(tree):

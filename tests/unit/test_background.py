@@ -1,5 +1,5 @@
 """runner.background: a module is never imported by two threads at once. The figures and the
-ArviZ file wait for the import started while the fit compiled (runner.outputs.preimport)."""
+files wait for the import a sweep starts while its store opens (runner.outputs.load)."""
 import threading
 import time
 
@@ -25,9 +25,8 @@ def test_figures_after_the_outputs_import_thread(tmp_path):
     """The race issue 27 saw: figures importing pyplot while a background thread imports it."""
     import numpy as np
 
-    from runner import figures
-    from runner.outputs import preimport
+    from runner import figures, outputs
 
-    preimport()
+    background.start("runner-jax-import", outputs.load)
     assert figures.trace_plot({"x": np.random.default_rng(0).normal(size=(2, 50))}, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 0

@@ -97,8 +97,8 @@ def test_draws_are_capped():
 
 def test_no_entry_module_imports_arviz_or_what_writes_the_files():
     """ArviZ (~2.6 s to import), xarray, h5netcdf and matplotlib are not imported by runner's entry
-    modules: a run imports h5netcdf and pyplot in a background thread while its fit compiles
-    (runner.outputs.preimport), ArviZ only where its functions run (LOO, the SBC check's band)."""
+    modules: a run imports h5netcdf and pyplot after its fit (a sweep's command in a
+    background thread while its store opens: runner.outputs.load), ArviZ only where its functions run (LOO, the SBC check's band)."""
     import subprocess
     import sys
 
