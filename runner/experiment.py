@@ -62,6 +62,9 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     schema.early_settings(cfg)  # and what else can be refused before JAX is imported
     inference = from_config(cfg.get("inference"))  # its settings checked: no array is made
     check.check_settings(cfg.get("check"))  # check=sbc's too
+    from runner import figures
+
+    figures.start_helper()  # nothing refused so far: the figures' process imports matplotlib while JAX imports here
     x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made (JAX imported here)
 
     model = instantiate(cfg.model, "model")

@@ -3,10 +3,20 @@
 A figure never kills a run: each function here returns True when its file was written; one that
 cannot be drawn (any loss scale, one restart, NaN or inf, a model's own figure failing) is
 skipped with one warning line on stderr and returns False, and its file is not logged.
+
+Where they are drawn: a run's figures (inside `elsewhere()`: runner.outputs.write) go to a helper
+process of the command's own, started before JAX is imported (`start_helper`), which imports
+matplotlib (~0.7 s) and draws them on the machine's other core while this process goes on with
+the run's other files; `elsewhere()` waits for them on its way out, drops the files of figures
+that were skipped and draws here what the helper could not (it is gone, or too slow). What would
+make the helper import JAX, NumPyro or a user's code (a user's model draws its own figure, an
+argument that holds a JAX array) is drawn here.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +27,8 @@ def figure(fn):
     @functools.wraps(fn)
     def draw(*args, **kwargs) -> bool:
         path = kwargs.get("path") or next((a for a in args if isinstance(a, Path)), None)
+        if _PENDING is not None and path is not None and _send(fn.__name__, args, kwargs, Path(path)):
+            return True  # listed now: `elsewhere` drops it if the helper skips it
         try:
             fn(*args, **kwargs)
             return True
@@ -46,6 +58,219 @@ def load():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# --- the helper process -----------------------------------------------------------------------------
+_HELPER: "Helper | None" = None  # this process's (a forked child starts its own)
+_PENDING: list | None = None  # inside `elsewhere()`: (request number, path, name, payload) of each figure sent
+HELPER_WAIT_S = 120.0  # a figure the helper has not drawn by then is drawn here
+#: what the helper may import to read a figure's arguments (JAX or NumPyro would cost it ~1.5 s, a
+#: user's module runs the user's code again): anything else is drawn here
+PORTABLE = ("builtins", "copyreg", "_codecs", "collections", "pathlib", "numpy", "runner")
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class Helper:
+    """The command's side: requests (number, figure name, pickled arguments) go down one pipe
+    through a sender thread (a large payload never blocks the run), answers (number, drawn,
+    error) come back up the other in the same order. The helper process exits when the request
+    pipe closes: when this process ends, however it ends (SIGKILL too)."""
+
+    def __init__(self):
+        import queue
+        import subprocess
+        import threading
+        from multiprocessing.connection import Connection
+
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", f"from runner.figures import serve; serve({req_r}, {rep_w})"],
+                                         pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self.pid, self.sent = os.getpid(), 0
+        self._out, self._in = Connection(req_w, readable=False), Connection(rep_r, writable=False)
+        self._outbox: queue.Queue = queue.Queue()
+        threading.Thread(target=self._send_loop, name="runner-figures-send", daemon=True).start()
+
+    def _send_loop(self) -> None:
+        while True:
+            try:
+                self._out.send_bytes(self._outbox.get())
+            except OSError:
+                return
+
+    def send(self, name: str, payload: bytes) -> int:
+        import pickle
+
+        self.sent += 1
+        self._outbox.put(pickle.dumps((self.sent, name, payload)))
+        return self.sent
+
+    def answer(self, number: int, timeout: float):
+        """(drawn, error) of request `number` (the answers come in order); TimeoutError, EOFError
+        (the helper is gone)."""
+        import pickle
+
+        while True:
+            if not self._in.poll(timeout):
+                raise TimeoutError(f"no figure from the helper in {timeout:.0f} s")
+            got, drawn, error = pickle.loads(self._in.recv_bytes())
+            if got == number:
+                return drawn, error
+
+    def stop(self) -> None:
+        """Ended now (it is gone or too slow): what was sent and not answered is drawn here."""
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+
+
+def serve(req_fd: int, rep_fd: int) -> None:
+    """The helper's loop: figures drawn one at a time, in order, until the command's pipe closes.
+    Ctrl-C reaches the whole process group: the command decides, so this process ignores it."""
+    import pickle
+    import signal
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    inbox, out = Connection(req_fd, writable=False), Connection(rep_fd, readable=False)
+    try:
+        load()  # before the first figure comes
+    except Exception:
+        pass
+    while True:
+        try:
+            number, name, payload = pickle.loads(inbox.recv_bytes())
+        except (EOFError, OSError):
+            os._exit(0)  # the command is done (or gone); matplotlib's teardown would only cost time
+        try:
+            args, kwargs = pickle.loads(payload)
+            drawn, error = globals()[name](*args, **kwargs), None
+        except Exception as e:  # a full disk (a figure's own failure is its warning and False), or
+            drawn, error = False, e  # arguments it cannot read: drawn by the command then
+        try:
+            out.send_bytes(pickle.dumps((number, drawn, error)))
+        except Exception:
+            os._exit(0)
+
+
+def start_helper() -> None:
+    """The helper process of this process, started now so that its imports are done by the time
+    the fit is; at most one. Nothing is raised: without a helper, figures are drawn here."""
+    global _HELPER
+    if _HELPER is not None and _HELPER.pid == os.getpid():
+        return
+    try:
+        _HELPER = Helper()
+    except Exception:
+        _HELPER = None
+
+
+def _portable(args: tuple) -> bool:
+    """Whether the helper can draw with these arguments: a model must be one of runner's own
+    classes (a user's model, a function or a subclass, draws with the user's code)."""
+    from runner.models.base import Model
+    from runner.models.function import FunctionModel
+
+    return not any(isinstance(a, FunctionModel) or (isinstance(a, Model) and not type(a).__module__.startswith(
+        "runner.models.")) for a in args)
+
+
+def _payload(args: tuple, kwargs: dict) -> bytes | None:
+    """The arguments pickled, or None where reading them back would import a module outside
+    PORTABLE (a JAX array, a user's object)."""
+    import io
+    import pickle
+    import types
+
+    class Foreign(Exception):
+        pass
+
+    class Checked(pickle.Pickler):
+        def reducer_override(self, obj):
+            named = isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType))
+            module = (getattr(obj, "__module__", None) if named else type(obj).__module__) or ""
+            if module.split(".")[0] not in PORTABLE:
+                raise Foreign(module)
+            return NotImplemented
+
+    buffer = io.BytesIO()
+    try:
+        Checked(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((args, kwargs))
+    except Exception:  # Foreign, or what does not pickle
+        return None
+    return buffer.getvalue()
+
+
+def _send(name: str, args: tuple, kwargs: dict, path: Path) -> bool:
+    """The figure sent to the helper (True), or False: none started by this process, arguments it
+    should not read (drawn here)."""
+    if _HELPER is None or _HELPER.pid != os.getpid() or not _portable(args):
+        return False
+    payload = _payload(args, kwargs)
+    if payload is None:
+        return False
+    _PENDING.append((_HELPER.send(name, payload), path, name, payload))
+    return True
+
+
+class Drawn:
+    """What `elsewhere()` yields: after it, the paths of the figures the helper skipped."""
+
+    def __init__(self):
+        self.skipped: set[Path] = set()
+
+    def kept(self, folder: Path, files: list[str]) -> list[str]:
+        """`files` (relative to `folder`) less the skipped figures'."""
+        return [f for f in files if folder / f not in self.skipped]
+
+
+@contextlib.contextmanager
+def elsewhere():
+    """Figures drawn inside are sent to the helper (where this process started one); on the way
+    out, each is waited for: one it skipped (its warning printed there) is in `skipped`, a full
+    disk raised here, and one it could not draw (gone, too slow) drawn here instead."""
+    global _PENDING
+    outer, _PENDING = _PENDING, []
+    drawn = Drawn()
+    try:
+        yield drawn
+    finally:
+        pending, _PENDING = _PENDING, outer
+        _collect(pending, drawn)
+
+
+def _collect(pending: list, drawn: Drawn) -> None:
+    import pickle
+
+    from runner.errors import disk_full
+
+    global _HELPER
+    full = None
+    for number, path, name, payload in pending:
+        ok = error = None
+        if _HELPER is not None:
+            try:
+                ok, error = _HELPER.answer(number, HELPER_WAIT_S)
+            except Exception:  # the helper is gone or stuck: no more figures go there
+                _HELPER.stop()
+                _HELPER = None
+        if error is not None and disk_full(error):
+            full = full or error  # the run's failure, once every figure is answered
+            continue
+        if ok is None or error is not None:  # not drawn there: drawn here
+            args, kwargs = pickle.loads(payload)
+            ok = globals()[name](*args, **kwargs)
+        if not ok:
+            drawn.skipped.add(path)
+    if full is not None:
+        raise full
 
 
 def _plt():

@@ -133,14 +133,17 @@ def enumerated_loglik(model, data):
 
 def write(exp, run_dir: Path, samples: dict, **kwargs) -> list[str]:
     """`write_file`, never failing a fit that has finished: what goes wrong is one note on stderr
-    and the run goes on without the file (a user's model whose log-likelihood cannot be traced)."""
+    and the run goes on without the file (a user's model whose log-likelihood cannot be traced);
+    a full disk is the run's failure, as for any of its files."""
     try:
         return write_file(exp, run_dir, samples, **kwargs)
     except Exception as e:
         import sys
 
-        from runner.errors import describe
+        from runner.errors import describe, disk_full
 
+        if disk_full(e):
+            raise  # the run's failure, in one line (runner.app), as any file's
         print(f"runner: note: no {FILE} for this run ({describe(e)})", file=sys.stderr)
         return []
 
@@ -216,11 +219,13 @@ def write_netcdf(path: Path, groups: dict, dims: dict, attrs: dict) -> None:
     are int8 with dtype="bool", as xarray encodes them, so that `arviz.from_netcdf` and
     `xarray.open_dataset` read back what ArviZ's own writer would have given them."""
     import datetime
+    import io
 
     import h5netcdf
 
     created = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    with h5netcdf.File(path, "w") as f:
+    buffer = io.BytesIO()  # HDF5 writes in memory: a full disk is then one plain write's OSError (it
+    with h5netcdf.File(buffer, "w") as f:  # leaves HDF5 broken otherwise: a crash at the exit)
         f.attrs.update(attrs)
         for group, arrays in groups.items():
             g = f.create_group(group)
@@ -240,3 +245,4 @@ def write_netcdf(path: Path, groups: dict, dims: dict, attrs: dict) -> None:
                 var = g.create_variable(name, tuple(names), data=value, compression="gzip",
                                         fillvalue=np.nan if kind == "f" else None)
                 var.attrs.update(extra)
+    Path(path).write_bytes(buffer.getvalue())

@@ -34,14 +34,11 @@ class Written:
 
 
 def load() -> None:
-    """What writes a run's files after its fit, imported (matplotlib's pyplot for the figures, h5netcdf
-    for inference_data.nc): in a background thread while a sweep's store opens (runner.sweep; not
-    while a run compiles: the import holds the GIL that tracing needs, and measured 4-9% slower
-    than importing after the fit). An error is left to the writer, which says it."""
+    """What writes a run's files after its fit, imported (h5netcdf, for inference_data.nc; the figures
+    are drawn by the command's helper process, runner.figures): in a background thread while a
+    sweep's store opens (runner.sweep; not while a run compiles: an import holds the GIL that
+    tracing needs). An error is left to the writer, which says it."""
     try:
-        from runner import figures
-
-        figures.load()
         import h5netcdf  # noqa: F401 (runner.inference_data.write_netcdf)
     except Exception:
         pass
@@ -78,7 +75,17 @@ def write(exp, out, run_dir: Path, children_written=None) -> Written:
     """The run directory of a fit (see the module docstring). A failed fit (every restart
     diverged) leaves its params and metrics, no figures; its scalars are the finite ones.
     `children_written(children)`: called once the children's files are written (first: their
-    runs can be logged while the rest is written), with [(child, its files)]."""
+    runs can be logged while the rest is written), with [(child, its files)]. The figures are
+    drawn in the command's helper process while the rest is written (runner.figures.elsewhere)."""
+    from runner import figures
+
+    with figures.elsewhere() as drawn:
+        written = write_files(exp, out, run_dir, children_written)
+    written.files = drawn.kept(run_dir, written.files)
+    return written
+
+
+def write_files(exp, out, run_dir: Path, children_written=None) -> Written:
     run_dir.mkdir(parents=True, exist_ok=True)
     files = ["config.yaml"]
     if out.params is not None:

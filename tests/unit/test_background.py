@@ -25,8 +25,8 @@ def test_figures_after_the_outputs_import_thread(tmp_path):
     """The race issue 27 saw: figures importing pyplot while a background thread imports it."""
     import numpy as np
 
-    from runner import figures, outputs
+    from runner import figures
 
-    background.start("runner-jax-import", outputs.load)
+    background.start("test-pyplot-import", figures.load)
     assert figures.trace_plot({"x": np.random.default_rng(0).normal(size=(2, 50))}, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 0

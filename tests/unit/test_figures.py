@@ -41,11 +41,14 @@ def test_a_figure_that_cannot_be_drawn_is_one_warning(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("runner: warning: figure broken.png skipped (ValueError: no picture of this")
 
 
-def test_a_failing_model_figure_does_not_fail_the_run(tmp_path, capsys):
-    """End to end in-process: the model's figure raises, the run finishes, the figure is not listed."""
+def test_a_failing_model_figure_does_not_fail_the_run(tmp_path, capsys, monkeypatch):
+    """End to end in-process: the model's figure raises, the run finishes, the figure is not listed
+    (drawn in this process: the patched figure is this process's, not the helper's)."""
     import runner
     from runner.models.coin import Coin
 
+    monkeypatch.setattr(figures, "_HELPER", None)
+    monkeypatch.setattr(figures, "start_helper", lambda: None)
     original = Coin.figure
     Coin.figure = lambda self, fig, samples, data: (_ for _ in ()).throw(RuntimeError("figure bug"))
     try:
@@ -55,3 +58,85 @@ def test_a_failing_model_figure_does_not_fail_the_run(tmp_path, capsys):
     assert np.isfinite(out.final_loss)
     assert not (Path(out.run_dir) / "plots" / "coin.png").exists() and (Path(out.run_dir) / "plots" / "loss.png").exists()
     assert "runner: warning: figure coin.png skipped (RuntimeError: figure bug" in capsys.readouterr().err
+
+
+HELPER = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runner import figures
+from runner.models.coin import Coin
+
+out, kill = Path(sys.argv[1]), sys.argv[2] == "kill"
+figures.start_helper()
+if kill:  # the helper gone before the figures come (killed, crashed)
+    figures._HELPER.proc.kill()
+    figures._HELPER.proc.wait()
+draws = {"x": np.random.default_rng(0).normal(size=(2, 50))}
+with figures.elsewhere() as drawn:
+    sent = [figures.trace_plot(draws, out / "trace.png"), figures.trace_plot({"x": "not an array"}, out / "bad.png"),
+            figures.components_plot(Coin(), {"latent_fairness": np.full(10, 0.6)}, np.array([1.0, 0.0]), out / "coin.png")]
+    here_meanwhile = "matplotlib" in sys.modules
+listed = [name for name, ok in zip(["trace.png", "bad.png", "coin.png"], sent) if ok]  # as a run lists them
+print(here_meanwhile, "matplotlib" in sys.modules, sorted(p.name for p in out.iterdir()), drawn.kept(out, listed))
+"""
+
+
+def helper_run(tmp_path, how):
+    import subprocess
+    import sys
+
+    (tmp_path / "helper.py").write_text(HELPER)
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, str(tmp_path / "helper.py"), str(tmp_path / "out"), how], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip(), proc.stderr
+
+
+def test_figures_are_drawn_in_the_helper_process(tmp_path):
+    """Inside elsewhere() (a run's outputs) the figures go to the command's helper process: this
+    process never imports matplotlib; a figure that fails there is one warning line (the helper's)
+    and is dropped from the files; a built-in model's own figure is drawn there too."""
+    out, err = helper_run(tmp_path, "keep")
+    assert out == "False False ['coin.png', 'trace.png'] ['trace.png', 'coin.png']"
+    assert [line for line in err.splitlines() if line.startswith("runner: warning")] == [
+        "runner: warning: figure bad.png skipped (AttributeError: 'str' object has no attribute 'reshape')"]
+
+
+def test_figures_the_helper_cannot_draw_are_drawn_here(tmp_path):
+    """A helper that is gone: every figure is drawn in the command's own process instead, and the
+    one that fails is still one warning line and dropped."""
+    out, err = helper_run(tmp_path, "kill")
+    assert out.split(" ", 1)[1] == "True ['coin.png', 'trace.png'] ['trace.png', 'coin.png']", out
+    assert "runner: warning: figure bad.png skipped (AttributeError" in err
+
+
+def test_what_would_import_jax_or_a_users_code_in_the_helper_is_drawn_here(tmp_path):
+    """A user's model draws its figure with its own code, and an argument that holds a JAX array
+    would make the helper import JAX (~1.5 s): neither is sent."""
+    import jax.numpy as jnp
+
+    from runner.models.coin import Coin
+    from runner.models.function import FunctionModel
+
+    assert figures._portable((Coin(), {"x": np.ones(2)}, None, Path("a.png")))
+    assert not figures._portable((FunctionModel.__new__(FunctionModel), {}, None, Path("a.png")))
+
+    class Mine(Coin):  # a user's subclass, in the user's module
+        pass
+
+    assert not figures._portable((Mine(), {}, None, Path("a.png")))
+    figures.start_helper()
+    pending = []
+    figures._PENDING, before = pending, figures._PENDING
+    try:
+        assert not figures._send("trace_plot", ({"x": jnp.ones((2, 5))}, Path("t.png")), {}, Path("t.png"))
+        (tmp_path / "a_file").write_text("")
+        there = tmp_path / "a_file" / "t.png"  # its folder cannot be made: skipped there
+        assert figures._send("trace_plot", ({"x": np.ones((2, 5))}, there), {}, there)
+    finally:
+        figures._PENDING = before
+    assert len(pending) == 1 and figures._HELPER.answer(pending[0][0], 120) == (False, None)
