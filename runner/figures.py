@@ -111,14 +111,16 @@ class Helper:
         return self.sent
 
     def answer(self, number: int, timeout: float):
-        """(drawn, error) of request `number` (the answers come in order); TimeoutError, EOFError
-        (the helper is gone)."""
+        """(drawn, error) of request `number` (the answers come in order), what the figure said on
+        stderr printed here; TimeoutError, EOFError (the helper is gone)."""
         import pickle
 
         while True:
             if not self._in.poll(timeout):
                 raise TimeoutError(f"no figure from the helper in {timeout:.0f} s")
-            got, drawn, error = pickle.loads(self._in.recv_bytes())
+            got, drawn, error, said = pickle.loads(self._in.recv_bytes())
+            if said:
+                print(said, end="", file=sys.stderr)
             if got == number:
                 return drawn, error
 
@@ -133,6 +135,7 @@ class Helper:
 def serve(req_fd: int, rep_fd: int) -> None:
     """The helper's loop: figures drawn one at a time, in order, until the command's pipe closes.
     Ctrl-C reaches the whole process group: the command decides, so this process ignores it."""
+    import io
     import pickle
     import signal
     from multiprocessing.connection import Connection
@@ -149,13 +152,15 @@ def serve(req_fd: int, rep_fd: int) -> None:
             number, name, payload = pickle.loads(inbox.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)  # the command is done (or gone); matplotlib's teardown would only cost time
+        said = io.StringIO()  # a skipped figure's warning: the command prints it (a notebook shows its stderr)
         try:
-            args, kwargs = pickle.loads(payload)
-            drawn, error = globals()[name](*args, **kwargs), None
+            with contextlib.redirect_stderr(said):
+                args, kwargs = pickle.loads(payload)
+                drawn, error = globals()[name](*args, **kwargs), None
         except Exception as e:  # a full disk (a figure's own failure is its warning and False), or
             drawn, error = False, e  # arguments it cannot read: drawn by the command then
         try:
-            out.send_bytes(pickle.dumps((number, drawn, error)))
+            out.send_bytes(pickle.dumps((number, drawn, error, said.getvalue())))
         except Exception:
             os._exit(0)
 
