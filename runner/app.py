@@ -102,8 +102,8 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
     they were written ahead (runner.fusion.Ahead)."""
     from runner import identity, outputs, timing
     from runner.job import run_dir_locks
-    from runner.outputs import Written
     from runner.lifecycle import RunScope
+    from runner.outputs import Written
     from runner.tracking.base import RunEnd
 
     with timing.phase("build"):
@@ -132,7 +132,8 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
         with timing.phase("outputs"):
             written = ahead.into(job.run_dir) if ahead is not None else outputs.write(exp, out, job.run_dir,
                                                                                       children_written)
-        scope.safe_point()
+        if not scope.children_sent:  # (children logged: the run is completed, then a signal stops the command)
+            scope.safe_point()
         with timing.phase("logging"):
             record = identity.run_record(exp, job, start, out, written, params)
             children = [] if scope.children_sent else identity.child_records(start, written, params, job.run_dir)

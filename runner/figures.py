@@ -70,11 +70,20 @@ PORTABLE = ("builtins", "copyreg", "_codecs", "collections", "pathlib", "numpy",
 PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
+def helper_path() -> dict:
+    """The helper's environment: runner importable as in this process (a checkout on PYTHONPATH or
+    an editable install), site-packages never put ahead of the standard library."""
+    parent = Path(PACKAGE_ROOT).name
+    extra = None if parent in ("site-packages", "dist-packages") else PACKAGE_ROOT
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (extra, os.environ.get("PYTHONPATH")) if p)}
+
+
 class Helper:
-    """The command's side: requests (number, figure name, pickled arguments) go down one pipe
-    through a sender thread (a large payload never blocks the run), answers (number, drawn,
-    error) come back up the other in the same order. The helper process exits when the request
-    pipe closes: when this process ends, however it ends (SIGKILL too)."""
+    """The command's side: requests (number, working directory, figure name, pickled arguments) go
+    down one pipe through a sender thread (a large payload never blocks the run), answers (number,
+    drawn, error, what it printed) come back up the other, in order. The helper process (a session
+    of its own: a Ctrl-C of the terminal is the command's to handle) exits when the request pipe
+    closes: when this process ends, however it ends (SIGKILL too)."""
 
     def __init__(self):
         import queue
@@ -84,57 +93,74 @@ class Helper:
 
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", f"from runner.figures import serve; serve({req_r}, {rep_w})"],
-                                         pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env)
+                                         pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=helper_path(),
+                                         start_new_session=True)
+        except BaseException:
+            for fd in (req_w, rep_r):
+                os.close(fd)
+            raise
         finally:
             os.close(req_r)
             os.close(rep_w)
         self.pid, self.sent = os.getpid(), 0
         self._out, self._in = Connection(req_w, readable=False), Connection(rep_r, writable=False)
         self._outbox: queue.Queue = queue.Queue()
+        self._answers: dict = {}  # answers that came while another was waited for
         threading.Thread(target=self._send_loop, name="runner-figures-send", daemon=True).start()
 
     def _send_loop(self) -> None:
-        while True:
+        while (message := self._outbox.get()) is not None:
             try:
-                self._out.send_bytes(self._outbox.get())
+                self._out.send_bytes(message)
             except OSError:
-                return
+                break
+        self._out.close()
 
     def send(self, name: str, payload: bytes) -> int:
         import pickle
 
         self.sent += 1
-        self._outbox.put(pickle.dumps((self.sent, name, payload)))
+        self._outbox.put(pickle.dumps((self.sent, os.getcwd(), name, payload)))
         return self.sent
 
     def answer(self, number: int, timeout: float):
-        """(drawn, error) of request `number` (the answers come in order), what the figure said on
-        stderr printed here; TimeoutError, EOFError (the helper is gone)."""
+        """(drawn, error) of request `number`, what the figure said on stderr printed here;
+        TimeoutError, EOFError (the helper is gone). Answers to other requests are kept for theirs."""
         import pickle
 
-        while True:
+        while number not in self._answers:
             if not self._in.poll(timeout):
                 raise TimeoutError(f"no figure from the helper in {timeout:.0f} s")
             got, drawn, error, said = pickle.loads(self._in.recv_bytes())
-            if said:
-                print(said, end="", file=sys.stderr)
-            if got == number:
-                return drawn, error
+            self._answers[got] = (drawn, error, said)
+        drawn, error, said = self._answers.pop(number)
+        if said:
+            print(said, end="", file=sys.stderr)
+        return drawn, error
 
     def stop(self) -> None:
         """Ended now (it is gone or too slow): what was sent and not answered is drawn here."""
+        self._outbox.put(None)
         try:
             self.proc.kill()
-        except OSError:
+            self.proc.wait(5)
+        except Exception:
             pass
+        self._in.close()
+
+    def forget(self) -> None:
+        """In a forked child: this process's copy of the pipes closed (the helper is the parent's)."""
+        for conn in (self._out, self._in):
+            try:
+                conn.close()
+            except OSError:
+                pass
 
 
 def serve(req_fd: int, rep_fd: int) -> None:
-    """The helper's loop: figures drawn one at a time, in order, until the command's pipe closes.
-    Ctrl-C reaches the whole process group: the command decides, so this process ignores it."""
+    """The helper's loop: figures drawn one at a time, in order, until the command's pipe closes."""
     import io
     import pickle
     import signal
@@ -149,9 +175,14 @@ def serve(req_fd: int, rep_fd: int) -> None:
         pass
     while True:
         try:
-            number, name, payload = pickle.loads(inbox.recv_bytes())
+            number, cwd, name, payload = pickle.loads(inbox.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)  # the command is done (or gone); matplotlib's teardown would only cost time
+        try:
+            if cwd != os.getcwd():
+                os.chdir(cwd)  # a relative run directory (a notebook that changed folders)
+        except OSError:
+            pass
         said = io.StringIO()  # a skipped figure's warning: the command prints it (a notebook shows its stderr)
         try:
             with contextlib.redirect_stderr(said):
@@ -167,13 +198,33 @@ def serve(req_fd: int, rep_fd: int) -> None:
 
 def start_helper() -> None:
     """The helper process of this process, started now so that its imports are done by the time
-    the fit is; at most one. Nothing is raised: without a helper, figures are drawn here."""
+    the fit is; at most one, and none on a single CPU (where it would only compete with the fit).
+    Nothing is raised: without a helper, figures are drawn here."""
     global _HELPER
     if _HELPER is not None and _HELPER.pid == os.getpid():
+        return
+    _HELPER = None
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    if len(cpus) < 2:
         return
     try:
         _HELPER = Helper()
     except Exception:
+        return
+    global _FORK_HOOK
+    if not _FORK_HOOK:
+        os.register_at_fork(after_in_child=_forget_helper)
+        _FORK_HOOK = True
+
+
+_FORK_HOOK = False
+
+
+def _forget_helper() -> None:
+    """A forked child (a user's multiprocessing) keeps no end of its parent's helper open."""
+    global _HELPER
+    if _HELPER is not None:
+        _HELPER.forget()
         _HELPER = None
 
 
@@ -240,15 +291,18 @@ class Drawn:
 def elsewhere():
     """Figures drawn inside are sent to the helper (where this process started one); on the way
     out, each is waited for: one it skipped (its warning printed there) is in `skipped`, a full
-    disk raised here, and one it could not draw (gone, too slow) drawn here instead."""
+    disk raised here, and one it could not draw (gone, too slow) drawn here instead. Leaving with
+    an error (the run failed, a second Ctrl-C) waits for none of them."""
     global _PENDING
     outer, _PENDING = _PENDING, []
     drawn = Drawn()
     try:
         yield drawn
-    finally:
-        pending, _PENDING = _PENDING, outer
-        _collect(pending, drawn)
+    except BaseException:  # the run failed or was stopped: its figures are not waited for
+        _PENDING = outer
+        raise
+    pending, _PENDING = _PENDING, outer
+    _collect(pending, drawn)
 
 
 def _collect(pending: list, drawn: Drawn) -> None:

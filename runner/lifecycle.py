@@ -219,6 +219,16 @@ class RunScope:
             self.logging_error = e
         self.children_sent = self.logging_error is None
 
+    def children_logged(self) -> Exception | None:
+        """The error of the children `log_children` sent (None: logged, or none sent)."""
+        if not self.children_sent:
+            return None
+        try:
+            self.backend.flush()
+        except Exception as e:
+            return e
+        return None
+
     def complete(self, record, children=(), later: bool = False) -> str | None:
         """The run's record and its children, logged while a signal waits; then, if one came,
         the command stops (the run is complete: it says so). `later` (a fused sweep's job, whose
@@ -229,6 +239,7 @@ class RunScope:
             with SIGNALS.logging():
                 if self.logging_error is not None:
                     raise self.logging_error
+                children_error = self.children_logged()
                 if later and not children and self.job.may_log_later:
                     self.run_id = self.backend.run_completed_later(record, self.logging_failed_later)
                 else:
@@ -237,6 +248,8 @@ class RunScope:
                     child.parent_id = self.run_id
                     self.backend.child_logged(child)
                 self.backend.flush()  # the children: done, or their error raised here
+                if children_error is not None:  # the run itself is recorded first, as when they came after it
+                    raise children_error
         except Exception as e:
             self.done = True
             raise self.logging_failed(e) from None

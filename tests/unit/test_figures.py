@@ -146,3 +146,50 @@ def test_what_would_import_jax_or_a_users_code_in_the_helper_is_drawn_here(tmp_p
     finally:
         figures._PENDING = before
     assert len(pending) == 1 and figures._HELPER.answer(pending[0][0], 120) == (False, None)
+
+
+CHDIR = """
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from runner import figures
+
+figures.start_helper()
+os.chdir(sys.argv[1])  # a notebook's %cd after the helper started
+with figures.elsewhere() as drawn:
+    figures.trace_plot({"x": np.ones((2, 5))}, Path("plots") / "t.png")  # a relative run directory
+print(sorted(str(p.relative_to(sys.argv[1])) for p in Path(sys.argv[1]).rglob("*.png")), drawn.skipped)
+"""
+
+
+def test_a_relative_path_is_drawn_where_the_command_is_now(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "chdir.py").write_text(CHDIR)
+    (tmp_path / "now").mkdir()
+    proc = subprocess.run([sys.executable, str(tmp_path / "chdir.py"), str(tmp_path / "now")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "['plots/t.png'] set()"
+
+
+def test_answers_are_matched_to_their_requests_in_any_order(tmp_path):
+    """A nested wait (one run's files written while another's figures are out) takes its own answer
+    and keeps the others for theirs; a helper that is stopped leaves nothing behind."""
+    import pickle
+
+    helper = figures.Helper()
+    try:
+        draws = {"x": np.ones((2, 5))}
+        first = helper.send("trace_plot", pickle.dumps(((draws, tmp_path / "a.png"), {})))
+        second = helper.send("trace_plot", pickle.dumps((({"x": "no"}, tmp_path / "b.png"), {})))
+        assert helper.answer(second, 120) == (False, None)
+        assert helper.answer(first, 120) == (True, None)
+        assert (tmp_path / "a.png").is_file() and not (tmp_path / "b.png").exists()
+    finally:
+        helper.stop()
+    assert helper.proc.poll() is not None

@@ -205,6 +205,38 @@ def test_a_store_error_found_by_log_children_fails_the_run_at_complete(tmp_path)
     assert e.value.code == 2 and backend.events == [("started", "run")]
 
 
+class ChildRefused(Open):
+    """Its children's logging fails, found at the next flush and said once; its next call flushes
+    first (as the tracking worker's Background does)."""
+
+    def child_logged(self, record):
+        super().child_logged(record)
+        self.refuse = TrackingError("the store refused a child")
+
+    def flush(self):
+        error, self.refuse = self.refuse, None
+        if error:
+            raise error
+
+    def run_completed(self, record):
+        self.flush()
+        return super().run_completed(record)
+
+
+def test_a_child_the_store_refuses_after_it_was_sent_still_records_the_run_first(tmp_path):
+    """Children sent ahead of the run's record whose logging fails: the run's own record is logged
+    (FINISHED, not left RUNNING), then the run fails as a refused record does."""
+    backend = ChildRefused()
+    with pytest.raises(RunFailed, match="^the store refused a child; the fit is saved in") as e:
+        with RunScope(backend, Job(tmp_path, {}), RunEnd()) as scope:
+            scope.open(RunStart(name="run", tags={}, config_hash="h"))
+            scope.log_children([record()])
+            assert scope.children_sent
+            scope.complete(record(), [])
+    assert e.value.code == 2
+    assert backend.events == [("started", "run"), ("child", "r1"), ("completed", "FINISHED")]
+
+
 class Later(Events):
     """A backend that logs a record later (as the tracking worker does for a fused job)."""
 
