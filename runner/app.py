@@ -103,7 +103,6 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
     from runner import identity, outputs, timing
     from runner.job import run_dir_locks
     from runner.lifecycle import RunScope
-    from runner.outputs import Written
     from runner.tracking.base import RunEnd
 
     with timing.phase("build"):
@@ -127,7 +126,7 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
         params = {**params, "key_derivation": out.key_derivation}  # the run's and its children's
 
         def children_written(children):  # SVI's replicates: logged while the run's own files are written
-            scope.log_children(identity.child_records(start, Written([], {}, children), params, job.run_dir))
+            scope.log_children(identity.child_records(start, children, params, job.run_dir))
 
         with timing.phase("outputs"):
             written = ahead.into(job.run_dir) if ahead is not None else outputs.write(exp, out, job.run_dir,
@@ -136,8 +135,10 @@ def execute(exp, job, backend, resume: Path | None = None, fitted=None, ahead=No
             scope.safe_point()
         with timing.phase("logging"):
             record = identity.run_record(exp, job, start, out, written, params)
-            children = [] if scope.children_sent else identity.child_records(start, written, params, job.run_dir)
-            run_id = scope.complete(record, children, later=fitted is not None)  # a fused job: logged while the next one starts
+            children = [] if scope.children_sent else identity.child_records(start, written.children, params,
+                                                                             job.run_dir)
+            # a fused job: logged while the next one starts
+            run_id = scope.complete(record, children, later=fitted is not None)
     return finish(exp, job, backend, out, record, run_id)
 
 

@@ -1,13 +1,26 @@
 """Imports started in a background thread while the command waits on another process (a sweep's
-store opening in the tracking worker: runner.sweep), and the wait for them: a module must never be imported by two threads at once (matplotlib.pyplot, half
-imported by ArviZ's thread, once had no `switch_backend` for the figures: every figure skipped).
-Code that imports what a background import may be importing calls `settled()` first."""
+store opening in the tracking worker: runner.sweep), and the wait for them: a module must never be
+imported by two threads at once (matplotlib.pyplot, half imported by another thread, once had no
+`switch_backend` for the figures: every figure skipped). Code that imports what a background
+import may be importing calls `settled()` first. And the environment of the command's own helper
+processes (`child_env`: the tracking worker, the figures' helper)."""
 from __future__ import annotations
 
 import collections
+import os
 import threading
+from pathlib import Path
 
 _THREADS: list[threading.Thread] = []
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the folder runner is imported from
+
+
+def child_env() -> dict:
+    """The environment of a helper process of the command (`python -m runner...` or `-c`): runner
+    importable as in this process (a checkout on PYTHONPATH, an editable install), and
+    site-packages never put ahead of the standard library (an installed runner needs nothing)."""
+    extra = None if PACKAGE_ROOT.name in ("site-packages", "dist-packages") else str(PACKAGE_ROOT)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (extra, os.environ.get("PYTHONPATH")) if p)}
 WAIT_S = 120.0  # an import that takes longer is not waited for (the caller's own import then says why)
 
 

@@ -61,21 +61,12 @@ def load():
 
 
 # --- the helper process -----------------------------------------------------------------------------
-_HELPER: "Helper | None" = None  # this process's (a forked child starts its own)
+_HELPER: "Helper | None" = None  # this process's (a forked child forgets its parent's: _forget_helper)
 _PENDING: list | None = None  # inside `elsewhere()`: (request number, path, name, payload) of each figure sent
 HELPER_WAIT_S = 120.0  # a figure the helper has not drawn by then is drawn here
 #: what the helper may import to read a figure's arguments (JAX or NumPyro would cost it ~1.5 s, a
 #: user's module runs the user's code again): anything else is drawn here
 PORTABLE = ("builtins", "copyreg", "_codecs", "collections", "pathlib", "numpy", "runner")
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-
-
-def helper_path() -> dict:
-    """The helper's environment: runner importable as in this process (a checkout on PYTHONPATH or
-    an editable install), site-packages never put ahead of the standard library."""
-    parent = Path(PACKAGE_ROOT).name
-    extra = None if parent in ("site-packages", "dist-packages") else PACKAGE_ROOT
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (extra, os.environ.get("PYTHONPATH")) if p)}
 
 
 class Helper:
@@ -91,12 +82,14 @@ class Helper:
         import threading
         from multiprocessing.connection import Connection
 
+        from runner.background import child_env
+
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", f"from runner.figures import serve; serve({req_r}, {rep_w})"],
-                                         pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=helper_path(),
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", f"from runner.figures import serve; serve({req_r}, {rep_w})"],
+                pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=child_env(), start_new_session=True)
         except BaseException:
             for fd in (req_w, rep_r):
                 os.close(fd)
@@ -104,7 +97,7 @@ class Helper:
         finally:
             os.close(req_r)
             os.close(rep_w)
-        self.pid, self.sent = os.getpid(), 0
+        self.sent = 0
         self._out, self._in = Connection(req_w, readable=False), Connection(rep_r, writable=False)
         self._outbox: queue.Queue = queue.Queue()
         self._answers: dict = {}  # answers that came while another was waited for
@@ -201,31 +194,27 @@ def start_helper() -> None:
     the fit is; at most one, and none on a single CPU (where it would only compete with the fit).
     Nothing is raised: without a helper, figures are drawn here."""
     global _HELPER
-    if _HELPER is not None and _HELPER.pid == os.getpid():
+    if _HELPER is not None:
         return
-    _HELPER = None
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     if len(cpus) < 2:
         return
     try:
         _HELPER = Helper()
     except Exception:
-        return
-    global _FORK_HOOK
-    if not _FORK_HOOK:
-        os.register_at_fork(after_in_child=_forget_helper)
-        _FORK_HOOK = True
-
-
-_FORK_HOOK = False
+        _HELPER = None
 
 
 def _forget_helper() -> None:
-    """A forked child (a user's multiprocessing) keeps no end of its parent's helper open."""
+    """A forked child (a launcher's worker, a user's multiprocessing) keeps no end of its parent's
+    helper open, and starts its own where it needs one."""
     global _HELPER
     if _HELPER is not None:
         _HELPER.forget()
         _HELPER = None
+
+
+os.register_at_fork(after_in_child=_forget_helper)
 
 
 def _portable(args: tuple) -> bool:
@@ -267,7 +256,7 @@ def _payload(args: tuple, kwargs: dict) -> bytes | None:
 def _send(name: str, args: tuple, kwargs: dict, path: Path) -> bool:
     """The figure sent to the helper (True), or False: none started by this process, arguments it
     should not read (drawn here)."""
-    if _HELPER is None or _HELPER.pid != os.getpid() or not _portable(args):
+    if _HELPER is None or not _portable(args):
         return False
     payload = _payload(args, kwargs)
     if payload is None:
@@ -335,7 +324,7 @@ def _collect(pending: list, drawn: Drawn) -> None:
 def _plt():
     from runner import background
 
-    background.settled()  # the background import of pyplot (runner.outputs.load in a sweep), if under way
+    background.settled()  # a background import under way (a sweep's, runner.sweep): never two imports at once
     return load()
 
 

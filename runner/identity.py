@@ -117,16 +117,16 @@ def run_record(exp, job, start, out, written, params: dict):
                      model=model, parent_id=job.parent_id)
 
 
-def child_records(start, written, params: dict, run_dir: Path) -> list:
-    """The records of a run's children (SVI's replicates): the run's tags, less its group and
-    seed, and their own."""
+def child_records(start, children: list, params: dict, run_dir: Path) -> list:
+    """The records of a run's children (SVI's replicates; `children`: [(child, its files)], as
+    runner.outputs.Written holds them): the run's tags, less its group and seed, and their own."""
     from runner.tracking.base import RunRecord
 
     tags = {k: v for k, v in start.tags.items() if k not in ("config_group", "seed")}
     return [RunRecord(name=child.name, tags={**tags, **child.tags}, params={**params, **child.params},
                       scalars=child.scalars, curves=child.curves, curve_steps=child.curve_steps,
                       artifact_dir=run_dir / child.folder, artifacts=files)
-            for child, files in written.children]
+            for child, files in children]
 
 
 def git_commit(folder: Path) -> str | None:

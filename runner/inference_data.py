@@ -214,8 +214,9 @@ def write_netcdf(path: Path, groups: dict, dims: dict, attrs: dict) -> None:
     with h5netcdf alone: ArviZ, xarray and pandas cost a run ~1.5 s of imports, h5netcdf ~0.1 s.
     Per group (a netCDF group): one variable per site, zlib-compressed, with dimensions (chain,
     draw, *names) in the sampled groups and (*names) in observed_data, where names are dims[site]
-    (as many as the array has) then <site>_dim_<i> for the rest; every dimension an integer coordinate 0..n-1; the group's `created_at`; `attrs`
-    on the file and on observed_data, as ArviZ puts them. Floats carry _FillValue NaN and booleans
+    (as many as the array has) then <site>_dim_<i> for the rest; every dimension an integer
+    coordinate 0..n-1; the group's `created_at`; `attrs` on the file and on observed_data, as ArviZ
+    puts them. Floats carry _FillValue NaN and booleans
     are int8 with dtype="bool", as xarray encodes them, so that `arviz.from_netcdf` and
     `xarray.open_dataset` read back what ArviZ's own writer would have given them."""
     import datetime

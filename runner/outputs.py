@@ -98,7 +98,7 @@ def write_files(exp, out, run_dir: Path, children_written=None) -> Written:
     children = [(child, child_files(child, run_dir / child.folder)) for child in out.children]
     if children and children_written is not None:
         children_written(children)
-    files += exp.inference.extras(exp, out, run_dir)  # its figures first: a full disk says so here, in one line
+    files += exp.inference.extras(exp, out, run_dir)  # the method's own files and figures
     files += posterior_files(exp, out, run_dir, scalars)
     files.append(write_metrics(run_dir, scalars, out.curves, out.curve_steps))
     files += model_files(exp, run_dir)

@@ -286,7 +286,7 @@ IN_PROCESS_LAUNCHERS = ("basic", "vectorized")  # the jobs run in this process (
 def importing_while_waiting(config, backend):
     """While the tracking worker imports MLflow and opens the store for the sweep's parent run
     (seconds, on its own core), this process imports what its jobs will fit with (JAX, NumPyro,
-    Optax) and write their files with (ArviZ) in a background thread, joined before the block
+    Optax) and write their files with (h5netcdf) in a background thread, joined before the block
     ends: no module imported by two threads at once (this thread waits meanwhile). Only where
     this process runs the jobs, something is waited for, and the jobs set no JAX_* variable of
     their own (hydra.job.env_set: JAX reads them as it is imported, in the job)."""

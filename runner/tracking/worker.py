@@ -36,7 +36,6 @@ from typing import NamedTuple
 from runner.errors import TrackingError, describe
 from runner.tracking.base import Tracking
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
 OWNER_ENV = "RUNNER_TRACKING_OWNER"  # in the worker: the pid of the command it works for
 
 
@@ -87,11 +86,11 @@ class Client:
     def __init__(self, warm: str | None = None):
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)}
+        from runner.background import child_env
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "runner.tracking.worker", str(req_r), str(rep_w), str(os.getpid()), warm or ""],
-            pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=env)
+            pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=child_env())
         os.close(req_r)
         os.close(rep_w)
         self.owner = os.getpid()
