@@ -58,11 +58,13 @@ def gb(n: int) -> str:
     return f"{n / 2**30:.1f} GB"
 
 
-def compile_within_budget(jitted, *args, what: str = "the fit", hint: str = "", available: int | None = None):
+def compile_within_budget(jitted, *args, what: str = "the fit", hint: str = "", available: int | None = None,
+                          kept=None):
     """`jitted` compiled ahead of time for `args` (arrays or jax.ShapeDtypeStruct: nothing is
     allocated) and checked: ConfigError if it plans more than SHARE of the available memory.
-    Returns the compiled program (call it with arrays of those shapes)."""
-    compiled = jitted.lower(*args).compile()
+    Returns the compiled program (call it with arrays of those shapes). `kept`: (jitted, *args)
+    -> the compiled program, from the experiment's kept programs (ProgramCache.compiler)."""
+    compiled = jitted.lower(*args).compile() if kept is None else kept(jitted, *args)
     check_bytes(needed_bytes(compiled), what, hint, available)
     return compiled
 

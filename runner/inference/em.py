@@ -153,14 +153,16 @@ def fit_em(exp) -> EMResult:
     import jax
     import jax.numpy as jnp
 
+    from runner.inference import program_cache
     from runner.inference.budget import compile_within_budget
 
     em = exp.inference
     program = make_program(exp.model, exp.restarts, em.iterations, em.reg_covar, em.tol, em.init)
     key, data = jax.random.PRNGKey(exp.seed), jax.tree.map(jnp.asarray, exp.data)
     # compiled ahead of time and checked against the memory there is before anything is allocated
-    compiled = compile_within_budget(program, key, data, what="the fit",
-                                     hint="fewer restarts, or less data (data.n)")
+    cache = program_cache.for_experiment(exp)
+    compiled = compile_within_budget(program, key, data, what="the fit", hint="fewer restarts, or less data (data.n)",
+                                     kept=None if cache is None else cache.compiler("em"))
     out = jax.tree.map(np.asarray, compiled(key, data))
     return EMResult(loglik=out["loglik"], final_loglik=out["final_loglik"], best=int(out["best"]),
                     params=out["params"], responsibilities=out["resp"])

@@ -81,14 +81,19 @@ def compile_fit(programs, roots, data) -> tuple[Callable, Callable]:
 
     from runner.inference.budget import compile_within_budget
 
-    lowered = programs.prepare.lower(roots, data)  # traced once: its shapes, then its program
-    prepare = lowered.compile()
+    cache = programs.cache  # runner.inference.program_cache: kept by an earlier command, or None
+    if cache is None:
+        lowered = programs.prepare.lower(roots, data)  # traced once: its shapes, then its program
+        prepare, out_info = lowered.compile(), lowered.out_info
+    else:
+        prepare = cache.compiled("prepare", programs.prepare, roots, data)
+        out_info = prepare.out_info
     shapes = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                          lowered.out_info, prepare.output_shardings)
+                          out_info, prepare.output_shardings)
     compiled = compile_within_budget(
         programs.advance, *shapes, data, 0, programs.steps, what="the fit",
         hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)",
-        available=programs.available)
+        available=programs.available, kept=None if cache is None else cache.compiler("advance", donate_argnums=(0,)))
     return prepare, on_its_devices(compiled)
 
 
@@ -146,7 +151,9 @@ def run(programs, roots, data, progress=None, checkpoint: Checkpoint | None = No
         chunks = Chunks(advance, fixed, data, programs.steps, 1e9 if seconds is None else seconds,
                         Between(progress, checkpoint, safe_point), pruner)
         state = chunks.run(state, start)
-    return programs.finish(state, fixed, roots, data)
+    finish = programs.finish if programs.cache is None else programs.cache.compiled(
+        "finish", programs.finish, state, fixed, roots, data)
+    return finish(state, fixed, roots, data)
 
 
 def report_every(safe_point, steps: int) -> int | None:

@@ -121,6 +121,7 @@ class Programs:
     curve_steps: np.ndarray = None  # the steps kept on the curves
     available: int | None = None  # bytes the fit may plan to use (None: what the machine has free)
     pruner: Any = None  # a fused sweep's pruning between chunks (runner.inference.svi.fused.Halving)
+    cache: Any = None  # the programs an earlier command compiled (runner.inference.program_cache), or None
 
     def run(self, roots, data, progress=None, checkpoint: Checkpoint | None = None,
             safe_point: Callable[[], None] | None = None) -> dict:
@@ -423,9 +424,12 @@ def make_programs(exp, fused=None) -> Programs:
     in their seeds and numbers only (a fused sweep's jobs), their settings per row."""
     import jax
 
+    from runner.inference import program_cache
+
     fit = fit_program(exp, fused)
     return Programs(prepare=jax.jit(fit.prepare), advance=jax.jit(fit.advance, donate_argnums=0),
-                    finish=jax.jit(fit.finish), steps=fit.steps, curve_steps=fit.kept)
+                    finish=jax.jit(fit.finish), steps=fit.steps, curve_steps=fit.kept,
+                    cache=None if fused is not None else program_cache.for_experiment(exp))
 
 
 def fit_program(exp, fused=None) -> FitProgram:

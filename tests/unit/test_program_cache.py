@@ -1,0 +1,139 @@
+"""Traced programs kept between commands (runner/inference/program_cache.py): a repeated config
+reads its fit's programs instead of tracing them, with the same numbers; anything that went into
+the trace and changed (data, config, a notebook's edit, a user's code) is traced anew; a torn or
+foreign file is never trusted."""
+import dataclasses
+import pickle
+
+import numpy as np
+import pytest
+
+import runner
+from runner.inference import program_cache
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """How many programs were traced and kept (jax.export) since the fixture started."""
+    calls = []
+    real = program_cache._export
+
+    def counted(jitted, args):
+        calls.append(1)
+        return real(jitted, args)
+
+    monkeypatch.setattr(program_cache, "_export", counted)
+    return calls
+
+
+def fit(tmp_path, *overrides):
+    cfg, _ = runner.compose(["model=coin", "tracking=none", "steps=50", f"jax.cache_dir={tmp_path}", *overrides])
+    exp = runner.build(cfg)
+    return exp, runner.fit(exp)
+
+
+def kept(tmp_path) -> set:
+    return {p.name for p in (tmp_path / "programs").glob("*.program")}
+
+
+def test_a_repeated_config_reads_its_programs_and_gets_the_same_numbers(tmp_path, exports):
+    _, first = fit(tmp_path)
+    assert len(exports) == 3 and len(kept(tmp_path)) == 3  # prepare, advance, finish
+    _, again = fit(tmp_path)
+    assert len(exports) == 3, "the second fit traced its programs again"
+    assert again.scalars["final_loss"] == first.scalars["final_loss"]
+    np.testing.assert_array_equal(again.curves["loss"], first.curves["loss"])
+    # the same numbers as the program jitted directly (no kept programs: jax.cache_dir=null)
+    cfg, _ = runner.compose(["model=coin", "tracking=none", "steps=50", "jax.cache_dir=null"])
+    direct = runner.fit(runner.build(cfg))
+    assert direct.scalars["final_loss"] == first.scalars["final_loss"]
+    np.testing.assert_array_equal(direct.curves["loss"], first.curves["loss"])
+    # the analytic answer still: coin's Beta(13, 9) posterior mode, AutoDelta's MAP
+    assert abs(float(np.ravel(first.params["latent_fairness_auto_loc"])[0]) - 12 / 20) < 0.1
+
+
+def test_the_seed_is_an_argument_not_part_of_the_key(tmp_path, exports):
+    _, zero = fit(tmp_path, "seed=0", "restarts=3")
+    _, one = fit(tmp_path, "seed=1", "restarts=3")
+    assert len(exports) == 3 and len(kept(tmp_path)) == 3
+    assert zero.scalars["initial_loss_median"] != one.scalars["initial_loss_median"]
+
+
+def test_what_went_into_the_trace_makes_another_key(tmp_path, exports):
+    fit(tmp_path)
+    for override in ("steps=60", "optim.lr=0.02", "jax.x64=true"):
+        before = kept(tmp_path)
+        fit(tmp_path, override)
+        assert kept(tmp_path) - before, f"{override} reused a program traced without it"
+    # the data's values: a model that computes with its data has them as constants
+    exp, _ = fit(tmp_path)
+    base = program_cache.for_experiment(exp).key
+    other = dataclasses.replace(exp, data=np.asarray(exp.data) + 1)
+    assert program_cache.for_experiment(other) is None  # not the data build made: traced anew
+    cfg, _ = runner.compose(["model=coin", "tracking=none", "steps=50", f"jax.cache_dir={tmp_path}",
+                             "data.heads=13"])
+    assert program_cache.for_experiment(runner.build(cfg)).key != base
+
+
+USER_MODEL = """
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer import Trace_ELBO
+
+
+class MyELBO(Trace_ELBO):
+    pass
+
+
+def model(flips=None):
+    p = numpyro.sample("p", dist.Beta(2.0, 2.0))
+    with numpyro.plate("n", flips.shape[0]):
+        numpyro.sample("obs", dist.Bernoulli(p), obs=flips)
+"""
+
+
+def test_no_kept_program_for_a_users_code_or_a_changed_experiment(tmp_path, exports, monkeypatch):
+    exp, _ = fit(tmp_path)
+    assert program_cache.for_experiment(exp) is not None
+    exp.inference.steps = 80  # a notebook's edit after build
+    assert program_cache.for_experiment(exp) is None
+    exp.inference.steps = 50
+    assert program_cache.for_experiment(exp) is not None
+    assert program_cache.for_experiment(dataclasses.replace(exp, cache_dir=None)) is None
+    # a function model: the user's code is not in the key
+    (tmp_path / "mine.py").write_text(USER_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "d.json").write_text('{"flips": [1, 1, 0, 1]}')
+    cfg, _ = runner.compose(["model=fn", "model.fn=mine.model", "data=json", f"data.path={tmp_path}/d.json",
+                             "tracking=none", "steps=20", f"jax.cache_dir={tmp_path}"])
+    user = runner.build(cfg)
+    assert user.built is None and program_cache.for_experiment(user) is None
+    count = len(exports)
+    runner.fit(user)
+    assert len(exports) == count  # traced as before, nothing kept
+    # a built-in model with a target of the user's (their loss): their code is not in the key either
+    cfg, _ = runner.compose(["model=coin", "tracking=none", f"jax.cache_dir={tmp_path}", "loss._target_=mine.MyELBO"])
+    assert runner.build(cfg).built is None
+
+
+def test_a_torn_or_foreign_file_is_traced_anew(tmp_path, exports):
+    _, first = fit(tmp_path)
+    files = sorted((tmp_path / "programs").glob("*.program"))
+    files[0].write_bytes(files[0].read_bytes()[:100])  # torn
+    files[1].write_bytes(pickle.dumps((program_cache.FORMAT, b"not a program", None)))
+    files[2].write_bytes(b"\x80\x04cos\nsystem\n(S'touch " + str(tmp_path / "ran").encode() + b"'\ntR.")
+    _, again = fit(tmp_path)
+    assert not (tmp_path / "ran").exists(), "a kept file ran code"
+    assert len(exports) == 6  # the three traced anew...
+    assert again.scalars["final_loss"] == first.scalars["final_loss"]
+    _, third = fit(tmp_path)
+    assert len(exports) == 6  # ...and replaced
+    assert third.scalars["final_loss"] == first.scalars["final_loss"]
+
+
+def test_em_keeps_its_program(tmp_path, exports):
+    overrides = ["model=gmm", "inference=em", "data=gmm1d", "tracking=none", "restarts=5", f"jax.cache_dir={tmp_path}"]
+    first = runner.fit(runner.build(runner.compose(overrides)[0]))
+    again = runner.fit(runner.build(runner.compose(overrides)[0]))
+    assert len(exports) == 1
+    assert again.scalars["avg_loglik"] == first.scalars["avg_loglik"]
