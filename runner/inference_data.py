@@ -60,23 +60,31 @@ def kept_draws(chains: int, draws: int, per_draw: int) -> np.ndarray:
     return np.unique(np.linspace(0, draws - 1, keep).round().astype(int))
 
 
-def pointwise_loglik(model, data, samples: dict) -> dict:
+def pointwise_loglik(model, data, samples: dict, kept=None) -> dict:
     """observed site -> (S, *its batch shape): log p(y_i | draw s) of every observation, for S
     flat draws of the latent sites. NumPyro's `log_likelihood`; a model with enumerated discrete
-    sites gets them summed out per observation (log sum_z p(z) p(y_i | z))."""
+    sites gets them summed out per observation (log sum_z p(z) p(y_i | z)). `kept`: the
+    experiment's kept programs (runner.inference.program_cache; a built-in model's
+    log-likelihood is then one program read, not op by op), or None."""
     import jax
     import jax.numpy as jnp
 
     from runner import posterior
+    from runner.inference import program_cache
 
     args = () if data is None else (jax.tree.map(jnp.asarray, data),)
     samples = {k: jnp.asarray(v) for k, v in samples.items()}
     if not posterior.enumerated_sites(model, data):
         from numpyro.infer.util import log_likelihood
 
-        out = log_likelihood(model, samples, *args, batch_ndims=1)
+        if kept is None:  # op by op: a user's model may compute with its data's values
+            out = log_likelihood(model, samples, *args, batch_ndims=1)
+        else:
+            program = jax.jit(lambda s, *a: log_likelihood(model, s, *a, batch_ndims=1))
+            out = program_cache.run(kept, "log_likelihood", program, samples, *args)
         return {k: np.asarray(v) for k, v in out.items()}
-    return {k: np.asarray(v) for k, v in enumerated_program(model, data)(samples, *args).items()}
+    out = program_cache.run(kept, "enumerated_log_likelihood", enumerated_program(model, data), samples, *args)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 #: the compiled per-draw log-likelihood of the last few models (a fused sweep's jobs share their
@@ -158,6 +166,7 @@ def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predicti
     if exp.data is None or not samples:
         return []
     from runner import posterior
+    from runner.inference import program_cache
 
     samples = {k: np.asarray(v) for k, v in samples.items()}
     if not chains:  # one chain (draws of different sites may differ in number: keep the common ones)
@@ -184,7 +193,7 @@ def write_file(exp, run_dir: Path, samples: dict, chains: bool = False, predicti
         loglik = {k: np.broadcast_to(np.asarray(v), (C, len(idx), *np.shape(v))) for k, v in point_loglik.items()}
     else:
         loglik = {k: v.reshape(C, len(idx), *v.shape[1:])
-                  for k, v in pointwise_loglik(exp.model, exp.data, flat).items()}
+                  for k, v in pointwise_loglik(exp.model, exp.data, flat, program_cache.for_experiment(exp)).items()}
     groups = {"posterior": samples, "log_likelihood": loglik,
               "observed_data": {k: v for k, v in observed.items() if v is not None and v.size <= MAX_OBSERVED}}
     if predictive is not None:

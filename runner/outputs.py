@@ -154,7 +154,9 @@ def point_files(exp, out, latents: dict | None, run_dir: Path, scalars: dict) ->
         scalars["avg_loglik"] = mixtures.average_loglik(exp.model, latents, exp.data)
     found = out.assignments
     if found is None and latents is not None:
-        found = posterior.assignments(exp.model, latents, exp.data)
+        from runner.inference import program_cache
+
+        found = posterior.assignments(exp.model, latents, exp.data, kept=program_cache.for_experiment(exp))
     if found:
         files.append(write_json(run_dir / "assignments.json", to_lists(found)))
     return files

@@ -111,23 +111,27 @@ def latent_sites(model, data) -> list[str]:
     return roles(model, data).latent
 
 
-def assignments(model, latents: dict, data, key=None) -> dict:
+def assignments(model, latents: dict, data, key=None, kept=None) -> dict:
     """MAP values of the enumerated discrete sites for each data point, given the global latents
-    (infer_discrete at temperature 0 on the model conditioned on them)."""
+    (infer_discrete at temperature 0 on the model conditioned on them). `kept`: the experiment's
+    kept programs (runner.inference.program_cache), or None."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
+
+    from runner.inference import program_cache
 
     traced = model_sites(model, data)
     sites = [n for n, s in traced.items() if s["type"] == "sample" and not s["is_observed"]
              and (s.get("infer") or {}).get("enumerate") == "parallel"]
     if not sites:
         return {}
-    from numpyro.contrib.funsor import infer_discrete  # funsor: ~0.2 s of import, only for enumerated sites
     key = key if key is not None else jax.random.PRNGKey(0)
     first = -plate_depth(traced) - 1
 
     def build():  # one compiled program: op by op, a first call compiled every small op (~4 s)
+        from numpyro.contrib.funsor import infer_discrete  # funsor (~0.2 s of import): for the trace only
+
         def infer(latents, data, key):
             inferred = infer_discrete(handlers.condition(model, data=latents), temperature=0,
                                       first_available_dim=first, rng_key=key)
@@ -137,7 +141,8 @@ def assignments(model, latents: dict, data, key=None) -> dict:
         return jax.jit(infer)
 
     infer = model_program(model, ("assignments", tuple(sites), first), build)
-    found = infer({k: jnp.asarray(v) for k, v in latents.items()}, jax.tree.map(jnp.asarray, data), key)
+    found = program_cache.run(kept, "assignments", infer, {k: jnp.asarray(v) for k, v in latents.items()},
+                              jax.tree.map(jnp.asarray, data), key)
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 

@@ -216,6 +216,7 @@ def arviz_file(exp, res: EMResult, run_dir: Path) -> list[str]:
     import jax.numpy as jnp
 
     from runner import inference_data, posterior
+    from runner.inference import program_cache
 
     sites = posterior.observed_sites(exp.model, exp.data)
     if len(sites) != 1:
@@ -223,6 +224,7 @@ def arviz_file(exp, res: EMResult, run_dir: Path) -> list[str]:
     X = jnp.asarray(em_data(exp.model, exp.data))
     # one compiled program (op by op, each small op compiled on its own: ~1 s of every EM run)
     loglik = jax.jit(lambda params, X: jax.nn.logsumexp(exp.model.em_log_joint(params, X), axis=-1))
-    ll = loglik(jax.tree.map(jnp.asarray, res.params), X)
+    ll = program_cache.run(program_cache.for_experiment(exp), "em_log_likelihood", loglik,
+                           jax.tree.map(jnp.asarray, res.params), X)
     return inference_data.write(exp, run_dir, {k: np.asarray(v)[None] for k, v in res.params.items()},
                                 point_loglik={sites[0]: np.asarray(ll)})

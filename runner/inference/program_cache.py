@@ -10,15 +10,16 @@ input never runs an old program:
   seed, which enters as the programs' PRNG-key arguments, and the run's tracking, progress,
   timing, checkpoint and resume settings), and only where every `_target_` in it resolves to
   runner's, NumPyro's, Optax's or JAX's own code (runner.trust's check of a stored config, with
-  those packages alone trusted) and the model is not a function model: a user's model, guide,
-  optimizer or data loader is their code, not in the key, so their fit is traced every time;
+  those packages alone trusted; a function model's function is held to it too): a user's model,
+  guide, optimizer or data loader is their code, not in the key, so their fit is traced every time;
 - the data's values (sha256: a model that computes with its data makes them constants);
 - the code: every source file of the runner package, the versions of Python, JAX, jaxlib,
   NumPyro, Optax, NumPy, ml_dtypes, funsor and SciPy;
 - JAX's settings (jax.config: x64, the PRNG, debug flags), the JAX_* and XLA_* environment
   variables, and the device;
 - the program's name and its arguments' tree, shapes, dtypes and layouts.
-It is used only while the experiment's model, data and method are the objects `build` made from
+The fit's programs (SVI's prepare, advance and finish, EM's) and those of its files (the
+log-likelihood of inference_data.nc, the assignments) are kept. It is used only while the experiment's model, data and method are the objects `build` made from
 that config, with the plain settings they had then (a notebook that swaps or edits them gets a
 fresh trace); never for a fused sweep's group (its numbers are not in its jobs' configs) nor on
 several devices (the restarts' layout across them is decided in the trace).
@@ -65,16 +66,15 @@ def _sha(*parts) -> str:
 
 
 def config_key(cfg, model) -> str | None:
-    """The config's part of the key (None: the config names code outside TRACED_PACKAGES, or the
-    model is a function model, so its fit is traced every time)."""
+    """The config's part of the key (None: the config names code outside TRACED_PACKAGES, a
+    function model's function included, so its fit is traced every time)."""
     from omegaconf import OmegaConf
 
     from runner.errors import ConfigError
-    from runner.models.function import FunctionModel
     from runner.trust import check_stored_config
 
-    if isinstance(model, FunctionModel) or type(model).__module__.split(".")[0] != "runner":
-        return None
+    if type(model).__module__.split(".")[0] != "runner":
+        return None  # a model that is not runner's (a function model's function: held to the rule below)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:  # the targets as resolved (the config's own interpolations are the user's to use)
         check_stored_config(OmegaConf.create(resolved), frozenset(TRACED_PACKAGES))
@@ -205,7 +205,15 @@ class ProgramCache:
         def call(*tree_args):
             return jax.tree.unflatten(out_tree, exported.call(*jax.tree.leaves(tree_args)))
 
-        return jax.jit(call, donate_argnums=donate_argnums).lower(*args).compile()
+        lowered = jax.jit(call, donate_argnums=donate_argnums).lower(*args)
+        # kept by XLA's persistent cache however fast it compiles (a small fit's program compiles
+        # in less than runner's jax_persistent_cache_min_compile_time_secs, and every run would)
+        floor = jax.config.jax_persistent_cache_min_compile_time_secs
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        try:
+            return lowered.compile()
+        finally:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", floor)
 
     def compiler(self, name: str, donate_argnums=()):
         """(jitted, *args) -> compiled(name, jitted, *args) (runner.inference.budget's `kept`)."""
@@ -223,6 +231,13 @@ def for_experiment(exp) -> ProgramCache | None:
         return None
     key = _sha(built.key, data_digest(exp.data), _code_key(), _environment_key())
     return ProgramCache(Path(exp.cache_dir) / "programs", key)
+
+
+def run(cache: ProgramCache | None, name: str, jitted, *args):
+    """`jitted(*args)`, its program read from `cache` where one is kept (None: jitted as it is)."""
+    if cache is None:
+        return jitted(*args)
+    return cache.compiled(name, jitted, *args)(*args)
 
 
 def _export(jitted, args):

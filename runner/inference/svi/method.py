@@ -215,7 +215,9 @@ def output(exp, results) -> FitOutput:
     latents = posterior.point_estimate(result.samples, latent_names)
     assignments = None
     if "assignment_probs" in result.params:  # the GMM full guide: its learned q(assignment)
-        assignments = {**posterior.assignments(exp.model, latents, exp.data),
+        from runner.inference import program_cache
+
+        assignments = {**posterior.assignments(exp.model, latents, exp.data, kept=program_cache.for_experiment(exp)),
                        "assignment_probs": result.params["assignment_probs"]}
     line = (f"final_loss={scalars['final_loss']:.6g} best_restart={result.best}/{exp.restarts}"
             if len(results) == 1 else
