@@ -14,7 +14,7 @@ input never runs an old program:
   guide, optimizer or data loader is their code, not in the key, so their fit is traced every time;
 - the data's values (sha256: a model that computes with its data makes them constants);
 - the code: every source file of the runner package, the versions of Python, JAX, jaxlib,
-  NumPyro, Optax, NumPy, ml_dtypes, funsor and SciPy;
+  NumPyro, Optax, jaxopt (optim=lbfgs), NumPy, ml_dtypes, funsor and SciPy;
 - JAX's settings (jax.config: x64, the PRNG, debug flags), the JAX_* and XLA_* environment
   variables, and the device;
 - the program's name and its arguments' tree, shapes, dtypes and layouts.
@@ -51,7 +51,7 @@ MAX_FILES = 256
 UNTRACED = ("seed", "tracking", "progress", "timing", "checkpoint", "resume", "rerun")
 #: the packages whose code may be traced into a kept program (their versions are in the key)
 TRACED_PACKAGES = ("runner", "numpyro", "optax", "jax")
-VERSIONED = ("jax", "jaxlib", "numpyro", "optax", "numpy", "ml_dtypes", "funsor", "scipy")
+VERSIONED = ("jax", "jaxlib", "numpyro", "optax", "jaxopt", "numpy", "ml_dtypes", "funsor", "scipy")
 #: jax.config values that do not change a traced program (where JAX keeps its own caches)
 JAX_UNTRACED = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
                 "jax_persistent_cache_min_entry_size_bytes", "jax_compilation_cache_max_size")

@@ -3,6 +3,7 @@ reads its fit's programs instead of tracing them, with the same numbers; anythin
 the trace and changed (data, config, a notebook's edit, a user's code) is traced anew; a torn or
 foreign file is never trusted."""
 import dataclasses
+import json
 import pickle
 
 import numpy as np
@@ -137,3 +138,29 @@ def test_em_keeps_its_program(tmp_path, exports):
     again = runner.fit(runner.build(runner.compose(overrides)[0]))
     assert len(exports) == 1
     assert again.scalars["avg_loglik"] == first.scalars["avg_loglik"]
+
+
+def test_a_runs_file_programs_are_kept_with_the_same_files(tmp_path, exports):
+    """GMM: the assignments (infer_discrete) and inference_data.nc's log-likelihood (enumerated)
+    read on the second run; the files are the same as the first run's and as an uncached run's."""
+    import h5netcdf
+
+    def files(folder, *extra):
+        runner.run(["model=gmm", "guide=autodelta", "tracking=none", "steps=50", "restarts=4", *extra],
+                   run_dir=tmp_path / folder, quiet=True)
+        with h5netcdf.File(tmp_path / folder / "inference_data.nc", "r") as f:
+            loglik = np.asarray(f["log_likelihood"]["obs"][...])
+        return (tmp_path / folder / "assignments.json").read_text(), loglik
+
+    first = files("first", f"jax.cache_dir={tmp_path}/cache")
+    assert len(exports) == 5  # prepare, advance, finish, the assignments, the log-likelihood
+    again = files("again", f"jax.cache_dir={tmp_path}/cache")
+    assert len(exports) == 5
+    direct = files("direct", "jax.cache_dir=null")
+    assert first[0] == again[0] == direct[0]
+    z = json.loads(first[0])["assignment"]  # the tutorial's MAP assignments [0 0 1 1 1], up to the labels
+    assert z[0] == z[1] != z[2] == z[3] == z[4]
+    np.testing.assert_array_equal(again[1], first[1])
+    np.testing.assert_allclose(direct[1], first[1], rtol=1e-6)
+    # the seed's log-likelihood at its MAP (weights .375/.625, locs .5/10.98, scale .65): finite, negative
+    assert np.all(np.isfinite(first[1])) and first[1].shape[-1] == 5
