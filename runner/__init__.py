@@ -1,7 +1,12 @@
 """runner: declarative experiment runner for probabilistic models (Hydra + NumPyro + MLflow).
 
 The Python API (runner/api.py): `runner.compose`, `runner.build`, `runner.fit`, `runner.run`."""
+import time
 from pathlib import Path
+
+#: when this process imported runner: a source file changed since is not the code running
+#: (runner/inference/program_cache.py keeps no program then)
+IMPORTED_AT = time.time()
 
 #: the Hydra config tree; configs mirror the code (model/ -> models/, guide/ -> guides/, ...)
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")

@@ -31,8 +31,9 @@ class Experiment:
     cache_dir: str | None = None  # XLA's persistent compile cache
     checkpoint_every_s: float | None = 60.0  # a method that checkpoints writes its state this often (None: never)
     x64: bool = False  # jax.x64: float64 arrays and data (set_precision)
-    # what build made, for the fit's kept programs (runner.inference.program_cache); None: traced every time
-    built: Any = field(default=None, repr=False, compare=False)
+    # what build made, for the fit's kept programs (runner.inference.program_cache); None: traced every time.
+    # Not an init field: dataclasses.replace(exp, ...) (a restarts, data or method of another's) drops it
+    built: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def method(self) -> str:
@@ -84,13 +85,15 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
         from runner.inference import program_cache
 
         built = program_cache.Built.of(program_cache.config_key(cfg, model), model, data, inference)
-    return Experiment(model=model, data=data, inference=inference, seed=run["seed"], restarts=run["restarts"],
-                      posterior_samples=run["posterior.samples"], progress=run["progress"],
-                      config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
-                      params={k: redact(v) for k, v in flatten(cfg).items()},
-                      config_hash=chash or config_hash(cfg), cache_dir=str(cache) if cache else None,
-                      checkpoint_every_s=None if every is None else float(every), x64=x64, built=built,
-                      data_source=None if data is None else str(node.get("path") or node.get("_target_")))
+    exp = Experiment(model=model, data=data, inference=inference, seed=run["seed"], restarts=run["restarts"],
+                     posterior_samples=run["posterior.samples"], progress=run["progress"],
+                     config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
+                     params={k: redact(v) for k, v in flatten(cfg).items()},
+                     config_hash=chash or config_hash(cfg), cache_dir=str(cache) if cache else None,
+                     checkpoint_every_s=None if every is None else float(every), x64=x64,
+                     data_source=None if data is None else str(node.get("path") or node.get("_target_")))
+    object.__setattr__(exp, "built", built)  # frozen: set once, here
+    return exp
 
 
 def build_like(cfg: DictConfig, chash: str, like: Experiment) -> Experiment:
@@ -114,7 +117,7 @@ def build_like(cfg: DictConfig, chash: str, like: Experiment) -> Experiment:
         like, inference=inference, seed=run["seed"], posterior_samples=run["posterior.samples"],
         progress=run["progress"], config_yaml=redact(OmegaConf.to_yaml(cfg, resolve=True)),
         params={k: redact(v) for k, v in flatten(cfg).items()}, config_hash=chash,
-        checkpoint_every_s=None if every is None else float(every), built=None)
+        checkpoint_every_s=None if every is None else float(every))
 
 
 def configure_jax(cache_dir: str | None, x64: bool | None = None) -> None:

@@ -19,18 +19,22 @@ input never runs an old program:
   variables, and the device;
 - the program's name and its arguments' tree, shapes, dtypes and layouts.
 The fit's programs (SVI's prepare, advance and finish, EM's) and those of its files (the
-log-likelihood of inference_data.nc, the assignments) are kept. It is used only while the experiment's model, data and method are the objects `build` made from
-that config, with the plain settings they had then (a notebook that swaps or edits them gets a
-fresh trace); never for a fused sweep's group (its numbers are not in its jobs' configs) nor on
-several devices (the restarts' layout across them is decided in the trace).
+log-likelihood of inference_data.nc, the assignments) are kept. They are used only while the
+experiment is the one `build` made from that config (dataclasses.replace drops it), its model, data
+and method the objects build made, with the settings they had then (a notebook that swaps their
+parts or edits their numbers gets a fresh trace); never for a fused sweep's group (its
+numbers are not in its jobs' configs) nor on several devices (the restarts' layout across them is
+decided in the trace).
 
 A kept program is run the same way on the run that keeps it and on every later one (the
 exported program inside a jit), so both give the same numbers. The files live in
-<jax.cache_dir>/programs; jax.cache_dir=null keeps none. A file holds the serialized StableHLO
-(data: no code is loaded from it) and the tree of the program's outputs, read by an unpickler
-that builds only JAX's tree definitions and the named tuples of runner, Optax and NumPyro. At most
-MAX_FILES, the least recently used removed first; a file that cannot be read is traced anew and
-replaced.
+<jax.cache_dir>/programs, beside XLA's compiled executables, and are trusted as those are (the
+user's own cache: a kept program is run); jax.cache_dir=null keeps none. A file holds the
+serialized StableHLO and the tree of the program's outputs, read by an unpickler that builds only
+JAX's tree definitions and named tuples (no other object, no function is called). At most
+MAX_FILES, the least recently used removed first; a file that cannot be read or compiled is traced
+anew and replaced; a program jax.export cannot export is compiled as before and not kept. No
+program is kept or read while a runner source file is newer than the process's import of runner.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import hashlib
 import os
 import pickle
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +89,9 @@ def config_key(cfg, model) -> str | None:
     return _sha(FORMAT, repr(sorted(kept.items(), key=lambda kv: str(kv[0]))))
 
 
-def data_digest(data) -> str:
-    """sha256 of the data's values, dtypes, shapes and names (numpy arrays, a dict of them, None)."""
+def data_digest(data) -> str | None:
+    """sha256 of the data's values, dtypes, shapes and names (numpy arrays, a dict of them, None);
+    None for data that are not plain arrays (objects)."""
     import jax
 
     h = hashlib.sha256()
@@ -93,23 +99,48 @@ def data_digest(data) -> str:
     h.update(str(tree).encode())
     for leaf in leaves:
         a = np.ascontiguousarray(np.asarray(leaf))
+        if a.dtype.hasobject:
+            return None
         h.update(f"{a.dtype.str}{a.shape}".encode())
         h.update(memoryview(a).cast("B") if a.size else b"")
     return h.hexdigest()
 
 
-def settings(obj) -> tuple:
-    """The plain settings of a model or method (its own attributes that are numbers, strings,
-    bools, None or tuples of them): what a notebook may have changed since `build`."""
-    plain = (bool, int, float, str, type(None))
-    found = []
-    for name, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
-        flat = isinstance(value, (tuple, frozenset)) and all(isinstance(v, plain) for v in value)
-        if isinstance(value, plain) or flat:
-            found.append((name, repr(sorted(value, key=repr) if isinstance(value, frozenset) else value)))
-        elif hasattr(value, "__dataclass_fields__") and not callable(value):
-            found.append((name, repr(value)))
-    return type(obj).__module__, type(obj).__qualname__, tuple(found)
+PLAIN = (bool, int, float, str, type(None))
+
+
+def settings(obj, depth: int = 1) -> dict:
+    """What a notebook may have changed on a model or method since `build`: its own attributes,
+    plain ones (numbers, strings, bools, None, tuples of them) by value, any other by identity
+    (Built keeps them alive: a swapped loss, guide or optimizer is seen) and, `depth` levels down,
+    by their own attributes (not by default: NumPyro sets a loss's max_plate_nesting on its first
+    use). Attributes added later (a model's caches of its programs) are not its settings."""
+    found = {}
+    for name, value in vars(obj).items() if hasattr(obj, "__dict__") else ():
+        flat = isinstance(value, (tuple, frozenset)) and all(isinstance(v, PLAIN) for v in value)
+        if isinstance(value, PLAIN) or flat:
+            found[name] = repr(sorted(value, key=repr) if isinstance(value, frozenset) else value)
+        else:
+            found[name] = (id(value), settings(value, depth - 1) if depth > 1 else {})
+    return found
+
+
+def unchanged(obj, then: dict) -> bool:
+    """obj's settings that were `then` (settings() at build) are still those."""
+    now = settings(obj)
+    return all(name in now and same(now[name], was) for name, was in then.items())
+
+
+def same(now, was) -> bool:
+    """One setting as it was: equal, or the same object whose own settings (there then) are too."""
+    if isinstance(was, tuple) and isinstance(now, tuple):
+        return now[0] == was[0] and all(k in now[1] and same(now[1][k], v) for k, v in was[1].items())
+    return now == was
+
+
+def parts(obj) -> tuple:
+    """The attributes settings() compares by identity (held so their ids stay theirs)."""
+    return tuple(v for v in vars(obj).values()) if hasattr(obj, "__dict__") else ()
 
 
 @dataclass(frozen=True)
@@ -120,38 +151,48 @@ class Built:
     model: object
     data: object
     inference: object
-    model_settings: tuple
-    inference_settings: tuple
+    model_settings: dict
+    inference_settings: dict
+    held: tuple = ()  # the objects the settings name by identity
 
     @classmethod
     def of(cls, key: str | None, model, data, inference) -> "Built | None":
         if key is None:
             return None
-        return cls(key, model, data, inference, settings(model), settings(inference))
+        return cls(key, model, data, inference, settings(model), settings(inference), parts(model) + parts(inference))
 
     def holds(self, exp) -> bool:
         """exp's model, data and method are still these, unchanged."""
         return (exp.model is self.model and exp.data is self.data and exp.inference is self.inference
-                and settings(exp.model) == self.model_settings and settings(exp.inference) == self.inference_settings)
+                and unchanged(exp.model, self.model_settings) and unchanged(exp.inference, self.inference_settings))
 
 
 @functools.cache
-def _code_key() -> str:
-    """runner's sources and the traced libraries' versions (the same for a whole process)."""
+def _versions() -> tuple:
     from importlib.metadata import PackageNotFoundError, version
 
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(str(path.relative_to(root)).encode())
-        h.update(path.read_bytes())
-    versions = []
+    found = []
     for name in VERSIONED:
         try:
-            versions.append((name, version(name)))
+            found.append((name, version(name)))
         except PackageNotFoundError:
-            versions.append((name, None))
-    return _sha(h.hexdigest(), sys.version, versions)
+            found.append((name, None))
+    return sys.version, tuple(found)
+
+
+def _code_key() -> str | None:
+    """runner's sources and the traced libraries' versions; None where a source changed after
+    this process imported runner (the code running is not the code on disk)."""
+    import runner
+
+    root = Path(runner.__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        if path.stat().st_mtime > runner.IMPORTED_AT:
+            return None
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return _sha(h.hexdigest(), _versions())
 
 
 def _environment_key() -> str:
@@ -192,28 +233,18 @@ class ProgramCache:
 
     def compiled(self, name: str, jitted, *args, donate_argnums=()):
         """`name`'s program: read and lowered where kept, else traced, kept and lowered; compiled
-        (XLA's persistent cache answers a program compiled before)."""
-        import jax
-
+        (XLA's persistent cache answers a program compiled before). A program jax.export cannot
+        export, or a kept one that cannot be compiled, is compiled as it is (and not kept)."""
         path = self.path(name, args)
         found = _load(path)
-        if found is None:
-            found = _export(jitted, args)
-            _save(path, *found)
-        exported, out_tree = found
-
-        def call(*tree_args):
-            return jax.tree.unflatten(out_tree, exported.call(*jax.tree.leaves(tree_args)))
-
-        lowered = jax.jit(call, donate_argnums=donate_argnums).lower(*args)
-        # kept by XLA's persistent cache however fast it compiles (a small fit's program compiles
-        # in less than runner's jax_persistent_cache_min_compile_time_secs, and every run would)
-        floor = jax.config.jax_persistent_cache_min_compile_time_secs
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         try:
-            return lowered.compile()
-        finally:
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", floor)
+            if found is None:
+                found = _export(jitted, args)
+                _save(path, *found)
+            return _compile(*found, args, donate_argnums)
+        except Exception:
+            _forget(path)
+            return jitted.lower(*args).compile()
 
     def compiler(self, name: str, donate_argnums=()):
         """(jitted, *args) -> compiled(name, jitted, *args) (runner.inference.budget's `kept`)."""
@@ -229,8 +260,10 @@ def for_experiment(exp) -> ProgramCache | None:
     if (not exp.cache_dir or built is None or not built.holds(exp) or jax.config.jax_disable_jit
             or jax.device_count() > 1):
         return None
-    key = _sha(built.key, data_digest(exp.data), _code_key(), _environment_key())
-    return ProgramCache(Path(exp.cache_dir) / "programs", key)
+    data, code = data_digest(exp.data), _code_key()
+    if data is None or code is None:
+        return None
+    return ProgramCache(Path(exp.cache_dir) / "programs", _sha(built.key, data, code, _environment_key()))
 
 
 def run(cache: ProgramCache | None, name: str, jitted, *args):
@@ -238,6 +271,36 @@ def run(cache: ProgramCache | None, name: str, jitted, *args):
     if cache is None:
         return jitted(*args)
     return cache.compiled(name, jitted, *args)(*args)
+
+
+#: one compile at a time lowers the persistent cache's floor (a process-wide setting)
+_FLOOR = threading.Lock()
+
+
+def _compile(exported, out_tree, args, donate_argnums):
+    """The kept program, inside a jit that takes and returns `args`' trees, compiled; XLA's
+    persistent cache keeps it however fast it compiles (a small fit's program compiles in less
+    than runner's jax_persistent_cache_min_compile_time_secs, and every run would)."""
+    import jax
+
+    def call(*tree_args):
+        return jax.tree.unflatten(out_tree, exported.call(*jax.tree.leaves(tree_args)))
+
+    lowered = jax.jit(call, donate_argnums=donate_argnums).lower(*args)
+    with _FLOOR:
+        floor = jax.config.jax_persistent_cache_min_compile_time_secs
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        try:
+            return lowered.compile()
+        finally:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", floor)
+
+
+def _forget(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _export(jitted, args):
@@ -258,8 +321,8 @@ def _export(jitted, args):
 
 class _Trees(pickle.Unpickler):
     """Builds a tree definition and nothing else: JAX's PyTreeDef and registry, and the named
-    tuples of runner, Optax and NumPyro (the nodes of a fit's outputs)."""
-    NAMED_TUPLES = ("runner", "optax", "numpyro", "jax")
+    tuples of runner, Optax, NumPyro, JAX and jaxopt (the nodes of a fit's outputs)."""
+    NAMED_TUPLES = ("runner", "optax", "numpyro", "jax", "jaxopt")
 
     def find_class(self, module, name):
         if (module, name) in (("jaxlib._jax.pytree", "PyTreeDef"), ("jax._src.tree_util", "default_registry")):
@@ -283,7 +346,7 @@ def _load(path: Path):
         return None
     try:
         fmt, serialized, out_tree = _Trees(io.BytesIO(blob)).load()
-        if fmt != FORMAT:
+        if fmt != FORMAT or not isinstance(out_tree, jax.tree_util.PyTreeDef):
             return None
         exported = jax.export.deserialize(bytearray(serialized))
     except Exception:  # a torn, foreign or stale file: traced anew and replaced
@@ -302,7 +365,7 @@ def _save(path: Path, exported, out_tree) -> None:
         blob = pickle.dumps((FORMAT, bytes(exported.serialize()), out_tree))
     except Exception:  # a program JAX cannot serialize: traced every time
         return
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(blob)
@@ -317,12 +380,16 @@ def _save(path: Path, exported, out_tree) -> None:
 
 
 def _prune(folder: Path) -> None:
-    """At most MAX_FILES programs: the least recently used go first."""
+    """At most MAX_FILES programs: the least recently used go first; and no temporary file of a
+    process killed while writing one (older than an hour)."""
+    import time
+
     try:
         files = sorted(folder.glob("*.program"), key=lambda p: p.stat().st_mtime)
+        stale = [p for p in folder.glob("*.tmp") if p.stat().st_mtime < time.time() - 3600]
     except OSError:
         return
-    for old in files[:max(0, len(files) - MAX_FILES)]:
+    for old in files[:max(0, len(files) - MAX_FILES)] + stale:
         try:
             old.unlink()
         except OSError:
