@@ -183,12 +183,11 @@ def _versions() -> tuple:
 def _code_key() -> str | None:
     """runner's sources and the traced libraries' versions; None where a source changed after
     this process imported runner (the code running is not the code on disk)."""
-    import runner
-
-    root = Path(runner.__file__).resolve().parent
+    imported_at = sys.modules["runner"].IMPORTED_AT  # the package, imported before any of its modules
+    root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
-        if path.stat().st_mtime > runner.IMPORTED_AT:
+        if path.stat().st_mtime > imported_at:
             return None
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())

@@ -193,3 +193,12 @@ def test_a_program_that_cannot_be_exported_is_compiled_as_before(tmp_path, monke
     monkeypatch.setattr(program_cache, "_export", refuse)
     _, out = fit(tmp_path)
     assert np.isfinite(out.scalars["final_loss"]) and not kept(tmp_path)
+
+
+def test_no_kept_program_while_a_source_is_newer_than_the_code_running(tmp_path, monkeypatch):
+    """A runner source edited after this process imported runner (a long sweep during a checkout):
+    the code running is not the code on disk, whose hash the key would hold."""
+    exp, _ = fit(tmp_path)
+    assert program_cache.for_experiment(exp) is not None
+    monkeypatch.setattr(runner, "IMPORTED_AT", 0.0)  # as if every source changed since
+    assert program_cache.for_experiment(exp) is None
