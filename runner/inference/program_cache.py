@@ -109,57 +109,45 @@ def data_digest(data) -> str | None:
 PLAIN = (bool, int, float, str, type(None))
 
 
-def settings(obj, depth: int = 1) -> dict:
+def settings(obj) -> dict:
     """What a notebook may have changed on a model or method since `build`: its own attributes,
-    plain ones (numbers, strings, bools, None, tuples of them) by value, any other by identity
-    (Built keeps them alive: a swapped loss, guide or optimizer is seen) and, `depth` levels down,
-    by their own attributes (not by default: NumPyro sets a loss's max_plate_nesting on its first
-    use). Attributes added later (a model's caches of its programs) are not its settings."""
+    plain ones (numbers, strings, bools, None, tuples of them) as their repr, any other as the
+    object itself, compared by identity (a swapped loss, guide or optimizer is seen; not an edit
+    inside one: NumPyro sets a loss's max_plate_nesting on its first use). Attributes added later
+    (a model's caches of its programs) are not its settings."""
     found = {}
     for name, value in vars(obj).items() if hasattr(obj, "__dict__") else ():
         flat = isinstance(value, (tuple, frozenset)) and all(isinstance(v, PLAIN) for v in value)
         if isinstance(value, PLAIN) or flat:
             found[name] = repr(sorted(value, key=repr) if isinstance(value, frozenset) else value)
         else:
-            found[name] = (id(value), settings(value, depth - 1) if depth > 1 else {})
+            found[name] = value
     return found
 
 
 def unchanged(obj, then: dict) -> bool:
     """obj's settings that were `then` (settings() at build) are still those."""
     now = settings(obj)
-    return all(name in now and same(now[name], was) for name, was in then.items())
-
-
-def same(now, was) -> bool:
-    """One setting as it was: equal, or the same object whose own settings (there then) are too."""
-    if isinstance(was, tuple) and isinstance(now, tuple):
-        return now[0] == was[0] and all(k in now[1] and same(now[1][k], v) for k, v in was[1].items())
-    return now == was
-
-
-def parts(obj) -> tuple:
-    """The attributes settings() compares by identity (held so their ids stay theirs)."""
-    return tuple(v for v in vars(obj).values()) if hasattr(obj, "__dict__") else ()
+    return all(name in now and (now[name] is was or isinstance(was, str) and isinstance(now[name], str)
+                                and now[name] == was) for name, was in then.items())
 
 
 @dataclass(frozen=True)
 class Built:
     """What `build` made for a config whose programs may be kept: the config's key and the
-    objects (with their settings then) the key describes."""
+    objects (with their settings then, which hold the parts they name) the key describes."""
     key: str
     model: object
     data: object
     inference: object
     model_settings: dict
     inference_settings: dict
-    held: tuple = ()  # the objects the settings name by identity
 
     @classmethod
     def of(cls, key: str | None, model, data, inference) -> "Built | None":
         if key is None:
             return None
-        return cls(key, model, data, inference, settings(model), settings(inference), parts(model) + parts(inference))
+        return cls(key, model, data, inference, settings(model), settings(inference))
 
     def holds(self, exp) -> bool:
         """exp's model, data and method are still these, unchanged."""
