@@ -63,7 +63,7 @@ def compile_within_budget(jitted, *args, what: str = "the fit", hint: str = "", 
     """`jitted` compiled ahead of time for `args` (arrays or jax.ShapeDtypeStruct: nothing is
     allocated) and checked: ConfigError if it plans more than SHARE of the available memory.
     Returns the compiled program (call it with arrays of those shapes). `kept`: (jitted, *args)
-    -> the compiled program, from the experiment's kept programs (ProgramCache.compiler)."""
+    -> the compiled program, from the experiment's kept programs (runner.inference.program_cache.compiled)."""
     compiled = jitted.lower(*args).compile() if kept is None else kept(jitted, *args)
     check_bytes(needed_bytes(compiled), what, hint, available)
     return compiled

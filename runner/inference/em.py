@@ -150,6 +150,8 @@ def make_program(model, restarts: int, iterations: int, reg: float, tol: float, 
 
 
 def fit_em(exp) -> EMResult:
+    import functools
+
     import jax
     import jax.numpy as jnp
 
@@ -160,9 +162,9 @@ def fit_em(exp) -> EMResult:
     program = make_program(exp.model, exp.restarts, em.iterations, em.reg_covar, em.tol, em.init)
     key, data = jax.random.PRNGKey(exp.seed), jax.tree.map(jnp.asarray, exp.data)
     # compiled ahead of time and checked against the memory there is before anything is allocated
-    cache = program_cache.for_experiment(exp)
+    kept = functools.partial(program_cache.compiled, program_cache.for_experiment(exp), "em")
     compiled = compile_within_budget(program, key, data, what="the fit", hint="fewer restarts, or less data (data.n)",
-                                     kept=None if cache is None else cache.compiler("em"))
+                                     kept=kept)
     out = jax.tree.map(np.asarray, compiled(key, data))
     return EMResult(loglik=out["loglik"], final_loglik=out["final_loglik"], best=int(out["best"]),
                     params=out["params"], responsibilities=out["resp"])

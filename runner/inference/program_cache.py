@@ -233,10 +233,6 @@ class ProgramCache:
             _forget(path)
             return jitted.lower(*args).compile()
 
-    def compiler(self, name: str, donate_argnums=()):
-        """(jitted, *args) -> compiled(name, jitted, *args) (runner.inference.budget's `kept`)."""
-        return functools.partial(self.compiled, name, donate_argnums=donate_argnums)
-
 
 def for_experiment(exp) -> ProgramCache | None:
     """The experiment's kept programs, or None (no jax.cache_dir, a user's code in its config, a
@@ -253,8 +249,17 @@ def for_experiment(exp) -> ProgramCache | None:
     return ProgramCache(Path(exp.cache_dir) / "programs", _sha(built.key, data, code, _environment_key()))
 
 
+def compiled(cache: ProgramCache | None, name: str, jitted, *args, donate_argnums=()):
+    """`jitted.lower(*args).compile()`, from `cache`'s kept program where there is one (None:
+    traced as it is)."""
+    if cache is None:
+        return jitted.lower(*args).compile()
+    return cache.compiled(name, jitted, *args, donate_argnums=donate_argnums)
+
+
 def run(cache: ProgramCache | None, name: str, jitted, *args):
-    """`jitted(*args)`, its program read from `cache` where one is kept (None: jitted as it is)."""
+    """`jitted(*args)`, its program read from `cache` where one is kept (None: jitted as it is,
+    with the jit's own in-process cache)."""
     if cache is None:
         return jitted(*args)
     return cache.compiled(name, jitted, *args)(*args)

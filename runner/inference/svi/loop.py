@@ -77,23 +77,22 @@ def compile_fit(programs, roots, data) -> tuple[Callable, Callable]:
     """(prepare, advance) compiled ahead of time; ConfigError if advance needs more memory than
     there is. Nothing is allocated before the check: prepare is compiled, not run, for its output
     shapes and shardings (restarts spread over devices), and advance is compiled for those."""
+    import functools
+
     import jax
 
+    from runner.inference import program_cache
     from runner.inference.budget import compile_within_budget
 
-    cache = programs.cache  # runner.inference.program_cache: kept by an earlier command, or None
-    if cache is None:
-        lowered = programs.prepare.lower(roots, data)  # traced once: its shapes, then its program
-        prepare, out_info = lowered.compile(), lowered.out_info
-    else:
-        prepare = cache.compiled("prepare", programs.prepare, roots, data)
-        out_info = prepare.out_info
+    cache = programs.cache  # the programs an earlier command traced, or None
+    prepare = program_cache.compiled(cache, "prepare", programs.prepare, roots, data)  # its shapes, then its program
     shapes = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                          out_info, prepare.output_shardings)
+                          prepare.out_info, prepare.output_shardings)
     compiled = compile_within_budget(
         programs.advance, *shapes, data, 0, programs.steps, what="the fit",
         hint="fewer restarts, data.batch_size=<rows> (minibatches), or less data (data.n)",
-        available=programs.available, kept=None if cache is None else cache.compiler("advance", donate_argnums=(0,)))
+        available=programs.available,
+        kept=functools.partial(program_cache.compiled, cache, "advance", donate_argnums=(0,)))
     return prepare, on_its_devices(compiled)
 
 
@@ -151,9 +150,9 @@ def run(programs, roots, data, progress=None, checkpoint: Checkpoint | None = No
         chunks = Chunks(advance, fixed, data, programs.steps, 1e9 if seconds is None else seconds,
                         Between(progress, checkpoint, safe_point), pruner)
         state = chunks.run(state, start)
-    finish = programs.finish if programs.cache is None else programs.cache.compiled(
-        "finish", programs.finish, state, fixed, roots, data)
-    return finish(state, fixed, roots, data)
+    from runner.inference import program_cache
+
+    return program_cache.run(programs.cache, "finish", programs.finish, state, fixed, roots, data)
 
 
 def report_every(safe_point, steps: int) -> int | None:
