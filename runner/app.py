@@ -39,6 +39,7 @@ def run(cfg):
     run directory and the sweep goes on. Returns the final loss (for a sweeper): the logged
     `final_loss` (with replicates, their mean); a skipped job's, its finished twin's."""
     from runner import timing
+    from runner.lifecycle import resume_gc
 
     timing.since("compose", "compose")
     timing.ON = timing.ON or cfg.get("timing") is True
@@ -46,6 +47,7 @@ def run(cfg):
     try:
         return _run(cfg)
     finally:
+        resume_gc()  # a job that ended before its build
         timing.mark("exit")
 
 
@@ -74,6 +76,7 @@ def start(cfg, job) -> Outcome | None:
     from runner import fusion, identity, timing, tracking
     from runner.experiment import build
     from runner.job import check_resumable, run_dir_locks
+    from runner.lifecycle import resume_gc
 
     with timing.phase("build"):
         backend = tracking.from_config(cfg.tracking)
@@ -89,6 +92,7 @@ def start(cfg, job) -> Outcome | None:
         prefit = fusion.take(config_hash)  # hydra/launcher=vectorized fitted it with its group
         with timing.phase("build"):
             exp = build(cfg, config_hash) if prefit is None else prefit.experiment  # the last reader of cfg
+        resume_gc()  # the CLI's imports and build done
         if resume is not None:  # before the interrupted run is reopened
             check_resumable(exp, resume)
         return execute(exp, job, backend, resume=resume, fitted=None if prefit is None else prefit.output,

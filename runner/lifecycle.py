@@ -27,6 +27,34 @@ from runner.errors import Pruned, RunFailed, TrackingError, describe, disk_full
 from runner.redact import redact
 
 
+_GC_PAUSED = False
+
+
+def pause_gc() -> None:
+    """The CLI's first step: no garbage collection while the command imports (Hydra, JAX, NumPyro)
+    and builds its experiment. Those objects live as long as the process; collecting while they
+    pile up went through them ~450 times (~0.1 s of a 1.5 s command)."""
+    import gc
+
+    global _GC_PAUSED
+    if gc.isenabled():
+        gc.disable()
+        _GC_PAUSED = True
+
+
+def resume_gc() -> None:
+    """Once the experiment is built (or its job ended): what exists now frozen out of later
+    collections (they would go through it again at every full collection), collection on again.
+    Only undoes pause_gc: a program that turned the collector off itself keeps it off."""
+    import gc
+
+    global _GC_PAUSED
+    if _GC_PAUSED:
+        _GC_PAUSED = False
+        gc.freeze()
+        gc.enable()
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (code 130) or SIGTERM (143), raised at a safe point."""
 

@@ -137,12 +137,12 @@ def batched(fn, seed: int, sims, draws: int, chunk: int | None, context: FitCont
     program; in chunks of `chunk` simulations, or of as many as the memory budget allows (halved
     until the compiled program fits). The last chunk is padded: one compile for all."""
     import jax
-    import jax.numpy as jnp
 
     from runner.inference.budget import OverBudget, compile_within_budget
+    from runner.inference.restarts import root_keys
 
     S = sims.count
-    roots = jnp.stack([jax.random.PRNGKey(seed + i) for i in range(S)])
+    roots = root_keys([seed + i for i in range(S)])
     program = jax.jit(jax.vmap(lambda r, d: thin(fn(r, d), draws), in_axes=(0, sims.axes)))
     size = min(chunk or S, S)
     while True:

@@ -197,8 +197,10 @@ class Tracking:
         return type(self).__name__
 
     @staticmethod
-    def preimport() -> None:
-        """Import what the backend's events need (the worker does it while it waits)."""
+    def preimport(settings: dict) -> None:
+        """Import what the backend's events need (the worker does it while it waits). `settings`:
+        the backend's settings as far as the command line and its YAML say before Hydra composes
+        (strings from the command line; interpolations unresolved)."""
 
     # --- the worker's bookkeeping ----------------------------------------------------------------
     def state(self) -> dict:

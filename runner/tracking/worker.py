@@ -83,13 +83,13 @@ class Client:
     """The command's side of the pipe: requests go through a sender thread and answers come back
     through a receiver thread, so a Ctrl-C while the command waits never cuts a message in half."""
 
-    def __init__(self, warm: str | None = None):
+    def __init__(self, warm: tuple[str, dict] | None = None):
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         from runner.background import child_env
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.tracking.worker", str(req_r), str(rep_w), str(os.getpid()), warm or ""],
+            [sys.executable, "-m", "runner.tracking.worker", str(req_r), str(rep_w), str(os.getpid())],
             pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=child_env())
         os.close(req_r)
         os.close(rep_w)
@@ -104,6 +104,8 @@ class Client:
         self._next = 0
         threading.Thread(target=self._send_loop, name="tracking-send", daemon=True).start()
         threading.Thread(target=self._recv_loop, name="tracking-recv", daemon=True).start()
+        if warm is not None:  # request 0: imports only, never answered (settings go through the pipe, not argv)
+            self._outbox.put(pickle.dumps((0, os.getcwd(), Call(0, warm[0], warm[1], "preimport", (), {}, {}))))
 
     def _send_loop(self) -> None:
         while True:
@@ -175,9 +177,10 @@ _CLIENT: Client | None = None
 _LOCK = threading.Lock()
 
 
-def client(warm: str | None = None) -> Client:
+def client(warm: tuple[str, dict] | None = None) -> Client:
     """This process's worker, started on first use (a forked child gets its own). `warm`: a
-    backend class whose `preimport()` the new worker runs while it waits for its first request."""
+    backend class and the settings known so far, whose `preimport(settings)` the new worker runs
+    while it waits for its first request."""
     global _CLIENT
     with _LOCK:
         if _CLIENT is None or _CLIENT.owner != os.getpid() or _CLIENT._gone:
@@ -407,7 +410,12 @@ def start_early(argv: list[str], conf_dir: str) -> None:
     path = conf / "tracking" / f"{choice}.yaml"
     if choice is None or not path.is_file():
         return
-    target = OmegaConf.load(path).get("_target_")
+    settings = OmegaConf.to_container(OmegaConf.load(path))
+    target = settings.pop("_target_", None)
+    for arg in argv:  # the command line's tracking.<key>=<value> (the URI: which store to import)
+        key, _, value = arg.lstrip("+").partition("=")
+        if key.startswith("tracking.") and "." not in key[len("tracking."):]:
+            settings[key[len("tracking."):]] = value
     try:
         from hydra.utils import get_class
 
@@ -415,16 +423,25 @@ def start_early(argv: list[str], conf_dir: str) -> None:
     except Exception:  # composing will say what is wrong
         return
     if background:
-        client(warm=target)
+        client(warm=(target, settings))
 
 
-def _preimport(target: str) -> None:
+def _preimport(target: str, settings: dict) -> None:
+    """The backend's modules, imported with the garbage collector off (imports make objects that
+    live as long as the process: collecting while they pile up costs ~0.1 s), then frozen out of
+    later collections (each of which would go through them again while runs are logged)."""
+    import gc
+
+    gc.disable()
     try:
         from hydra.utils import get_class
 
-        get_class(target).preimport()
+        get_class(target).preimport(settings)
     except BaseException:
         pass  # the request that needs the module reports the error
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _backend(call: Call, backends: dict) -> Tracking:
@@ -440,8 +457,10 @@ def _backend(call: Call, backends: dict) -> Tracking:
     return backend
 
 
-def serve(req_fd: int, rep_fd: int, owner: int, warm: str) -> None:
-    """The worker's loop: one request at a time, in order, until the command's pipe closes."""
+def serve(req_fd: int, rep_fd: int, owner: int) -> None:
+    """The worker's loop: one request at a time, in order, until the command's pipe closes.
+    Request 0 (the first, if the command knew its backend early) starts the backend's imports in
+    a thread, unanswered."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from runner.redact import RedactingStream, mask_log_records
@@ -451,14 +470,16 @@ def serve(req_fd: int, rep_fd: int, owner: int, warm: str) -> None:
     os.environ[OWNER_ENV] = str(owner)  # runs are tagged with the command's pid (stale-run reaping)
     inbox = Connection(req_fd, writable=False)
     out = Connection(rep_fd, readable=False)
-    if warm:
-        threading.Thread(target=_preimport, args=(warm,), name="tracking-import", daemon=True).start()
     backends: dict = {}
     while True:
         try:
             req, cwd, call = pickle.loads(inbox.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)  # the command is done (or gone); an unfinished import is of no use
+        if req == 0:
+            threading.Thread(target=_preimport, args=(call.target, call.settings), name="tracking-import",
+                             daemon=True).start()
+            continue
         state = call.state
         try:
             if cwd != os.getcwd():
@@ -476,4 +497,4 @@ def serve(req_fd: int, rep_fd: int, owner: int, warm: str) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else "")
+    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

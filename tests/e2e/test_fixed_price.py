@@ -148,3 +148,40 @@ def test_a_sweep_imports_what_its_jobs_fit_with_while_the_worker_opens_the_store
     assert seen("basic", "runner.tracking.none.NoTracking") == "[] []"
     assert seen("basic", "slow_store.Slow", "JAX_DEBUG_NANS=1") == "[] []"  # JAX reads it as the job imports it
     assert seen("basic", "slow_store.Slow", "OTHER=1") == everything
+
+
+def test_hydra_composes_runners_own_configs_once_and_a_users_hydra_mode_still_counts(tmp_path, monkeypatch):
+    """Hydra composes a config once only to read hydra.mode (Hydra.get_mode), then for the run.
+    runner's own configs never set it - with any launcher or sweeper it ships - so for a command
+    line of runner's configs alone the CLI answers that question (unset) without composing; with a
+    config folder of the user's or a hydra.mode on the command line Hydra asks as before."""
+    from hydra._internal.hydra import Hydra
+    from hydra.types import RunMode
+    from hydra._internal.utils import create_config_search_path
+
+    import runner.__main__ as cli
+    from runner import CONF_DIR
+
+    ask = Hydra.get_mode
+    hydra = Hydra.create_main_hydra2(task_name="runner", config_search_path=create_config_search_path(CONF_DIR))
+    options = [f"{group}={name}" for group in ("hydra/launcher", "hydra/sweeper")
+               for name in hydra.config_loader.get_group_options(group)]
+    assert {"hydra/launcher=vectorized", "hydra/launcher=joblib", "hydra/sweeper=optuna"} <= set(options), options
+    for overrides in ([], ["model=gmm", "seed=0,1"], *([o] for o in options)):
+        assert ask(hydra, "config", overrides) is None, overrides  # Hydra's own answer: unset
+    for overrides in ([], ["hydra/launcher=vectorized"], ["hydra/launcher=joblib"], ["hydra/sweeper=optuna"]):
+        cfg = hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False,
+                                   validate_sweep_overrides=False)  # (get_mode's compose, its errors not hidden)
+        assert cfg.hydra.mode is None, overrides
+    monkeypatch.setattr(Hydra, "get_mode", ask)
+    cli._compose_once(["-cd", str(tmp_path), "model=gmm"])
+    assert Hydra.get_mode is ask  # a user's config folder: Hydra's question
+    cli._compose_once(["hydra.mode=MULTIRUN"])
+    assert Hydra.get_mode is ask
+    cli._compose_once(["model=gmm"])
+    assert Hydra.get_mode is not ask and Hydra.get_mode(hydra, "config", ["model=gmm"]) is None
+    # the command line's hydra.mode: a sweep without -m, as Hydra runs it
+    proc = run_cli(["hydra.mode=MULTIRUN", "model=coin", "steps=20", "seed=0,1", "tracking=none",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]

@@ -383,3 +383,28 @@ def test_a_time_out_after_the_runs_last_safe_point_leaves_it_complete(usr2, tmp_
         assert scope.complete(record()) == "r1"
     assert backend.events == [("completed", "FINISHED")]
     assert json.loads((tmp_path / "runner_status.json").read_text())["status"] == "run"
+
+
+def test_the_cli_collects_no_garbage_until_its_experiment_is_built_and_a_users_choice_stays():
+    """pause_gc (the CLI's first step) turns the collector off; resume_gc (after the build, or at a
+    job's end) freezes what exists and turns it on again, once. A program that had turned the
+    collector off itself keeps it off: neither touches it."""
+    import gc
+
+    from runner.lifecycle import pause_gc, resume_gc
+
+    assert gc.isenabled()
+    before = gc.get_freeze_count()
+    try:
+        pause_gc()
+        assert not gc.isenabled()
+        resume_gc()
+        assert gc.isenabled() and gc.get_freeze_count() > before
+        resume_gc()  # once only
+        gc.disable()  # the program's own choice
+        pause_gc()
+        resume_gc()
+        assert not gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()

@@ -41,6 +41,23 @@ class Elsewhere(Tracking):
     def finished_run(self, config_hash):
         return f"{os.getpid()} {config_hash} {sorted(self.settings.items())}"
 
+    @staticmethod
+    def preimport(settings):
+        import gc
+        import json
+        import sys
+        import time
+
+        collecting = gc.isenabled()
+        time.sleep(0.3)  # a slow import
+        with open(settings["log"], "w") as f:
+            json.dump({"settings": settings, "collecting": collecting, "argv": sys.argv}, f)
+
+    def warmed(self):
+        import gc
+
+        return gc.isenabled(), gc.get_freeze_count()
+
     def final_loss_of(self, run_id):
         import time
 
@@ -182,3 +199,64 @@ def test_a_record_logged_later_lets_the_command_go_on_and_its_error_reaches_its_
     finally:
         tracking_worker._DEFERRED.clear()
         worker.close()
+
+
+def test_the_worker_imports_with_the_settings_it_is_sent_and_collects_again_after(tmp_path, monkeypatch):
+    """A worker started early (runner.tracking.worker.start_early) gets the backend's settings known
+    before Hydra composes (its YAML, the command line's tracking.<key>=...) as its first request,
+    through the pipe, never its command line (a URI may hold a password): the backend's
+    preimport(settings) runs with the garbage collector off, then what it imported is frozen out of
+    later collections and collection is on again."""
+    import json
+
+    from runner.tracking.worker import Client
+
+    backend, _ = elsewhere(tmp_path, monkeypatch)
+    log = tmp_path / "warm.json"
+    secret = "http://user:s3cret@example.invalid"
+    worker = Client(warm=("elsewhere_backend.Elsewhere", {"uri": secret, "log": str(log)}))
+    backend._worker = worker
+    try:
+        import time
+
+        deadline = time.time() + 30
+        while not log.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        collecting, frozen = backend.call("warmed")
+    finally:
+        worker.close()
+    said = json.loads(log.read_text())
+    assert said["settings"] == {"uri": secret, "log": str(log)}
+    assert said["collecting"] is False and collecting is True and frozen > 1000
+    assert not any(secret in a for a in said["argv"]) and not any(secret in a for a in worker.proc.args)
+
+
+def test_start_early_reads_the_backends_yaml_and_the_command_lines_settings(tmp_path, monkeypatch):
+    """What start_early sends: the chosen tracking YAML's settings (runner's mlflow.yaml by default),
+    with the command line's tracking.<key>=value over them; no worker for tracking=none."""
+    from runner import CONF_DIR
+    from runner.tracking import worker as tracking_worker
+
+    sent = []
+    monkeypatch.setattr(tracking_worker, "client", lambda warm=None: sent.append(warm))
+    tracking_worker.start_early(["model=coin", "tracking.uri=sqlite:////tmp/x.db", "++tracking.timeout=2"], CONF_DIR)
+    tracking_worker.start_early(["tracking=none"], CONF_DIR)
+    ((target, settings),) = sent
+    assert target == "runner.tracking.mlflow.MlflowTracking"
+    assert settings["uri"] == "sqlite:////tmp/x.db" and settings["timeout"] == "2"
+    assert settings["experiment"] == "runner"
+
+
+def test_the_mlflow_backend_imports_its_database_store_before_it_is_asked(tmp_path):
+    """MlflowTracking.preimport with a database URI imports MLflow's SQLAlchemy store and maps its
+    tables (what opening the store took after the command asked); another URI does not."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from runner.tracking.mlflow.backend import MlflowTracking; "
+            "MlflowTracking.preimport({'uri': sys.argv[1]}); "
+            "print('mlflow.store.tracking.sqlalchemy_store' in sys.modules)")
+    said = [subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True,
+                           timeout=120).stdout.strip() for uri in (f"sqlite:///{tmp_path}/m.db", "http://127.0.0.1:9")]
+    assert said == ["True", "False"]

@@ -517,8 +517,10 @@ def run_rows(exps: list, programs: Programs, progress=None, checkpoint: Checkpoi
     import jax
     import jax.numpy as jnp
 
+    from runner.inference.restarts import root_keys
+
     exp, n = exps[0], exps[0].inference.replicates
-    roots = jnp.stack([jax.random.PRNGKey(e.seed + i) for e in exps for i in range(n)])
+    roots = root_keys([e.seed + i for e in exps for i in range(n)])
     data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
     batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint, safe_point)))
     return [result_of(jax.tree.map(lambda x: x[i], batched), programs.curve_steps, exp.inference.deterministic)

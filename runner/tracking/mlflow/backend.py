@@ -545,10 +545,10 @@ class MlflowTracking(Tracking):
         return fetch_run(self.uri, run_id, Path(dst), tuple(names))
 
     @staticmethod
-    def preimport() -> None:
+    def preimport(settings: dict) -> None:
         from runner.tracking.mlflow.store import preimport
 
-        preimport()
+        preimport(str(settings.get("uri") or ""))
 
 
 def check_parent(client, parent_id: str, uri: str) -> None:

@@ -125,11 +125,20 @@ def process_tags() -> dict:
     return {"runner.pid": str(owner_pid()), "runner.host": host()}
 
 
-def preimport() -> None:
-    """MLflow's modules, imported before the first request needs them (in the worker)."""
+def preimport(uri: str) -> None:
+    """MLflow's modules, imported before the first request needs them (in the worker): for a
+    database URI (sqlite:///mlflow.db) its SQLAlchemy store too, its table classes mapped (~0.6 s
+    that opening the store would take after the command asked for it)."""
     try:
         import mlflow  # noqa: F401
+        from mlflow.store.db.db_types import DATABASE_ENGINES
         from mlflow.tracking import MlflowClient  # noqa: F401
+
+        if uri.partition(":")[0].partition("+")[0] in DATABASE_ENGINES:
+            import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+            import sqlalchemy.orm
+
+            sqlalchemy.orm.configure_mappers()
     except BaseException:
         pass  # the request that needs them reports the error
 
