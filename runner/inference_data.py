@@ -114,15 +114,16 @@ def enumerated_loglik(model, data):
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
-    from numpyro.contrib.funsor import enum
 
     from runner import posterior
 
-    sites = posterior.model_sites(model, data)
-    plates = posterior.plate_depth(sites)
-    shapes = {n: tuple(s["fn"].batch_shape) for n, s in sites.items() if s["type"] == "sample" and s["is_observed"]}
+    def one(latents, *args):  # traced only where no kept program answers: funsor and the model's sites then
+        from numpyro.contrib.funsor import enum
 
-    def one(latents, *args):
+        sites = posterior.model_sites(model, data)
+        plates = posterior.plate_depth(sites)
+        shapes = {n: tuple(s["fn"].batch_shape) for n, s in sites.items()
+                  if s["type"] == "sample" and s["is_observed"]}
         run = enum(handlers.substitute(handlers.seed(model, 0), data=latents), first_available_dim=-plates - 1)
         with handlers.block():
             tr = handlers.trace(run).get_trace(*args)

@@ -145,18 +145,18 @@ def point_files(exp, out, latents: dict | None, run_dir: Path, scalars: dict) ->
     method's own assignments, or MAP values of the enumerated sites from infer_discrete) and,
     for mixture families (EM's protocol), avg_loglik at the point estimate."""
     from runner import posterior
+    from runner.inference import program_cache
     from runner.models import mixtures
 
     files = [] if latents is None else [write_json(run_dir / "latents.json", to_lists(latents))]
     if exp.data is None:
         return files
+    kept = program_cache.for_experiment(exp) if latents is not None else None
     if latents is not None and mixtures.supports(exp.model):
-        scalars["avg_loglik"] = mixtures.average_loglik(exp.model, latents, exp.data)
+        scalars["avg_loglik"] = mixtures.average_loglik(exp.model, latents, exp.data, kept=kept)
     found = out.assignments
     if found is None and latents is not None:
-        from runner.inference import program_cache
-
-        found = posterior.assignments(exp.model, latents, exp.data, kept=program_cache.for_experiment(exp))
+        found = posterior.assignments(exp.model, latents, exp.data, kept=kept)
     if found:
         files.append(write_json(run_dir / "assignments.json", to_lists(found)))
     return files

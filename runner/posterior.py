@@ -111,7 +111,7 @@ def latent_sites(model, data) -> list[str]:
     return roles(model, data).latent
 
 
-def assignments(model, latents: dict, data, key=None, kept=None) -> dict:
+def assignments(model, latents: dict, data, kept=None) -> dict:
     """MAP values of the enumerated discrete sites for each data point, given the global latents
     (infer_discrete at temperature 0 on the model conditioned on them). `kept`: the experiment's
     kept programs (runner.inference.program_cache), or None."""
@@ -126,15 +126,15 @@ def assignments(model, latents: dict, data, key=None, kept=None) -> dict:
              and (s.get("infer") or {}).get("enumerate") == "parallel"]
     if not sites:
         return {}
-    key = key if key is not None else jax.random.PRNGKey(0)
     first = -plate_depth(traced) - 1
 
     def build():  # one compiled program: op by op, a first call compiled every small op (~4 s)
-        from numpyro.contrib.funsor import infer_discrete  # funsor (~0.2 s of import): for the trace only
+        def infer(latents, data):
+            # funsor (~0.2 s of import) for the trace only: a kept program is read without it
+            from numpyro.contrib.funsor import infer_discrete
 
-        def infer(latents, data, key):
             inferred = infer_discrete(handlers.condition(model, data=latents), temperature=0,
-                                      first_available_dim=first, rng_key=key)
+                                      first_available_dim=first, rng_key=jax.random.PRNGKey(0))
             tr = handlers.trace(handlers.seed(inferred, 0)).get_trace(data)
             return {n: tr[n]["value"] for n in sites}
 
@@ -142,7 +142,7 @@ def assignments(model, latents: dict, data, key=None, kept=None) -> dict:
 
     infer = model_program(model, ("assignments", tuple(sites), first), build)
     found = program_cache.run(kept, "assignments", infer, {k: jnp.asarray(v) for k, v in latents.items()},
-                              jax.tree.map(jnp.asarray, data), key)
+                              jax.tree.map(jnp.asarray, data))
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 

@@ -49,14 +49,17 @@ def e_step(model, params, data):
     return ll.mean(), jnp.exp(log_joint - ll[:, None])
 
 
-def average_loglik(model, latents: dict, data) -> float:
+def average_loglik(model, latents: dict, data, kept=None) -> float:
     """The average log-likelihood of the data at a point estimate of the model's latent sites
-    (an SVI or NUTS fit), on the same scale as EM's."""
+    (an SVI or NUTS fit), on the same scale as EM's. `kept`: the experiment's kept programs
+    (runner.inference.program_cache), or None."""
     import jax
     import jax.numpy as jnp
 
-    ll, _ = compiled_e_step(model, from_latents=True)({k: jnp.asarray(v) for k, v in latents.items()},
-                                                     jax.tree.map(jnp.asarray, data))
+    from runner.inference import program_cache
+
+    ll, _ = program_cache.run(kept, "average_loglik", compiled_e_step(model, from_latents=True),
+                              {k: jnp.asarray(v) for k, v in latents.items()}, jax.tree.map(jnp.asarray, data))
     return float(ll)
 
 

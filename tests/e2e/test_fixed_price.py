@@ -185,3 +185,19 @@ def test_hydra_composes_runners_own_configs_once_and_a_users_hydra_mode_still_co
                     f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
+
+
+def test_a_gmm_run_that_reads_its_kept_programs_imports_no_funsor(tmp_path):
+    """The GMM's assignments (infer_discrete) need funsor (~0.2 s of import) to be traced; a second
+    run of the same config reads the traced program (runner/inference/program_cache.py) and never
+    imports it, and writes the same assignments."""
+    def run(name):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "runner", "model=gmm", "steps=30",
+                               "tracking=none", f"jax.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/{name}"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return imported(proc.stderr), (tmp_path / name / "assignments.json").read_text()
+
+    (first, a), (again, b) = run("first"), run("again")
+    assert "funsor" in first and "jax" in again
+    assert "funsor" not in again and a == b

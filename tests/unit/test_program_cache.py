@@ -153,8 +153,9 @@ def test_em_keeps_its_program(tmp_path, exports):
 
 
 def test_a_runs_file_programs_are_kept_with_the_same_files(tmp_path, exports):
-    """GMM: the assignments (infer_discrete) and inference_data.nc's log-likelihood (enumerated)
-    read on the second run; the files are the same as the first run's and as an uncached run's."""
+    """GMM: the assignments (infer_discrete), avg_loglik at the MAP and inference_data.nc's
+    log-likelihood (enumerated) read on the second run; the files are the same as the first run's
+    and as an uncached run's."""
     import h5netcdf
 
     def files(folder, *extra):
@@ -162,14 +163,17 @@ def test_a_runs_file_programs_are_kept_with_the_same_files(tmp_path, exports):
                    run_dir=tmp_path / folder, quiet=True)
         with h5netcdf.File(tmp_path / folder / "inference_data.nc", "r") as f:
             loglik = np.asarray(f["log_likelihood"]["obs"][...])
-        return (tmp_path / folder / "assignments.json").read_text(), loglik
+        avg = json.loads((tmp_path / folder / "metrics.json").read_text())["scalars"]["avg_loglik"]
+        return (tmp_path / folder / "assignments.json").read_text(), loglik, avg
 
     first = files("first", f"jax.cache_dir={tmp_path}/cache")
-    assert len(exports) == 5  # prepare, advance, finish, the assignments, the log-likelihood
+    # prepare, advance, finish, avg_loglik's, the assignments, the log-likelihood
+    assert len(exports) == 6
     again = files("again", f"jax.cache_dir={tmp_path}/cache")
-    assert len(exports) == 5
+    assert len(exports) == 6
     direct = files("direct", "jax.cache_dir=null")
-    assert first[0] == again[0] == direct[0]
+    assert first[0] == again[0] == direct[0] and first[2] == again[2]
+    assert abs(direct[2] - first[2]) < 1e-6 * abs(first[2]) and np.isfinite(first[2])
     z = json.loads(first[0])["assignment"]  # the tutorial's MAP assignments [0 0 1 1 1], up to the labels
     assert z[0] == z[1] != z[2] == z[3] == z[4]
     np.testing.assert_array_equal(again[1], first[1])

@@ -548,7 +548,7 @@ class MlflowTracking(Tracking):
     def preimport(settings: dict) -> None:
         from runner.tracking.mlflow.store import preimport
 
-        preimport(str(settings.get("uri") or ""))
+        preimport(str(settings.get("uri") or ""), str(settings.get("log_model", True)).lower() not in ("false", "0"))
 
 
 def check_parent(client, parent_id: str, uri: str) -> None:
