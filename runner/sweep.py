@@ -326,7 +326,7 @@ class SweepCallback(Callback):
         import shutil
 
         from runner.job import SWEEP_FILE, TRIALS
-        from runner.lifecycle import SIGNALS
+        from runner.lifecycle import SIGNALS, resume_gc
         from runner.redact import redact_folder
         from runner.tracking import from_config
 
@@ -351,6 +351,7 @@ class SweepCallback(Callback):
             redact_folder(sweep_dir)  # Hydra's multirun.yaml
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
+        resume_gc()  # the CLI's imports done: a sweep's parent may wait for hours (its jobs elsewhere)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from runner.job import STATUS_FILE, read_sweep

@@ -201,3 +201,47 @@ def test_a_gmm_run_that_reads_its_kept_programs_imports_no_funsor(tmp_path):
     (first, a), (again, b) = run("first"), run("again")
     assert "funsor" in first and "jax" in again
     assert "funsor" not in again and a == b
+
+
+GC_PROBE = """
+import gc
+import json
+import os
+
+from runner.tracking.none import NoTracking
+
+
+class Probe(NoTracking):
+    def run_completed(self, record):
+        self._say("job")
+        return super().run_completed(record)
+
+    def sweep_completed(self, parent_id, result):
+        self._say("sweep")
+        return super().sweep_completed(parent_id, result)
+
+    def _say(self, where):
+        with open("gc.jsonl", "a") as f:
+            f.write(json.dumps({"where": where, "pid": os.getpid(), "collecting": gc.isenabled(),
+                                "frozen": gc.get_freeze_count()}) + "\\n")
+"""
+
+
+def test_the_cli_collects_garbage_again_once_built_and_in_a_sweeps_parent(tmp_path):
+    """The CLI turns the garbage collector off while it imports and builds (runner.lifecycle.pause_gc),
+    then on again with what exists frozen: by a run's end, and in a sweep's parent whose jobs run
+    in other processes (joblib: it builds nothing itself, and may wait for hours)."""
+    import json
+
+    (tmp_path / "gcprobe.py").write_text(GC_PROBE)
+    one = run_cli(["model=coin", "steps=20", "tracking=none", "tracking._target_=gcprobe.Probe",
+                   f"hydra.run.dir={tmp_path}/one"], cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    sweep = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=coin", "steps=20", "seed=0,1",
+                     "tracking=none", "tracking._target_=gcprobe.Probe", f"hydra.sweep.dir={tmp_path}/sweep"],
+                    cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    said = [json.loads(line) for line in (tmp_path / "gc.jsonl").read_text().splitlines()]
+    assert [s["where"] for s in said] == ["job", "job", "job", "sweep"]
+    assert all(s["collecting"] and s["frozen"] > 10000 for s in (said[0], said[-1])), said
+    assert said[-1]["pid"] not in {s["pid"] for s in said[1:3]}  # the parent, not a job's process
