@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from runner.errors import Pruned, RunFailed, TrackingError, describe, disk_full
 from runner.redact import redact
 
-
 _GC_PAUSED = False
 
 

@@ -156,14 +156,30 @@ def test_hydra_composes_runners_own_configs_once_and_a_users_hydra_mode_still_co
     line of runner's configs alone the CLI answers that question (unset) without composing; with a
     config folder of the user's or a hydra.mode on the command line Hydra asks as before."""
     from hydra._internal.hydra import Hydra
-    from hydra.types import RunMode
     from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
 
     import runner.__main__ as cli
     from runner import CONF_DIR
 
     ask = Hydra.get_mode
     hydra = Hydra.create_main_hydra2(task_name="runner", config_search_path=create_config_search_path(CONF_DIR))
+    try:
+        asked_in_process(hydra, ask, monkeypatch, cli, tmp_path)
+    finally:
+        GlobalHydra.instance().clear()  # (the other tests in this process compose with their own)
+    # the command line's hydra.mode: a sweep without -m, as Hydra runs it
+    proc = run_cli(["hydra.mode=MULTIRUN", "model=coin", "steps=20", "seed=0,1", "tracking=none",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
+
+
+def asked_in_process(hydra, ask, monkeypatch, cli, tmp_path):
+    """Hydra's own answer for runner's configs, and where the CLI answers it instead."""
+    from hydra._internal.hydra import Hydra
+    from hydra.types import RunMode
+
     options = [f"{group}={name}" for group in ("hydra/launcher", "hydra/sweeper")
                for name in hydra.config_loader.get_group_options(group)]
     assert {"hydra/launcher=vectorized", "hydra/launcher=joblib", "hydra/sweeper=optuna"} <= set(options), options
@@ -180,11 +196,6 @@ def test_hydra_composes_runners_own_configs_once_and_a_users_hydra_mode_still_co
     assert Hydra.get_mode is ask
     cli._compose_once(["model=gmm"])
     assert Hydra.get_mode is not ask and Hydra.get_mode(hydra, "config", ["model=gmm"]) is None
-    # the command line's hydra.mode: a sweep without -m, as Hydra runs it
-    proc = run_cli(["hydra.mode=MULTIRUN", "model=coin", "steps=20", "seed=0,1", "tracking=none",
-                    f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1"]
 
 
 def test_a_gmm_run_that_reads_its_kept_programs_imports_no_funsor(tmp_path):
