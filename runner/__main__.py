@@ -10,14 +10,13 @@ Shell completion (bash): eval "$(runner -sc install=bash)"
 import os
 import sys
 
-import hydra
-
 from runner import CONF_DIR
 from runner.console import current_folder_importable, one_line  # noqa: F401 (one_line: the CLI's)
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg):
+    """The Hydra task: `main` wraps it in hydra.main once the tracking worker is started (Hydra's
+    and OmegaConf's imports, ~0.1 s, would delay the worker's own imports of MLflow)."""
     from runner.app import run
 
     return run(cfg)
@@ -83,9 +82,6 @@ def main() -> None:
 
     pause_gc()  # until the experiment is built (runner.app.start)
     current_folder_importable()
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from runner.lifecycle import SIGNALS
     from runner.redact import mask_log_records, redact
 
@@ -101,14 +97,18 @@ def main() -> None:
         raise SystemExit(2)
     from runner.tracking.worker import start_early
 
-    start_early(sys.argv[1:], CONF_DIR)  # a background backend imports while this process imports JAX
+    start_early(sys.argv[1:], CONF_DIR)  # a background backend imports while this process imports Hydra and JAX
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     _compose_once(sys.argv[1:])
     from runner import timing
 
     timing.since("start", "startup")
     timing.mark("compose")
     try:
-        _hydra_main()
+        hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")(_hydra_main)()
     except (HydraException, OmegaConfBaseException) as e:
         if full:
             raise

@@ -1,5 +1,6 @@
 """runner/tracking/worker.py, in-process: what the tracking worker sends back to the command always
 loads there. (The worker as a process: tests/e2e/test_store.py.)"""
+import pytest
 
 
 class TwoArgError(Exception):
@@ -260,3 +261,30 @@ def test_the_mlflow_backend_imports_its_database_store_before_it_is_asked(tmp_pa
     said = [subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True,
                            timeout=120).stdout.strip() for uri in (f"sqlite:///{tmp_path}/m.db", "http://127.0.0.1:9")]
     assert said == ["True", "False"]
+
+
+def test_the_worker_finds_a_backends_class_as_hydra_does_without_importing_hydra(tmp_path, monkeypatch):
+    """runner.tracking.worker.locate: the class a `_target_` names, the same object hydra.utils.get_class
+    finds (a module's class, a class inside a class); a module that exists but fails on one of its own
+    imports says which, and a name that is nowhere is an ImportError. The CLI's module imports no Hydra
+    before it starts the worker (its import, ~0.1 s, would delay MLflow's in the worker)."""
+    import subprocess
+    import sys
+
+    from hydra.utils import get_class
+
+    from runner.tracking.worker import locate
+
+    (tmp_path / "nested_backend.py").write_text("class Outer:\n    class Inner:\n        background = True\n")
+    (tmp_path / "broken_backend.py").write_text("import no_such_module_here\n\nclass B:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for target in ("runner.tracking.mlflow.MlflowTracking", "runner.tracking.none.NoTracking",
+                   "nested_backend.Outer.Inner"):
+        assert locate(target) is get_class(target), target
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+        locate("broken_backend.B")
+    with pytest.raises(ImportError):
+        locate("no_such_package.Backend")
+    code = "import sys, runner.__main__; print(sorted(m for m in ('hydra', 'omegaconf') if m in sys.modules))"
+    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert said.stdout.strip() == "[]", said.stderr
