@@ -35,6 +35,8 @@ JAX's tree definitions and named tuples (no other object, no function is called)
 MAX_FILES, the least recently used removed first; a file that cannot be read or compiled is traced
 anew and replaced; a program jax.export cannot export is compiled as before and not kept. No
 program is kept or read while a runner source file is newer than the process's import of runner.
+What building an experiment learns by tracing (SVI's check of the guide) is kept the same way, under
+the same key, as a small JSON file (`kept_fact`).
 """
 from __future__ import annotations
 
@@ -249,6 +251,45 @@ def for_experiment(exp) -> ProgramCache | None:
     return ProgramCache(Path(exp.cache_dir) / "programs", _sha(built.key, data, code, _environment_key()))
 
 
+def kept_fact(cache_dir: str | None, cfg, model, data, name: str, compute):
+    """`compute()` (a JSON value: what building an experiment learns by tracing, e.g. SVI's check of
+    the guide against the model, one abstract trace of both, 0.05-0.15 s), kept beside the programs
+    under the same key as they are (config, data, code, versions, JAX's settings and device) plus
+    `name`: a config built before reads it instead of tracing. Only where its programs would be
+    kept: never for a user's code. An error from compute() is raised and nothing is kept."""
+    import json
+
+    import jax
+
+    key = None
+    if cache_dir and not jax.config.jax_disable_jit and jax.device_count() == 1:
+        parts = (config_key(cfg, model), data_digest(data), _code_key())
+        if None not in parts:
+            key = _sha(*parts, _environment_key(), FORMAT, "fact", name)
+    if key is None:
+        return compute()
+    path = Path(cache_dir) / "programs" / f"{key}.fact"
+    try:
+        found = json.loads(path.read_text())
+        if isinstance(found, dict) and found.get("name") == name and "value" in found:
+            return found["value"]
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"name": name, "value": value}))
+        os.replace(tmp, path)
+        _prune(path.parent)
+    except (OSError, TypeError, ValueError):  # not JSON, a full disk, a folder not ours: the run goes on
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    return value
+
+
 def compiled(cache: ProgramCache | None, name: str, jitted, *args, donate_argnums=()):
     """`jitted.lower(*args).compile()`, from `cache`'s kept program where there is one (None:
     traced as it is)."""
@@ -377,7 +418,7 @@ def _prune(folder: Path) -> None:
     import time
 
     try:
-        files = sorted(folder.glob("*.program"), key=lambda p: p.stat().st_mtime)
+        files = sorted([*folder.glob("*.program"), *folder.glob("*.fact")], key=lambda p: p.stat().st_mtime)
         stale = [p for p in folder.glob("*.tmp") if p.stat().st_mtime < time.time() - 3600]
     except OSError:
         return

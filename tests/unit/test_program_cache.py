@@ -206,3 +206,61 @@ def test_no_kept_program_while_a_source_is_newer_than_the_code_running(tmp_path,
     assert program_cache.for_experiment(exp) is not None
     monkeypatch.setattr(runner, "IMPORTED_AT", 0.0)  # as if every source changed since
     assert program_cache.for_experiment(exp) is None
+
+
+def test_the_guides_check_is_kept_like_the_programs(tmp_path, monkeypatch):
+    """SVI's check of the guide against the model (an abstract trace of both) is kept under the
+    programs' key: a config built before reads its answer (deterministic, continuous) instead of
+    tracing; another guide, a user's model or jax.cache_dir=null checks again; a guide the check
+    refuses is refused on every build (nothing kept)."""
+    from runner.errors import ConfigError
+    from runner.inference.svi import method
+
+    traced = []
+    real = method.check_guide
+
+    def counted(svi, model, data):
+        traced.append(type(svi.guide_builder).__name__)
+        return real(svi, model, data)
+
+    monkeypatch.setattr(method, "check_guide", counted)
+
+    def flags(*overrides):
+        cfg, _ = runner.compose(["model=coin", "tracking=none", *overrides])
+        svi = runner.build(cfg).inference
+        return svi.deterministic, svi.continuous
+
+    cache = f"jax.cache_dir={tmp_path}"
+    assert flags(cache) == (True, False) and len(traced) == 1  # autodelta: a point mass, deterministic
+    assert flags(cache) == (True, False) and len(traced) == 1  # read, not traced
+    assert flags(cache, "seed=3") == (True, False) and len(traced) == 1  # the seed is not in the key
+    assert flags(cache, "guide=autonormal") == (False, True) and len(traced) == 2
+    assert flags(cache, "guide=autonormal") == (False, True) and len(traced) == 2
+    assert flags("jax.cache_dir=null") == (True, False) and len(traced) == 3
+    assert len(list((tmp_path / "programs").glob("*.fact"))) == 2
+    # a user's model (its own code): checked on every build
+    (tmp_path / "users_coin.py").write_text(USERS_COIN)
+    (tmp_path / "flips.json").write_text(json.dumps({"flips": [1, 0, 1, 1]}))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for n in (4, 5):
+        cfg, _ = runner.compose(["model=fn", "model.fn=users_coin.coin", "tracking=none", cache, "data=json",
+                                 f"data.path={tmp_path}/flips.json"])
+        assert runner.build(cfg).inference.deterministic and len(traced) == n
+    # a guide the check refuses (a joint AutoContinuous guide on an enumerated model): on every build
+    for n in (6, 7):
+        with pytest.raises(ConfigError, match="AutoContinuous"):
+            runner.build(runner.compose(["model=gmm", "guide=automvn", "tracking=none", cache])[0])
+        assert len(traced) == n
+    assert len(list((tmp_path / "programs").glob("*.fact"))) == 2
+
+
+USERS_COIN = """
+import numpyro
+import numpyro.distributions as dist
+
+
+def coin(flips):
+    f = numpyro.sample("f", dist.Beta(1.0, 1.0))
+    with numpyro.plate("N", flips.shape[0]):
+        numpyro.sample("obs", dist.Bernoulli(f), obs=flips)
+"""

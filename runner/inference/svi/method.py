@@ -74,7 +74,13 @@ class SVI(Method):
         self.lr = cfg.optim.get("lr")
         if model.enumerated and not isinstance(self.loss, TraceEnum_ELBO):
             raise ConfigError(f"model '{model.name}' has enumerated discrete sites: use loss=traceenum")
-        self.deterministic, self.continuous = check_guide(self, model, data)
+        from runner import schema
+        from runner.inference import program_cache
+
+        # a config checked before (its programs kept: runner/inference/program_cache.py) is not traced again
+        self.deterministic, self.continuous = program_cache.kept_fact(
+            schema.run_settings(cfg)["jax.cache_dir"], cfg, model, data, "check_guide",
+            lambda: list(check_guide(self, model, data)))
         if self.stop is not None and self.optimizer.needs_deterministic:
             raise ConfigError("stop.rtol applies to the step optimizers (adam, sgd, ...); optim=lbfgs stops by its own tolerance")
         if self.optimizer.needs_deterministic and not self.deterministic:
