@@ -250,6 +250,8 @@ class Search(Sweeper):
     def run_trials(self, study, info: dict) -> None:
         import optuna
 
+        from runner.lifecycle import SIGNALS
+
         s = self.settings
         to_go, failures, told = s.n_trials, 0, 0
         while to_go > 0 and not (told and failures / told > s.max_failure_rate):
@@ -258,8 +260,12 @@ class Search(Sweeper):
                 trials.extend(study.ask() for _ in range(min(to_go, max(1, s.n_jobs))))
                 overrides = [self.configure(t, info, self.job_idx + i) for i, t in enumerate(trials)]
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-                for trial, ret in zip(trials, returns):
-                    failures += self.told(study, trial, ret) == optuna.trial.TrialState.FAIL
+                # a signal while the study is told waits, then stops the search: raised inside Optuna's
+                # tell it can leave the trial RUNNING (seen once: Ctrl-C just after a trial's line)
+                with SIGNALS.logging():
+                    for trial, ret in zip(trials, returns):
+                        failures += self.told(study, trial, ret) == optuna.trial.TrialState.FAIL
+                SIGNALS.safe_point()
             except BaseException as e:
                 self.stopped(study, trials, returns, e)
                 raise
