@@ -40,27 +40,33 @@ def _completion_config_dir() -> None:
             return
 
 
-CONFIG_FLAGS = ("-cd", "--config-dir", "-cp", "--config-path", "-cn", "--config-name")
+#: flags that name a config folder, path or name of the user's (argparse also takes them shortened)
+CONFIG_FLAGS = ("-cd", "-cp", "-cn", "--config")
+_MODE_KNOWN = False  # this command line composes runner's own configs alone: hydra.mode is unset
 
 
 def _compose_once(argv: list[str]) -> None:
     """Hydra composes the whole config twice per command: once only to read `hydra.mode` (its
     Hydra.get_mode), then for the run (~0.07 s each). runner's own configs never set hydra.mode,
     so for a command line that composes them alone (no config folder, path or name of the user's,
-    no search path, no hydra.mode) the first answer is known: unset, and Hydra goes on exactly as
-    it would with it (RUN, or MULTIRUN with -m). Any other command line: Hydra's own question."""
+    no search path, no hydra.mode, no installed plugin that adds configs) the first answer is
+    known: unset, and Hydra goes on exactly as it would with it (RUN, or MULTIRUN with -m). Any
+    other command line: Hydra's own question."""
     try:
         from hydra._internal.hydra import Hydra
     except ImportError:  # another Hydra: nothing to skip
         return
-    if any(a.split("=", 1)[0] in CONFIG_FLAGS or "hydra.mode" in a or "searchpath" in a for a in argv):
-        return
+    from runner.trust import plugin_roots
+
+    global _MODE_KNOWN
+    _MODE_KNOWN = not any(a.startswith(CONFIG_FLAGS) or "hydra.mode" in a or "searchpath" in a
+                          for a in argv) and not plugin_roots()
     ask = getattr(Hydra, "get_mode", None)
     if ask is None or getattr(ask, "runner_known", False):
         return
 
     def get_mode(self, config_name, overrides):
-        return None if config_name == "config" else ask(self, config_name, overrides)
+        return None if _MODE_KNOWN and config_name == "config" else ask(self, config_name, overrides)
 
     get_mode.runner_known = True
     Hydra.get_mode = get_mode

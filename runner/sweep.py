@@ -323,10 +323,19 @@ class SweepCallback(Callback):
     with exit code 1 (SystemExit: Hydra reports a callback's other exceptions as warnings)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from runner.lifecycle import resume_gc
+
+        try:
+            self.open_parent(config)
+        finally:  # (Hydra turns a callback's error into a warning and the sweep goes on)
+            resume_gc()  # the CLI's imports done: a sweep's parent may wait for hours (its jobs elsewhere)
+
+    def open_parent(self, config: DictConfig) -> None:
+        """The parent run before the jobs (on_multirun_start)."""
         import shutil
 
         from runner.job import SWEEP_FILE, TRIALS
-        from runner.lifecycle import SIGNALS, resume_gc
+        from runner.lifecycle import SIGNALS
         from runner.redact import redact_folder
         from runner.tracking import from_config
 
@@ -351,7 +360,6 @@ class SweepCallback(Callback):
             redact_folder(sweep_dir)  # Hydra's multirun.yaml
         if parent_id:
             print(f"runner: sweep parent run {parent_id}" + (" (resumed)" if reused else ""))
-        resume_gc()  # the CLI's imports done: a sweep's parent may wait for hours (its jobs elsewhere)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from runner.job import STATUS_FILE, read_sweep

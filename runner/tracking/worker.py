@@ -433,10 +433,11 @@ def locate(target: str):
 
     parts = target.split(".")
     for i in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:i])
         try:
-            found = importlib.import_module(".".join(parts[:i]))
+            found = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name is None or not ".".join(parts[:i]).startswith(e.name):
+            if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
                 raise  # a module that exists failed on one of its own imports
             continue
         for name in parts[i:]:

@@ -189,13 +189,29 @@ def asked_in_process(hydra, ask, monkeypatch, cli, tmp_path):
         cfg = hydra.compose_config("config", overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False,
                                    validate_sweep_overrides=False)  # (get_mode's compose, its errors not hidden)
         assert cfg.hydra.mode is None, overrides
-    monkeypatch.setattr(Hydra, "get_mode", ask)
-    cli._compose_once(["-cd", str(tmp_path), "model=gmm"])
-    assert Hydra.get_mode is ask  # a user's config folder: Hydra's question
-    cli._compose_once(["hydra.mode=MULTIRUN"])
-    assert Hydra.get_mode is ask
-    cli._compose_once(["model=gmm"])
-    assert Hydra.get_mode is not ask and Hydra.get_mode(hydra, "config", ["model=gmm"]) is None
+    import runner.trust
+
+    asked = []
+
+    def spy(self, config_name, overrides):
+        asked.append(config_name)
+        return ask(self, config_name, overrides)
+
+    monkeypatch.setattr(Hydra, "get_mode", spy)
+
+    def hydra_asks(argv) -> bool:
+        cli._compose_once(argv)
+        before = len(asked)
+        assert Hydra.get_mode(hydra, "config", ["model=gmm"]) is None
+        return len(asked) > before
+
+    assert not hydra_asks(["model=gmm", "seed=0,1"])  # runner's configs alone: known, not composed
+    assert hydra_asks(["-cd", str(tmp_path), "model=gmm"])  # a user's config folder: Hydra's question
+    assert hydra_asks([f"--config-d={tmp_path}", "model=gmm"])  # (argparse takes a flag shortened)
+    assert hydra_asks(["hydra.mode=MULTIRUN"])
+    assert not hydra_asks(["model=coin"])  # the same process, the next command line
+    monkeypatch.setattr(runner.trust, "plugin_roots", lambda: {"users_plugin"})
+    assert hydra_asks(["model=coin"])  # an installed plugin's configs may set hydra.mode
 
 
 def test_a_gmm_run_that_reads_its_kept_programs_imports_no_funsor(tmp_path):

@@ -288,3 +288,14 @@ def test_the_worker_finds_a_backends_class_as_hydra_does_without_importing_hydra
     code = "import sys, runner.__main__; print(sorted(m for m in ('hydra', 'omegaconf') if m in sys.modules))"
     said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert said.stdout.strip() == "[]", said.stderr
+
+
+def test_locate_says_which_module_is_missing_when_a_backends_own_import_fails(tmp_path, monkeypatch):
+    """A backend module named like the module it fails to import (mlflow_like_backend imports
+    mlflow_like, which is missing): the error names the missing module, not the target."""
+    from runner.tracking.worker import locate
+
+    (tmp_path / "mlflow_like_backend.py").write_text("import mlflow_like\n\nclass Tracking:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="'mlflow_like'"):
+        locate("mlflow_like_backend.Tracking")
