@@ -239,16 +239,26 @@ class ProgramCache:
 def for_experiment(exp) -> ProgramCache | None:
     """The experiment's kept programs, or None (no jax.cache_dir, a user's code in its config, a
     model, data or method changed since build, several devices)."""
+    built = exp.built
+    if not exp.cache_dir or built is None or not built.holds(exp):
+        return None
+    key = full_key(built.key, exp.data)
+    return None if key is None else ProgramCache(Path(exp.cache_dir) / "programs", key)
+
+
+def full_key(config: str | None, data) -> str | None:
+    """The key of what a config's trace gives (its programs, its facts): the config's part
+    (config_key), the data's values, runner's code and the versions, JAX's settings and device;
+    None where nothing is kept (a user's code, object data, a source newer than the running code,
+    jax_disable_jit, several devices)."""
     import jax
 
-    built = exp.built
-    if (not exp.cache_dir or built is None or not built.holds(exp) or jax.config.jax_disable_jit
-            or jax.device_count() > 1):
+    if config is None or jax.config.jax_disable_jit or jax.device_count() > 1:
         return None
-    data, code = data_digest(exp.data), _code_key()
+    data, code = data_digest(data), _code_key()
     if data is None or code is None:
         return None
-    return ProgramCache(Path(exp.cache_dir) / "programs", _sha(built.key, data, code, _environment_key()))
+    return _sha(config, data, code, _environment_key())
 
 
 def kept_fact(cache_dir: str | None, cfg, model, data, name: str, compute):
@@ -259,16 +269,10 @@ def kept_fact(cache_dir: str | None, cfg, model, data, name: str, compute):
     kept: never for a user's code. An error from compute() is raised and nothing is kept."""
     import json
 
-    import jax
-
-    key = None
-    if cache_dir and not jax.config.jax_disable_jit and jax.device_count() == 1:
-        parts = (config_key(cfg, model), data_digest(data), _code_key())
-        if None not in parts:
-            key = _sha(*parts, _environment_key(), FORMAT, "fact", name)
+    key = full_key(config_key(cfg, model), data) if cache_dir else None
     if key is None:
         return compute()
-    path = Path(cache_dir) / "programs" / f"{key}.fact"
+    path = Path(cache_dir) / "programs" / f"{_sha(key, FORMAT, 'fact', name)}.fact"
     try:
         found = json.loads(path.read_text())
         if isinstance(found, dict) and found.get("name") == name and "value" in found:
@@ -276,17 +280,11 @@ def kept_fact(cache_dir: str | None, cfg, model, data, name: str, compute):
     except (OSError, ValueError):
         pass
     value = compute()
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"name": name, "value": value}))
-        os.replace(tmp, path)
-        _prune(path.parent)
-    except (OSError, TypeError, ValueError):  # not JSON, a full disk, a folder not ours: the run goes on
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        blob = json.dumps({"name": name, "value": value}).encode()
+    except (TypeError, ValueError):  # not JSON: computed every time
+        return value
+    _keep(path, blob)
     return value
 
 
@@ -398,12 +396,19 @@ def _save(path: Path, exported, out_tree) -> None:
         blob = pickle.dumps((FORMAT, bytes(exported.serialize()), out_tree))
     except Exception:  # a program JAX cannot serialize: traced every time
         return
+    _keep(path, blob)
+
+
+def _keep(path: Path, blob: bytes) -> None:
+    """`blob` into `path`, written whole then renamed (a reader never sees half a file), and the
+    folder pruned; nothing where the folder cannot be written (a full disk, a folder not ours:
+    the run goes on without it)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_bytes(blob)
         os.replace(tmp, path)
-    except OSError:  # a full disk or a folder not ours to write: the run goes on without it
+    except OSError:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
