@@ -72,24 +72,37 @@ def draw_bytes(model, data, sites=None) -> int:
 
 
 class Roles(NamedTuple):
-    """The model's sites by role, from one trace."""
-    latent: list  # sampled and not observed, not enumerated (what a guide or a sampler draws)
-    deterministic: list
-    observed: list
-    enumerated: list  # discrete sites marked for parallel enumeration (summed out by the fit)
+    """The model's sites by role, from one trace (tuples: one Roles is shared by the runs of a model)."""
+    latent: tuple  # sampled and not observed, not enumerated (what a guide or a sampler draws)
+    deterministic: tuple
+    observed: tuple
+    enumerated: tuple  # discrete sites marked for parallel enumeration (summed out by the fit)
 
 
 def roles(model, data) -> Roles:
+    """The model's sites by role on this data (one abstract trace), made once per model family,
+    settings and the data's tree, shapes and dtypes (a run's files ask several times)."""
+    import jax
+
+    try:
+        leaves, tree = jax.tree.flatten(data)
+        shapes = tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
+    except Exception:  # data jax cannot flatten: traced each time
+        return _roles(model, data)
+    return model_program(model, ("roles", str(tree), shapes), lambda: _roles(model, data))
+
+
+def _roles(model, data) -> Roles:
     sites = model_sites(model, data)
 
     def enumerated(s):
         return (s.get("infer") or {}).get("enumerate") == "parallel"
 
     samples = {n: s for n, s in sites.items() if s["type"] == "sample"}
-    return Roles(latent=[n for n, s in samples.items() if not s["is_observed"] and not enumerated(s)],
-                 deterministic=[n for n, s in sites.items() if s["type"] == "deterministic"],
-                 observed=[n for n, s in samples.items() if s["is_observed"]],
-                 enumerated=[n for n, s in samples.items() if enumerated(s)])
+    return Roles(latent=tuple(n for n, s in samples.items() if not s["is_observed"] and not enumerated(s)),
+                 deterministic=tuple(n for n, s in sites.items() if s["type"] == "deterministic"),
+                 observed=tuple(n for n, s in samples.items() if s["is_observed"]),
+                 enumerated=tuple(n for n, s in samples.items() if enumerated(s)))
 
 
 def enumerated_sites(model, data) -> list[str]:
@@ -182,9 +195,10 @@ def with_deterministic(model, data, draws: dict, key=None, sites: Roles | None =
     sites = sites or roles(model, data)
     names = [n for n in sites.deterministic if n not in draws]
     latent = set(sites.latent)
-    latents = {k: jnp.asarray(v)[:MAX_DETERMINISTIC_DRAWS] for k, v in draws.items() if k in latent}
-    if not names or not latents:
+    if not names or not latent.intersection(draws):
         return dict(draws)
+    # cut on the host: a JAX slice of each site is a small program compiled in a fresh process
+    latents = {k: jnp.asarray(np.asarray(v)[:MAX_DETERMINISTIC_DRAWS]) for k, v in draws.items() if k in latent}
     args = () if data is None else (jax.tree.map(jnp.asarray, data),)
     pred = Predictive(model, posterior_samples=latents, return_sites=names, batch_ndims=1)
     out = pred(key if key is not None else jax.random.PRNGKey(0), *args)

@@ -3,6 +3,11 @@ earlier command traced and lowered (jax.export's serialized StableHLO) instead o
 again, then compiles it, which XLA's persistent cache (jax.cache_dir) answers. The trace and the
 lowering are most of what a small fit costs after JAX's import (~0.5 s of the coin's command, ~1 s
 of the GMM tutorial's; benchmarks/fixed_price.py), and XLA's cache only skips what comes after them.
+Where XLA compiled the program for the run that kept it, the compiled program is kept too
+(jax.experimental.serialize_executable) and a later run loads it as it is: nothing lowered, no
+cache key hashed (~45 ms of the coin's command, ~90 ms of the GMM tutorial's). An executable that
+XLA's own cache loaded is never kept (serialized again it holds no CPU code and fails when run):
+that program is compiled from its StableHLO on every run, as before.
 
 A kept program is used only where everything that went into its trace is in its key, so a changed
 input never runs an old program:
@@ -31,8 +36,10 @@ exported program inside a jit), so both give the same numbers. The files live in
 <jax.cache_dir>/programs, beside XLA's compiled executables, and are trusted as those are (the
 user's own cache: a kept program is run); jax.cache_dir=null keeps none. A file holds the
 serialized StableHLO and the tree of the program's outputs, read by an unpickler that builds only
-JAX's tree definitions and named tuples (no other object, no function is called). At most
-MAX_FILES, the least recently used removed first; a file that cannot be read or compiled is traced
+JAX's tree definitions and named tuples (no other object, no function is called); an executable
+file also the machine's part of its key (the CPU's instruction set: XLA's code is the host's),
+its pickle read by JAX's own unpickler held to JAX's classes. At most MAX_FILES, the least
+recently used removed first; a file that cannot be read or compiled is traced
 anew and replaced; a program jax.export cannot export is compiled as before and not kept. No
 program is kept or read while a runner source file is newer than the process's import of runner.
 What building an experiment learns by tracing (SVI's check of the guide) is kept the same way, under
@@ -53,7 +60,8 @@ import numpy as np
 
 #: bumped when what a file holds changes
 FORMAT = "runner-program/1"  # and jax.export's own version inside
-MAX_FILES = 256
+EXECUTABLE = "runner-executable/1"
+MAX_FILES = 512  # a program's StableHLO and its executable are two
 #: top-level config keys that never reach a fit's program
 UNTRACED = ("seed", "tracking", "progress", "timing", "checkpoint", "resume", "rerun")
 #: the packages whose code may be traced into a kept program (their versions are in the key)
@@ -221,19 +229,28 @@ class ProgramCache:
         return self.folder / f"{_sha(self.key, name, signature(args))}.program"
 
     def compiled(self, name: str, jitted, *args, donate_argnums=()):
-        """`name`'s program: read and lowered where kept, else traced, kept and lowered; compiled
-        (XLA's persistent cache answers a program compiled before). A program jax.export cannot
-        export, or a kept one that cannot be compiled, is compiled as it is (and not kept)."""
+        """`name`'s program: its kept executable where there is one (nothing traced, lowered or
+        compiled); else its kept program read and lowered, or traced, kept and lowered; compiled
+        (XLA's persistent cache answers a program compiled before) and the executable kept. A
+        program jax.export cannot export, or a kept one that cannot be compiled, is compiled as it
+        is (and not kept)."""
         path = self.path(name, args)
+        executable = path.with_name(f"{_sha(path.name, tuple(donate_argnums), _machine())}.executable")
+        loaded = _load_executable(executable)
+        if loaded is not None:
+            return loaded
         found = _load(path)
         try:
             if found is None:
                 found = _export(jitted, args)
                 _save(path, *found)
-            return _compile(*found, args, donate_argnums)
+            result, compiled_here = _compile(*found, args, donate_argnums)
         except Exception:
             _forget(path)
             return jitted.lower(*args).compile()
+        if compiled_here:  # one XLA's persistent cache loaded has no CPU code to serialize: not kept
+            _save_executable(executable, result)
+        return result
 
 
 def for_experiment(exp) -> ProgramCache | None:
@@ -309,9 +326,11 @@ _FLOOR = threading.Lock()
 
 
 def _compile(exported, out_tree, args, donate_argnums):
-    """The kept program, inside a jit that takes and returns `args`' trees, compiled; XLA's
-    persistent cache keeps it however fast it compiles (a small fit's program compiles in less
-    than runner's jax_persistent_cache_min_compile_time_secs, and every run would)."""
+    """(the kept program, inside a jit that takes and returns `args`' trees, compiled; whether XLA
+    compiled it just now). XLA's persistent cache keeps it however fast it compiles (a small fit's
+    program compiles in less than runner's jax_persistent_cache_min_compile_time_secs, and every
+    run would). Compiled just now: JAX asked XLA's persistent cache and did not find it there (an
+    executable that cache loaded, or JAX's in-memory cache gave, may hold no code to serialize)."""
     import jax
 
     def call(*tree_args):
@@ -321,10 +340,35 @@ def _compile(exported, out_tree, args, donate_argnums):
     with _FLOOR:
         floor = jax.config.jax_persistent_cache_min_compile_time_secs
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        before = _cache_events()
         try:
-            return lowered.compile()
+            compiled = lowered.compile()
         finally:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", floor)
+        asked, found = (after - was for after, was in zip(_cache_events(), before))
+        return compiled, asked == 1 and found == 0
+
+
+_EVENTS = threading.local()
+_ASKED, _FOUND = "/jax/compilation_cache/compile_requests_use_cache", "/jax/compilation_cache/cache_hits"
+
+
+def _cache_events() -> tuple[int, int]:
+    """(how many compiles this thread has asked XLA's persistent cache for, how many it found
+    there), from jax.monitoring's events, counted from the first call on."""
+    _listen()
+    return getattr(_EVENTS, _ASKED, 0), getattr(_EVENTS, _FOUND, 0)
+
+
+@functools.cache
+def _listen() -> None:
+    import jax
+
+    def heard(event: str, **kwargs) -> None:
+        if event in (_ASKED, _FOUND):
+            setattr(_EVENTS, event, getattr(_EVENTS, event, 0) + 1)
+
+    jax.monitoring.register_event_listener(heard)
 
 
 def _forget(path: Path) -> None:
@@ -351,12 +395,13 @@ def _export(jitted, args):
 
 
 class _Trees(pickle.Unpickler):
-    """Builds a tree definition and nothing else: JAX's PyTreeDef and registry, and the named
+    """Builds a tree definition and nothing else: JAX's PyTreeDef and registries, and the named
     tuples of runner, Optax, NumPyro, JAX and jaxopt (the nodes of a fit's outputs)."""
     NAMED_TUPLES = ("runner", "optax", "numpyro", "jax", "jaxopt")
 
     def find_class(self, module, name):
-        if (module, name) in (("jaxlib._jax.pytree", "PyTreeDef"), ("jax._src.tree_util", "default_registry")):
+        if (module, name) in (("jaxlib._jax.pytree", "PyTreeDef"), ("jax._src.tree_util", "default_registry"),
+                              ("jax._src.tree_util", "tracing_registry")):  # an executable's arguments' tree
             return super().find_class(module, name)
         if module.split(".")[0] in self.NAMED_TUPLES:
             found = super().find_class(module, name)
@@ -387,6 +432,84 @@ def _load(path: Path):
     except OSError:
         pass
     return exported, out_tree
+
+
+@functools.cache
+def _machine() -> str:
+    """What an executable is native code for beyond the device's name: the backend's version and,
+    on Linux, the CPU's instruction set (XLA's CPU code uses the host's; a cache folder shared
+    across machines must not run one machine's code on another)."""
+    import platform
+
+    import jax
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return _sha(platform.machine(), jax.devices()[0].client.platform_version, flags)
+
+
+@functools.cache
+def _executables():
+    """JAX's unpickler of a serialized executable (jax.experimental.serialize_executable) held to
+    JAX's own classes and NumPy's dtype: a kept executable is native code that the user's own
+    cache runs (as XLA's persistent cache does), but its pickle calls nothing else."""
+    from jax.experimental.serialize_executable import _JaxPjrtUnpickler
+
+    class Executables(_JaxPjrtUnpickler):
+        def find_class(self, module, name):
+            if module.split(".")[0] in ("jax", "jaxlib") or (module, name) == ("numpy", "dtype"):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of an executable")
+
+    return Executables
+
+
+def _load_executable(path: Path):
+    """The compiled program kept in `path` (jax.stages.Compiled), or None (none there, or a file
+    that cannot be read or loaded: compiled anew and replaced)."""
+    import io
+
+    import jax
+
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        fmt, payload, in_tree, out_tree = _Trees(io.BytesIO(blob)).load()
+        if fmt != EXECUTABLE or not all(isinstance(t, jax.tree_util.PyTreeDef) for t in (in_tree, out_tree)):
+            return None
+        backend = jax.devices()[0].client
+        unloaded, args_info_flat, no_kwargs = _executables()(io.BytesIO(payload), backend).load()
+        loaded = jax.stages.Compiled(unloaded.load(), [], in_tree.unflatten(args_info_flat), out_tree,
+                                     no_kwargs=no_kwargs)
+    except Exception:  # a torn, foreign or stale file
+        return None
+    try:
+        os.utime(path)  # recently used
+    except OSError:
+        pass
+    return loaded
+
+
+def _save_executable(path: Path, compiled) -> None:
+    """Keep the compiled program in `path`; nothing where JAX cannot serialize it or it would not
+    load back (a tree node _Trees does not build)."""
+    import io
+
+    try:
+        from jax.experimental.serialize_executable import serialize
+
+        payload, in_tree, out_tree = serialize(compiled)
+        blob = pickle.dumps((EXECUTABLE, payload, in_tree, out_tree))
+        _Trees(io.BytesIO(blob)).load()
+    except Exception:
+        return
+    _keep(path, blob)
 
 
 def _save(path: Path, exported, out_tree) -> None:
@@ -423,7 +546,8 @@ def _prune(folder: Path) -> None:
     import time
 
     try:
-        files = sorted([*folder.glob("*.program"), *folder.glob("*.fact")], key=lambda p: p.stat().st_mtime)
+        files = sorted([*folder.glob("*.program"), *folder.glob("*.executable"), *folder.glob("*.fact")],
+                       key=lambda p: p.stat().st_mtime)
         stale = [p for p in folder.glob("*.tmp") if p.stat().st_mtime < time.time() - 3600]
     except OSError:
         return
