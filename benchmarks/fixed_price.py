@@ -4,7 +4,9 @@
 
 Each row is a pair of fresh processes timed alternately (A B A B ..., the median of each), after one
 untimed run of each to warm XLA's persistent compile cache and the file cache, as a user's second
-command finds them. runner's side runs with `timing=true`; its phase breakdown (the median of each
+command finds them: runner's compile cache (RUNNER_JAX_CACHE) is a new folder of this run's, as on a
+machine where these commands never ran (a cache that XLA filled under an earlier version of runner
+answers the same programs, but runner keeps no compiled copy of those: program_cache). runner's side runs with `timing=true`; its phase breakdown (the median of each
 phase) is printed under the row, so a change to the fixed price shows where it went.
 
 Rows (the issue's table; the BMM minibatch row is benchmarks/mixtures_mnist.py's third part):
@@ -19,6 +21,7 @@ Rows (the issue's table; the BMM minibatch row is benchmarks/mixtures_mnist.py's
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -44,8 +47,9 @@ def runner(*args: str) -> list[str]:
 
 
 def once(cmd: list[str], cwd: Path) -> tuple[float, dict]:
+    env = {**os.environ, "RUNNER_JAX_CACHE": str(cwd / "jax-cache")}
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     took = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

@@ -27,9 +27,13 @@ def shard_restarts(x):
 
 
 def root_keys(seeds: list[int]):
-    """[PRNGKey(s) for s in seeds], stacked, from one compiled program: the same keys (seeds are
-    below 2**32, runner.schema), made in ~8 ms instead of ~18 ms of one small program per
-    operation of PRNGKey (each traced and dispatched on its own, out of a jit)."""
+    """[PRNGKey(s) for s in seeds], stacked: the same keys (seeds are below 2**32, runner.schema).
+    With JAX's default PRNG (threefry2x32, raw uint32 keys) PRNGKey(s) is the pair (s >> 32,
+    s & 0xFFFFFFFF), here (0, s), made on the host; with another, one compiled program (~8 ms
+    in a fresh process, instead of ~18 ms of one small program per operation of PRNGKey)."""
     import jax
 
-    return jax.jit(jax.vmap(jax.random.PRNGKey))(np.asarray(seeds, dtype=np.uint32))
+    seeds = np.asarray(seeds, dtype=np.uint32)
+    if jax.config.jax_default_prng_impl == "threefry2x32" and not jax.config.jax_enable_custom_prng:
+        return jax.device_put(np.stack([np.zeros_like(seeds), seeds], axis=-1))
+    return jax.jit(jax.vmap(jax.random.PRNGKey))(seeds)
