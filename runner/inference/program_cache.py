@@ -455,14 +455,25 @@ def _machine() -> str:
 @functools.cache
 def _executables():
     """JAX's unpickler of a serialized executable (jax.experimental.serialize_executable) held to
-    JAX's own classes and NumPy's dtype: a kept executable is native code that the user's own
-    cache runs (as XLA's persistent cache does), but its pickle calls nothing else."""
+    the classes and functions JAX defines (named directly in a JAX module: not a module, nor what
+    a JAX module imported, such as its `os`) and NumPy's dtype: a kept executable is native code
+    that the user's own cache runs (as XLA's persistent cache does), but its pickle calls nothing
+    else."""
+    import numpy as np
     from jax.experimental.serialize_executable import _JaxPjrtUnpickler
+
+    def jaxs(module: str) -> bool:
+        return module.split(".")[0] in ("jax", "jaxlib")
 
     class Executables(_JaxPjrtUnpickler):
         def find_class(self, module, name):
-            if module.split(".")[0] in ("jax", "jaxlib") or (module, name) == ("numpy", "dtype"):
-                return super().find_class(module, name)
+            if (module, name) == ("numpy", "dtype"):
+                return np.dtype
+            if jaxs(module) and "." not in name:
+                found = super().find_class(module, name)
+                if isinstance(found, type) or callable(found) and not isinstance(found, type(np)):
+                    if jaxs(getattr(found, "__module__", None) or ""):
+                        return found
             raise pickle.UnpicklingError(f"{module}.{name} is not part of an executable")
 
     return Executables

@@ -226,6 +226,28 @@ def test_a_torn_or_foreign_executable_is_compiled_anew(tmp_path, compiles, own_x
     assert again.scalars["final_loss"] == first.scalars["final_loss"]
 
 
+@pytest.mark.parametrize("module, name", [("jax._src.config", "os.system"), ("jax._src.config", "os"),
+                                          ("jax", "_src"), ("jaxlib._jax", "pytree")])
+def test_an_executables_pickle_builds_nothing_but_jaxs_own(tmp_path, module, name):
+    """The unpickler of a kept executable resolves classes and functions JAX itself defines, not a
+    module or what a JAX module imported (os.system through jax._src.config's `os`)."""
+    import importlib
+
+    import jax
+
+    assert hasattr(importlib.import_module("jax._src.config"), "os")  # the path exists to be refused
+
+    def short(text: str) -> bytes:
+        return b"\x8c" + bytes([len(text)]) + text.encode()
+
+    evil = (b"\x80\x04" + short(module) + short(name) + b"\x93" + short(f"touch {tmp_path / 'ran'}")
+            + b"\x85R.")
+    backend = jax.devices()[0].client
+    with pytest.raises(pickle.UnpicklingError, match="not part of an executable"):
+        program_cache._executables()(__import__("io").BytesIO(evil), backend).load()
+    assert not (tmp_path / "ran").exists()
+
+
 def test_em_keeps_its_program(tmp_path, exports):
     overrides = ["model=gmm", "inference=em", "data=gmm1d", "tracking=none", "restarts=5", f"jax.cache_dir={tmp_path}"]
     first = runner.fit(runner.build(runner.compose(overrides)[0]))
