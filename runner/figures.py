@@ -50,6 +50,16 @@ def figure(fn):
     return draw
 
 
+def save(fig, path: Path) -> None:
+    """The figure as a PNG at 90 dpi, zlib level 3 (PIL's default 6 takes ~6 ms more per figure for
+    files ~15% smaller), and closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, pil_kwargs={"compress_level": 3})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def load():
     """matplotlib's pyplot on the Agg backend (files, never a window)."""
     import matplotlib
@@ -335,7 +345,10 @@ MAX_CURVES = 300
 def loss_plot(result, path: Path) -> None:
     """All trained restarts' loss curves, the selected one highlighted; initial losses beside."""
     plt = _plt()
-    fig, (ax, ax0) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    if len(result.initial_losses) > 1:
+        fig, (ax, ax0) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    else:  # one restart: its initial loss is in the title (a panel of one line would cost a third of the figure)
+        (fig, ax), ax0 = plt.subplots(figsize=(8.25, 4)), None
     from matplotlib.collections import LineCollection
 
     steps = result.steps if getattr(result, "steps", None) is not None else np.arange(result.losses.shape[1])
@@ -352,19 +365,21 @@ def loss_plot(result, path: Path) -> None:
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (negative ELBO)")
-    ax.set_title(f"{len(result.trained)} trained restart(s) of {len(result.initial_losses)}")
     ax.legend()
-    inits = result.initial_losses[np.isfinite(result.initial_losses)]
-    if np.unique(inits).size > 1:  # a histogram of one value (one restart) has no width to bin
-        ax0.hist(inits, bins=min(30, np.unique(inits).size), color="0.5", histtype="stepfilled")  # one patch, not 30
-    if np.isfinite(result.initial_loss):
-        ax0.axvline(result.initial_loss, color="C3")
-    ax0.set_title("initial losses")
-    # fixed margins for this fixed layout: tight_layout drew the figure once more (half its cost)
-    fig.subplots_adjust(left=0.075, right=0.985, bottom=0.13, top=0.91, wspace=0.2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    if ax0 is None:
+        ax.set_title(f"1 restart (initial loss {result.initial_loss:.4g})")
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.91)
+    else:
+        ax.set_title(f"{len(result.trained)} trained restart(s) of {len(result.initial_losses)}")
+        inits = result.initial_losses[np.isfinite(result.initial_losses)]
+        if np.unique(inits).size > 1:  # a histogram of one value has no width to bin
+            ax0.hist(inits, bins=min(30, np.unique(inits).size), color="0.5", histtype="stepfilled")  # one patch
+        if np.isfinite(result.initial_loss):
+            ax0.axvline(result.initial_loss, color="C3")
+        ax0.set_title("initial losses")
+        # fixed margins for this fixed layout: tight_layout drew the figure once more (half its cost)
+        fig.subplots_adjust(left=0.075, right=0.985, bottom=0.13, top=0.91, wspace=0.2)
+    save(fig, path)
 
 
 @figure
@@ -384,9 +399,7 @@ def sweep_plot(table: list[dict], curves: dict, path: Path) -> None:
     ax1.set_ylabel("loss")
     ax1.set_title(f"loss curves of {len(curves)} child run(s)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
 
 
 @figure
@@ -403,9 +416,7 @@ def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: s
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
 
 
 @figure
@@ -419,9 +430,7 @@ def components_plot(model, samples: dict, data, path: Path) -> None:
         data = np.asarray(data)
     model.figure(fig, samples, data)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
 
 
 MAX_TRACE_SITES, MAX_TRACE_ELEMENTS = 6, 10
@@ -442,9 +451,7 @@ def trace_plot(samples: dict, path: Path) -> None:
         ax.set_ylabel(name)
     axes[-1, 0].set_xlabel("NUTS sample")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
 
 
 @figure
@@ -475,9 +482,7 @@ def predictive_plot(draws: dict, observed: dict, path: Path) -> None:
             ax.hist(np.asarray(draws[name]).reshape(len(draws[name]), -1)[:, 0], bins=50, density=True)
             ax.set_title(f"posterior draws of {name}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
 
 
 @figure
@@ -507,6 +512,4 @@ def sbc_plot(report, path: Path) -> None:
     axes[0, 0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"SBC: {report.sites[names[0]].u.shape[0]} simulations, {report.draws} draws each", fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)

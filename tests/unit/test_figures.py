@@ -28,6 +28,28 @@ def test_loss_plot_draws_any_scale(tmp_path, initial, losses):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+def test_one_restarts_loss_plot_is_one_panel_with_its_initial_loss_in_the_title(tmp_path, monkeypatch):
+    """Several restarts: the curves and, beside them, the initial losses' histogram; one restart:
+    the curve alone (a panel of one line cost a third of the figure), its initial loss in the title."""
+    import matplotlib.axes
+    from PIL import Image
+
+    titles = []
+
+    real = matplotlib.axes.Axes.set_title
+
+    def set_title(ax, title, *args, **kwargs):
+        titles.append(title)
+        return real(ax, title, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", set_title)
+    assert figures.loss_plot(result([12.5], [[12.5, 11.0, 10.0]]), tmp_path / "one.png")
+    assert titles == ["1 restart (initial loss 12.5)"]
+    assert figures.loss_plot(result([12.5, 14.0], [[12.5, 11.0, 10.0], [14.0, 13.0, 12.0]]), tmp_path / "two.png")
+    assert titles[1:] == ["2 trained restart(s) of 2", "initial losses"]
+    assert Image.open(tmp_path / "one.png").size == (742, 360) and Image.open(tmp_path / "two.png").size == (990, 360)
+
+
 def test_a_figure_that_cannot_be_drawn_is_one_warning(tmp_path, capsys):
     class Broken:
         name = "broken"
