@@ -81,9 +81,14 @@ class Roles(NamedTuple):
 
 def roles(model, data) -> Roles:
     """The model's sites by role on this data (one abstract trace), made once per model family,
-    settings and the data's tree, shapes and dtypes (a run's files ask several times)."""
+    settings and the data's tree, shapes and dtypes for runner's models (a run's files ask several
+    times)."""
     import jax
 
+    from runner.models.base import Model
+
+    if not isinstance(model, Model):  # a plain function has no settings to tell two apart: traced each time
+        return _roles(model, data)
     try:
         leaves, tree = jax.tree.flatten(data)
         shapes = tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
@@ -105,7 +110,7 @@ def _roles(model, data) -> Roles:
                  enumerated=tuple(n for n, s in samples.items() if enumerated(s)))
 
 
-def enumerated_sites(model, data) -> list[str]:
+def enumerated_sites(model, data) -> tuple[str, ...]:
     return roles(model, data).enumerated
 
 
@@ -120,7 +125,7 @@ def point_estimate(samples: dict, sites) -> dict:
     return {n: np.median(np.asarray(samples[n]), axis=0) for n in sites if n in samples}
 
 
-def latent_sites(model, data) -> list[str]:
+def latent_sites(model, data) -> tuple[str, ...]:
     return roles(model, data).latent
 
 
@@ -174,11 +179,11 @@ def predictive_draws(model, data, latents: dict, key) -> dict:
             **{k: np.asarray(v) for k, v in pred(key, *args).items()}}
 
 
-def observed_sites(model, data) -> list[str]:
+def observed_sites(model, data) -> tuple[str, ...]:
     return roles(model, data).observed
 
 
-def deterministic_sites(model, data) -> list[str]:
+def deterministic_sites(model, data) -> tuple[str, ...]:
     return roles(model, data).deterministic
 
 

@@ -230,27 +230,66 @@ class ProgramCache:
 
     def compiled(self, name: str, jitted, *args, donate_argnums=()):
         """`name`'s program: its kept executable where there is one (nothing traced, lowered or
-        compiled); else its kept program read and lowered, or traced, kept and lowered; compiled
-        (XLA's persistent cache answers a program compiled before) and the executable kept. A
-        program jax.export cannot export, or a kept one that cannot be compiled, is compiled as it
-        is (and not kept)."""
+        compiled; checked on its first call); else its kept program read and lowered, or traced,
+        kept and lowered; compiled (XLA's persistent cache answers a program compiled before) and
+        the executable kept. A program jax.export cannot export, or a kept one that cannot be
+        compiled, is compiled as it is (and not kept)."""
         path = self.path(name, args)
-        executable = path.with_name(f"{_sha(path.name, tuple(donate_argnums), _machine())}.executable")
-        loaded = _load_executable(executable)
+        machine = _machine()
+        executable = None if machine is None else path.with_name(
+            f"{_sha(path.name, tuple(donate_argnums), machine)}.executable")
+
+        def from_program(keep: bool):
+            found = _load(path)
+            try:
+                if found is None:
+                    found = _export(jitted, args)
+                    _save(path, *found)
+                result, compiled_here = _compile(*found, args, donate_argnums)
+            except Exception:
+                _forget(path)
+                return jitted.lower(*args).compile()
+            if keep and compiled_here and executable is not None:  # (not one XLA's cache loaded: no CPU code)
+                _save_executable(executable, result)
+            return result
+
+        loaded = None if executable is None else _load_executable(executable)
         if loaded is not None:
-            return loaded
-        found = _load(path)
+            return _Checked(loaded, executable, lambda: from_program(keep=False))
+        return from_program(keep=True)
+
+
+class _Checked:
+    """A kept executable, checked on its first call: one that fails when run (a file XLA could load
+    but not run: "Function ... not found") is forgotten and the program compiled from its StableHLO
+    instead; that call is made again with the same arguments (where the failed call had consumed a
+    donated argument, it raises, saying so: that run fails, the next compiles). Otherwise it is the
+    jax.stages.Compiled it holds."""
+
+    def __init__(self, compiled, path: Path, fallback):
+        self._compiled, self._path, self._fallback, self._checked = compiled, path, fallback, False
+
+    def __getattr__(self, name):
+        return getattr(self._compiled, name)
+
+    def __call__(self, *args):
+        if self._checked:
+            return self._compiled(*args)
+        import jax
+
+        self._checked = True
         try:
-            if found is None:
-                found = _export(jitted, args)
-                _save(path, *found)
-            result, compiled_here = _compile(*found, args, donate_argnums)
-        except Exception:
-            _forget(path)
-            return jitted.lower(*args).compile()
-        if compiled_here:  # one XLA's persistent cache loaded has no CPU code to serialize: not kept
-            _save_executable(executable, result)
-        return result
+            return jax.block_until_ready(self._compiled(*args))
+        except jax.errors.JaxRuntimeError as failed:
+            _forget(self._path)
+            self._compiled = self._fallback()
+            try:
+                return self._compiled(*args)
+            except RuntimeError as e:
+                if "deleted" not in str(e):
+                    raise
+                raise RuntimeError(f"a kept compiled program could not run ({str(failed)[:200]}) and was removed "
+                                   "from the compile cache: the next run compiles it") from failed
 
 
 def for_experiment(exp) -> ProgramCache | None:
@@ -435,46 +474,55 @@ def _load(path: Path):
 
 
 @functools.cache
-def _machine() -> str:
-    """What an executable is native code for beyond the device's name: the backend's version and,
-    on Linux, the CPU's instruction set (XLA's CPU code uses the host's; a cache folder shared
-    across machines must not run one machine's code on another)."""
+def _machine() -> str | None:
+    """What an executable is native code for beyond the device's name: the backend's version and
+    the CPU's instruction set (XLA's CPU code uses the host's: a cache folder shared across
+    machines must not run one machine's code on another), read from Linux's /proc/cpuinfo; None
+    elsewhere (no executable kept: its programs are compiled from their StableHLO)."""
     import platform
 
     import jax
 
-    flags = ""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), None)
     except OSError:
-        pass
+        return None
+    if flags is None:
+        return None
     return _sha(platform.machine(), jax.devices()[0].client.platform_version, flags)
 
 
-@functools.cache
-def _executables():
-    """JAX's unpickler of a serialized executable (jax.experimental.serialize_executable) held to
-    the classes and functions JAX defines (named directly in a JAX module: not a module, nor what
-    a JAX module imported, such as its `os`) and NumPy's dtype: a kept executable is native code
-    that the user's own cache runs (as XLA's persistent cache does), but its pickle calls nothing
-    else."""
-    import numpy as np
-    from jax.experimental.serialize_executable import _JaxPjrtUnpickler
+#: every global a serialized executable's pickle names (jax.experimental.serialize_executable, JAX
+#: 0.10: the 195 executables of `make test` and the benchmarks name these 14); anything else is refused
+EXECUTABLE_GLOBALS = frozenset({
+    ("jax", "P"), ("jax._src.core", "ManualAxisType"), ("jax._src.core", "MemorySpace"),
+    ("jax._src.core", "ShapedArray"), ("jax._src.interpreters.pxla", "AllArgsInfo"),
+    ("jax._src.interpreters.pxla", "UnloadedMeshExecutable"), ("jax._src.layout", "Layout"),
+    ("jax._src.linear_util", "DebugInfo"), ("jax._src.mesh", "AbstractMesh"),
+    ("jax._src.named_sharding", "_unpickle_named_sharding"),
+    ("jax._src.sharding_impls", "_unpickle_single_device_sharding"), ("jax._src.stages", "ArgInfo"),
+    ("jaxlib._jax", "DeviceList"), ("numpy", "dtype"),
+})
 
-    def jaxs(module: str) -> bool:
-        return module.split(".")[0] in ("jax", "jaxlib")
+
+@functools.cache
+def _executables(dry: bool = False):
+    """JAX's unpickler of a serialized executable (jax.experimental.serialize_executable) held to
+    EXECUTABLE_GLOBALS, checked before anything is imported or looked up: a kept executable is
+    native code that the user's own cache runs (as XLA's persistent cache does), but its pickle
+    builds JAX's description of it and calls nothing else (JAX defines functions that load pickles
+    or plugins: none is reachable). `dry`: the executable itself not loaded (the globals checked)."""
+    from jax.experimental.serialize_executable import _JaxPjrtUnpickler
 
     class Executables(_JaxPjrtUnpickler):
         def find_class(self, module, name):
-            if (module, name) == ("numpy", "dtype"):
-                return np.dtype
-            if jaxs(module) and "." not in name:
-                found = super().find_class(module, name)
-                if isinstance(found, type) or callable(found) and not isinstance(found, type(np)):
-                    if jaxs(getattr(found, "__module__", None) or ""):
-                        return found
-            raise pickle.UnpicklingError(f"{module}.{name} is not part of an executable")
+            if (module, name) not in EXECUTABLE_GLOBALS:
+                raise pickle.UnpicklingError(f"{module}.{name} is not part of an executable")
+            return super().find_class(module, name)
+
+        def persistent_load(self, pid):
+            return None if dry and pid[0] == "exec" else super().persistent_load(pid)
 
     return Executables
 
@@ -493,12 +541,13 @@ def _load_executable(path: Path):
     try:
         fmt, payload, in_tree, out_tree = _Trees(io.BytesIO(blob)).load()
         if fmt != EXECUTABLE or not all(isinstance(t, jax.tree_util.PyTreeDef) for t in (in_tree, out_tree)):
-            return None
+            raise ValueError("not a kept executable")
         backend = jax.devices()[0].client
         unloaded, args_info_flat, no_kwargs = _executables()(io.BytesIO(payload), backend).load()
         loaded = jax.stages.Compiled(unloaded.load(), [], in_tree.unflatten(args_info_flat), out_tree,
                                      no_kwargs=no_kwargs)
-    except Exception:  # a torn, foreign or stale file
+    except Exception:  # a torn, foreign or stale file: removed (kept anew where XLA compiles the program)
+        _forget(path)
         return None
     try:
         os.utime(path)  # recently used
@@ -509,8 +558,10 @@ def _load_executable(path: Path):
 
 def _save_executable(path: Path, compiled) -> None:
     """Keep the compiled program in `path`; nothing where JAX cannot serialize it or it would not
-    load back (a tree node _Trees does not build)."""
+    load back (a tree node _Trees does not build, a global outside EXECUTABLE_GLOBALS)."""
     import io
+
+    import jax
 
     try:
         from jax.experimental.serialize_executable import serialize
@@ -518,6 +569,7 @@ def _save_executable(path: Path, compiled) -> None:
         payload, in_tree, out_tree = serialize(compiled)
         blob = pickle.dumps((EXECUTABLE, payload, in_tree, out_tree))
         _Trees(io.BytesIO(blob)).load()
+        _executables(dry=True)(io.BytesIO(payload), jax.devices()[0].client).load()
     except Exception:
         return
     _keep(path, blob)

@@ -224,13 +224,17 @@ def test_a_torn_or_foreign_executable_is_compiled_anew(tmp_path, compiles, own_x
     assert not (tmp_path / "ran").exists(), "a kept executable ran code"
     assert len(compiles) == 6  # compiled from the kept programs (XLA's cache answers: not kept again)
     assert again.scalars["final_loss"] == first.scalars["final_loss"]
+    assert not executables(tmp_path)  # removed, not read again on every run
 
 
 @pytest.mark.parametrize("module, name", [("jax._src.config", "os.system"), ("jax._src.config", "os"),
-                                          ("jax", "_src"), ("jaxlib._jax", "pytree")])
+                                          ("jax", "_src"), ("jaxlib._jax", "pytree"),
+                                          ("jax._src.pickle_util", "loads"), ("jaxlib._jax", "load_pjrt_plugin")])
 def test_an_executables_pickle_builds_nothing_but_jaxs_own(tmp_path, module, name):
-    """The unpickler of a kept executable resolves classes and functions JAX itself defines, not a
-    module or what a JAX module imported (os.system through jax._src.config's `os`)."""
+    """The unpickler of a kept executable resolves only the globals an executable's pickle names
+    (program_cache.EXECUTABLE_GLOBALS): not a module, not what a JAX module imported (os.system
+    through jax._src.config's `os`), not a JAX function that loads a pickle (cloudpickle's loads,
+    which would run any code) or a plugin."""
     import importlib
 
     import jax
@@ -246,6 +250,31 @@ def test_an_executables_pickle_builds_nothing_but_jaxs_own(tmp_path, module, nam
     with pytest.raises(pickle.UnpicklingError, match="not part of an executable"):
         program_cache._executables()(__import__("io").BytesIO(evil), backend).load()
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_kept_executable_that_fails_when_run_is_forgotten_and_compiled(tmp_path, compiles, own_xla_cache,
+                                                                        monkeypatch):
+    """If an executable XLA's cache loaded were ever kept (its CPU code missing: it fails when run),
+    its first call fails, the file is forgotten and the program compiled from its StableHLO: the
+    run that meets it (here: its first program takes no donated argument) and every later run get
+    the numbers of a run without it."""
+    _, first = fit(tmp_path)
+    for executable in (tmp_path / "programs").glob("*.executable"):
+        executable.unlink()
+    real = program_cache._compile
+    monkeypatch.setattr(program_cache, "_compile", lambda *a: (real(*a)[0], True))  # as if compiled here
+    fit(tmp_path)
+    assert len(executables(tmp_path)) == 3  # XLA's cache answered: three broken copies kept
+    monkeypatch.setattr(program_cache, "_compile", real)
+    outcomes = []
+    for _ in range(3):
+        try:
+            outcomes.append(fit(tmp_path)[1].scalars["final_loss"])
+        except Exception as e:  # a donated argument the failed call consumed: this run fails, once
+            outcomes.append(str(e))
+    assert outcomes[-1] == outcomes[-2] == first.scalars["final_loss"], outcomes
+    assert outcomes[0] == first.scalars["final_loss"] or "the next run compiles it" in outcomes[0], outcomes
+    assert not executables(tmp_path)
 
 
 def test_em_keeps_its_program(tmp_path, exports):
