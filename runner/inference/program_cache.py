@@ -38,7 +38,8 @@ user's own cache: a kept program is run); jax.cache_dir=null keeps none. A file 
 serialized StableHLO and the tree of the program's outputs, read by an unpickler that builds only
 JAX's tree definitions and named tuples (no other object, no function is called); an executable
 file also the machine's part of its key (the CPU's instruction set: XLA's code is the host's),
-its pickle read by JAX's own unpickler held to JAX's classes. At most MAX_FILES, the least
+its pickle read by JAX's own unpickler held to the globals an executable names
+(EXECUTABLE_GLOBALS), and checked on its first call. At most MAX_FILES, the least
 recently used removed first; a file that cannot be read or compiled is traced
 anew and replaced; a program jax.export cannot export is compiled as before and not kept. No
 program is kept or read while a runner source file is newer than the process's import of runner.
