@@ -343,7 +343,8 @@ MAX_CURVES = 300
 
 @figure
 def loss_plot(result, path: Path) -> None:
-    """All trained restarts' loss curves, the selected one highlighted; initial losses beside."""
+    """All trained restarts' loss curves, the selected one highlighted; with several restarts their
+    initial losses beside, with one its initial loss in the title."""
     plt = _plt()
     if len(result.initial_losses) > 1:
         fig, (ax, ax0) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
