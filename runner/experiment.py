@@ -67,7 +67,8 @@ def build(cfg: DictConfig, chash: str | None = None) -> Experiment:
     check.check_settings(cfg.get("check"))  # check=sbc's too
     from runner import figures
 
-    figures.start_helper()  # nothing refused so far: the figures' process imports matplotlib while JAX imports here
+    # nothing refused so far: the figures' process imports matplotlib while JAX imports here
+    figures.start_helper((str(cfg.model.get("_target_") or "").rpartition(".")[0],))  # the model's figure names it
     x64 = set_precision(run["jax.x64"])  # before the data are loaded and any array is made (JAX imported here)
 
     model = instantiate(cfg.model, "model")

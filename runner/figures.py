@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,6 +80,7 @@ HELPER_WAIT_S = 120.0  # a figure the helper has not drawn by then is drawn here
 #: what the helper may import to read a figure's arguments (JAX or NumPyro would cost it ~1.5 s, a
 #: user's module runs the user's code again): anything else is drawn here
 PORTABLE = ("builtins", "copyreg", "_codecs", "collections", "pathlib", "numpy", "runner")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a dotted module name, nothing else
 
 
 class Helper:
@@ -86,7 +90,7 @@ class Helper:
     of its own: a Ctrl-C of the terminal is the command's to handle) exits when the request pipe
     closes: when this process ends, however it ends (SIGKILL too)."""
 
-    def __init__(self):
+    def __init__(self, preload: tuple[str, ...] = ()):
         import queue
         import subprocess
         import threading
@@ -94,11 +98,12 @@ class Helper:
 
         from runner.background import child_env
 
+        preload = tuple(m for m in preload if _MODULE.fullmatch(m) and m.split(".")[0] == "runner")
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", f"from runner.figures import serve; serve({req_r}, {rep_w})"],
+                [sys.executable, "-c", f"from runner.figures import serve; serve({req_r}, {rep_w}, {preload!r})"],
                 pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL, env=child_env(), start_new_session=True)
         except BaseException:
             for fd in (req_w, rep_r):
@@ -162,8 +167,11 @@ class Helper:
                 pass
 
 
-def serve(req_fd: int, rep_fd: int) -> None:
-    """The helper's loop: figures drawn one at a time, in order, until the command's pipe closes."""
+def serve(req_fd: int, rep_fd: int, preload: tuple[str, ...] = ()) -> None:
+    """The helper's loop: figures drawn one at a time, in order, until the command's pipe closes.
+    Before the first request: matplotlib, its Agg canvas, and `preload` (runner's modules whose
+    classes the figures' arguments will name, a model's: reading a figure's arguments imported
+    them, on the way to a run's last file)."""
     import io
     import pickle
     import signal
@@ -174,6 +182,12 @@ def serve(req_fd: int, rep_fd: int) -> None:
     inbox, out = Connection(req_fd, writable=False), Connection(rep_fd, readable=False)
     try:
         load()  # before the first figure comes
+        import matplotlib.backends.backend_agg  # noqa: F401 (the first savefig's)
+
+        import runner.background  # noqa: F401 (the first figure's, _plt)
+
+        for module in preload:
+            importlib.import_module(module)
     except Exception:
         pass
     while True:
@@ -199,10 +213,12 @@ def serve(req_fd: int, rep_fd: int) -> None:
             os._exit(0)
 
 
-def start_helper() -> None:
+def start_helper(preload: tuple[str, ...] = ()) -> None:
     """The helper process of this process, started now so that its imports are done by the time
     the fit is; at most one, and none on a single CPU (where it would only compete with the fit).
-    Nothing is raised: without a helper, figures are drawn here."""
+    `preload`: runner's modules that the figures' arguments will name (the model's), imported
+    there after matplotlib. Nothing is raised: without a helper, figures are
+    drawn here."""
     global _HELPER
     if _HELPER is not None:
         return
@@ -210,7 +226,7 @@ def start_helper() -> None:
     if len(cpus) < 2:
         return
     try:
-        _HELPER = Helper()
+        _HELPER = Helper(preload)
     except Exception:
         _HELPER = None
 
@@ -341,10 +357,38 @@ def _plt():
 MAX_CURVES = 300
 
 
+class Losses(NamedTuple):
+    """What the loss plot draws of a fit: the selected restart's curve first (row 0), then at most
+    MAX_CURVES others. Arrays and numbers only: the helper reads them without importing the
+    method's modules (a FitResult named five of them: ~10 ms before the first figure), and a fit
+    of 10,000 restarts sends the curves it draws, not all of them."""
+    losses: np.ndarray  # (1 + others, P)
+    steps: np.ndarray  # (P,)
+    initial_losses: np.ndarray  # (R,)
+    trained: int  # how many restarts were trained
+    best: int  # the selected restart's index among all R
+    final_loss: float
+    initial_loss: float
+
+    @classmethod
+    def of(cls, result) -> "Losses":
+        """From a fit result (runner.inference.svi.program.FitResult's fields)."""
+        if isinstance(result, Losses):
+            return result
+        best = result.best_row
+        rows = [best] + [row for row in range(len(result.losses)) if row != best][:MAX_CURVES]
+        steps = getattr(result, "steps", None)
+        steps = np.arange(result.losses.shape[1]) if steps is None else np.asarray(steps)
+        return cls(np.asarray(result.losses)[rows], steps, np.asarray(result.initial_losses), len(result.trained),
+                   int(result.best), float(result.final_loss), float(result.initial_loss))
+
+
 @figure
 def loss_plot(result, path: Path) -> None:
-    """All trained restarts' loss curves, the selected one highlighted; with several restarts their
-    initial losses beside, with one its initial loss in the title."""
+    """All trained restarts' loss curves (at most MAX_CURVES), the selected one highlighted; with
+    several restarts their initial losses beside, with one its initial loss in the title. `result`:
+    Losses, or a fit result to take them from."""
+    result = Losses.of(result)
     plt = _plt()
     if len(result.initial_losses) > 1:
         fig, (ax, ax0) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
@@ -352,14 +396,12 @@ def loss_plot(result, path: Path) -> None:
         (fig, ax), ax0 = plt.subplots(figsize=(8.25, 4)), None
     from matplotlib.collections import LineCollection
 
-    steps = result.steps if getattr(result, "steps", None) is not None else np.arange(result.losses.shape[1])
-    others = [row for row in range(len(result.losses)) if row != result.best_row][:MAX_CURVES]
-    if others:  # one collection, at most MAX_CURVES of them: 10,000 separate lines take seconds
-        segments = np.stack([np.broadcast_to(steps, (len(others), len(steps))),
-                             result.losses[others]], axis=-1)
+    steps, others = result.steps, result.losses[1:]
+    if len(others):  # one collection: 10,000 separate lines take seconds
+        segments = np.stack([np.broadcast_to(steps, (len(others), len(steps))), others], axis=-1)
         ax.add_collection(LineCollection(segments, colors="0.7", linewidths=0.5, alpha=0.5,
                                          label=f"other restarts ({len(others)} shown)"))
-    ax.plot(steps, result.losses[result.best_row], color="C3", lw=1.5,
+    ax.plot(steps, result.losses[0], color="C3", lw=1.5,
             label=f"selected restart {result.best} (final {result.final_loss:.4g})")
     finite = result.losses[np.isfinite(result.losses)]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 100:
@@ -371,7 +413,7 @@ def loss_plot(result, path: Path) -> None:
         ax.set_title(f"1 restart (initial loss {result.initial_loss:.4g})")
         fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.91)
     else:
-        ax.set_title(f"{len(result.trained)} trained restart(s) of {len(result.initial_losses)}")
+        ax.set_title(f"{result.trained} trained restart(s) of {len(result.initial_losses)}")
         inits = result.initial_losses[np.isfinite(result.initial_losses)]
         if np.unique(inits).size > 1:  # a histogram of one value has no width to bin
             ax0.hist(inits, bins=min(30, np.unique(inits).size), color="0.5", histtype="stepfilled")  # one patch
@@ -422,7 +464,10 @@ def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: s
 
 @figure
 def components_plot(model, samples: dict, data, path: Path) -> None:
-    """The model's own figure from a dict of draws (one draw for a point estimate)."""
+    """The model's own figure from a dict of draws (one draw for a point estimate). Panels are
+    laid out so that their labels never overlap (tight_layout, a layout pass of ~30 ms); one set
+    of axes keeps matplotlib's margins, which hold its title, labels and ticks (the coin's figure:
+    75 -> 42 ms, the tail of a tracking=none run)."""
     plt = _plt()
     fig = plt.figure(figsize=(8, 5))
     if isinstance(data, dict):
@@ -430,7 +475,8 @@ def components_plot(model, samples: dict, data, path: Path) -> None:
     elif data is not None:
         data = np.asarray(data)
     model.figure(fig, samples, data)
-    fig.tight_layout()
+    if len(fig.axes) > 1:
+        fig.tight_layout()
     save(fig, path)
 
 

@@ -87,6 +87,19 @@ def test_pyfunc_model_loads_predicts_and_serves(tmp_path, tracking_uri):
     assert sorted(logged) == [0, 0, 1, 1, 1] or sorted(logged) == [0, 0, 0, 1, 1]
     low, high = gmm.predict(np.array([0.3, 10.6], np.float32)).tolist()
     assert (low, high) == (logged[0], logged[-1])
+    # the logged model (MLflow 3's Models tab): in the run's experiment, with the run's params and
+    # its metrics at the model's step 0 (each scalar and each curve's first point), as MLflow
+    # links them when the model is logged after them
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(runs["gmm"])
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+    assert model.params == run.data.params
+    at_step0 = {(key, m.value) for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)
+                if m.step == 0}
+    assert {(m.key, m.value) for m in model.metrics} == at_step0
+    assert len(model.metrics) == len(at_step0) == len(run.data.metrics)  # every metric has a step 0
+    assert {"final_loss", "loss", "initial_loss"} <= {m.key for m in model.metrics}
     # mlflow models serve, as a user runs it (the venv's bin on PATH for its uvicorn)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri,

@@ -75,10 +75,17 @@ class RunnerModel(mlflow.pyfunc.PythonModel):
         return x
 
 
-def log_model(run_id: str, files: dict, method: str, data, constants: dict | None = None) -> None:
-    """Log RunnerModel into the (open) run `run_id` as artifact `model`. Named data (a function
-    model's keyword arguments) becomes named, optional columns; `constants` (the data's Python
-    scalars, e.g. sizes) are kept for inputs that do not carry them."""
+def model_run(run_id: str):
+    """Run `run_id` as MLflow's active run, in which `log_model` logs (its experiment is the
+    logged model's); leaving it ends the run."""
+    return mlflow.start_run(run_id=run_id)
+
+
+def log_model(run_id: str, files: dict, method: str, data, constants: dict | None = None) -> str:
+    """Log RunnerModel into run `run_id` (the active run: `model_run`) as artifact `model`; its
+    logged model's id. Named data (a function model's keyword arguments) becomes named, optional
+    columns; `constants` (the data's Python scalars, e.g. sizes) are kept for inputs that do not
+    carry them."""
     import importlib.metadata
     import tempfile
 
@@ -105,10 +112,10 @@ def log_model(run_id: str, files: dict, method: str, data, constants: dict | Non
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "model.json").write_text(json.dumps(meta))
         artifacts = {**{k: str(v) for k, v in files.items()}, "model.json": str(Path(tmp) / "model.json")}
-        with mlflow.start_run(run_id=run_id), warnings.catch_warnings(), no_requirement_check():
+        with warnings.catch_warnings(), no_requirement_check():
             warnings.simplefilter("ignore", UserWarning)  # "no input example": one would run the model to log it
-            mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_code.py")),
-                                    artifacts=artifacts, signature=signature, pip_requirements=requires)
+            return mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_code.py")),
+                                    artifacts=artifacts, signature=signature, pip_requirements=requires).model_id
 
 
 @contextlib.contextmanager

@@ -113,6 +113,15 @@ def metrics_of(scalars: dict, curves: dict, steps: list | None, max_points: int 
     return metrics
 
 
+def linked(metrics: list, model_id: str, step: int = 0) -> list:
+    """`metrics` with those at `step` linked to logged model `model_id` (as MLflow links a model
+    logged at that step to the run's metrics: each is then a metric of the run and of the model)."""
+    from mlflow.entities import Metric
+
+    return [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) if m.step == step else m
+            for m in metrics]
+
+
 def metric_name(name: str) -> str:
     """A name MLflow accepts (alphanumerics, _ - . space : /, at most 250 characters): numpyro's
     param names may hold others (a flow's `auto_arn__0$params`)."""
