@@ -188,6 +188,7 @@ def serve(req_fd: int, rep_fd: int, preload: tuple[str, ...] = ()) -> None:
 
         for module in preload:
             importlib.import_module(module)
+        _warm_up()
     except Exception:
         pass
     while True:
@@ -211,6 +212,21 @@ def serve(req_fd: int, rep_fd: int, preload: tuple[str, ...] = ()) -> None:
             out.send_bytes(pickle.dumps((number, drawn, error, said.getvalue())))
         except Exception:
             os._exit(0)
+
+
+def _warm_up() -> None:
+    """One small figure drawn and encoded in memory: the first figure's one-time costs (the font,
+    the text layout's caches, the PNG encoder) paid before it is asked for."""
+    import io
+
+    plt = load()
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 2], label="a")
+    ax.set_title("t")
+    ax.set_xlabel("x")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png", dpi=30, pil_kwargs={"compress_level": 3})
+    plt.close(fig)
 
 
 def start_helper(preload: tuple[str, ...] = ()) -> None:

@@ -286,3 +286,11 @@ def test_the_helper_preloads_runners_modules_named_as_modules_only():
         assert helper.proc.args[-1].count("os") == 0
     finally:
         helper.stop()
+
+
+def test_the_helpers_warm_up_draws_in_memory_and_leaves_no_figure_open():
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    figures._warm_up()
+    assert plt.get_fignums() == before
