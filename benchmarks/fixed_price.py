@@ -3,8 +3,8 @@
     python benchmarks/fixed_price.py [--repeats 3]
 
 Each row is a pair of fresh processes timed alternately (A B A B ..., the median of each), after one
-untimed run of each to warm XLA's persistent compile cache and the file cache, as a user's second
-command finds them: runner's compile cache (RUNNER_JAX_CACHE) is a new folder of this run's, as on a
+untimed run of each to warm XLA's persistent compile cache, Python's bytecode caches and the file cache,
+as a user's second command finds them (PYTHONDONTWRITEBYTECODE is not passed on): runner's compile cache (RUNNER_JAX_CACHE) is a new folder of this run's, as on a
 machine where these commands never ran (a cache that XLA filled under an earlier version of runner
 answers the same programs, but runner keeps no compiled copy of those: program_cache). runner's side runs with `timing=true`; its phase breakdown (the median of each
 phase) is printed under the row, so a change to the fixed price shows where it went.
@@ -48,6 +48,11 @@ def runner(*args: str) -> list[str]:
 
 def once(cmd: list[str], cwd: Path) -> tuple[float, dict]:
     env = {**os.environ, "RUNNER_JAX_CACHE": str(cwd / "jax-cache")}
+    # Python writes its bytecode caches, as on a user's machine: with PYTHONDONTWRITEBYTECODE=1 (a shell
+    # of this workplace) every module of this checkout edited since its .pyc was written compiled from
+    # source in every command (45 of runner's 92 once: ~40 ms of CPU a command); the peers' modules are
+    # site-packages', compiled when installed
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     took = time.perf_counter() - t

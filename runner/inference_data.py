@@ -67,13 +67,12 @@ def pointwise_loglik(model, data, samples: dict, kept=None) -> dict:
     experiment's kept programs (runner.inference.program_cache; a built-in model's
     log-likelihood is then one program read, not op by op), or None."""
     import jax
-    import jax.numpy as jnp
 
     from runner import posterior
     from runner.inference import program_cache
 
-    args = () if data is None else (jax.tree.map(jnp.asarray, data),)
-    samples = {k: jnp.asarray(v) for k, v in samples.items()}
+    args = () if data is None else (program_cache.on_device(data),)
+    samples = program_cache.on_device(dict(samples))
     if not posterior.enumerated_sites(model, data):
         from numpyro.infer.util import log_likelihood
 

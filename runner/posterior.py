@@ -134,7 +134,6 @@ def assignments(model, latents: dict, data, kept=None) -> dict:
     (infer_discrete at temperature 0 on the model conditioned on them). `kept`: the experiment's
     kept programs (runner.inference.program_cache), or None."""
     import jax
-    import jax.numpy as jnp
     from numpyro import handlers
 
     from runner.inference import program_cache
@@ -159,8 +158,8 @@ def assignments(model, latents: dict, data, kept=None) -> dict:
         return jax.jit(infer)
 
     infer = model_program(model, ("assignments", tuple(sites), first), build)
-    found = program_cache.run(kept, "assignments", infer, {k: jnp.asarray(v) for k, v in latents.items()},
-                              jax.tree.map(jnp.asarray, data))
+    found = program_cache.run(kept, "assignments", infer, program_cache.on_device(dict(latents)),
+                              program_cache.on_device(data))
     return {n: np.asarray(v).astype(int) for n, v in found.items()}
 
 

@@ -153,14 +153,14 @@ def fit_em(exp) -> EMResult:
     import functools
 
     import jax
-    import jax.numpy as jnp
 
     from runner.inference import program_cache
     from runner.inference.budget import compile_within_budget
+    from runner.inference.restarts import root_key
 
     em = exp.inference
     program = make_program(exp.model, exp.restarts, em.iterations, em.reg_covar, em.tol, em.init)
-    key, data = jax.random.PRNGKey(exp.seed), jax.tree.map(jnp.asarray, exp.data)
+    key, data = root_key(exp.seed), program_cache.on_device(exp.data)
     # compiled ahead of time and checked against the memory there is before anything is allocated
     kept = functools.partial(program_cache.compiled, program_cache.for_experiment(exp), "em")
     compiled = compile_within_budget(program, key, data, what="the fit", hint="fewer restarts, or less data (data.n)",
@@ -215,7 +215,6 @@ def arviz_file(exp, res: EMResult, run_dir: Path) -> list[str]:
     """inference_data.nc of EM's point estimate: its parameters (per-component variances: not
     the SVI model's sites) and the log-likelihood of each data point under them."""
     import jax
-    import jax.numpy as jnp
 
     from runner import inference_data, posterior
     from runner.inference import program_cache
@@ -223,10 +222,10 @@ def arviz_file(exp, res: EMResult, run_dir: Path) -> list[str]:
     sites = posterior.observed_sites(exp.model, exp.data)
     if len(sites) != 1:
         return []
-    X = jnp.asarray(em_data(exp.model, exp.data))
+    X = program_cache.on_device(np.asarray(em_data(exp.model, exp.data)))
     # one compiled program (op by op, each small op compiled on its own: ~1 s of every EM run)
     loglik = jax.jit(lambda params, X: jax.nn.logsumexp(exp.model.em_log_joint(params, X), axis=-1))
     ll = program_cache.run(program_cache.for_experiment(exp), "em_log_likelihood", loglik,
-                           jax.tree.map(jnp.asarray, res.params), X)
+                           program_cache.on_device(dict(res.params)), X)
     return inference_data.write(exp, run_dir, {k: np.asarray(v)[None] for k, v in res.params.items()},
                                 point_loglik={sites[0]: np.asarray(ll)})

@@ -34,6 +34,22 @@ def root_keys(seeds: list[int]):
     import jax
 
     seeds = np.asarray(seeds, dtype=np.uint32)
-    if jax.config.jax_default_prng_impl == "threefry2x32" and not jax.config.jax_enable_custom_prng:
+    if _raw_threefry():
         return jax.device_put(np.stack([np.zeros_like(seeds), seeds], axis=-1))
     return jax.jit(jax.vmap(jax.random.PRNGKey))(seeds)
+
+
+def root_key(seed: int):
+    """PRNGKey(seed) (below 2**32), made as root_keys makes each of its keys (EM's one key: indexing
+    root_keys' array would be a small program of its own)."""
+    import jax
+
+    if _raw_threefry():
+        return jax.device_put(np.array([0, seed], dtype=np.uint32))
+    return jax.random.PRNGKey(seed)
+
+
+def _raw_threefry() -> bool:
+    import jax
+
+    return jax.config.jax_default_prng_impl == "threefry2x32" and not jax.config.jax_enable_custom_prng

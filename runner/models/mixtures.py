@@ -53,13 +53,11 @@ def average_loglik(model, latents: dict, data, kept=None) -> float:
     """The average log-likelihood of the data at a point estimate of the model's latent sites
     (an SVI or NUTS fit), on the same scale as EM's. `kept`: the experiment's kept programs
     (runner.inference.program_cache), or None."""
-    import jax
-    import jax.numpy as jnp
 
     from runner.inference import program_cache
 
     ll, _ = program_cache.run(kept, "average_loglik", compiled_e_step(model, from_latents=True),
-                              {k: jnp.asarray(v) for k, v in latents.items()}, jax.tree.map(jnp.asarray, data))
+                              program_cache.on_device(dict(latents)), program_cache.on_device(data))
     return float(ll)
 
 

@@ -397,3 +397,28 @@ def coin(flips):
     with numpyro.plate("N", flips.shape[0]):
         numpyro.sample("obs", dist.Bernoulli(f), obs=flips)
 """
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_on_device_makes_the_arrays_jnp_asarray_makes(x64):
+    """program_cache.on_device: the same dtype, weak type, device and commitment as jnp.asarray (a
+    kept program's signature is made of them), NumPy's arrays and scalars by a plain transfer."""
+    import jax
+    import jax.numpy as jnp
+
+    was = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", x64)
+    try:
+        tree = {"f64": np.linspace(0, 1, 5), "f32": np.ones((2, 3), np.float32), "i64": np.arange(4),
+                "bool": np.array([True, False]), "np_scalar": np.float32(2.5), "py_float": 1.5, "py_int": 3,
+                "jax": jnp.ones(2), "nested": [np.zeros(2, np.int32), {"u8": np.arange(3, dtype=np.uint8)}]}
+        got, want = program_cache.on_device(tree), jax.tree.map(jnp.asarray, tree)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert isinstance(g, jax.Array)
+            assert (g.dtype, g.shape, g.weak_type, g.committed, g.sharding) == \
+                (w.dtype, w.shape, w.weak_type, w.committed, w.sharding)
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+        assert program_cache.signature((got,)) == program_cache.signature((want,))
+    finally:
+        jax.config.update("jax_enable_x64", was)

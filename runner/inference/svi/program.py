@@ -515,13 +515,13 @@ def run_rows(exps: list, programs: Programs, progress=None, checkpoint: Checkpoi
     """One FitResult per replicate of each experiment (seeds seed..seed+replicates-1 of each, in
     order), from one run of `programs` (every experiment's: one, or a fused sweep's group)."""
     import jax
-    import jax.numpy as jnp
 
+    from runner.inference import program_cache
     from runner.inference.restarts import root_keys
 
     exp, n = exps[0], exps[0].inference.replicates
     roots = root_keys([e.seed + i for e in exps for i in range(n)])
-    data = None if exp.data is None else jax.tree.map(jnp.asarray, exp.data)
+    data = None if exp.data is None else program_cache.on_device(exp.data)
     batched = jax.tree.map(np.asarray, jax.device_get(programs.run(roots, data, progress, checkpoint, safe_point)))
     return [result_of(jax.tree.map(lambda x: x[i], batched), programs.curve_steps, exp.inference.deterministic)
             for i in range(len(exps) * n)]
