@@ -399,6 +399,15 @@ class Losses(NamedTuple):
                    int(result.best), float(result.final_loss), float(result.initial_loss))
 
 
+def losses_of(result):
+    """What the loss plot is sent: Losses, or `result` itself where they cannot be taken from it
+    (loss_plot then says why in its warning: a figure never fails a run)."""
+    try:
+        return Losses.of(result)
+    except Exception:
+        return result
+
+
 @figure
 def loss_plot(result, path: Path) -> None:
     """All trained restarts' loss curves (at most MAX_CURVES), the selected one highlighted; with
@@ -480,10 +489,10 @@ def curves_plot(curves: np.ndarray, best: int, path: Path, ylabel: str, title: s
 
 @figure
 def components_plot(model, samples: dict, data, path: Path) -> None:
-    """The model's own figure from a dict of draws (one draw for a point estimate). Panels are
-    laid out so that their labels never overlap (tight_layout, a layout pass of ~30 ms); one set
-    of axes keeps matplotlib's margins, which hold its title, labels and ticks (the coin's figure:
-    75 -> 42 ms, the tail of a tracking=none run)."""
+    """The model's own figure from a dict of draws (one draw for a point estimate), laid out so
+    that its labels and legends fit (tight_layout, a layout pass of ~30 ms); a figure of runner's
+    own models with one set of axes keeps matplotlib's margins, which hold its title, labels and
+    ticks (the coin's figure: 75 -> 42 ms, the tail of a tracking=none run)."""
     plt = _plt()
     fig = plt.figure(figsize=(8, 5))
     if isinstance(data, dict):
@@ -491,7 +500,7 @@ def components_plot(model, samples: dict, data, path: Path) -> None:
     elif data is not None:
         data = np.asarray(data)
     model.figure(fig, samples, data)
-    if len(fig.axes) > 1:
+    if len(fig.axes) > 1 or not type(model).__module__.startswith("runner.models."):
         fig.tight_layout()
     save(fig, path)
 

@@ -355,14 +355,16 @@ def compiled(cache: ProgramCache | None, name: str, jitted, *args, donate_argnum
 
 def on_device(tree):
     """`tree`'s leaves as JAX arrays, as jnp.asarray makes them (the dtype JAX's settings give, not
-    weakly typed, on the default device, uncommitted); a NumPy array or scalar by a plain transfer:
-    jnp.asarray converts it with a small program of its own, whose first use in a process lowers
-    it and imports MLIR's dialects (~30 ms of a run whose own programs are kept compiled)."""
+    weakly typed, on the default device, uncommitted, a buffer of its own); a NumPy array or scalar
+    by a plain transfer of a copy (on CPU a transfer may share the array's memory, which its owner
+    may change): jnp.asarray copies it with a small program of its own, whose first use in a
+    process lowers it and imports MLIR's dialects (~30 ms of a run whose own programs are kept
+    compiled)."""
     import jax
     import jax.numpy as jnp
 
-    return jax.tree.map(lambda x: jax.device_put(x) if isinstance(x, (np.ndarray, np.generic)) else jnp.asarray(x),
-                        tree)
+    return jax.tree.map(lambda x: jax.device_put(np.array(x)) if isinstance(x, (np.ndarray, np.generic))
+                        else jnp.asarray(x), tree)
 
 
 def run(cache: ProgramCache | None, name: str, jitted, *args):

@@ -113,3 +113,45 @@ def test_a_dead_tracking_worker_is_replaced_once_then_one_clear_error(tmp_path):
         tracker.finished_run("x")
     again = backend(uri, "gone")  # the next backend starts a fresh worker
     assert again.finished_run("x") is None and again.experiment_id == first
+
+
+def test_a_model_that_cannot_be_logged_leaves_the_rest_of_the_run_logged(tmp_path, tracking_uri, monkeypatch):
+    """Logging the pyfunc model fails (its store, its files): the run still has its params, metrics
+    and files, holds no model, and ends FAILED with the model's error raised, as when the model was
+    logged last; no MLflow run is left active in the process."""
+    import mlflow
+    import numpy as np
+
+    from runner.tracking.base import RunRecord, RunStart
+    from runner.tracking.mlflow import MlflowTracking, pyfunc
+
+    def broken(run_id, **kwargs):
+        raise OSError("no room for the model")
+
+    monkeypatch.setattr(pyfunc, "log_model", broken)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    (tmp_path / "metrics.json").write_text("{}")
+    tracker = MlflowTracking(uri, "model")
+    tracker.run_started(RunStart(name="r", tags={}, config_hash="h"))
+    run_id = tracker.run_id
+    with pytest.raises(OSError, match="no room for the model"):
+        tracker.run_completed(RunRecord(name="r", tags={}, params={"a": 1}, scalars={"final_loss": 1.5},
+                                        curves={"loss": [3.0, 2.0, 1.5]}, artifact_dir=tmp_path,
+                                        artifacts=["metrics.json"],
+                                        model={"files": {}, "method": "svi", "data": np.zeros(3)}))
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.params == {"a": "1"}
+    assert run.data.metrics == {"final_loss": 1.5, "loss": 1.5}
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == [3.0, 2.0, 1.5]
+    assert [a.path for a in client.list_artifacts(run_id)] == ["metrics.json"]
+    assert mlflow.active_run() is None and client.search_logged_models([run.info.experiment_id]) == []
+
+
+def test_the_pyfunc_model_is_logged_only_into_the_run_model_run_opened():
+    import numpy as np
+
+    from runner.tracking.mlflow import pyfunc
+
+    with pytest.raises(RuntimeError, match="outside model_run"):
+        pyfunc.log_model("0123", files={}, method="svi", data=np.zeros(3))

@@ -252,8 +252,11 @@ def test_the_loss_plot_sends_the_curves_it_draws_and_nothing_that_imports_the_me
 
 
 def test_one_set_of_axes_keeps_matplotlibs_margins_panels_are_laid_out(tmp_path, monkeypatch):
-    """A model's figure with one set of axes is saved as drawn (tight_layout's pass cost the coin's
-    figure 75 -> 42 ms); one with panels is laid out so that their labels do not overlap."""
+    """A figure of runner's own models with one set of axes is saved as drawn (tight_layout's pass
+    cost the coin's figure 75 -> 42 ms); one with panels, and any of a user's model (a legend or a
+    title of its own outside the axes), is laid out so that nothing is cut or overlaps."""
+    from runner.models.coin import Coin
+
     import matplotlib.figure
 
     laid_out = []
@@ -271,9 +274,12 @@ def test_one_set_of_axes_keeps_matplotlibs_margins_panels_are_laid_out(tmp_path,
                 ax.plot(data)
                 ax.set_title("a panel")
 
+    assert figures.components_plot(Coin(), {"latent_fairness": np.full(10, 0.6)}, np.array([1.0, 0.0]),
+                                   tmp_path / "coin.png")
+    assert laid_out == []
     assert figures.components_plot(One(), {}, np.arange(3.0), tmp_path / "one.png")
     assert figures.components_plot(Two(), {}, np.arange(3.0), tmp_path / "two.png")
-    assert laid_out == [2]
+    assert laid_out == [1, 2]
     assert (tmp_path / "one.png").stat().st_size > 1000 and (tmp_path / "two.png").stat().st_size > 1000
 
 
@@ -294,3 +300,18 @@ def test_the_helpers_warm_up_draws_in_memory_and_leaves_no_figure_open():
     before = plt.get_fignums()
     figures._warm_up()
     assert plt.get_fignums() == before
+
+
+def test_an_svi_run_sends_its_loss_plot_the_curves_and_a_bad_result_is_one_warning(tmp_path, monkeypatch, capsys):
+    import runner
+
+    sent = []
+    real = figures.loss_plot
+    monkeypatch.setattr(figures, "loss_plot", lambda result, path: (sent.append(type(result)), real(result, path))[1])
+    monkeypatch.setattr(figures, "_HELPER", None)
+    monkeypatch.setattr(figures, "start_helper", lambda *args, **kwargs: None)
+    out = runner.run(["model=coin", "steps=20", "tracking=none"], run_dir=tmp_path / "run", quiet=True)
+    assert sent == [figures.Losses] and (Path(out.run_dir) / "plots" / "loss.png").is_file()
+    assert figures.losses_of(object()) is not None
+    assert figures.loss_plot(figures.losses_of(object()), tmp_path / "bad.png") is False
+    assert "runner: warning: figure bad.png skipped" in capsys.readouterr().err

@@ -422,3 +422,16 @@ def test_on_device_makes_the_arrays_jnp_asarray_makes(x64):
         assert program_cache.signature((got,)) == program_cache.signature((want,))
     finally:
         jax.config.update("jax_enable_x64", was)
+
+
+def test_on_device_never_shares_the_callers_array():
+    """A transfer to the CPU shares a 64-byte aligned NumPy array's memory (measured, JAX 0.10):
+    on_device's arrays are their own, as jnp.asarray's were."""
+    buffer = np.zeros(1000 + 16, np.float32)
+    start = (-buffer.ctypes.data % 64) // 4
+    x = buffer[start:start + 1000]
+    x[:] = np.arange(1000)
+    assert x.ctypes.data % 64 == 0
+    on = program_cache.on_device({"x": x})["x"]
+    x[:] = -1
+    assert float(on[0]) == 0.0 and float(on[-1]) == 999.0

@@ -176,7 +176,7 @@ class SVI(Method):
         from runner.outputs import write_json
 
         files = [write_json(run_dir / "diagnostics.json", out.extras.diagnostics)]
-        if figures.loss_plot(figures.Losses.of(out.extras.result), run_dir / "plots" / "loss.png"):
+        if figures.loss_plot(figures.losses_of(out.extras.result), run_dir / "plots" / "loss.png"):
             files.append("plots/loss.png")
         return files
 

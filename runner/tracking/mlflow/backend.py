@@ -344,7 +344,8 @@ class MlflowTracking(Tracking):
         logged model to the run's params and to its metrics at the model's step (0) by reading
         every metric's whole history back (~75 ms for a GMM run's 26 curves and scalars, and a
         rejected duplicate insert); here the same step-0 metrics carry the model's id as they are
-        logged, so the store holds the same rows."""
+        logged, so the store holds the same rows. A model that cannot be logged leaves the rest logged
+        (and the run FAILED with its error), as when it was logged last."""
         from runner.tracking.mlflow import store
 
         try:  # (this process ignores Ctrl-C and SIGTERM: the command ends its runs)
@@ -355,7 +356,14 @@ class MlflowTracking(Tracking):
 
                 with model_run(run_id):  # leaving it ends the run (FINISHED); its status is set below
                     store.log_batches(self.client, run_id, params=params)
-                    model_id = log_model(run_id, **record.model)
+                    try:
+                        model_id = log_model(run_id, **record.model)
+                    except BaseException:  # the run keeps its metrics and files (it ends FAILED)
+                        try:
+                            self._log_rest(run_id, record, metrics)
+                        except Exception:
+                            pass  # the model's error is the one said
+                        raise
                     self._log_rest(run_id, record, store.linked(metrics, model_id, step=0))
             else:
                 store.log_batches(self.client, run_id, params=params)

@@ -90,6 +90,10 @@ def log_model(run_id: str, files: dict, method: str, data, constants: dict | Non
     import tempfile
 
     from mlflow.models import ModelSignature
+
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:  # MLflow logs into the active run
+        raise RuntimeError(f"log_model({run_id}) outside model_run({run_id})")
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     params = ParamSchema([ParamSpec("samples", "long", DRAWS), ParamSpec("seed", "long", 0)])
