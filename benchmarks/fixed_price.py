@@ -48,8 +48,8 @@ def runner(*args: str) -> list[str]:
 
 def once(cmd: list[str], cwd: Path) -> tuple[float, dict]:
     env = {**os.environ, "RUNNER_JAX_CACHE": str(cwd / "jax-cache")}
-    # Python writes its bytecode caches, as on a user's machine: with PYTHONDONTWRITEBYTECODE=1 (a shell
-    # of this workplace) every module of this checkout edited since its .pyc was written compiled from
+    # Python writes its bytecode caches, as on a user's machine: with PYTHONDONTWRITEBYTECODE=1 (set by
+    # some shells and CI images) every module of this checkout edited since its .pyc was written compiled from
     # source in every command (45 of runner's 92 once: ~40 ms of CPU a command); the peers' modules are
     # site-packages', compiled when installed
     env.pop("PYTHONDONTWRITEBYTECODE", None)
