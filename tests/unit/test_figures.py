@@ -255,9 +255,9 @@ def test_one_set_of_axes_keeps_matplotlibs_margins_panels_are_laid_out(tmp_path,
     """A figure of runner's own models with one set of axes is saved as drawn (tight_layout's pass
     cost the coin's figure 75 -> 42 ms); one with panels, and any of a user's model (a legend or a
     title of its own outside the axes), is laid out so that nothing is cut or overlaps."""
-    from runner.models.coin import Coin
-
     import matplotlib.figure
+
+    from runner.models.coin import Coin
 
     laid_out = []
     real = matplotlib.figure.Figure.tight_layout
@@ -312,6 +312,7 @@ def test_an_svi_run_sends_its_loss_plot_the_curves_and_a_bad_result_is_one_warni
     monkeypatch.setattr(figures, "start_helper", lambda *args, **kwargs: None)
     out = runner.run(["model=coin", "steps=20", "tracking=none"], run_dir=tmp_path / "run", quiet=True)
     assert sent == [figures.Losses] and (Path(out.run_dir) / "plots" / "loss.png").is_file()
-    assert figures.losses_of(object()) is not None
-    assert figures.loss_plot(figures.losses_of(object()), tmp_path / "bad.png") is False
+    bad = object()
+    assert figures.losses_of(bad) is bad
+    assert figures.loss_plot(figures.losses_of(bad), tmp_path / "bad.png") is False
     assert "runner: warning: figure bad.png skipped" in capsys.readouterr().err

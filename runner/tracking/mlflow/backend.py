@@ -9,6 +9,7 @@ name is `mlflow.runName`, its parent `mlflow.parentRunId`, a sweep's description
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -349,24 +350,20 @@ class MlflowTracking(Tracking):
         from runner.tracking.mlflow import store
 
         try:  # (this process ignores Ctrl-C and SIGTERM: the command ends its runs)
-            params = store.params_of(record.params)
             metrics = store.metrics_of(record.scalars, record.curves, record.curve_steps, self.max_points)
+            store.log_batches(self.client, run_id, params=store.params_of(record.params))  # a model takes them
             if record.model is not None and self.log_model:
                 from runner.tracking.mlflow.pyfunc import log_model, model_run
 
                 with model_run(run_id):  # leaving it ends the run (FINISHED); its status is set below
-                    store.log_batches(self.client, run_id, params=params)
                     try:
                         model_id = log_model(run_id, **record.model)
                     except BaseException:  # the run keeps its metrics and files (it ends FAILED)
-                        try:
+                        with contextlib.suppress(Exception):  # the model's error is the one said
                             self._log_rest(run_id, record, metrics)
-                        except Exception:
-                            pass  # the model's error is the one said
                         raise
                     self._log_rest(run_id, record, store.linked(metrics, model_id, step=0))
             else:
-                store.log_batches(self.client, run_id, params=params)
                 self._log_rest(run_id, record, metrics)
         except BaseException:
             self.client.set_terminated(run_id, "FAILED")

@@ -90,11 +90,11 @@ def log_model(run_id: str, files: dict, method: str, data, constants: dict | Non
     import tempfile
 
     from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     active = mlflow.active_run()
     if active is None or active.info.run_id != run_id:  # MLflow logs into the active run
         raise RuntimeError(f"log_model({run_id}) outside model_run({run_id})")
-    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     params = ParamSchema([ParamSpec("samples", "long", DRAWS), ParamSpec("seed", "long", 0)])
     if isinstance(data, dict):
@@ -119,7 +119,8 @@ def log_model(run_id: str, files: dict, method: str, data, constants: dict | Non
         with warnings.catch_warnings(), no_requirement_check():
             warnings.simplefilter("ignore", UserWarning)  # "no input example": one would run the model to log it
             return mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_code.py")),
-                                    artifacts=artifacts, signature=signature, pip_requirements=requires).model_id
+                                           artifacts=artifacts, signature=signature,
+                                           pip_requirements=requires).model_id
 
 
 @contextlib.contextmanager
