@@ -82,10 +82,11 @@ def local_children(sweep_dir: Path) -> list[dict]:
     return out
 
 
-def unique_children(children: list[dict]) -> list[dict]:
+def unique_children(children: list[dict], scored: bool = True) -> list[dict]:
     """One FINISHED child per config hash (a config and its seed): the earliest. The same sweep
-    started twice at once, or a job run again by hand, must not count twice in the table."""
-    finished = [c for c in children if c["status"] == "FINISHED" and c.get("final_loss") is not None]
+    started twice at once, or a job run again by hand, must not count twice in the table.
+    `scored`: only those with a final loss (a NUTS run has none: it is counted, never ranked)."""
+    finished = [c for c in children if c["status"] == "FINISHED" and (c.get("final_loss") is not None or not scored)]
     kept: dict = {}
     for c in sorted(finished, key=lambda c: (c.get("start_time") or 0, c["run_id"])):
         kept.setdefault(c.get("config_hash") or c["run_id"], c)
@@ -118,7 +119,7 @@ def aggregate(children: list[dict], counts: dict, by_objective: bool = True) -> 
                       "max": float(losses.max()), "best_run_id": best["run_id"],
                       "run_ids": [r["run_id"] for r in runs]})
     tags = {f"jobs_{k}": int(v) for k, v in counts.items()}
-    tags.update(children_finished=len(finished), configs=len(table))
+    tags.update(children_finished=len(unique_children(children, scored=False)), configs=len(table))
     metrics = {}
     scored = [c for c in finished if np.isfinite(c["final_loss"])]
     # a search ranks its trials by the values its sampler was told (Optuna's best is the parent's)

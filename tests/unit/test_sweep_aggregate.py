@@ -97,3 +97,16 @@ def test_a_map_objective_is_not_ranked_with_elbos():
     assert metrics == {"final_loss": 55.56} and "apart_runs" not in tags
     metrics, tags, _ = aggregate([*runs[:2], child("e", "inference=em", 10.0, 0)], {"run": 3, "skipped": 0, "failed": 0})
     assert metrics == {"final_loss": 10.0} and "apart_runs" not in tags
+
+
+def test_a_finished_run_without_a_final_loss_counts_but_is_not_ranked():
+    # a sweep over inference=svi,nuts: the NUTS child is FINISHED with no final loss (it samples);
+    # it counts among the finished children (the summary line said "1 finished child runs" for 2)
+    # and stays out of the final-loss table; the NUTS config run twice counts once
+    nuts = child("n", "inference=nuts", None, 0)
+    twin = child("n2", "inference=nuts", None, 0, start=5)
+    metrics, tags, table = aggregate([*CHILDREN, nuts, twin], {"run": 5, "skipped": 0, "failed": 1})
+    assert tags["children_finished"] == 4 and tags["configs"] == 2
+    assert [r["config"] for r in table] == ["optim.lr=0.05", "optim.lr=0.1"] and metrics["final_loss"] == 1.0
+    assert [c["run_id"] for c in unique_children([nuts, twin], scored=False)] == ["n"]
+    assert unique_children([nuts, twin]) == []
