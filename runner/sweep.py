@@ -19,6 +19,7 @@ FINISHED child per job.
 """
 from __future__ import annotations
 
+import collections
 import json
 import sys
 from contextlib import contextmanager
@@ -124,10 +125,15 @@ def aggregate(children: list[dict], counts: dict, by_objective: bool = True) -> 
     scored = [c for c in finished if np.isfinite(c["final_loss"])]
     # a search ranks its trials by the values its sampler was told (Optuna's best is the parent's)
     kind, ranked, apart = ranked_objective(scored) if by_objective else (None, scored, [])
+    kinds = collections.Counter(c["objective"] for c in scored if c.get("objective"))
+    if not by_objective and len(kinds) > 1:  # a search told its sampler a MAP loss and an ELBO as one value
+        tags["mixed_objectives"] = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
     if ranked:
         best = min(ranked, key=lambda c: c["final_loss"])
         metrics["final_loss"] = float(best["final_loss"])
         tags.update(best_run_id=best["run_id"], best_config=best.get("config_group") or "(defaults)")
+        if "mixed_objectives" in tags and best.get("objective"):
+            tags["best_objective"] = best["objective"]
     if apart:  # final losses of another objective: not ranked with these (a MAP objective is no ELBO)
         other = min(apart, key=lambda c: c["final_loss"])
         tags.update(ranked_objective=kind, apart_objective=other.get("objective"),
@@ -409,11 +415,17 @@ def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, swe
             run = f" (run {s['run_id']})" if s.get("run_id") else ""
             print(f"runner: sweep calibration {s.get('config_group', '(defaults)')}: {s['calibration']}{run}")
     if summary.get("best_run_id"):
-        kind = f" ({summary['ranked_objective'].upper()})" if summary.get("apart_runs") else ""
+        kind = summary["ranked_objective"] if summary.get("apart_runs") else summary.get("best_objective")
+        kind = f" ({kind.upper()})" if kind else ""
         print(f"runner: sweep best final_loss={summary['final_loss']:.6g}{kind} {summary['best_config']} "
               f"(run {summary['best_run_id']})")
     if summary.get("view"):
         print(f"runner: sweep charts, grouped by config: {summary['view']}")
+    if summary.get("mixed_objectives"):
+        print("runner: warning: the search's trials minimise different objectives (runs per objective: "
+              f"{summary['mixed_objectives']}): its sampler compared a MAP loss (a negative log joint) with "
+              "negative ELBOs as one value; search guides of one objective per study (python -m runner.compare "
+              "ranks them apart)", file=sys.stderr)
     if summary.get("apart_runs"):
         print(f"runner: sweep: {summary['apart_runs']} run(s) minimise the {summary['apart_objective'].upper()} "
               f"objective, not the {summary['ranked_objective'].upper()}: ranked apart, best final_loss="

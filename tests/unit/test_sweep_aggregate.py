@@ -97,6 +97,33 @@ def test_a_map_objective_is_not_ranked_with_elbos():
     assert metrics == {"final_loss": 55.56} and "apart_runs" not in tags
     metrics, tags, _ = aggregate([*runs[:2], child("e", "inference=em", 10.0, 0)], {"run": 3, "skipped": 0, "failed": 0})
     assert metrics == {"final_loss": 10.0} and "apart_runs" not in tags
+    assert "mixed_objectives" not in tags  # a sweep ranks them apart: nothing was compared across objectives
+
+
+def test_a_search_that_mixed_objectives_says_so(tmp_path, capsys):
+    """An Optuna search over guide=choice(autodelta, autonormal) tells its sampler the MAP loss and the
+    ELBO as one value; its best (the study's) stays, labelled with its objective, and a warning says
+    that the two were compared."""
+    from runner.sweep import said
+
+    runs = [dict(child("n0", "guide=autonormal", 14.2, 0), objective="elbo"),
+            dict(child("d0", "guide=autodelta", 13.46, 0), objective="map"),
+            dict(child("d1", "guide=autodelta", 13.5, 1), objective="map")]
+    metrics, tags, table = aggregate(runs, {"run": 3, "skipped": 0, "failed": 0}, by_objective=False)
+    assert metrics == {"final_loss": 13.46} and "apart_runs" not in tags
+    assert (tags["mixed_objectives"], tags["best_objective"], tags["best_run_id"]) == ("elbo 1, map 2", "map", "d0")
+    said({"children": 3, "groups": table, **metrics, **tags}, [{"status": "run"}] * 3,
+         {"run": 3, "skipped": 0, "failed": 0}, "p", tmp_path)
+    out, err = capsys.readouterr()
+    assert "runner: sweep best final_loss=13.46 (MAP) guide=autodelta (run d0)" in out
+    assert "runner: warning: the search's trials minimise different objectives (runs per objective: elbo 1, map 2): " in err
+    # a search of one objective: no warning, no label
+    metrics, tags, table = aggregate(runs[1:], {"run": 2, "skipped": 0, "failed": 0}, by_objective=False)
+    assert "mixed_objectives" not in tags and "best_objective" not in tags
+    said({"children": 2, "groups": table, **metrics, **tags}, [{"status": "run"}] * 2,
+         {"run": 2, "skipped": 0, "failed": 0}, "p", tmp_path)
+    out, err = capsys.readouterr()
+    assert "runner: sweep best final_loss=13.46 guide=autodelta (run d0)" in out and "warning" not in err
 
 
 def test_a_finished_run_without_a_final_loss_counts_but_is_not_ranked():
