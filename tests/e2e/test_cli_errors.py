@@ -35,6 +35,8 @@ BAD = [  # (overrides, the one line expected on stderr after "runner: error: ")
     (["model._target_=os.system"], "cannot build model: TypeError: system() takes at most 1 keyword argument"),
     # the tracking store's
     (["tracking.uri=sqlite:///{tmp}/afile/mlflow.db"], "cannot create the tracking store sqlite:///{tmp}/afile/mlflow.db"),
+    # a folder that exists and takes no new file, for root too (os.access said yes: it failed after the fit)
+    (["tracking.uri=sqlite:////sys/mlflow.db"], "the tracking store sqlite:////sys/mlflow.db is not writable ("),
 ]
 
 

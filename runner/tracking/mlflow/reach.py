@@ -105,8 +105,26 @@ def check_reachable(uri: str, timeout: float = REACH_TIMEOUT_S, create: bool = T
         except OSError as e:
             raise TrackingError(f"cannot create the tracking store {uri}: {e.strerror or e}: "
                                 "set tracking.uri to a writable place") from None
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise TrackingError(f"the tracking store {uri} is not writable: set tracking.uri to a writable place")
+        try:
+            writable(path)
+        except OSError as e:
+            raise TrackingError(f"the tracking store {uri} is not writable ({e.strerror or e}): set tracking.uri "
+                                "to a writable place") from None
+
+
+def writable(path: Path) -> None:
+    """OSError unless the store's file, its lock file beside it and a new file in its folder can be
+    written: tried, not asked (os.access says yes to root everywhere, /sys and read-only mounts
+    included; the store then failed after the fit). Nothing is written; a probe file is removed."""
+    import tempfile
+
+    for existing in (path, path.with_name(path.name + ".lock")):
+        if existing.exists():
+            with open(existing, "r+b"):
+                pass
+    fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".runner-probe-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_timeout(value) -> float:
