@@ -9,7 +9,7 @@ replicates (child runs tagged `replicate`) are its row. Runs of an objective oth
 (a MAP fit's negative log joint beside negative ELBOs) are ranked apart, below a line saying why.
 Long values are cut in the middle, and differing columns that do not fit the terminal's width are
 left out (named below the table). `--all`: every differing param and every metric, uncut, whole
-run ids, whatever the width. `--sweep <parent run id>`: one sweep's child runs only; with
+run ids, whatever the width. `--sweep <parent run id>` (whole, or its first characters): one sweep's child runs only; with
 `--loo` they are ranked by PSIS-LOO instead (runner/loo.py: arviz.compare on each run's
 inference_data.nc from the store).
 The store is only read: a sqlite file that is not there is one line and exit 2, never a new store;

@@ -7,7 +7,8 @@ models with discrete sites (mixtures) it prints and writes each point's MAP assi
 assignment probabilities for mixture families); for the others, posterior predictive draws of
 the observations for the new data.
 
-Options (key=value, Hydra style): run_id (required), tracking.uri (default: runner's, the file
+Options (key=value, Hydra style): run_id (required; its first characters do, as runner.compare
+shows them), tracking.uri (default: runner's, the file
 in this folder), tracking.timeout (seconds to reach the store, default 5),
 data / data.* (the new data, as for `python -m runner`; default: the run's own data),
 samples (posterior predictive draws, default 100), out (default predictions.json),
