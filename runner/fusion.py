@@ -177,11 +177,30 @@ def signature(cfg) -> tuple[str, dict]:
     return json.dumps(node, sort_keys=True, default=str), numbers
 
 
-def plan(cfgs: list) -> list[Group]:
+def finished_before(cfg) -> str | None:
+    """The run that makes a job of this launch redundant (a sweep run again: its job FINISHED
+    under the same parent), found as the job's own run finds it (runner.app.start: job.skip), so
+    that it is not fitted again with its group; None: fit it (anything that fails here is the
+    job's own run's to say). Needs Hydra's config of that job set (HydraConfig)."""
+    from runner import identity, tracking
+    from runner.job import from_hydra
+
+    try:
+        job = from_hydra(cfg)
+        if job.rerun:
+            return None
+        return job.skip(tracking.from_config(cfg.tracking), identity.config_hash(cfg))
+    except Exception:
+        return None
+
+
+def plan(cfgs: list, skip: frozenset = frozenset()) -> list[Group]:
     """The launch's jobs (their composed configs, without the hydra node) in groups, in the order
-    of their first job."""
+    of their first job; those in `skip` (finished before) in none."""
     groups: dict[str, Group] = {}
     for i, cfg in enumerate(cfgs):
+        if i in skip:
+            continue
         try:
             key, numbers = signature(cfg)
         except Exception as e:  # an interpolation that fails: the job's own run says so
@@ -212,13 +231,15 @@ def alone_why(cfg, jobs: int) -> str | None:
     return None if method.fuses else f"inference={method.name} fits one experiment at a time"
 
 
-def describe(groups: list[Group], overrides: list) -> list[str]:
-    """The launcher's lines: how many jobs, how they were grouped and why."""
+def describe(groups: list[Group], overrides: list, finished: int = 0) -> list[str]:
+    """The launcher's lines: how many jobs, how they were grouped and why (`finished`: the jobs
+    that FINISHED before, in no group)."""
     fused = [g for g in groups if g.alone is None]
     alone = sum(len(g.jobs) for g in groups if g.alone is not None)
-    total = sum(len(g.jobs) for g in groups)
+    total = sum(len(g.jobs) for g in groups) + finished
     lines = [f"runner: vectorized launcher: {total} jobs: {sum(len(g.jobs) for g in fused)} in "
-             f"{len(fused)} fused program(s), {alone} one by one"]
+             f"{len(fused)} fused program(s), {alone} one by one"
+             + (f", {finished} FINISHED before (skipped)" if finished else "")]
     for n, group in enumerate(groups, 1):
         varies = set(group.varies)
         keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides[group.jobs[0]]]

@@ -101,6 +101,29 @@ def test_a_sweep_of_fusable_and_unfusable_choices_runs_in_groups_and_says_so(tmp
     assert all(c.info.status == "FINISHED" for c in children)
 
 
+def test_a_sweep_run_again_fits_only_the_jobs_that_did_not_finish(tmp_path):
+    """The same sweep again (its parent resumed): a job FINISHED under it is skipped by its run, so
+    the launcher leaves it out of every group (it fitted all four again, then skipped them)."""
+    args = ["model=coin", "guide=autonormal", "steps=50", "optim.lr=0.01,0.03", "seed=0,1"]
+    _, client, parent, children = sweep(tmp_path, args, launcher="vectorized")
+    assert len(children) == 4
+    proc, _, again, same = sweep(tmp_path, args, launcher="vectorized")
+    assert again.info.run_id == parent.info.run_id and {c.info.run_id for c in same} == {c.info.run_id for c in children}
+    assert "runner: vectorized launcher: 4 jobs: 0 in 0 fused program(s), 0 one by one, 4 FINISHED before " \
+           "(skipped)" in proc.stdout and "group 1" not in proc.stdout
+    assert proc.stdout.count("runner: skipped ") == 4
+    gone = by_config(children, "optim.lr", "seed")[("0.03", "1")]
+    client.delete_run(gone.info.run_id)  # one job's run deleted: that job runs again, alone
+    proc, _, _, now = sweep(tmp_path, args, launcher="vectorized")
+    assert "4 jobs: 0 in 0 fused program(s), 1 one by one, 3 FINISHED before (skipped)" in proc.stdout
+    assert "group 1: 1 job(s) one by one (model=coin guide=autonormal steps=50 optim.lr=0.03 seed=1): nothing to fuse " \
+           "it with" in proc.stdout
+    assert proc.stdout.count("runner: skipped ") == 3 and len(now) == 4
+    rerun = by_config(now, "optim.lr", "seed")[("0.03", "1")]
+    assert rerun.info.run_id != gone.info.run_id and rerun.info.status == "FINISHED"
+    assert rerun.data.metrics["final_loss"] == pytest.approx(gone.data.metrics["final_loss"], rel=1e-6, abs=0)
+
+
 def test_successive_halving_stops_the_worst_jobs_at_its_rungs_and_keeps_the_best(tmp_path):
     """The coin's MAP (guide=autodelta: a deterministic objective, so the ranking at a rung is
     exact): the slow learning rates are behind at the rungs and stop; the job left is as good as
