@@ -205,7 +205,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m runner.compare", description=__doc__.splitlines()[0])
     p.add_argument("--uri", help="the tracking store (default: runner's tracking.uri)")
     p.add_argument("--experiment", help="experiment name (default: runner's tracking.experiment)")
-    p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="only the child runs of this sweep")
+    p.add_argument("--sweep", metavar="PARENT_RUN_ID",
+                   help="only the child runs of this sweep (its parent's whole id, or its first 4+ characters)")
     p.add_argument("--timeout", default="5", help="seconds to reach the store (default 5)")
     p.add_argument("--loo", action="store_true",
                    help="rank the sweep's runs by PSIS-LOO (arviz.compare on their inference_data.nc)")

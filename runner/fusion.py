@@ -177,21 +177,34 @@ def signature(cfg) -> tuple[str, dict]:
     return json.dumps(node, sort_keys=True, default=str), numbers
 
 
-def finished_before(cfg) -> str | None:
-    """The run that makes a job of this launch redundant (a sweep run again: its job FINISHED
-    under the same parent), found as the job's own run finds it (runner.app.start: job.skip), so
-    that it is not fitted again with its group; None: fit it (anything that fails here is the
-    job's own run's to say). Needs Hydra's config of that job set (HydraConfig)."""
-    from runner import identity, tracking
-    from runner.job import from_hydra
+def finished_before(cfgs: list, sweep_dir) -> frozenset:
+    """The launch's jobs (indices) that a run FINISHED under the same sweep's parent makes
+    redundant (the sweep run again, a search's repeated trial): their own runs skip them
+    (runner.app.start: job.skip), so they are fitted with no group. One read of the parent's
+    children per tracking config; a job is looked up by its config hash only when the parent has
+    a finished child. What fails here is left to the job's own run (which says it)."""
+    import logging
 
-    try:
-        job = from_hydra(cfg)
-        if job.rerun:
-            return None
-        return job.skip(tracking.from_config(cfg.tracking), identity.config_hash(cfg))
-    except Exception:
-        return None
+    from omegaconf import OmegaConf
+
+    from runner import identity, tracking
+    from runner.job import read_sweep
+
+    parent = (read_sweep(sweep_dir) or {}).get("parent_run_id")
+    done, hashes = set(), {}
+    for i, cfg in enumerate(cfgs if parent else []):
+        try:
+            if cfg.get("rerun"):
+                continue
+            key = OmegaConf.to_yaml(cfg.tracking)
+            if key not in hashes:
+                children = tracking.from_config(cfg.tracking).children(parent, curves=0) or []
+                hashes[key] = {c.get("config_hash") for c in children if c["status"] == "FINISHED"} - {None}
+            if hashes[key] and identity.config_hash(cfg) in hashes[key]:
+                done.add(i)
+        except Exception as e:
+            logging.getLogger(__name__).debug("job %d: not looked up (%s: %s)", i, type(e).__name__, e)
+    return frozenset(done)
 
 
 def plan(cfgs: list, skip: frozenset = frozenset()) -> list[Group]:

@@ -7,8 +7,8 @@ models with discrete sites (mixtures) it prints and writes each point's MAP assi
 assignment probabilities for mixture families); for the others, posterior predictive draws of
 the observations for the new data.
 
-Options (key=value, Hydra style): run_id (required; its first characters do, as runner.compare
-shows them), tracking.uri (default: runner's, the file
+Options (key=value, Hydra style): run_id (required: the whole id, or its first 4 or more
+characters, as runner.compare shows them), tracking.uri (default: runner's, the file
 in this folder), tracking.timeout (seconds to reach the store, default 5),
 data / data.* (the new data, as for `python -m runner`; default: the run's own data),
 samples (posterior predictive draws, default 100), out (default predictions.json),
@@ -89,6 +89,7 @@ def predict(opts: dict) -> dict:
         raise ConfigError(str(e)) from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            opts["run_id"] = backend.whole_run_id(opts["run_id"])  # its first characters name it too
             tags = backend.fetch(opts["run_id"], PREDICT_FILES, Path(tmp))
         except LookupError as e:
             raise ConfigError(str(e)) from None

@@ -422,10 +422,11 @@ def said(summary: dict, statuses: list, counts: dict, parent_id: str | None, swe
     if summary.get("view"):
         print(f"runner: sweep charts, grouped by config: {summary['view']}")
     if summary.get("mixed_objectives"):
+        ranks = f"python -m runner.compare --sweep {parent_id[:8]}" if parent_id else "python -m runner.compare"
         print("runner: warning: the search's trials minimise different objectives (runs per objective: "
               f"{summary['mixed_objectives']}): its sampler compared a MAP loss (a negative log joint) with "
-              "negative ELBOs as one value; search guides of one objective per study (python -m runner.compare "
-              "ranks them apart)", file=sys.stderr)
+              f"negative ELBOs as one value; search one kind of guide per study ({ranks} ranks them apart)",
+              file=sys.stderr)
     if summary.get("apart_runs"):
         print(f"runner: sweep: {summary['apart_runs']} run(s) minimise the {summary['apart_objective'].upper()} "
               f"objective, not the {summary['ranked_objective'].upper()}: ranked apart, best final_loss="

@@ -67,7 +67,7 @@ class VectorizedLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        sweep_configs, task_configs, finished = [], [], set()
+        sweep_configs, task_configs = [], []
         for idx, overrides in enumerate(job_overrides, initial_job_idx):
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
@@ -80,11 +80,10 @@ class VectorizedLauncher(Launcher):
             task = copy.deepcopy(sweep_config)
             with read_write(task), open_dict(task):
                 del task["hydra"]
-            if fusion.finished_before(task):  # a sweep run again: its run skips it, nothing to fit
-                finished.add(idx - initial_job_idx)
             sweep_configs.append(sweep_config)
             task_configs.append(task)
-        groups = fusion.plan(task_configs, skip=frozenset(finished))
+        finished = fusion.finished_before(task_configs, self.config.hydra.sweep.dir)  # their runs skip them
+        groups = fusion.plan(task_configs, skip=finished)
         for line in fusion.describe(groups, [list(filter_overrides(o)) for o in job_overrides], len(finished)):
             print(line)
         for name, spec in (self.config.hydra.job_logging.get("loggers") or {}).items():  # the jobs' (jax: WARNING)

@@ -183,6 +183,11 @@ class Tracking:
         (a sweep's or a replicated run's, or None), tags, params, metrics, final_loss (runner.compare)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no runs to list")
 
+    def whole_run_id(self, run_id: str) -> str:
+        """The id of the run that `run_id` names: a whole id, or its first characters as
+        runner.compare shows them. LookupError when no run, or several, start with them."""
+        return run_id
+
     def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:
         """The run's files among `names` (those it has) downloaded into dst; its tags. LookupError
         if there is no such run."""

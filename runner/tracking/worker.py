@@ -195,7 +195,7 @@ def client(warm: tuple[str, dict] | None = None) -> Client:
 #: so the store is written in order and errors surface in the command)
 FORWARDED = ("run_completed", "run_failed", "run_killed", "sweep_started",
              "sweep_completed", "sweep_failed", "sweep_killed", "sweep_updated", "finished_run", "final_loss_of", "children", "run_dir_of",
-             "runs", "fetch", "adopt")
+             "runs", "whole_run_id", "fetch", "adopt")
 
 
 class Background(Tracking):

@@ -31,8 +31,10 @@ def test_compare_and_predict_take_a_run_ids_first_characters(tmp_path):
     assert short.stdout == whole.stdout and child[:8] in short.stdout and len(short.stdout.splitlines()) == 3
     proc = side("runner.predict", [f"run_id={child[:8]}"], tmp_path)
     assert proc.returncode == 0, proc.stderr
+    predicted = json.loads((tmp_path / "predictions.json").read_text())
+    assert predicted["run_id"] == child  # recorded whole: a start may name two runs later
     # the tutorial's MAP assignments of [0, 1, 10, 11, 12], up to the components' labels
-    assert json.loads((tmp_path / "predictions.json").read_text())["assignment"] in ([1, 1, 0, 0, 0], [0, 0, 1, 1, 1])
+    assert predicted["assignment"] in ([1, 1, 0, 0, 0], [0, 0, 1, 1, 1])
     unknown = "0123abcd" if not any(r.info.run_id.startswith("0123abcd") for r in runs) else "fedc4321"
     for module, args in (("runner.compare", ["--sweep", unknown]), ("runner.predict", [f"run_id={unknown}"])):
         proc = side(module, args, tmp_path)
@@ -57,6 +59,10 @@ def test_first_characters_that_two_runs_share_are_refused(tmp_path):
     with pytest.raises(LookupError, match=f"run id abcd is ambiguous in {uri}: runs abcd0+ and abcd1+ "):
         whole_run_id(client, "abcd", uri)
     assert whole_run_id(client, "abcd1", uri) == wanted[1]
+    assert whole_run_id(client, "ABCD1", uri) == wanted[1] and whole_run_id(client, wanted[1].upper(), uri) == wanted[1]
+    client.delete_run(wanted[0])  # a deleted run gives way to an active one; alone, it is found
+    assert whole_run_id(client, "abcd", uri) == wanted[1]
+    assert whole_run_id(client, "abcd0", uri) == wanted[0]
     assert whole_run_id(client, ids[2][:8], uri) == ids[2]
     assert whole_run_id(client, ids[2], uri) == ids[2]
     assert whole_run_id(client, "abc", uri) == "abc"  # too short to be taken for a start: as typed

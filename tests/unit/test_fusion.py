@@ -55,6 +55,41 @@ def test_the_launcher_says_how_it_grouped_the_jobs():
         "runner:   group 2: 1 job(s) one by one (guide=autonormal optim.lr=0.1): nothing to fuse it with"]
 
 
+def test_jobs_that_finished_before_are_in_no_group_and_counted_apart():
+    overrides = [["guide=autodelta", "optim.lr=0.1"], ["guide=autodelta", "optim.lr=0.3"], ["guide=autodelta", "optim.lr=1.0"],
+                 ["guide=autonormal", "optim.lr=0.1"]]
+    plan = fusion.plan([cfg(*o) for o in overrides], skip=frozenset({1, 3}))
+    assert [g.jobs for g in plan] == [[0, 2]]
+    assert fusion.describe(plan, overrides, finished=2) == [
+        "runner: vectorized launcher: 4 jobs: 2 in 1 fused program(s), 0 one by one, 2 FINISHED before (skipped)",
+        "runner:   group 1: 2 jobs fused (guide=autodelta; varying optim.lr)"]
+    assert fusion.describe(fusion.plan([cfg(*o) for o in overrides], skip=frozenset(range(4))), overrides, 4) == [
+        "runner: vectorized launcher: 4 jobs: 0 in 0 fused program(s), 0 one by one, 4 FINISHED before (skipped)"]
+
+
+def test_finished_before_reads_the_parents_children_once_and_skips_what_finished(tmp_path):
+    """The launcher's look-up against a real sqlite store: a sweep folder whose parent has one FINISHED
+    child of the first config (its config hash) and a FAILED one of the second."""
+    import json
+
+    from runner.identity import config_hash
+    from runner.tracking.mlflow.store import read_client
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfgs = [cfg("tracking=mlflow", f"tracking.uri={uri}", f"optim.lr={lr}") for lr in (0.1, 0.3, 1.0)]
+    client = read_client(uri)
+    exp = client.create_experiment("runner")
+    parent = client.create_run(exp).info.run_id
+    for c, status in ((cfgs[0], "FINISHED"), (cfgs[1], "FAILED")):
+        run = client.create_run(exp, tags={"mlflow.parentRunId": parent, "config_hash": config_hash(c)}).info.run_id
+        client.set_terminated(run, status)
+    assert fusion.finished_before(cfgs, tmp_path) == frozenset()  # no sweep file: no parent to ask
+    (tmp_path / "sweep.json").write_text(json.dumps({"parent_run_id": parent, "reused": True, "jobs": 3}))
+    assert fusion.finished_before(cfgs, tmp_path) == frozenset({0})
+    rerun = [cfg("tracking=mlflow", f"tracking.uri={uri}", "optim.lr=0.1", "rerun=true")]
+    assert fusion.finished_before(rerun, tmp_path) == frozenset()  # rerun=true runs it again
+
+
 def fit_alone(exp):
     from runner.inference import FitContext
 

@@ -553,15 +553,18 @@ class MlflowTracking(Tracking):
         if exp is None:
             raise LookupError(f"no experiment '{self.experiment}' in {self.uri}")
         if parent_id:
-            from runner.tracking.mlflow.store import whole_run_id
-
-            parent_id = whole_run_id(client, parent_id, self.uri)
+            parent_id = self.whole_run_id(parent_id)
             check_parent(client, parent_id, self.uri)
         query = f"tags.`{PARENT}` = '{parent_id}'" if parent_id else ""
         runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)
         return [{"run_id": r.info.run_id, "status": r.info.status, "name": r.info.run_name,
                  "parent_id": r.data.tags.get(PARENT), "tags": dict(r.data.tags), "params": dict(r.data.params), "metrics": dict(r.data.metrics),
                  "final_loss": r.data.metrics.get("final_loss")} for r in runs]
+
+    def whole_run_id(self, run_id: str) -> str:
+        from runner.tracking.mlflow.store import read_client, whole_run_id
+
+        return whole_run_id(read_client(self.uri), run_id, self.uri)
 
     def fetch(self, run_id: str, names: tuple, dst: Path) -> dict:
         from runner.tracking.mlflow.store import fetch_run

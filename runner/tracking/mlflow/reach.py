@@ -118,13 +118,16 @@ def writable(path: Path) -> None:
     included; the store then failed after the fit). Nothing is written; a probe file is removed."""
     import tempfile
 
+    path = path.resolve()  # where the store's lock goes (store_lock): a linked store's own folder
     for existing in (path, path.with_name(path.name + ".lock")):
         if existing.exists():
             with open(existing, "r+b"):
                 pass
     fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".runner-probe-")
-    os.close(fd)
-    os.unlink(probe)
+    try:
+        os.close(fd)
+    finally:
+        os.unlink(probe)
 
 
 def check_timeout(value) -> float:

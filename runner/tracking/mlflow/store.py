@@ -175,19 +175,37 @@ RUN_ID_START = re.compile(r"[0-9a-f]{4,31}")
 
 
 def whole_run_id(client, run_id: str, uri: str) -> str:
-    """The run id a user typed, whole: a whole id (or anything that is no id's start) as it is; the
-    first characters of one (4 to 31, as runner.compare and the sweep's links show it) the id of
-    the one run in the store that starts with them. LookupError when none does, or several do."""
-    if WHOLE_RUN_ID.fullmatch(run_id) or not RUN_ID_START.fullmatch(run_id):
+    """The run id a user typed, whole: a whole id (in either case) as MLflow writes it, anything
+    that is no id's start as it is; the first characters of one (4 to 31, as runner.compare and
+    the sweep's links show it) the id of the one run that starts with them: among the store's
+    active runs, else among its deleted ones too. LookupError when none does, or several do."""
+    if not (WHOLE_RUN_ID.fullmatch(run_id.lower()) or RUN_ID_START.fullmatch(run_id.lower())):
+        return run_id
+    run_id = run_id.lower()
+    if WHOLE_RUN_ID.fullmatch(run_id):
         return run_id
     from mlflow.entities import ViewType
+    from mlflow.exceptions import MlflowException
 
     from runner.redact import redact
 
-    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    found = sorted(r.info.run_id for r in client.search_runs(
-        experiments, filter_string=f"attributes.run_id LIKE '{run_id}%'", run_view_type=ViewType.ALL,
-        max_results=2)) if experiments else []
+    try:
+        experiments, token = [], None
+        while True:
+            page = client.search_experiments(view_type=ViewType.ALL, max_results=1000, page_token=token)
+            experiments += [e.experiment_id for e in page]
+            token = page.token
+            if not token:
+                break
+        found = []
+        for view in (ViewType.ACTIVE_ONLY, ViewType.ALL):
+            found = sorted(r.info.run_id for r in client.search_runs(
+                experiments, filter_string=f"attributes.run_id LIKE '{run_id}%'", run_view_type=view,
+                max_results=2)) if experiments else []
+            if found:
+                break
+    except MlflowException as e:
+        raise LookupError(f"no run found for {run_id} in {redact(uri)} ({describe(e)})") from None
     if not found:
         raise LookupError(f"no run whose id starts with {run_id} in {redact(uri)}")
     if len(found) > 1:
@@ -198,11 +216,10 @@ def whole_run_id(client, run_id: str, uri: str) -> str:
 
 def fetch_run(uri: str, run_id: str, dst: Path, names: tuple[str, ...]) -> dict:
     """Download the named artifacts of a run (those it has) into dst; return its tags.
-    LookupError if the run does not exist (`run_id` may be its first characters: whole_run_id)."""
+    LookupError if the run does not exist."""
     from mlflow.exceptions import MlflowException
 
     client = read_client(uri)
-    run_id = whole_run_id(client, run_id, uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as e:
