@@ -30,7 +30,7 @@ def test_predict_from_a_logged_run(tmp_path):
     assert len(read_runs(f"sqlite:///{tmp_path}/mlflow.db")[1]) == 1
     bad = subprocess.run([sys.executable, "-m", "runner.predict", "run_id=0123",
                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"], cwd=tmp_path, capture_output=True, text=True)
-    assert bad.returncode == 2 and bad.stderr.startswith("runner.predict: error: no run 0123")
+    assert bad.returncode == 2 and bad.stderr.startswith("runner.predict: error: no run whose id starts with 0123 in ")
 
 
 def test_predict_checks_the_width_of_new_data_and_takes_fewer_points_than_components(tmp_path):
