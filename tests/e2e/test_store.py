@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, read_runs
+from conftest import ROOT, fit_cli, read_runs
 
 
 N_WRITERS, N_POINTS = 16, 300
@@ -155,3 +155,21 @@ def test_the_pyfunc_model_is_logged_only_into_the_run_model_run_opened():
 
     with pytest.raises(RuntimeError, match="outside model_run"):
         pyfunc.log_model("0123", files={}, method="svi", data=np.zeros(3))
+
+
+@pytest.mark.parametrize("steps,points", [(95, 10), (300, None)])
+def test_the_store_has_the_curves_points_that_metrics_json_has(tmp_path, steps, points):
+    """A curve the fit kept at tracking.max_points_per_curve points (its last step too) is logged
+    point for point: it was strided again (95 steps at 10 points: 11 kept, 6 logged; 4000 steps at
+    2000: 2001 kept, 1001 logged). Every step of a curve that was not cut."""
+    import json
+
+    cap = [f"tracking.max_points_per_curve={points}"] if points else []
+    _, client, run, run_dir = fit_cli(tmp_path, "model=coin", "guide=autonormal", f"steps={steps}", *cap)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    kept = saved.get("steps", list(range(steps)))
+    assert len(kept) == (11 if points else steps) and kept[-1] == steps - 1
+    for name, values in saved["curves"].items():
+        history = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+        assert [m.step for m in history] == kept, name
+        assert [m.value for m in history] == pytest.approx(values, rel=1e-6), name

@@ -101,15 +101,21 @@ def params_of(params: dict) -> list:
 
 
 def metrics_of(scalars: dict, curves: dict, steps: list | None, max_points: int | None) -> list:
-    """MLflow Metrics: each scalar at step 0, each curve at its steps (`steps`: the step of each
-    point; None: point i is step i), at most `max_points` points a curve."""
+    """MLflow Metrics: each scalar at step 0, each curve at its steps. `steps`: the step of each
+    point, as the fit kept them (at most tracking.max_points_per_curve of them, the last step
+    too): each point logged, the points of metrics.json; None: point i is step i, at most
+    `max_points` points a curve (an even stride). A kept curve strided again lost half its points
+    (2001 kept of 4000 steps, 1001 logged)."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     metrics = [Metric(metric_name(k), float(v), now, 0) for k, v in scalars.items()]
     for key, values in curves.items():
-        metrics += [Metric(metric_name(key), float(values[i]), now, i if steps is None else int(steps[i]))
-                    for i in strided_steps(len(values), max_points)]
+        if steps is not None:
+            metrics += [Metric(metric_name(key), float(v), now, int(s)) for v, s in zip(values, steps)]
+        else:
+            metrics += [Metric(metric_name(key), float(values[i]), now, i)
+                        for i in strided_steps(len(values), max_points)]
     return metrics
 
 
