@@ -34,7 +34,7 @@ from runner.errors import ConfigError
 
 __all__ = ["Check", "integer", "number", "positive_number", "one_of", "optional", "zero_or", "path",
            "positive_int", "positive", "probability", "boolean", "string", "RUN", "TRACKING", "run_settings",
-           "setting", "check_fields", "lookup"]
+           "setting", "check_fields", "lookup", "GUIDE", "guide_settings"]
 
 
 @dataclass(frozen=True)
@@ -160,9 +160,34 @@ EARLY: dict[str, Check] = {
 
 
 def early_settings(cfg) -> None:
-    """Every EARLY key's value checked (absent: nothing to check)."""
+    """Every EARLY key's value checked (absent: nothing to check), and runner's own guide's settings."""
     for key, check in EARLY.items():
         check(key, lookup(cfg, key, None))
+    early_guide(cfg)
+
+
+def early_guide(cfg) -> None:
+    """The settings of a guide of runner's own (its guide._target_ in a module of runner/guides/,
+    found without running it) that GUIDE ranges, checked before JAX is imported (the guide function
+    checks them again when it is called). A user's guide checks its own."""
+    import importlib.util
+    from pathlib import Path
+
+    target = lookup(cfg, "guide._target_", None)
+    if not isinstance(target, str) or "." not in target:
+        return
+    try:
+        spec = importlib.util.find_spec(target.rpartition(".")[0])
+    except (ImportError, ValueError):
+        return  # building the guide says what is wrong
+    guides = Path(__file__).resolve().parent / "guides"
+    if spec is None or not spec.origin or Path(spec.origin).resolve().parent != guides:
+        return
+    absent = object()
+    for key, check in GUIDE.items():
+        value = lookup(cfg, key, absent)
+        if value is not absent:
+            check(key, value)
 
 
 def is_number_like(value) -> bool:
@@ -175,6 +200,34 @@ TRACKING: dict[str, Check] = {
     "tracking.max_points_per_curve": optional(integer(2)),
     "tracking.timeout": positive_number("a positive number of seconds"),
 }
+
+
+def positive_ints() -> Check:
+    """A non-empty list of positive integers (a network's layer widths)."""
+    def accepts(v):
+        return (not isinstance(v, (str, bytes)) and hasattr(v, "__len__") and len(v) > 0
+                and all(is_int(x) and x >= 1 for x in v))
+
+    return Check("a list of positive integers", accepts)
+
+
+#: runner's own guides' settings (runner/guides/): each guide function checks the ones it takes
+#: (`guide_settings`) before NumPyro sees them (rank=0 was a ZeroDivisionError in the guide's
+#: trace, num_flows=0 an IndexError, init_scale=-1 a NaN first loss)
+GUIDE: dict[str, Check] = {
+    "guide.init_scale": positive,
+    "guide.rank": optional(positive_int, "NumPyro's default"),
+    "guide.num_flows": positive_int,
+    "guide.hidden_dims": optional(positive_ints(), "NumPyro's default"),
+    "guide.K": positive_int.about("the mixture's components"),
+    "guide.init_spread": number(0),
+}
+
+
+def guide_settings(**values) -> None:
+    """Each of a guide's settings (by name: init_scale=...) checked against GUIDE."""
+    for name, value in values.items():
+        GUIDE[f"guide.{name}"](f"guide.{name}", value)
 
 
 def lookup(node, key: str, default=None):

@@ -5,6 +5,8 @@ which is what the GMM tutorial does by hand with `handlers.block`.
 """
 from __future__ import annotations
 
+from runner.schema import guide_settings
+
 
 def is_enumerated(site) -> bool:
     return site["type"] == "sample" and (site.get("infer") or {}).get("enumerate") == "parallel"
@@ -33,12 +35,16 @@ def autodelta(model, init_values=None):
 def autonormal(model, init_values=None, init_scale: float = 0.1):
     from numpyro.infer.autoguide import AutoNormal
 
+    guide_settings(init_scale=init_scale)
+
     return AutoNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
                       init_scale=init_scale)
 
 
 def automvn(model, init_values=None, init_scale: float = 0.1):
     from numpyro.infer.autoguide import AutoMultivariateNormal
+
+    guide_settings(init_scale=init_scale)
 
     return AutoMultivariateNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
                                   init_scale=init_scale)
@@ -47,6 +53,8 @@ def automvn(model, init_values=None, init_scale: float = 0.1):
 def autolowrank(model, init_values=None, init_scale: float = 0.1, rank: int | None = None):
     """Low-rank plus diagonal covariance in unconstrained space (AutoLowRankMultivariateNormal)."""
     from numpyro.infer.autoguide import AutoLowRankMultivariateNormal
+
+    guide_settings(init_scale=init_scale, rank=rank)
 
     return AutoLowRankMultivariateNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
                                          init_scale=init_scale, rank=rank)
@@ -63,6 +71,8 @@ def autolaplace(model, init_values=None):
 def autoiaf(model, init_values=None, num_flows: int = 3, hidden_dims: list | None = None):
     """A normalizing flow: inverse autoregressive flows over a standard Normal (AutoIAFNormal)."""
     from numpyro.infer.autoguide import AutoIAFNormal
+
+    guide_settings(num_flows=num_flows, hidden_dims=hidden_dims)
 
     return AutoIAFNormal(continuous_part(model), init_loc_fn=init_loc_fn(init_values),
                          num_flows=int(num_flows), hidden_dims=None if hidden_dims is None else list(hidden_dims))

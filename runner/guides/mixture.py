@@ -53,6 +53,9 @@ def automixture(model, init_values=None, K: int = 2, init_scale: float = 0.1, in
     differ only in how the components are spread around it)."""
     from numpyro.infer import init_to_median, init_to_value
 
+    from runner.schema import guide_settings
+
+    guide_settings(K=K, init_scale=init_scale, init_spread=init_spread)
     center = init_to_value(values=init_values) if init_values else init_to_median
     return AutoMixtureMVN(continuous_part(model), K=K, init_scale=init_scale,
                           init_spread=init_spread, init_loc_fn=center)
