@@ -3,7 +3,8 @@ run, best final loss first.
 
 Columns: the config choices that differ, then the params that differ between the runs (a param
 that only some runs have follows from a choice and is left out; one name of two with the same
-values), final_loss (and final_loss_std, over a replicated run's replicates), status, the run
+values; a run's params that its method does not take, such as a NUTS run's optim.lr and steps,
+are blank), final_loss (and final_loss_std, over a replicated run's replicates), status, the run
 id's first 8 characters; a column that is the same, or blank, in every row is left out. A run's
 replicates (child runs tagged `replicate`) are its row. Runs of an objective other than the first
 (a MAP fit's negative log joint beside negative ELBOs) are ranked apart, below a line saying why.
@@ -22,8 +23,13 @@ import math
 import sys
 from pathlib import Path
 
-CHOICES = ("model", "guide", "loss", "optim", "inference", "data")  # the config groups, as chosen
-SKIP_PARAMS = ("jax_version", "key_derivation", "tracking.", "jax.", "hydra.")
+CHOICES = ("model", "guide", "loss", "optim", "inference", "data", "check")  # the config groups, as chosen
+SKIP_PARAMS = ("jax_version", "key_derivation", "tracking.", "jax.", "hydra.", "checkpoint.")
+#: params that say how a command ran, not what it fitted (its progress line, its timing line, a re-run)
+CONTROL = ("progress", "timing", "rerun", "resume")
+#: groups whose params act on a run only where its method takes the group (a run is tagged with
+#: the choices its method takes: a NUTS run has no guide, loss or optim)
+METHOD_GROUPS = ("guide", "loss", "optim", "check")
 KEY_METRICS = ("final_loss", "final_loss_std")  # every method logs final_loss (EM: -avg_loglik); a
 # replicated run, the std of its replicates' final losses (final_loss is their mean)
 CELL = 24  # characters of a value shown by default
@@ -38,6 +44,18 @@ def fold_replicates(runs: list[dict]) -> list[dict]:
     `final_loss_std` (metrics)."""
     ids = {r["run_id"] for r in runs}
     return [r for r in runs if not ("replicate" in r["tags"] and r.get("parent_id") in ids)]
+
+
+def acting(runs: list[dict]) -> list[dict]:
+    """Each run with the params that act on its fit: every run logs the whole composed config, so a
+    NUTS run beside SVI runs has optim.lr and steps it never used. A group's params (optim.lr) only
+    where the run is tagged with that group's choice; a run-level setting that a method takes as
+    its own (steps, as inference.steps) only where the run's method has it."""
+    own = {k[len("inference."):] for r in runs for k in r["params"]
+           if k.startswith("inference.") and "." not in k[len("inference."):]}
+    return [{**r, "params": {k: v for k, v in r["params"].items()
+                             if not (k.split(".")[0] in METHOD_GROUPS and "." in k and k.split(".")[0] not in r["tags"])
+                             and not (k in own and f"inference.{k}" not in r["params"])}} for r in runs]
 
 
 def ranked_groups(runs: list[dict]) -> list[tuple[str | None, list[dict]]]:
@@ -69,7 +87,7 @@ def varying_params(runs: list[dict], everything: bool = True) -> list[str]:
     overrode: optim.lr, seed), then those every run has (steps, a model's hints); a param that
     only some runs have follows from a choice (guide.init_scale, model.K) and is left out."""
     keys = sorted({k for r in runs for k in r["params"]})
-    differ = [k for k in keys if not k.startswith(SKIP_PARAMS) and k not in CHOICES
+    differ = [k for k in keys if not k.startswith(SKIP_PARAMS) and k not in CHOICES and k not in CONTROL
               and not k.endswith(("._target_", "._partial_"))
               and len({_blank(r["params"].get(k)) for r in runs}) > 1]
     seen: dict = {}
@@ -117,7 +135,7 @@ def table(runs: list[dict], everything: bool = False) -> list:
     (constant, or blank) is left out."""
     from runner.identity import short_value
 
-    runs = fold_replicates(runs)
+    runs = acting(fold_replicates(runs))
     varying = varying_params(runs, everything)
     metrics = [m for m in metric_names(runs, everything) if m not in varying]
     names = [*CHOICES, *varying, *metrics, "status", "run_id"]
@@ -161,7 +179,7 @@ def drop_order(runs: list[dict]) -> list[str]:
     from the model), then the params a person varied between runs of the same choices (from the
     right), then the other choices but the first (from the right). Replicates folded, as in the
     table."""
-    runs = fold_replicates(runs)
+    runs = acting(fold_replicates(runs))
     choices = [c for c in CHOICES if len({r["tags"].get(c) for r in runs}) > 1]
     implied = [c for i, c in enumerate(choices) if i and _follows(runs, choices[:i], c)]
     params = varying_params(runs, everything=False)

@@ -191,3 +191,39 @@ def test_all_shows_whole_run_ids_and_every_metric_that_differs_once():
     assert rows[0][-1] == "run_id" and rows[1][-1] == "2" * 32
     assert "final_loss_mean" in rows[0] and "replicate" not in rows[0] and "inference.steps" not in rows[0]
     assert len(rows) == 1 + 7 + 1
+
+
+def nuts(run_id, model="coin", **tags):
+    """A NUTS run as the backend lists it: tagged with the choices its method takes (model, data,
+    inference: no guide, loss or optim), but with every param of the composed config, the SVI
+    settings it never used (optim.lr, steps) among them."""
+    r = svi(run_id, None, model=model)
+    for choice in ("guide", "loss", "optim", "objective"):
+        del r["tags"][choice]
+    r["tags"].update(inference="nuts", **tags)
+    r["params"] = {k: v for k, v in r["params"].items() if not k.startswith("inference.")}
+    r["params"].update({"inference.samples": "1000", "inference.chains": "4", "progress": "false"})
+    return r
+
+
+def test_a_nuts_run_shows_no_setting_its_method_does_not_take():
+    runs = [svi("1", 14.79, model="coin", guide="autonormal", steps="500"),
+            svi("2", 14.80, model="coin", guide="autonormal", steps="500", seed="1"), nuts("3")]
+    runs[0]["params"]["optim.lr"] = "0.01"  # what a person overrode in one SVI run
+    rows = table(runs, everything=True)
+    head = rows[0]
+    nuts_row = next(row for row in rows[1:] if row[-1] == "3" * 32)
+    # no column for steps AND inference.steps (one name each); the NUTS row blank for what it never used
+    assert "inference.steps" not in head and "progress" not in head
+    for name in ("steps", "optim.lr", "replicates", "guide", "optim"):
+        assert nuts_row[head.index(name)] == "", name
+    assert nuts_row[head.index("inference.samples")] == "1000"
+    assert next(row for row in rows[1:] if row[-1] == "1" * 32)[head.index("optim.lr")] == "0.01"
+
+
+def test_a_check_run_s_settings_follow_from_its_check_choice():
+    sbc = svi("2", 14.8, model="coin", guide="autonormal", check="sbc")
+    sbc["params"].update({"check.simulations": "100", "check.draws": "100", "timing": "true"})
+    rows = table([svi("1", 14.79, model="coin", guide="autonormal", seed="1"), sbc])
+    assert rows[0] == ["check", "seed", "final_loss", "run_id"]  # a choice first; check.*: follow from it
+    assert rows[1:] == [["", "1", "14.79", "1" * 8], ["sbc", "0", "14.8", "2" * 8]]
