@@ -72,6 +72,32 @@ def _compose_once(argv: list[str]) -> None:
     Hydra.get_mode = get_mode
 
 
+#: Hydra's command-line options that take a value (the next argument, unless given as --opt=value)
+VALUED = {"--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--cfg", "-c", "--package", "-p",
+          "--experimental-rerun"}
+INFO = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")  # --info's optional value
+
+
+def options_first(argv: list[str]) -> list[str]:
+    """Hydra's options (with their values) ahead of the overrides, in their order: Hydra's parser
+    takes options after the overrides only at the very end (`-m model=coin --config-dir conf
+    steps=10` was its usage text and "unrecognized arguments: steps=10", exit 2). An override never
+    starts with "-" (key=value, +key=value, ~key), so nothing is taken for what it is not."""
+    options, overrides, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("-"):
+            options.append(arg)
+            takes = arg in VALUED or (arg in ("--info", "-i") and i + 1 < len(argv) and argv[i + 1] in INFO)
+            if takes and i + 1 < len(argv):
+                options.append(argv[i + 1])
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return [*options, *overrides]
+
+
 def _long_key() -> str | None:
     """An override key longer than any store or file system takes (Hydra would look for a config
     file of that name and fail with ENAMETOOLONG): named in one line instead."""
@@ -87,6 +113,7 @@ def main() -> None:
     from runner.lifecycle import pause_gc
 
     pause_gc()  # until the experiment is built (runner.app.start)
+    sys.argv[1:] = options_first(sys.argv[1:])
     current_folder_importable()
     from runner.lifecycle import SIGNALS
     from runner.redact import mask_log_records, redact
