@@ -45,6 +45,11 @@ def compose(overrides: list[str] | tuple = (), config_dir: str | None = None):
     if isinstance(overrides, str):
         raise ConfigError(f"overrides must be a list of strings such as ['model=coin'], got the string {overrides!r}")
     overrides = list(overrides)
+    options = [o for o in overrides if isinstance(o, str) and o.startswith("-")]
+    if options:  # Hydra's lexer said "LexerNoViableAltException: --config-dir"
+        hint = " (give its folder as config_dir=...)" if options[0].split("=")[0] in ("--config-dir", "-cd") else ""
+        raise ConfigError(f"{options[0]} is a command-line option, not an override: the Python API takes "
+                          f"overrides only{hint}, or run python -m runner {options[0]} ...")
     sweeps = [o for o in overrides if isinstance(o, str) and _is_sweep(o)]
     if sweeps:
         raise ConfigError(f"{sweeps[0]} is a sweep: the Python API runs one config (give one value, or run "

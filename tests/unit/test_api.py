@@ -124,6 +124,11 @@ def test_the_objective_of_replicates_is_their_mean_final_loss(tmp_path):
     (lambda: runner.compose(["seed=0,1", "model=coin"]), "seed=0,1 is a sweep: the Python API runs one config"),
     (lambda: runner.run(["seed=0,1", "model=coin", "tracking=none"]), "seed=0,1 is a sweep"),
     (lambda: runner.compose("model=coin"), "overrides must be a list of strings"),
+    # Hydra's lexer: "LexerNoViableAltException: --config-dir"
+    (lambda: runner.run(["--config-dir", "conf", "model=coin", "tracking=none"]),
+     "--config-dir is a command-line option, not an override: the Python API takes overrides only (give its "
+     "folder as config_dir=...)"),
+    (lambda: runner.compose(["-m", "seed=0"]), "-m is a command-line option, not an override"),
     (lambda: runner.compose(["model=coin"], config_dir="/no/such/folder"), "config_dir /no/such/folder is not a folder"),
     (lambda: runner.build(runner.compose(["model=coin", "+x=${oc.env:RUNNER_NO_SUCH_VARIABLE}"])[0]),
      "RUNNER_NO_SUCH_VARIABLE"),
