@@ -40,15 +40,17 @@ def run_name(choices: dict, label: str, overrides) -> str:
     not fill the runs table (the whole value is in the params and the tag `overrides`)."""
     head = [choices.get("model") or "run", label]
     rest = []
-    for o in result_overrides(overrides or []):
-        key, _, value = o.lstrip("+~").partition("=")
-        if key in ("model", "guide", "inference", "model.fn") or key.startswith("hydra"):
-            continue
+    kept = [o.lstrip("+~").partition("=") for o in result_overrides(overrides or [])]
+    kept = [(k, v) for k, _, v in kept if k not in ("model", "guide", "inference", "model.fn") and not k.startswith("hydra")]
+    lasts = [k.split(".")[-1] for k, _ in kept]
+    for key, value in kept:
         if key.endswith(".path"):  # a file: its name, not its whole path
             rest.append(short_value("", Path(value).stem, 24))
             continue
         value = short_value("", value, 24)
-        rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{key.split('.')[-1]}{value}")
+        # a key by its last part, or whole where two share it (inference.samples, posterior.samples)
+        name = key.replace(".", "_") if lasts.count(key.split(".")[-1]) > 1 else key.split(".")[-1]
+        rest.append(value if "." not in key and key in CHOICE_GROUPS else f"{name}{value}")
     return re.sub(r"[^\w.\-]+", "_", "-".join(str(x) for x in [*head, *rest] if x))[:250]
 
 

@@ -25,6 +25,9 @@ CHOICES = {"model": "gmm", "guide": "autodelta", "loss": "traceenum", "optim": "
     ({"model": "gmm"}, "nuts", ["inference=nuts", "inference.chains=4", "+hints={lr: 0.1}"],
      "gmm-nuts-chains4-hints_lr_0.1_"),  # characters a name should not hold become _
     ({}, "svi", [], "run-svi"),
+    # two keys with one last part: each whole (the name said samples100-...-samples50)
+    ({"model": "coin"}, "nuts", ["inference=nuts", "inference.samples=100", "inference.chains=2", "posterior.samples=50"],
+     "coin-nuts-inference_samples100-chains2-posterior_samples50"),
     # issue 18: a long file name or value is cut in the middle to 24 characters (the name stays readable)
     ({"model": "gmm"}, "autodelta", ["data=file", f"data.path=/{'p' * 120}/{'d' * 86}.csv", "seed=1"],
      "gmm-autodelta-file-ddddddddddd..ddddddddddd-seed1"),
