@@ -114,6 +114,9 @@ def main() -> None:
 
     pause_gc()  # until the experiment is built (runner.app.start)
     sys.argv[1:] = options_first(sys.argv[1:])
+    from runner.console import pipe_safe_stdout
+
+    pipe_safe_stdout()  # `| head -1`: the rest of the output is dropped, the run goes on
     current_folder_importable()
     from runner.lifecycle import SIGNALS
     from runner.redact import mask_log_records, redact

@@ -49,3 +49,40 @@ def one_line(e: BaseException) -> str:
         return f"unknown key '{key}': check the spelling (python -m runner --cfg job lists the keys), or use +{key}=... to add a new one"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "See https"))]
     return "; ".join(lines) or type(e).__name__
+
+
+class PipeSafe:
+    """The command's stdout when its reader may stop reading (`python -m runner ... | head -1`):
+    a write or flush to a closed pipe sends the rest to /dev/null instead of raising
+    BrokenPipeError (a traceback after the run was recorded, or a sweep's next jobs never run)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def pipe_safe_stdout() -> None:
+    if not isinstance(sys.stdout, PipeSafe) and sys.stdout is not None:
+        sys.stdout = PipeSafe(sys.stdout)
