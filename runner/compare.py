@@ -53,9 +53,14 @@ def acting(runs: list[dict]) -> list[dict]:
     its own (steps, as inference.steps) only where the run's method has it."""
     own = {k[len("inference."):] for r in runs for k in r["params"]
            if k.startswith("inference.") and "." not in k[len("inference."):]}
-    return [{**r, "params": {k: v for k, v in r["params"].items()
-                             if not (k.split(".")[0] in METHOD_GROUPS and "." in k and k.split(".")[0] not in r["tags"])
-                             and not (k in own and f"inference.{k}" not in r["params"])}} for r in runs]
+
+    def acts(key: str, run: dict) -> bool:
+        group, dot, _ = key.partition(".")
+        if dot and group in METHOD_GROUPS and group not in run["tags"]:
+            return False  # a group its method does not take
+        return not (key in own and f"inference.{key}" not in run["params"])  # a setting its method does not take
+
+    return [{**r, "params": {k: v for k, v in r["params"].items() if acts(k, r)}} for r in runs]
 
 
 def ranked_groups(runs: list[dict]) -> list[tuple[str | None, list[dict]]]:

@@ -125,9 +125,10 @@ def aggregate(children: list[dict], counts: dict, by_objective: bool = True) -> 
     scored = [c for c in finished if np.isfinite(c["final_loss"])]
     # a search ranks its trials by the values its sampler was told (Optuna's best is the parent's)
     kind, ranked, apart = ranked_objective(scored) if by_objective else (None, scored, [])
-    kinds = collections.Counter(c["objective"] for c in scored if c.get("objective"))
-    if not by_objective and len(kinds) > 1:  # a search told its sampler a MAP loss and an ELBO as one value
-        tags["mixed_objectives"] = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    if not by_objective:  # a search that told its sampler a MAP loss and an ELBO as one value says so
+        kinds = collections.Counter(c["objective"] for c in scored if c.get("objective"))
+        if len(kinds) > 1:
+            tags["mixed_objectives"] = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
     if ranked:
         best = min(ranked, key=lambda c: c["final_loss"])
         metrics["final_loss"] = float(best["final_loss"])

@@ -553,7 +553,9 @@ class MlflowTracking(Tracking):
         if exp is None:
             raise LookupError(f"no experiment '{self.experiment}' in {self.uri}")
         if parent_id:
-            parent_id = self.whole_run_id(parent_id)
+            from runner.tracking.mlflow.store import whole_run_id
+
+            parent_id = whole_run_id(client, parent_id, self.uri)
             check_parent(client, parent_id, self.uri)
         query = f"tags.`{PARENT}` = '{parent_id}'" if parent_id else ""
         runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=50000)

@@ -185,11 +185,12 @@ def whole_run_id(client, run_id: str, uri: str) -> str:
     that is no id's start as it is; the first characters of one (4 to 31, as runner.compare and
     the sweep's links show it) the id of the one run that starts with them: among the store's
     active runs, else among its deleted ones too. LookupError when none does, or several do."""
-    if not (WHOLE_RUN_ID.fullmatch(run_id.lower()) or RUN_ID_START.fullmatch(run_id.lower())):
+    lowered = run_id.lower()
+    if WHOLE_RUN_ID.fullmatch(lowered):
+        return lowered
+    if not RUN_ID_START.fullmatch(lowered):
         return run_id
-    run_id = run_id.lower()
-    if WHOLE_RUN_ID.fullmatch(run_id):
-        return run_id
+    run_id = lowered
     from mlflow.entities import ViewType
     from mlflow.exceptions import MlflowException
 
